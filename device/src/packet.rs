@@ -1,0 +1,547 @@
+//! IB transport packets as typed values.
+//!
+//! A [`Packet`] carries exactly the IBTA headers RoCEv2 puts on the wire (BTH and the extended
+//! transport headers), plus the source and destination GIDs the network layer would carry. The
+//! fabric turns it into bytes (RoCEv2) or moves it as it is (the in-process switch).
+
+use crate::memory::SharedMemory;
+use crate::types::{Gid, MemKey, Msn, Psn, Qpn};
+use std::fmt;
+
+/// A BTH opcode: the transport (upper 3 bits) and the operation (lower 5 bits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Opcode(pub u8);
+
+#[allow(missing_docs)]
+impl Opcode {
+    pub const RC_SEND_FIRST: Opcode = Opcode(0x00);
+    pub const RC_SEND_MIDDLE: Opcode = Opcode(0x01);
+    pub const RC_SEND_LAST: Opcode = Opcode(0x02);
+    pub const RC_SEND_LAST_IMM: Opcode = Opcode(0x03);
+    pub const RC_SEND_ONLY: Opcode = Opcode(0x04);
+    pub const RC_SEND_ONLY_IMM: Opcode = Opcode(0x05);
+    pub const RC_WRITE_FIRST: Opcode = Opcode(0x06);
+    pub const RC_WRITE_MIDDLE: Opcode = Opcode(0x07);
+    pub const RC_WRITE_LAST: Opcode = Opcode(0x08);
+    pub const RC_WRITE_LAST_IMM: Opcode = Opcode(0x09);
+    pub const RC_WRITE_ONLY: Opcode = Opcode(0x0a);
+    pub const RC_WRITE_ONLY_IMM: Opcode = Opcode(0x0b);
+    pub const RC_READ_REQUEST: Opcode = Opcode(0x0c);
+    pub const RC_READ_RESP_FIRST: Opcode = Opcode(0x0d);
+    pub const RC_READ_RESP_MIDDLE: Opcode = Opcode(0x0e);
+    pub const RC_READ_RESP_LAST: Opcode = Opcode(0x0f);
+    pub const RC_READ_RESP_ONLY: Opcode = Opcode(0x10);
+    pub const RC_ACK: Opcode = Opcode(0x11);
+    pub const RC_ATOMIC_ACK: Opcode = Opcode(0x12);
+    pub const RC_CMP_SWAP: Opcode = Opcode(0x13);
+    pub const RC_FETCH_ADD: Opcode = Opcode(0x14);
+    pub const RC_SEND_LAST_INV: Opcode = Opcode(0x16);
+    pub const RC_SEND_ONLY_INV: Opcode = Opcode(0x17);
+    pub const UD_SEND_ONLY: Opcode = Opcode(0x64);
+    pub const UD_SEND_ONLY_IMM: Opcode = Opcode(0x65);
+
+    /// True for the RC transport (0x00..=0x1f).
+    pub fn is_rc(self) -> bool {
+        self.0 < 0x20
+    }
+    pub fn is_ud(self) -> bool {
+        self.0 == 0x64 || self.0 == 0x65
+    }
+
+    /// The extended headers this opcode carries, per IBTA table 38. `None` for opcodes vhca
+    /// does not implement (UC, RD, CNP, FLUSH, ...).
+    pub fn layout(self) -> Option<Layout> {
+        use Opcode as O;
+        let l = |reth, aeth, atomic, atomic_ack, imm, ieth, deth, payload| Layout {
+            reth,
+            aeth,
+            atomic,
+            atomic_ack,
+            imm,
+            ieth,
+            deth,
+            payload,
+        };
+        Some(match self {
+            O::RC_SEND_FIRST | O::RC_SEND_MIDDLE | O::RC_SEND_LAST | O::RC_SEND_ONLY => {
+                l(false, false, false, false, false, false, false, true)
+            }
+            O::RC_SEND_LAST_IMM | O::RC_SEND_ONLY_IMM => {
+                l(false, false, false, false, true, false, false, true)
+            }
+            O::RC_WRITE_FIRST | O::RC_WRITE_ONLY => {
+                l(true, false, false, false, false, false, false, true)
+            }
+            O::RC_WRITE_MIDDLE | O::RC_WRITE_LAST => {
+                l(false, false, false, false, false, false, false, true)
+            }
+            O::RC_WRITE_LAST_IMM => l(false, false, false, false, true, false, false, true),
+            O::RC_WRITE_ONLY_IMM => l(true, false, false, false, true, false, false, true),
+            O::RC_READ_REQUEST => l(true, false, false, false, false, false, false, false),
+            O::RC_READ_RESP_FIRST | O::RC_READ_RESP_LAST | O::RC_READ_RESP_ONLY => {
+                l(false, true, false, false, false, false, false, true)
+            }
+            O::RC_READ_RESP_MIDDLE => l(false, false, false, false, false, false, false, true),
+            O::RC_ACK => l(false, true, false, false, false, false, false, false),
+            O::RC_ATOMIC_ACK => l(false, true, false, true, false, false, false, false),
+            O::RC_CMP_SWAP | O::RC_FETCH_ADD => {
+                l(false, false, true, false, false, false, false, false)
+            }
+            O::RC_SEND_LAST_INV | O::RC_SEND_ONLY_INV => {
+                l(false, false, false, false, false, true, false, true)
+            }
+            O::UD_SEND_ONLY => l(false, false, false, false, false, false, true, true),
+            O::UD_SEND_ONLY_IMM => l(false, false, false, false, true, false, true, true),
+            _ => return None,
+        })
+    }
+
+    /// Length in bytes of the headers after the BTH.
+    pub fn ext_header_len(self) -> Option<usize> {
+        self.layout().map(|l| l.ext_len())
+    }
+
+    /// First packet of a request message (or the only one).
+    pub fn is_first(self) -> bool {
+        matches!(
+            self,
+            Opcode::RC_SEND_FIRST
+                | Opcode::RC_SEND_ONLY
+                | Opcode::RC_SEND_ONLY_IMM
+                | Opcode::RC_SEND_ONLY_INV
+                | Opcode::RC_WRITE_FIRST
+                | Opcode::RC_WRITE_ONLY
+                | Opcode::RC_WRITE_ONLY_IMM
+        )
+    }
+
+    /// Last packet of a request message (or the only one).
+    pub fn is_last(self) -> bool {
+        matches!(
+            self,
+            Opcode::RC_SEND_LAST
+                | Opcode::RC_SEND_LAST_IMM
+                | Opcode::RC_SEND_LAST_INV
+                | Opcode::RC_SEND_ONLY
+                | Opcode::RC_SEND_ONLY_IMM
+                | Opcode::RC_SEND_ONLY_INV
+                | Opcode::RC_WRITE_LAST
+                | Opcode::RC_WRITE_LAST_IMM
+                | Opcode::RC_WRITE_ONLY
+                | Opcode::RC_WRITE_ONLY_IMM
+        )
+    }
+
+    pub fn is_send(self) -> bool {
+        matches!(self.0, 0x00..=0x05 | 0x16 | 0x17)
+    }
+
+    pub fn is_write(self) -> bool {
+        matches!(self.0, 0x06..=0x0b)
+    }
+
+    pub fn is_read_response(self) -> bool {
+        matches!(self.0, 0x0d..=0x10)
+    }
+
+    pub fn is_atomic(self) -> bool {
+        self == Opcode::RC_CMP_SWAP || self == Opcode::RC_FETCH_ADD
+    }
+
+    /// Packets a responder sends (ACKs, READ responses, atomic ACKs) rather than a requester.
+    pub fn is_response(self) -> bool {
+        matches!(self.0, 0x0d..=0x12)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0x00 => "SEND_FIRST",
+            0x01 => "SEND_MIDDLE",
+            0x02 => "SEND_LAST",
+            0x03 => "SEND_LAST_WITH_IMMEDIATE",
+            0x04 => "SEND_ONLY",
+            0x05 => "SEND_ONLY_WITH_IMMEDIATE",
+            0x06 => "RDMA_WRITE_FIRST",
+            0x07 => "RDMA_WRITE_MIDDLE",
+            0x08 => "RDMA_WRITE_LAST",
+            0x09 => "RDMA_WRITE_LAST_WITH_IMMEDIATE",
+            0x0a => "RDMA_WRITE_ONLY",
+            0x0b => "RDMA_WRITE_ONLY_WITH_IMMEDIATE",
+            0x0c => "RDMA_READ_REQUEST",
+            0x0d => "RDMA_READ_RESPONSE_FIRST",
+            0x0e => "RDMA_READ_RESPONSE_MIDDLE",
+            0x0f => "RDMA_READ_RESPONSE_LAST",
+            0x10 => "RDMA_READ_RESPONSE_ONLY",
+            0x11 => "ACKNOWLEDGE",
+            0x12 => "ATOMIC_ACKNOWLEDGE",
+            0x13 => "COMPARE_SWAP",
+            0x14 => "FETCH_ADD",
+            0x16 => "SEND_LAST_WITH_INVALIDATE",
+            0x17 => "SEND_ONLY_WITH_INVALIDATE",
+            0x64 => "UD_SEND_ONLY",
+            0x65 => "UD_SEND_ONLY_WITH_IMMEDIATE",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Debug for Opcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({:#04x})", self.name(), self.0)
+    }
+}
+
+/// Which extended transport headers follow the BTH, in wire order
+/// (RETH/DETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub reth: bool,
+    pub aeth: bool,
+    pub atomic: bool,
+    pub atomic_ack: bool,
+    pub imm: bool,
+    pub ieth: bool,
+    pub deth: bool,
+    pub payload: bool,
+}
+
+impl Layout {
+    pub fn ext_len(&self) -> usize {
+        (self.deth as usize) * Deth::LEN
+            + (self.reth as usize) * Reth::LEN
+            + (self.atomic as usize) * AtomicEth::LEN
+            + (self.aeth as usize) * Aeth::LEN
+            + (self.atomic_ack as usize) * AtomicAckEth::LEN
+            + (self.imm as usize) * 4
+            + (self.ieth as usize) * 4
+    }
+}
+
+/// Base transport header (12 bytes on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bth {
+    pub opcode: Opcode,
+    /// Solicited event.
+    pub se: bool,
+    /// Migration request bit (APM); vhca always sends 0.
+    pub mig: bool,
+    /// Pad bytes after the payload to a multiple of 4 (0..=3).
+    pub pad: u8,
+    /// Transport header version; must be 0.
+    pub tver: u8,
+    pub pkey: u16,
+    pub fecn: bool,
+    pub becn: bool,
+    pub dest_qp: Qpn,
+    pub ack_req: bool,
+    pub psn: Psn,
+}
+
+impl Bth {
+    pub const LEN: usize = 12;
+    pub const DEFAULT_PKEY: u16 = 0xffff;
+
+    pub fn new(opcode: Opcode, dest_qp: Qpn, psn: Psn) -> Bth {
+        Bth {
+            opcode,
+            se: false,
+            mig: false,
+            pad: 0,
+            tver: 0,
+            pkey: Self::DEFAULT_PKEY,
+            fecn: false,
+            becn: false,
+            dest_qp,
+            ack_req: false,
+            psn,
+        }
+    }
+}
+
+/// RDMA extended transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reth {
+    pub va: u64,
+    pub rkey: MemKey,
+    pub len: u32,
+}
+
+impl Reth {
+    pub const LEN: usize = 16;
+}
+
+/// AETH syndrome: ACK, RNR NAK or NAK, per IBTA 9.7.5.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syndrome {
+    /// ACK with a credit count (rxe always sends 0x1f, "invalid credits").
+    Ack {
+        credits: u8,
+    },
+    /// Receiver not ready; the 5-bit RNR timer code says how long to wait.
+    RnrNak {
+        timer: u8,
+    },
+    Nak(NakCode),
+    /// A reserved encoding: kept so that decoding never fails.
+    Reserved(u8),
+}
+
+/// NAK codes (syndrome 011x_xxxx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NakCode {
+    PsnSequenceError,
+    InvalidRequest,
+    RemoteAccessError,
+    RemoteOperationalError,
+    InvalidRdRequest,
+    Other(u8),
+}
+
+impl Syndrome {
+    pub const ACK_UNLIMITED: Syndrome = Syndrome::Ack { credits: 0x1f };
+
+    pub fn from_byte(b: u8) -> Syndrome {
+        match b >> 5 {
+            0b000 => Syndrome::Ack { credits: b & 0x1f },
+            0b001 => Syndrome::RnrNak { timer: b & 0x1f },
+            0b011 => Syndrome::Nak(match b & 0x1f {
+                0 => NakCode::PsnSequenceError,
+                1 => NakCode::InvalidRequest,
+                2 => NakCode::RemoteAccessError,
+                3 => NakCode::RemoteOperationalError,
+                4 => NakCode::InvalidRdRequest,
+                c => NakCode::Other(c),
+            }),
+            _ => Syndrome::Reserved(b),
+        }
+    }
+
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Syndrome::Ack { credits } => credits & 0x1f,
+            Syndrome::RnrNak { timer } => 0x20 | (timer & 0x1f),
+            Syndrome::Nak(c) => {
+                0x60 | match c {
+                    NakCode::PsnSequenceError => 0,
+                    NakCode::InvalidRequest => 1,
+                    NakCode::RemoteAccessError => 2,
+                    NakCode::RemoteOperationalError => 3,
+                    NakCode::InvalidRdRequest => 4,
+                    NakCode::Other(c) => c & 0x1f,
+                }
+            }
+            Syndrome::Reserved(b) => b,
+        }
+    }
+}
+
+/// ACK extended transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Aeth {
+    pub syndrome: Syndrome,
+    pub msn: Msn,
+}
+
+impl Aeth {
+    pub const LEN: usize = 4;
+}
+
+/// Atomic extended transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtomicEth {
+    pub va: u64,
+    pub rkey: MemKey,
+    /// Swap value (CMP_SWAP) or addend (FETCH_ADD).
+    pub swap_add: u64,
+    /// Compare value (CMP_SWAP only).
+    pub compare: u64,
+}
+
+impl AtomicEth {
+    pub const LEN: usize = 28;
+}
+
+/// Atomic acknowledge extended transport header: the original remote value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtomicAckEth {
+    pub orig: u64,
+}
+
+impl AtomicAckEth {
+    pub const LEN: usize = 8;
+}
+
+/// Datagram extended transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deth {
+    pub qkey: u32,
+    pub src_qp: Qpn,
+}
+
+impl Deth {
+    pub const LEN: usize = 8;
+}
+
+/// Extended transport headers present in one packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtHeaders {
+    pub reth: Option<Reth>,
+    pub aeth: Option<Aeth>,
+    pub atomic: Option<AtomicEth>,
+    pub atomic_ack: Option<AtomicAckEth>,
+    /// Immediate data, in network byte order as the verbs API presents it.
+    pub imm: Option<u32>,
+    /// The R_Key to invalidate (SEND_WITH_INV).
+    pub ieth: Option<MemKey>,
+    pub deth: Option<Deth>,
+}
+
+/// One contiguous piece of a payload in the sender's guest memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub gpa: u64,
+    pub len: u32,
+}
+
+/// Packet payload: owned bytes, or a gather list over the sender's guest memory.
+///
+/// A gather list is what a NIC's DMA engine holds: the bytes are read when the packet is put on
+/// the wire (serialized) or delivered, not when it is built. This keeps the in-process data path
+/// at one copy (sender memory → receiver memory) and the UDP path at one copy into the socket.
+#[derive(Clone)]
+pub enum Payload {
+    Bytes(Vec<u8>),
+    Gather {
+        mem: SharedMemory,
+        segs: Vec<Segment>,
+        len: u32,
+    },
+}
+
+impl Payload {
+    pub fn empty() -> Payload {
+        Payload::Bytes(Vec::new())
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Bytes(b) => b.len(),
+            Payload::Gather { len, .. } => *len as usize,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload as owned bytes (reads guest memory for a gather list).
+    ///
+    /// A gather segment that has become unreadable (memory gone, hostile address) yields zeros
+    /// for its bytes: the packet is already committed and a NIC would put whatever its DMA read
+    /// returned on the wire.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Payload::Bytes(b) => b.clone(),
+            Payload::Gather { mem, segs, len } => {
+                let mut out = vec![0u8; *len as usize];
+                let mut off = 0usize;
+                for s in segs {
+                    let end = off + s.len as usize;
+                    let _ = mem.read(s.gpa, &mut out[off..end]);
+                    off = end;
+                }
+                out
+            }
+        }
+    }
+
+    /// Replaces a gather list by the bytes it refers to now.
+    pub fn materialize(&mut self) {
+        if let Payload::Gather { .. } = self {
+            *self = Payload::Bytes(self.to_vec());
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Bytes(b) => write!(f, "Bytes({})", b.len()),
+            Payload::Gather { segs, len, .. } => write!(f, "Gather({len} in {})", segs.len()),
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.to_vec() == other.to_vec()
+    }
+}
+
+/// A transport packet with the network addressing RoCEv2 would carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    pub src_gid: Gid,
+    pub dst_gid: Gid,
+    /// UDP source port (RoCEv2 entropy); the in-process fabric ignores it.
+    pub src_port: u16,
+    pub bth: Bth,
+    pub ext: ExtHeaders,
+    pub payload: Payload,
+}
+
+impl Packet {
+    /// Checks that the extended headers present match the opcode's layout and that the payload
+    /// is allowed, so the device can rely on them. Returns `false` for malformed packets.
+    pub fn is_well_formed(&self) -> bool {
+        let Some(l) = self.bth.opcode.layout() else {
+            return false;
+        };
+        let e = &self.ext;
+        l.reth == e.reth.is_some()
+            && l.aeth == e.aeth.is_some()
+            && l.atomic == e.atomic.is_some()
+            && l.atomic_ack == e.atomic_ack.is_some()
+            && l.imm == e.imm.is_some()
+            && l.ieth == e.ieth.is_some()
+            && l.deth == e.deth.is_some()
+            && (l.payload || self.payload.is_empty())
+            && self.bth.tver == 0
+    }
+
+    /// Size on a RoCEv2 wire without the IP/UDP/Ethernet headers: BTH, extension headers,
+    /// payload, pad, ICRC.
+    pub fn transport_len(&self) -> usize {
+        let ext = self.bth.opcode.ext_header_len().unwrap_or(0);
+        let pl = self.payload.len();
+        Bth::LEN + ext + pl + ((4 - pl % 4) % 4) + 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syndrome_round_trips_every_byte() {
+        for b in 0..=255u8 {
+            assert_eq!(Syndrome::from_byte(b).to_byte(), b, "byte {b:#x}");
+        }
+        assert_eq!(Syndrome::from_byte(0x1f), Syndrome::ACK_UNLIMITED);
+        assert_eq!(Syndrome::from_byte(0x2c), Syndrome::RnrNak { timer: 12 });
+        assert_eq!(
+            Syndrome::from_byte(0x60),
+            Syndrome::Nak(NakCode::PsnSequenceError)
+        );
+    }
+
+    #[test]
+    fn layouts_have_ibta_sizes() {
+        assert_eq!(Opcode::RC_WRITE_ONLY_IMM.ext_header_len(), Some(20));
+        assert_eq!(Opcode::RC_CMP_SWAP.ext_header_len(), Some(28));
+        assert_eq!(Opcode::RC_ATOMIC_ACK.ext_header_len(), Some(12));
+        assert_eq!(Opcode::UD_SEND_ONLY_IMM.ext_header_len(), Some(12));
+        assert_eq!(Opcode::RC_READ_RESP_MIDDLE.ext_header_len(), Some(0));
+        assert_eq!(Opcode(0x20).layout(), None);
+    }
+}

@@ -1,0 +1,86 @@
+//! What QPs share inside one VF: guest memory, MRs, CQs, SRQs, AHs, events and counters.
+
+use crate::cq::{Cq, Pushed};
+use crate::memory::SharedMemory;
+use crate::mr::Mr;
+use crate::srq::Srq;
+use crate::table::Table;
+use crate::types::{CqHandle, Gid, PdHandle};
+use crate::verbs::{AhAttr, AsyncEvent, Mtu, VfLimits, WorkCompletion};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// A protection domain: a name that MRs, QPs, SRQs and AHs are checked against.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Pd;
+
+/// An address handle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ah {
+    pub pd: PdHandle,
+    pub attr: AhAttr,
+}
+
+/// Per-VF counters, in the spirit of rxe's hw_counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Request packets sent again (timeout, NAK or RNR go-back-N).
+    pub retransmits: u64,
+    pub retry_timeouts: u64,
+    pub rnr_naks_sent: u64,
+    pub rnr_naks_received: u64,
+    pub seq_naks_sent: u64,
+    pub seq_naks_received: u64,
+    pub duplicate_requests: u64,
+    pub out_of_sequence: u64,
+    pub implied_naks: u64,
+    /// Packets dropped on receive: malformed, unknown QP, wrong address, wrong state, ...
+    pub rx_dropped: u64,
+    pub qkey_violations: u64,
+    pub ud_no_recv: u64,
+    pub completions: u64,
+    pub error_completions: u64,
+}
+
+/// Resources of one VF that the transport reaches while a QP is borrowed.
+pub struct Resources {
+    pub mem: SharedMemory,
+    pub gid: Gid,
+    pub port_mtu: Mtu,
+    pub limits: VfLimits,
+    pub pds: Table<Pd>,
+    pub mrs: Table<Mr>,
+    pub cqs: Table<Cq>,
+    pub srqs: Table<Srq>,
+    pub ahs: Table<Ah>,
+    pub async_events: VecDeque<AsyncEvent>,
+    /// CQs that became notifiable (`ibv_get_cq_event`).
+    pub cq_events: VecDeque<CqHandle>,
+    pub counters: Counters,
+}
+
+impl Resources {
+    /// Adds a completion to `cq`, raising a completion event or a CQ error as the CQ says.
+    pub fn complete(&mut self, cq: CqHandle, wc: WorkCompletion) {
+        self.counters.completions += 1;
+        if !wc.is_ok() {
+            self.counters.error_completions += 1;
+        }
+        let Some(q) = self.cqs.get_mut(cq.0) else {
+            return;
+        };
+        match q.push(wc) {
+            Pushed::Stored | Pushed::Dropped => {}
+            Pushed::Notify => self.cq_events.push_back(cq),
+            Pushed::Overflow => self.async_events.push_back(AsyncEvent::CqErr(cq)),
+        }
+    }
+
+    pub fn raise(&mut self, ev: AsyncEvent) {
+        self.async_events.push_back(ev);
+    }
+}
