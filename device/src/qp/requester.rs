@@ -78,6 +78,10 @@ pub struct Requester {
     pub halted: bool,
     /// SQD: the drained event was raised.
     pub drained_notified: bool,
+    /// Rewound to this PSN and not yet past it: further NAKs, implied NAKs and out-of-order
+    /// responses for the same loss are echoes of it (the rest of a READ response stream, an
+    /// ACK already in flight) and must not spend more retries or rewind again.
+    pub retry_pending: Option<Psn>,
 }
 
 impl Requester {
@@ -545,6 +549,7 @@ fn progressed(qp: &mut Qp, now: Nanos) {
 
 /// Go back to the oldest unacknowledged PSN and send again from there.
 fn rewind(qp: &mut Qp) {
+    qp.req.retry_pending = Some(qp.req.una);
     qp.req.next = 0;
     qp.req.next_pkt = 0;
     qp.req.since_ack_req = 0;
@@ -569,7 +574,16 @@ fn fail_head(qp: &mut Qp, res: &mut Resources, status: WcStatus) {
     qp.enter_error(res);
 }
 
+/// A retry triggered by the peer (NAK, implied NAK, response gap); ignored while a rewind to
+/// the same PSN is already under way.
 fn retry_or_fail(qp: &mut Qp, res: &mut Resources, now: Nanos) {
+    if qp.req.retry_pending == Some(qp.req.una) {
+        return;
+    }
+    retry_now(qp, res, now);
+}
+
+fn retry_now(qp: &mut Qp, res: &mut Resources, now: Nanos) {
     if spend_retry(qp) {
         rewind(qp);
         qp.req.deadline = ack_timeout_ns(qp.attr.timeout).map(|t| now.saturating_add(t));
@@ -707,7 +721,8 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
     let off = resp_pkts * mtu;
     let remaining = len.saturating_sub(off);
     let expect_len = if is_last { remaining } else { mtu };
-    let in_order_kind = (resp_pkts == 0) == is_first && (is_last == (remaining <= mtu));
+    // A stream re-requested after a loss starts again with FIRST (or ONLY) mid-READ.
+    let in_order_kind = (is_first || resp_pkts > 0) && (is_last == (remaining <= mtu));
     if !in_order_kind || pkt.payload.len() as u32 != expect_len {
         fail_head(qp, res, WcStatus::BadRespErr);
         return;
@@ -824,7 +839,7 @@ pub fn on_timeout(qp: &mut Qp, res: &mut Resources, now: Nanos) {
                 return;
             }
             res.counters.retry_timeouts += 1;
-            retry_or_fail(qp, res, now);
+            retry_now(qp, res, now);
         }
     }
 }

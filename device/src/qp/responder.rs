@@ -516,6 +516,12 @@ fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
                 )
                 .is_ok());
         if ok {
+            // A stream still queued for this range is stale: the requester asks again from
+            // `psn` because it lost part of it. Sending both would only add echoes.
+            qp.resp.out.retain(|o| match o {
+                Outgoing::Read { psn: p, .. } => !(p.diff(psn) >= 0 && p.diff(psn.add(npkts)) < 0),
+                _ => true,
+            });
             let msn = qp.resp.msn;
             qp.resp.out.push_back(Outgoing::Read {
                 psn,

@@ -1,0 +1,262 @@
+//! An in-process world: PFs with VFs, the switch between them, and one virtual clock.
+//!
+//! This is the harness the simulator, the demo, the benchmarks and the tests share. It pumps
+//! the sans-I/O devices: packets out of `poll_transmit` into the switch, packets due out of
+//! the switch into `handle_packet`, and, when nothing moves at this instant, the clock jumps to
+//! the next switch delivery or device timer.
+
+use crate::faults::FaultConfig;
+use crate::switch::{PortId, Switch};
+use serde::Serialize;
+use vhca_device::memory::VecMemory;
+use vhca_device::{Gid, Nanos, Packet, Pf, VerbsError, VerbsResult, Vf};
+
+/// Where a VF lives: PF number and VF index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct VfAddr {
+    pub pf: usize,
+    pub vf: u16,
+}
+
+impl std::fmt::Display for VfAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pf{}/vf{}", self.pf, self.vf)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WorldConfig {
+    /// Seeds the switch's faults.
+    pub seed: u64,
+    pub faults: FaultConfig,
+    /// One-way link latency.
+    pub latency_ns: u64,
+    /// Guest memory of each VF.
+    pub vf_mem_bytes: usize,
+}
+
+impl Default for WorldConfig {
+    fn default() -> WorldConfig {
+        WorldConfig {
+            seed: 0,
+            faults: FaultConfig::default(),
+            latency_ns: 0,
+            vf_mem_bytes: 16 << 20,
+        }
+    }
+}
+
+struct Port {
+    addr: VfAddr,
+    /// Bump allocator over the VF's guest memory.
+    next_free: u64,
+    mem_bytes: u64,
+}
+
+/// Packets moved per VF per step, so one busy VF cannot starve the others.
+const TX_BATCH: usize = 64;
+
+pub struct World {
+    pub now: Nanos,
+    cfg: WorldConfig,
+    pfs: Vec<Pf>,
+    ports: Vec<Port>,
+    pub switch: Switch,
+    /// FNV-1a over every delivery (time, port, opcode, PSN, QPN, length): a run's fingerprint.
+    pub trace_hash: u64,
+    /// Called for every packet a VF transmits, before the switch sees it.
+    pub tap: Option<Box<dyn FnMut(Nanos, &Packet)>>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `v` into an FNV-1a hash.
+pub fn fnv(h: u64, v: u64) -> u64 {
+    let mut h = h;
+    for b in v.to_le_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl World {
+    pub fn new(cfg: WorldConfig) -> World {
+        World {
+            now: Nanos::ZERO,
+            switch: Switch::new(cfg.seed, cfg.faults, cfg.latency_ns),
+            cfg,
+            pfs: Vec::new(),
+            ports: Vec::new(),
+            trace_hash: FNV_OFFSET,
+            tap: None,
+        }
+    }
+
+    /// Adds a PF with room for `totalvfs` VFs; returns its number.
+    pub fn add_pf(&mut self, totalvfs: u16) -> usize {
+        let n = self.pfs.len();
+        self.pfs.push(Pf::new(n as u8, totalvfs));
+        n
+    }
+
+    /// Creates a VF on `pf` with the PF's default identity and fresh guest memory, and plugs
+    /// it into the switch.
+    pub fn add_vf(&mut self, pf: usize) -> VerbsResult<VfAddr> {
+        let mem = self.cfg.vf_mem_bytes;
+        let p = self.pfs.get_mut(pf).ok_or(VerbsError::NotFound("PF"))?;
+        let next_index = (0..p.totalvfs())
+            .find(|i| p.vf(*i).is_none())
+            .ok_or(VerbsError::NoVf)?;
+        let id = p.default_identity(next_index);
+        let vf = p.create_vf(id, VecMemory::shared(mem))?;
+        let addr = VfAddr { pf, vf };
+        self.ports.push(Port {
+            addr,
+            // Keep guest address 0 unused: a zero address is a classic driver bug to catch.
+            next_free: 4096,
+            mem_bytes: mem as u64,
+        });
+        self.switch.attach(id.gid, self.ports.len() - 1);
+        Ok(addr)
+    }
+
+    pub fn vf(&self, a: VfAddr) -> &Vf {
+        self.pfs[a.pf].vf(a.vf).expect("VF address from this world")
+    }
+
+    pub fn vf_mut(&mut self, a: VfAddr) -> &mut Vf {
+        self.pfs[a.pf]
+            .vf_mut(a.vf)
+            .expect("VF address from this world")
+    }
+
+    pub fn vfs(&self) -> Vec<VfAddr> {
+        self.ports.iter().map(|p| p.addr).collect()
+    }
+
+    pub fn gid(&self, a: VfAddr) -> Gid {
+        self.vf(a).gid()
+    }
+
+    /// Reserves `len` bytes of `a`'s guest memory, 64-byte aligned.
+    pub fn alloc(&mut self, a: VfAddr, len: u64) -> VerbsResult<u64> {
+        let port = self
+            .ports
+            .iter_mut()
+            .find(|p| p.addr == a)
+            .ok_or(VerbsError::NotFound("VF"))?;
+        let start = port.next_free.next_multiple_of(64);
+        let end = start
+            .checked_add(len)
+            .ok_or(VerbsError::Exhausted("guest memory"))?;
+        if end > port.mem_bytes {
+            return Err(VerbsError::Exhausted("guest memory"));
+        }
+        port.next_free = end;
+        Ok(start)
+    }
+
+    pub fn write(&self, a: VfAddr, gpa: u64, data: &[u8]) -> VerbsResult<()> {
+        self.vf(a)
+            .memory()
+            .write(gpa, data)
+            .map_err(|_| VerbsError::Fault)
+    }
+
+    pub fn read(&self, a: VfAddr, gpa: u64, len: usize) -> VerbsResult<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        self.vf(a)
+            .memory()
+            .read(gpa, &mut b)
+            .map_err(|_| VerbsError::Fault)?;
+        Ok(b)
+    }
+
+    fn port_vf(&mut self, port: PortId) -> &mut Vf {
+        let a = self.ports[port].addr;
+        self.vf_mut(a)
+    }
+
+    /// One pass at the current instant: due timers, transmissions, deliveries. Returns whether
+    /// anything happened.
+    pub fn step(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        for i in 0..self.ports.len() {
+            let a = self.ports[i].addr;
+            let Some(vf) = self.pfs[a.pf].vf_mut(a.vf) else {
+                continue;
+            };
+            if vf.poll_timeout().is_some_and(|t| t <= now) {
+                vf.handle_timeout(now);
+            }
+            for _ in 0..TX_BATCH {
+                let Some(vf) = self.pfs[a.pf].vf_mut(a.vf) else {
+                    break;
+                };
+                let Some(pkt) = vf.poll_transmit(now) else {
+                    break;
+                };
+                if let Some(tap) = &mut self.tap {
+                    tap(now, &pkt);
+                }
+                self.switch.send(now, pkt);
+                moved = true;
+            }
+        }
+        while let Some((port, pkt)) = self.switch.poll_deliver(now) {
+            let mut h = fnv(self.trace_hash, now.0);
+            h = fnv(h, port as u64);
+            h = fnv(
+                h,
+                pkt.bth.opcode.0 as u64
+                    | (pkt.bth.psn.0 as u64) << 8
+                    | (pkt.bth.dest_qp.0 as u64) << 32,
+            );
+            self.trace_hash = fnv(h, pkt.payload.len() as u64);
+            self.port_vf(port).handle_packet(now, pkt);
+            moved = true;
+        }
+        moved
+    }
+
+    /// The next instant at which something is scheduled, if anything is.
+    pub fn next_event(&self) -> Option<Nanos> {
+        let mut t = self.switch.next_event(self.now);
+        for p in &self.ports {
+            if let Some(vf) = self.pfs[p.addr.pf].vf(p.addr.vf) {
+                if let Some(d) = vf.poll_timeout() {
+                    t = Some(t.map_or(d, |x| x.min(d)));
+                }
+            }
+        }
+        t
+    }
+
+    /// Runs until `done` holds, nothing is left to do, or virtual time passes `deadline`.
+    /// Returns whether `done` held.
+    pub fn run_until(&mut self, deadline: Nanos, mut done: impl FnMut(&mut World) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.step() {
+                continue;
+            }
+            match self.next_event() {
+                Some(t) if t <= deadline => {
+                    if t > self.now {
+                        self.now = t;
+                    }
+                }
+                _ => return done(self),
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight and no timer is pending, or `deadline` passes.
+    pub fn run_until_idle(&mut self, deadline: Nanos) {
+        self.run_until(deadline, |_| false);
+    }
+}
