@@ -599,7 +599,8 @@ impl Vf {
         }
         qp.rq.push_back(wr);
         if qp.state() == QpState::Err {
-            qp.flush(&mut self.res);
+            // Only the receive queue: responses the QP still owes (its last NAK) must go out.
+            qp.flush_recv(&mut self.res);
         }
         Ok(())
     }

@@ -146,6 +146,8 @@ impl Qp {
         }
         self.attr.qp_state = QpState::Err;
         self.flush(res);
+        // Nothing more is owed to the peer; a responder error re-queues its NAK after this.
+        self.resp.out.clear();
         if self.srq().is_some() {
             res.raise(AsyncEvent::QpLastWqeReached(self.qpn));
         }
@@ -154,6 +156,11 @@ impl Qp {
     /// Completes every queued WQE with WR_FLUSH_ERR (those already finished keep their status).
     pub fn flush(&mut self, res: &mut Resources) {
         self.flush_send(res);
+        self.flush_recv(res);
+    }
+
+    /// Completes every queued receive WQE (and one a SEND was filling) with WR_FLUSH_ERR.
+    pub fn flush_recv(&mut self, res: &mut Resources) {
         let qpn = self.qpn;
         let recv_cq = self.recv_cq();
         let mut recvs: Vec<RecvWr> = self.rq.drain(..).collect();
@@ -166,7 +173,6 @@ impl Qp {
                 recv_wc(qpn, w.wr_id, WcStatus::WrFlushErr, WcOpcode::Recv, 0),
             );
         }
-        self.resp.out.clear();
     }
 
     /// Completes every queued send WQE with WR_FLUSH_ERR (SQE keeps the receive side going).

@@ -163,14 +163,18 @@ pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
                     recv_wc(qpn, wqe.wr_id, status, WcOpcode::Recv, 0),
                 );
             }
+            // Responses to requests executed before this one are still owed to the requester
+            // (an atomic ACK, the rest of a READ): ERR must not swallow them.
+            let owed = std::mem::take(&mut qp.resp.out);
             qp.enter_error(res);
+            qp.resp.out = owed;
             let ev = match code {
                 NakCode::RemoteAccessError => AsyncEvent::QpAccessErr(qpn),
                 NakCode::InvalidRequest => AsyncEvent::QpReqErr(qpn),
                 _ => AsyncEvent::QpFatal(qpn),
             };
             res.raise(ev);
-            // ERR cleared the outgoing queue; the NAK is the last thing this QP says.
+            // The NAK is the last thing this QP says.
             qp.resp.nak(psn, Syndrome::Nak(code));
         }
     }

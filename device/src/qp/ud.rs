@@ -85,11 +85,15 @@ fn build(qp: &mut Qp, res: &Resources, idx: usize) -> Result<Packet, WcStatus> {
                 &mut segs,
             )
             .map_err(|_| WcStatus::LocProtErr)?;
-            Payload::Gather {
+            // A UD send completes as it leaves, and the application may then reuse the
+            // buffer: read it now, as a NIC's DMA would, not when the packet lands.
+            let mut p = Payload::Gather {
                 mem: res.mem.clone(),
                 segs,
                 len: w.len,
-            }
+            };
+            p.materialize();
+            p
         }
     };
     // IBTA: a Q_Key with the high bit set means "use the QP's own Q_Key".

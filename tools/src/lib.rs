@@ -1,0 +1,4 @@
+//! The `vhca` command line's library: the simulator, the demo and the benchmarks, so tests can
+//! drive them directly.
+
+pub mod sim;

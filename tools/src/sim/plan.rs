@@ -1,0 +1,135 @@
+//! A seed's plan: topology, connections, workload sizes and the faults injected on purpose.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use vhca_device::{Mtu, Nanos};
+
+#[derive(Clone, Debug)]
+pub struct RcPlan {
+    /// Indices into `Plan::vfs`.
+    pub a: usize,
+    pub b: usize,
+    pub mtu: Mtu,
+    /// Largest message either side sends.
+    pub max_size: u32,
+    pub depth: [usize; 2],
+    pub ops: [usize; 2],
+    /// Receive buffers each side keeps posted: fewer than the peer's depth provokes RNR NAKs.
+    pub rq_slots: [usize; 2],
+    /// (side, op index): that op uses a bad rkey on purpose.
+    pub bad_rkey_at: Option<(usize, usize)>,
+    pub timeout: u8,
+    pub max_rd_atomic: u8,
+}
+
+#[derive(Clone, Debug)]
+pub struct UdPlan {
+    pub members: Vec<usize>,
+    pub ops: usize,
+    /// Sends with a wrong Q_Key on purpose: must never be received.
+    pub bad_qkey_every: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// (pf, number of VFs) for each PF.
+    pub pfs: Vec<u16>,
+    /// (pf, vf index) of every VF.
+    pub vfs: Vec<(usize, u16)>,
+    pub rc: Vec<RcPlan>,
+    pub ud: Vec<UdPlan>,
+    /// RC connection index → virtual time at which its VF pair's link is cut.
+    pub cuts: Vec<(usize, Nanos)>,
+    pub vf_mem_bytes: usize,
+}
+
+fn size(rng: &mut ChaCha8Rng, max: u32) -> u32 {
+    let r = rng.gen_range(0..100);
+    let s = if r < 35 {
+        rng.gen_range(0..=64)
+    } else if r < 65 {
+        rng.gen_range(65..=4096)
+    } else if r < 92 {
+        rng.gen_range(4097..=65_536)
+    } else {
+        rng.gen_range(65_537..=1 << 20)
+    };
+    s.min(max)
+}
+
+impl Plan {
+    pub fn draw(rng: &mut ChaCha8Rng) -> Plan {
+        let npf = rng.gen_range(2..=3);
+        let pfs: Vec<u16> = (0..npf).map(|_| rng.gen_range(1..=3)).collect();
+        let vfs: Vec<(usize, u16)> = pfs
+            .iter()
+            .enumerate()
+            .flat_map(|(p, &n)| (0..n).map(move |v| (p, v)))
+            .collect();
+        let nrc = rng.gen_range(3..=8);
+        let mut large = 0;
+        let rc = (0..nrc)
+            .map(|_| {
+                let a = rng.gen_range(0..vfs.len());
+                // Mostly different VFs; sometimes a loopback connection inside one VF.
+                let b = if rng.gen_bool(0.1) {
+                    a
+                } else {
+                    rng.gen_range(0..vfs.len())
+                };
+                let is_large = large < 2 && rng.gen_bool(0.3);
+                large += is_large as usize;
+                let max_size = if is_large { 1 << 20 } else { 65_536 };
+                let depth = [rng.gen_range(1..=6), rng.gen_range(1..=6)];
+                let ops = [rng.gen_range(5..=30), rng.gen_range(0..=30)];
+                RcPlan {
+                    a,
+                    b,
+                    mtu: Mtu::ALL[rng.gen_range(0..5)],
+                    max_size,
+                    depth,
+                    ops,
+                    rq_slots: [
+                        rng.gen_range(1..=depth[1] + 2),
+                        rng.gen_range(1..=depth[0] + 2),
+                    ],
+                    bad_rkey_at: if rng.gen_bool(0.05) {
+                        let side = rng.gen_range(0..2);
+                        Some((side, rng.gen_range(0..ops[side].max(1))))
+                    } else {
+                        None
+                    },
+                    timeout: rng.gen_range(8..=12),
+                    max_rd_atomic: rng.gen_range(1..=8),
+                }
+            })
+            .collect::<Vec<_>>();
+        let nud = rng.gen_range(2..=4);
+        let ud = vec![UdPlan {
+            members: (0..nud).map(|_| rng.gen_range(0..vfs.len())).collect(),
+            ops: rng.gen_range(5..=40),
+            bad_qkey_every: rng.gen_bool(0.2).then(|| rng.gen_range(3..=10)),
+        }];
+        let cuts = if rng.gen_bool(0.05) {
+            vec![(
+                rng.gen_range(0..rc.len()),
+                Nanos(rng.gen_range(0..5_000_000)),
+            )]
+        } else {
+            Vec::new()
+        };
+        Plan {
+            pfs,
+            vfs,
+            rc,
+            ud,
+            cuts,
+            vf_mem_bytes: 160 << 20,
+        }
+    }
+
+    /// A message size from the run's distribution: mostly small, some up to 1 MiB.
+    pub fn size_of(rng: &mut ChaCha8Rng, max: u32) -> u32 {
+        size(rng, max)
+    }
+}
