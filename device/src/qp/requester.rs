@@ -576,6 +576,26 @@ fn fail_head(qp: &mut Qp, res: &mut Resources, status: WcStatus) {
 
 /// A retry triggered by the peer (NAK, implied NAK, response gap); ignored while a rewind to
 /// the same PSN is already under way.
+/// A NAK error names the request at PSN `p`: that WQE gets `status`. An earlier READ or atomic
+/// still missing its response cannot be finished any more (the responder is now in ERR and will
+/// not answer a retry), so it is flushed ahead of it, keeping completions in order.
+fn fail_at(qp: &mut Qp, res: &mut Resources, p: Psn, status: WcStatus) {
+    let hit = qp.req.sq.iter().position(|w| {
+        w.done.is_none() && w.started && w.has_psns() && w.first_psn.diff(p) <= 0 && w.last_psn().diff(p) >= 0
+    });
+    let Some(hit) = hit else {
+        fail_head(qp, res, status);
+        return;
+    };
+    for (i, w) in qp.req.sq.iter_mut().enumerate().take(hit + 1) {
+        if w.done.is_none() {
+            w.done = Some(if i == hit { status } else { WcStatus::WrFlushErr });
+        }
+    }
+    complete_in_order(qp, res);
+    qp.enter_error(res);
+}
+
 fn retry_or_fail(qp: &mut Qp, res: &mut Resources, now: Nanos) {
     if qp.req.retry_pending == Some(qp.req.una) {
         return;
@@ -670,7 +690,7 @@ fn on_aeth(qp: &mut Qp, res: &mut Resources, p: Psn, syn: Syndrome, now: Nanos) 
                 NakCode::RemoteOperationalError => WcStatus::RemOpErr,
                 _ => WcStatus::RemInvReqErr,
             };
-            fail_head(qp, res, status);
+            fail_at(qp, res, p, status);
         }
         Syndrome::Reserved(_) => res.counters.rx_dropped += 1,
     }

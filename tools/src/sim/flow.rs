@@ -348,6 +348,17 @@ impl Flow {
         }
     }
 
+    /// The two VFs an RC connection joins, in a canonical order.
+    pub fn vf_pair(&self) -> Option<(VfAddr, VfAddr)> {
+        match self {
+            Flow::Rc(r) => {
+                let (a, b) = (r.ends[0].q.vf, r.ends[1].q.vf);
+                Some((a.min(b), a.max(b)))
+            }
+            Flow::Ud(_) => None,
+        }
+    }
+
     pub fn cut(&mut self, w: &mut World, c: &mut Checker) {
         if let Flow::Rc(r) = self {
             if r.cut {
@@ -723,7 +734,9 @@ impl RcConn {
             // The bad WRITE itself must fail with the access error (or run out of retries when
             // the NAK was lost and the responder, now in ERR, stays silent); anything else may
             // fail only once something was injected on this connection.
-            let explained = if p.bad {
+            let explained = if self.cut {
+                true
+            } else if p.bad {
                 matches!(wc.status, WcStatus::RemAccessErr | WcStatus::RetryExcErr)
             } else {
                 self.broken.is_some()

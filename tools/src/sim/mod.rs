@@ -89,8 +89,11 @@ pub fn run(seed: u64, level: FaultLevel) -> SimReport {
         }
         for (i, when) in plan.cuts.iter() {
             if world.now >= *when {
-                if let Some(f) = flows.get_mut(*i) {
-                    f.cut(&mut world, &mut checker);
+                // The switch cuts a link between two VFs: every connection between them dies.
+                if let Some(pair) = flows.get(*i).and_then(|f| f.vf_pair()) {
+                    for f in flows.iter_mut().filter(|f| f.vf_pair() == Some(pair)) {
+                        f.cut(&mut world, &mut checker);
+                    }
                 }
             }
         }
