@@ -73,6 +73,7 @@ impl Mr {
             MrMap::Contiguous { gpa } => {
                 let off = iova - self.iova;
                 let start = gpa.checked_add(off).ok_or(KeyError::Bounds)?;
+                start.checked_add(len).ok_or(KeyError::Bounds)?;
                 push_seg(out, start, len);
             }
             MrMap::Pages { page_shift, pages } => {
@@ -85,7 +86,10 @@ impl Mr {
                     let in_page = cur & (psize - 1);
                     let chunk = (psize - in_page).min(left);
                     let page = *pages.get(idx).ok_or(KeyError::Bounds)?;
-                    push_seg(out, page + in_page, chunk);
+                    // Page addresses come from the guest: never let them wrap.
+                    let gpa = page.checked_add(in_page).ok_or(KeyError::Bounds)?;
+                    gpa.checked_add(chunk).ok_or(KeyError::Bounds)?;
+                    push_seg(out, gpa, chunk);
                     cur += chunk;
                     left -= chunk;
                 }

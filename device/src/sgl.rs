@@ -23,7 +23,8 @@ pub fn check_key<'a>(
 
 /// Total bytes an SGL describes (saturating; a hostile SGL cannot overflow it).
 pub fn sgl_len(sgl: &[Sge]) -> u64 {
-    sgl.iter().map(|s| s.len as u64).sum()
+    sgl.iter()
+        .fold(0u64, |acc, s| acc.saturating_add(s.len as u64))
 }
 
 /// Checks every SGE of `sgl` for `need` under `pd`.

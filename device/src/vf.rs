@@ -178,7 +178,9 @@ impl Vf {
             .map_err(|_| E::Fault)?;
         for s in &segs {
             let mut b = [0u8; 1];
-            let end = s.gpa + s.len as u64 - 1;
+            let Some(end) = s.gpa.checked_add(s.len as u64 - 1) else {
+                return Err(E::Fault);
+            };
             if s.len > 0
                 && (self.res.mem.read(s.gpa, &mut b).is_err()
                     || self.res.mem.read(end, &mut b).is_err())
@@ -531,6 +533,7 @@ impl Vf {
                 qp.req.drained_notified = false;
             }
             (QpState::Sqe, QpState::Rts) => qp.req.halted = false,
+            (QpState::Sqd, QpState::Rts) => qp.attr.sq_draining = false,
             _ => {}
         }
         if !matches!(next, QpState::Err | QpState::Reset) {

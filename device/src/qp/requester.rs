@@ -429,7 +429,15 @@ fn build_request(
     }
     let mut bth = Bth::new(opcode, dest, psn);
     bth.pkey = Bth::DEFAULT_PKEY;
-    bth.se = last && w.flags.contains(SendFlags::SOLICITED) && (w.op.is_outbound_data());
+    bth.se = last
+        && w.flags.contains(SendFlags::SOLICITED)
+        && matches!(
+            w.op,
+            SendOp::Send
+                | SendOp::SendWithImm { .. }
+                | SendOp::SendWithInv { .. }
+                | SendOp::WriteWithImm { .. }
+        );
     let ack_req = last
         || opcode.is_atomic()
         || opcode == Opcode::RC_READ_REQUEST
@@ -581,7 +589,11 @@ fn fail_head(qp: &mut Qp, res: &mut Resources, status: WcStatus) {
 /// not answer a retry), so it is flushed ahead of it, keeping completions in order.
 fn fail_at(qp: &mut Qp, res: &mut Resources, p: Psn, status: WcStatus) {
     let hit = qp.req.sq.iter().position(|w| {
-        w.done.is_none() && w.started && w.has_psns() && w.first_psn.diff(p) <= 0 && w.last_psn().diff(p) >= 0
+        w.done.is_none()
+            && w.started
+            && w.has_psns()
+            && w.first_psn.diff(p) <= 0
+            && w.last_psn().diff(p) >= 0
     });
     let Some(hit) = hit else {
         fail_head(qp, res, status);
@@ -589,7 +601,11 @@ fn fail_at(qp: &mut Qp, res: &mut Resources, p: Psn, status: WcStatus) {
     };
     for (i, w) in qp.req.sq.iter_mut().enumerate().take(hit + 1) {
         if w.done.is_none() {
-            w.done = Some(if i == hit { status } else { WcStatus::WrFlushErr });
+            w.done = Some(if i == hit {
+                status
+            } else {
+                WcStatus::WrFlushErr
+            });
         }
     }
     complete_in_order(qp, res);

@@ -343,8 +343,36 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
                 offset: 0,
             });
         }
+        let Some(InMessage::Write {
+            va,
+            rkey,
+            len,
+            offset,
+        }) = qp.resp.current.clone()
+        else {
+            return Err(invalid());
+        };
+        if offset as u64 + plen as u64 > len as u64 || (op.is_last() && offset + plen != len) {
+            return Err(invalid());
+        }
+        // Every check that can fail comes before the receive WQE is taken, so a failure never
+        // loses one.
+        let mut segs = Vec::new();
+        if plen > 0 {
+            let dst_va = va + offset as u64;
+            let mr = check_key(
+                &res.mrs,
+                rkey,
+                qp.init.pd,
+                dst_va,
+                plen as u64,
+                Access::REMOTE_WRITE,
+            )
+            .map_err(access)?;
+            segs = crate::sgl::mr_segments(mr, dst_va, plen as u64).map_err(access)?;
+        }
         let imm_recv = if op == Opcode::RC_WRITE_ONLY_IMM || op == Opcode::RC_WRITE_LAST_IMM {
-            // The immediate consumes a receive WQE: check for one before touching memory.
+            // The immediate consumes a receive WQE: make sure there is one before writing.
             let Some(wqe) = take_recv(qp, res) else {
                 if op.is_first() {
                     qp.resp.current = None;
@@ -355,40 +383,15 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
         } else {
             None
         };
-        let Some(InMessage::Write {
-            va,
-            rkey,
-            len,
-            offset,
-        }) = &mut qp.resp.current
-        else {
-            return Err(invalid());
-        };
-        if *offset as u64 + plen as u64 > *len as u64 || (op.is_last() && *offset + plen != *len) {
+        if plen > 0 && crate::sgl::scatter(&pkt.payload, &res.mem, &segs).is_err() {
             return Err(Failure::Nak(
-                NakCode::InvalidRequest,
+                NakCode::RemoteOperationalError,
                 imm_recv.map(|w| (w, WcStatus::WrFlushErr)),
             ));
         }
-        if plen > 0 {
-            let dst_va = *va + *offset as u64;
-            let mr = check_key(
-                &res.mrs,
-                *rkey,
-                qp.init.pd,
-                dst_va,
-                plen as u64,
-                Access::REMOTE_WRITE,
-            )
-            .map_err(access)?;
-            let segs = crate::sgl::mr_segments(mr, dst_va, plen as u64).map_err(access)?;
-            if crate::sgl::scatter(&pkt.payload, &res.mem, &segs).is_err() {
-                return Err(Failure::Nak(
-                    NakCode::RemoteOperationalError,
-                    imm_recv.map(|w| (w, WcStatus::WrFlushErr)),
-                ));
-            }
-        }
+        let Some(InMessage::Write { offset, len, .. }) = &mut qp.resp.current else {
+            return Err(invalid());
+        };
         *offset += plen;
         if op.is_last() {
             let total = *len;
@@ -607,14 +610,26 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
                         .ok()?;
                     crate::sgl::mr_segments(mr, *va, n as u64).ok()
                 });
-                payload = match segs {
-                    Some(segs) => Payload::Gather {
-                        mem: res.mem.clone(),
-                        segs,
-                        len: n,
-                    },
-                    None => Payload::Bytes(vec![0; n as usize]),
-                };
+                match segs {
+                    Some(segs) => {
+                        payload = Payload::Gather {
+                            mem: res.mem.clone(),
+                            segs,
+                            len: n,
+                        };
+                    }
+                    None => {
+                        // The R_Key went away mid-READ (deregistered or invalidated): never send
+                        // bytes it no longer grants. The READ fails at this PSN as an access
+                        // error, as it would have had the key been bad from the start.
+                        let psn = *psn;
+                        let qpn = qp.qpn;
+                        qp.enter_error(res);
+                        res.raise(AsyncEvent::QpAccessErr(qpn));
+                        qp.resp.nak(psn, Syndrome::Nak(NakCode::RemoteAccessError));
+                        return next_packet(qp, res);
+                    }
+                }
             }
             let p = *psn;
             *psn = psn.add(1);

@@ -96,6 +96,8 @@ struct End {
     posted: VecDeque<Posted>,
     expected: VecDeque<ExpectedRecv>,
     next_wr: u64,
+    /// A send completion of this side already failed (the QP is in ERR).
+    failed: bool,
 }
 
 pub struct RcConn {
@@ -195,6 +197,7 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
                 posted: VecDeque::new(),
                 expected: VecDeque::new(),
                 next_wr: ((i as u64) << 40) | ((side as u64) << 39),
+                failed: false,
             })
         };
         let a = mk(w, vfs[rp.a], 0)?;
@@ -321,13 +324,16 @@ impl Flow {
         }
     }
 
-    pub fn poll(&mut self, w: &mut World, wcs: &mut Vec<WorkCompletion>, c: &mut Checker) {
+    /// Takes every completion of this flow's CQs and checks it; returns how many there were.
+    pub fn poll(&mut self, w: &mut World, wcs: &mut Vec<WorkCompletion>, c: &mut Checker) -> usize {
+        let mut seen = 0;
         match self {
             Flow::Rc(r) => {
                 for side in 0..2 {
                     wcs.clear();
                     let e = &r.ends[side].q;
                     let _ = w.vf_mut(e.vf).poll_cq(e.cq, 64, wcs);
+                    seen += wcs.len();
                     for wc in wcs.iter() {
                         c.saw(wc);
                         r.on_completion(w, c, side, wc);
@@ -339,6 +345,7 @@ impl Flow {
                     wcs.clear();
                     let e = &u.members[i].q;
                     let _ = w.vf_mut(e.vf).poll_cq(e.cq, 64, wcs);
+                    seen += wcs.len();
                     for wc in wcs.iter() {
                         c.saw(wc);
                         u.on_completion(w, c, i, wc);
@@ -346,6 +353,7 @@ impl Flow {
                 }
             }
         }
+        seen
     }
 
     /// The two VFs an RC connection joins, in a canonical order.
@@ -407,11 +415,12 @@ impl Flow {
                         )
                     });
                     format!(
-                        "{} qp{} left={} posted={} expected={} recvs_free={} recvs_posted={} {:?}",
+                        "{} qp{} left={} posted={} busy={:?} expected={} recvs_free={} recvs_posted={} {:?}",
                         en.q.vf,
                         en.q.qpn.0,
                         en.ops_left,
                         en.posted.len(),
+                        en.slot_busy,
                         en.expected.len(),
                         en.rq_free.len(),
                         en.rq_posted.len(),
@@ -502,6 +511,7 @@ impl RcConn {
             if me.ops_left == 0 {
                 return;
             }
+
             let Some(slot) = me.slot_busy.iter().position(|b| !b) else {
                 return;
             };
@@ -734,7 +744,8 @@ impl RcConn {
             // The bad WRITE itself must fail with the access error (or run out of retries when
             // the NAK was lost and the responder, now in ERR, stays silent); anything else may
             // fail only once something was injected on this connection.
-            let explained = if self.cut {
+            let explained = if self.cut || mine.failed {
+                // A link cut explains anything; after a first failure the rest is flushed.
                 true
             } else if p.bad {
                 matches!(wc.status, WcStatus::RemAccessErr | WcStatus::RetryExcErr)
@@ -743,6 +754,7 @@ impl RcConn {
             };
             self.broken
                 .get_or_insert_with(|| format!("{:?}", wc.status));
+            mine.failed = true;
             if !explained {
                 c.violation(format!(
                     "rc{idx} side {side}: {:?} failed with {:?} and nothing was injected ({}; peer {})",
