@@ -129,11 +129,13 @@ fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     }
 }
 
-fn key_status(e: KeyError) -> WcStatus {
-    match e {
-        KeyError::Bounds => WcStatus::LocLenErr,
-        _ => WcStatus::LocProtErr,
-    }
+/// A local SGE the key does not cover is a protection error, whatever the reason (bad key,
+/// missing access, or a range outside the region): IBTA 10.7.2.2 / C10-17 name the out-of-range
+/// case a protection violation, and LOC_LEN_ERR is reserved for message-length mismatches
+/// (a receive buffer too small, an atomic that is not 8 bytes). Mapping `Bounds` to
+/// LOC_LEN_ERR made an SGE running past its MR look like a length error.
+fn key_status(_: KeyError) -> WcStatus {
+    WcStatus::LocProtErr
 }
 
 /// Checks a WQE's local buffers before its first packet, as a NIC does when it fetches it.

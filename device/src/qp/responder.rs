@@ -238,15 +238,13 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
             let Some(wqe) = take_recv(qp, res) else {
                 return Err(Failure::Rnr);
             };
-            if let Err(e) = check_sgl(&res.mrs, qp.pd(), &wqe.sgl, Access::LOCAL_WRITE) {
-                let status = if e == KeyError::Bounds {
-                    WcStatus::LocLenErr
-                } else {
-                    WcStatus::LocProtErr
-                };
+            // Any key failure of the receive WQE (bad key, no local write, SGE outside its MR)
+            // is a protection error, as on the send side; a too-short buffer is caught below
+            // by the length check and reported as LOC_LEN_ERR.
+            if check_sgl(&res.mrs, qp.pd(), &wqe.sgl, Access::LOCAL_WRITE).is_err() {
                 return Err(Failure::Nak(
                     NakCode::RemoteOperationalError,
-                    Some((wqe, status)),
+                    Some((wqe, WcStatus::LocProtErr)),
                 ));
             }
             qp.resp.current = Some(InMessage::Send { wqe, offset: 0 });
