@@ -649,6 +649,13 @@ fn on_aeth(qp: &mut Qp, res: &mut Resources, p: Psn, syn: Syndrome, now: Nanos) 
             if qp.req.una != before {
                 progressed(qp, now);
             }
+            // A responder that RNR-NAKed a packet may still NAK the packets that followed it as
+            // out of sequence (rxe does). While waiting out the RNR delay the requester already
+            // resends from that PSN; a sequence NAK for it adds nothing and must not cost a
+            // transport retry.
+            if qp.req.rnr_until.is_some() && p == qp.req.una {
+                return;
+            }
             retry_or_fail(qp, res, now);
         }
         Syndrome::Nak(code) => {

@@ -154,6 +154,12 @@ pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
             res.counters.rnr_naks_sent += 1;
             let t = qp.attr.min_rnr_timer;
             qp.resp.nak(psn, Syndrome::RnrNak { timer: t });
+            // The rest of the message (and anything behind it) is already on the wire. Those
+            // packets are ahead of the expected PSN now; the requester will resend them after
+            // its RNR wait, so drop them silently instead of answering with a PSN-sequence
+            // NAK, which would make the requester spend a transport retry (and with a small
+            // retry_cnt fail the QP) for what is only a missing receive.
+            qp.resp.nak_sent = true;
         }
         Err(Failure::Nak(code, recv)) => {
             let qpn = qp.qpn;
