@@ -78,6 +78,12 @@ pub struct Requester {
     pub halted: bool,
     /// SQD: the drained event was raised.
     pub drained_notified: bool,
+    /// The PSN the requester last went back to (timeout, NAK or implied NAK), while it has not
+    /// advanced past it. Responses that were already in flight when it went back (the rest of
+    /// a READ whose first response was lost, ACKs beyond an unanswered READ) each look like
+    /// another implied NAK for the same PSN; they must not cost one retry apiece.
+    #[serde(default)]
+    pub retrying_from: Option<Psn>,
 }
 
 impl Requester {
@@ -96,6 +102,7 @@ impl Requester {
         self.deadline = None;
         self.rnr_until = None;
         self.halted = false;
+        self.retrying_from = None;
     }
 
     /// Nothing sent is waiting for an ACK or a response.
@@ -536,6 +543,7 @@ fn ack_through(qp: &mut Qp, p: Psn) -> bool {
 
 /// Forward progress: reset the retry counters and restart (or stop) the retransmit timer.
 fn progressed(qp: &mut Qp, now: Nanos) {
+    qp.req.retrying_from = None;
     qp.req.retry_left = qp.attr.retry_cnt;
     qp.req.rnr_left = qp.attr.rnr_retry;
     qp.req.deadline = if qp.req.idle() {
@@ -573,11 +581,23 @@ fn fail_head(qp: &mut Qp, res: &mut Resources, status: WcStatus) {
 
 fn retry_or_fail(qp: &mut Qp, res: &mut Resources, now: Nanos) {
     if spend_retry(qp) {
+        qp.req.retrying_from = Some(qp.req.una);
         rewind(qp);
         qp.req.deadline = ack_timeout_ns(qp.attr.timeout).map(|t| now.saturating_add(t));
     } else {
         fail_head(qp, res, WcStatus::RetryExcErr);
     }
+}
+
+/// A response shows that an earlier READ/atomic response was lost: go back to it, unless the
+/// requester already went back to that very PSN and has not heard anything newer since (the
+/// response is one of a burst that was in flight; the resent request is on its way).
+fn implied_nak(qp: &mut Qp, res: &mut Resources, now: Nanos) {
+    res.counters.implied_naks += 1;
+    if qp.req.retrying_from == Some(qp.req.una) {
+        return;
+    }
+    retry_or_fail(qp, res, now);
 }
 
 /// Handles a response packet (ACK, NAK, READ response, atomic ACK) for this requester.
@@ -622,8 +642,7 @@ fn on_aeth(qp: &mut Qp, res: &mut Resources, p: Psn, syn: Syndrome, now: Nanos) 
                 progressed(qp, now);
             }
             if implied {
-                res.counters.implied_naks += 1;
-                retry_or_fail(qp, res, now);
+                implied_nak(qp, res, now);
             }
         }
         Syndrome::RnrNak { timer } => {
@@ -704,9 +723,12 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
     }
     if d > 0 {
         // Responses lost in between: go back to the READ.
+        let before = qp.req.una;
         ack_through(qp, first_psn.sub(1));
-        res.counters.implied_naks += 1;
-        retry_or_fail(qp, res, now);
+        if qp.req.una != before {
+            progressed(qp, now);
+        }
+        implied_nak(qp, res, now);
         return;
     }
     let mtu = qp.mtu();
@@ -716,7 +738,11 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
     let off = resp_pkts * mtu;
     let remaining = len.saturating_sub(off);
     let expect_len = if is_last { remaining } else { mtu };
-    let in_order_kind = (resp_pkts == 0) == is_first && (is_last == (remaining <= mtu));
+    // A READ whose responses were cut short is asked for again from the first missing packet
+    // (a new READ request for the tail), and the responder answers that request with its own
+    // FIRST/ONLY. So FIRST/ONLY are legal at any resume point; only the very first response
+    // must be one, and MIDDLE/LAST are legal only after the first.
+    let in_order_kind = (resp_pkts != 0 || is_first) && (is_last == (remaining <= mtu));
     if !in_order_kind || pkt.payload.len() as u32 != expect_len {
         fail_head(qp, res, WcStatus::BadRespErr);
         return;
@@ -771,9 +797,12 @@ fn on_atomic_ack(qp: &mut Qp, res: &mut Resources, p: Psn, orig: u64, now: Nanos
         if w.first_psn.diff(p) < 0 {
             // The atomic ACK for an earlier PSN is a duplicate; for a later one, responses
             // were lost.
+            let before = qp.req.una;
             ack_through(qp, w.first_psn.sub(1));
-            res.counters.implied_naks += 1;
-            retry_or_fail(qp, res, now);
+            if qp.req.una != before {
+                progressed(qp, now);
+            }
+            implied_nak(qp, res, now);
         }
         return;
     }
