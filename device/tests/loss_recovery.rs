@@ -396,17 +396,28 @@ fn lossy_link_delivers_everything_exactly_once() {
         };
         let (a, b) = net.rc_pair(0, 1, &opts);
         let state = Cell::new(seed);
+        let held: RefCell<Vec<Packet>> = RefCell::new(Vec::new());
+        let faults = seed > 4; // seeds 5..=8 also duplicate and reorder
         net.set_hook(move |s| {
             let x = state
                 .get()
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             state.set(x);
-            if (x >> 33) % 100 < 15 {
-                vec![]
-            } else {
-                vec![s.pkt.clone()]
+            let r = (x >> 33) % 100;
+            let mut out = match r {
+                0..15 => vec![],
+                15..20 if faults => vec![s.pkt.clone(), s.pkt.clone()],
+                20..25 if faults => {
+                    held.borrow_mut().push(s.pkt.clone());
+                    vec![]
+                }
+                _ => vec![s.pkt.clone()],
+            };
+            if r % 3 == 0 {
+                out.append(&mut held.borrow_mut());
             }
+            out
         });
         let n = 30u32;
         let src = net.rbuf(0, 2000 * n);
