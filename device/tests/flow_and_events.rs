@@ -162,8 +162,8 @@ fn cq_armed_for_solicited_only_notifies_on_se_or_error() {
     net.post_send(
         &a,
         SendWr::new(2, SendOp::Send)
-            .inline(b"se")
-            .flags(SendFlags::SIGNALED | SendFlags::SOLICITED),
+            .flags(SendFlags::SIGNALED | SendFlags::SOLICITED)
+            .inline(b"se"),
     );
     net.run();
     assert_eq!(net.vf(1).poll_cq_event(), Some(b.rcq));
@@ -183,8 +183,8 @@ fn cq_armed_for_solicited_only_notifies_on_se_or_error() {
     net.post_send(
         &a,
         SendWr::new(3, SendOp::Send)
-            .inline(b"se")
-            .flags(SendFlags::SIGNALED | SendFlags::SOLICITED),
+            .flags(SendFlags::SIGNALED | SendFlags::SOLICITED)
+            .inline(b"se"),
     );
     net.run();
     assert_eq!(net.vf(1).poll_cq_event(), None);
