@@ -158,7 +158,7 @@ fn send_with_inv_of_a_bad_key_is_loc_qp_op_err_and_rem_op_err() {
         SendWr::new(
             1,
             SendOp::SendWithInv {
-                rkey: MemKey(0x7777_01),
+                rkey: MemKey(0x77_7701),
             },
         )
         .inline(&[1, 2]),

@@ -394,7 +394,7 @@ fn responder_errors_raise_affiliated_async_events_requester_errors_do_not() {
             1,
             SendOp::Write {
                 remote_addr: 0x10,
-                rkey: vhca_device::MemKey(0x1234_56),
+                rkey: vhca_device::MemKey(0x12_3456),
             },
         )
         .inline(&[1]),

@@ -621,7 +621,7 @@ fn reset_and_reconnect_reuses_a_qp() {
     assert_eq!(one(net.recv_wcs(&b)).wr_id, 2);
     assert_eq!(net.contents(&dst), pattern(600, 3));
     assert_eq!(
-        net.log.iter().filter(|s| s.from == 0).last().unwrap().psn(),
+        net.log.iter().rev().find(|s| s.from == 0).unwrap().psn(),
         0xabc + 2
     );
 }
