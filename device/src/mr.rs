@@ -15,6 +15,9 @@ pub enum MrMap {
     Pages { page_shift: u8, pages: Vec<u64> },
 }
 
+/// Page sizes a page-list MR may use: 4 KiB up to 1 GiB (what guest kernels hand out).
+pub const MR_PAGE_SHIFTS: std::ops::RangeInclusive<u8> = 12..=30;
+
 /// A registered memory region.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mr {
@@ -73,10 +76,13 @@ impl Mr {
             MrMap::Contiguous { gpa } => {
                 let off = iova - self.iova;
                 let start = gpa.checked_add(off).ok_or(KeyError::Bounds)?;
-                start.checked_add(len).ok_or(KeyError::Bounds)?;
-                push_seg(out, start, len);
+                push_seg(out, start, len)?;
             }
             MrMap::Pages { page_shift, pages } => {
+                // Registration refuses other page sizes; a restored or hand-built Mr might not.
+                if !MR_PAGE_SHIFTS.contains(page_shift) {
+                    return Err(KeyError::Bounds);
+                }
                 let psize = 1u64 << page_shift;
                 let base = self.iova & !(psize - 1);
                 let mut cur = iova;
@@ -86,10 +92,10 @@ impl Mr {
                     let in_page = cur & (psize - 1);
                     let chunk = (psize - in_page).min(left);
                     let page = *pages.get(idx).ok_or(KeyError::Bounds)?;
-                    // Page addresses come from the guest: never let them wrap.
+                    // The page list comes from the guest: a page address near the top of the
+                    // address space must fail the access, not overflow.
                     let gpa = page.checked_add(in_page).ok_or(KeyError::Bounds)?;
-                    gpa.checked_add(chunk).ok_or(KeyError::Bounds)?;
-                    push_seg(out, gpa, chunk);
+                    push_seg(out, gpa, chunk)?;
                     cur += chunk;
                     left -= chunk;
                 }
@@ -99,8 +105,10 @@ impl Mr {
     }
 }
 
-/// Adds a segment, merging it with the previous one when they touch.
-fn push_seg(out: &mut Vec<Segment>, gpa: u64, len: u64) {
+/// Adds a segment, merging it with the previous one when they touch. A run that would wrap
+/// past the end of the address space (a hostile base or page address) is refused.
+fn push_seg(out: &mut Vec<Segment>, gpa: u64, len: u64) -> Result<(), KeyError> {
+    gpa.checked_add(len).ok_or(KeyError::Bounds)?;
     let mut gpa = gpa;
     let mut len = len;
     // Segments carry u32 lengths; split larger runs.
@@ -122,6 +130,7 @@ fn push_seg(out: &mut Vec<Segment>, gpa: u64, len: u64) {
         gpa += chunk;
         len -= chunk;
     }
+    Ok(())
 }
 
 #[cfg(test)]

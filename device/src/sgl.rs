@@ -8,14 +8,14 @@ use crate::types::{MemKey, PdHandle};
 use crate::verbs::{Access, Sge};
 
 /// Looks up `key` and checks an access of `[va, va + len)` under `pd`.
-pub fn check_key<'a>(
-    mrs: &'a Table<Mr>,
+pub fn check_key(
+    mrs: &Table<Mr>,
     key: MemKey,
     pd: PdHandle,
     va: u64,
     len: u64,
     need: Access,
-) -> Result<&'a Mr, KeyError> {
+) -> Result<&Mr, KeyError> {
     let mr = mrs.get(key.index()).ok_or(KeyError::BadKey)?;
     mr.check(key, pd, va, len, need)?;
     Ok(mr)

@@ -45,9 +45,9 @@ mod tests {
                 .collect(),
             limit: 2,
         };
-        assert_eq!(s.take().1, false, "2 left: not below 2");
-        assert_eq!(s.take().1, true, "1 left");
-        assert_eq!(s.take().1, false, "disarmed");
+        assert!(!s.take().1, "2 left: not below 2");
+        assert!(s.take().1, "1 left");
+        assert!(!s.take().1, "disarmed");
         assert_eq!(s.take(), (None, false));
     }
 }

@@ -60,14 +60,16 @@ impl Psn {
         Psn(v & Self::MASK)
     }
 
-    /// `self + n` modulo 2^24.
+    /// `self + n` modulo 2^24. (A method, not `ops::Add`: the operand is a count, not a PSN.)
     #[inline]
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, n: u32) -> Psn {
         Psn(self.0.wrapping_add(n) & Self::MASK)
     }
 
     /// `self - n` modulo 2^24.
     #[inline]
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, n: u32) -> Psn {
         Psn(self.0.wrapping_sub(n) & Self::MASK)
     }

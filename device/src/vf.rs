@@ -153,6 +153,12 @@ impl Vf {
         map: MrMap,
     ) -> VerbsResult<MemKey> {
         self.res.pds.get(pd.0).ok_or(E::NotFound("PD"))?;
+        // A page shift outside 4 KiB..1 GiB from a guest would overflow `1 << page_shift`.
+        if let MrMap::Pages { page_shift, .. } = &map {
+            if !crate::mr::MR_PAGE_SHIFTS.contains(page_shift) {
+                return Err(E::Invalid("MR page size"));
+            }
+        }
         if len > self.res.limits.max_mr_size || iova.checked_add(len).is_none() {
             return Err(E::Invalid("MR length"));
         }

@@ -78,10 +78,12 @@ pub struct Requester {
     pub halted: bool,
     /// SQD: the drained event was raised.
     pub drained_notified: bool,
-    /// Rewound to this PSN and not yet past it: further NAKs, implied NAKs and out-of-order
-    /// responses for the same loss are echoes of it (the rest of a READ response stream, an
-    /// ACK already in flight) and must not spend more retries or rewind again.
-    pub retry_pending: Option<Psn>,
+    /// The PSN the requester last went back to (timeout, NAK or implied NAK), while it has not
+    /// advanced past it. Responses that were already in flight when it went back (the rest of
+    /// a READ whose first response was lost, ACKs beyond an unanswered READ) each look like
+    /// another implied NAK for the same PSN; they must not cost one retry apiece.
+    #[serde(default)]
+    pub retrying_from: Option<Psn>,
 }
 
 impl Requester {
@@ -100,6 +102,7 @@ impl Requester {
         self.deadline = None;
         self.rnr_until = None;
         self.halted = false;
+        self.retrying_from = None;
     }
 
     /// Nothing sent is waiting for an ACK or a response.
@@ -133,11 +136,13 @@ fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     }
 }
 
-fn key_status(e: KeyError) -> WcStatus {
-    match e {
-        KeyError::Bounds => WcStatus::LocLenErr,
-        _ => WcStatus::LocProtErr,
-    }
+/// A local SGE the key does not cover is a protection error, whatever the reason (bad key,
+/// missing access, or a range outside the region): IBTA 10.7.2.2 / C10-17 name the out-of-range
+/// case a protection violation, and LOC_LEN_ERR is reserved for message-length mismatches
+/// (a receive buffer too small, an atomic that is not 8 bytes). Mapping `Bounds` to
+/// LOC_LEN_ERR made an SGE running past its MR look like a length error.
+fn key_status(_: KeyError) -> WcStatus {
+    WcStatus::LocProtErr
 }
 
 /// Checks a WQE's local buffers before its first packet, as a NIC does when it fetches it.
@@ -546,6 +551,7 @@ fn ack_through(qp: &mut Qp, p: Psn) -> bool {
 
 /// Forward progress: reset the retry counters and restart (or stop) the retransmit timer.
 fn progressed(qp: &mut Qp, now: Nanos) {
+    qp.req.retrying_from = None;
     qp.req.retry_left = qp.attr.retry_cnt;
     qp.req.rnr_left = qp.attr.rnr_retry;
     qp.req.deadline = if qp.req.idle() {
@@ -557,7 +563,7 @@ fn progressed(qp: &mut Qp, now: Nanos) {
 
 /// Go back to the oldest unacknowledged PSN and send again from there.
 fn rewind(qp: &mut Qp) {
-    qp.req.retry_pending = Some(qp.req.una);
+    qp.req.retrying_from = Some(qp.req.una);
     qp.req.next = 0;
     qp.req.next_pkt = 0;
     qp.req.since_ack_req = 0;
@@ -582,8 +588,6 @@ fn fail_head(qp: &mut Qp, res: &mut Resources, status: WcStatus) {
     qp.enter_error(res);
 }
 
-/// A retry triggered by the peer (NAK, implied NAK, response gap); ignored while a rewind to
-/// the same PSN is already under way.
 /// A NAK error names the request at PSN `p`: that WQE gets `status`. An earlier READ or atomic
 /// still missing its response cannot be finished any more (the responder is now in ERR and will
 /// not answer a retry), so it is flushed ahead of it, keeping completions in order.
@@ -612,8 +616,10 @@ fn fail_at(qp: &mut Qp, res: &mut Resources, p: Psn, status: WcStatus) {
     qp.enter_error(res);
 }
 
+/// A retry triggered by the peer (NAK, implied NAK, response gap); ignored while a rewind to
+/// the same PSN is already under way.
 fn retry_or_fail(qp: &mut Qp, res: &mut Resources, now: Nanos) {
-    if qp.req.retry_pending == Some(qp.req.una) {
+    if qp.req.retrying_from == Some(qp.req.una) {
         return;
     }
     retry_now(qp, res, now);
@@ -626,6 +632,17 @@ fn retry_now(qp: &mut Qp, res: &mut Resources, now: Nanos) {
     } else {
         fail_head(qp, res, WcStatus::RetryExcErr);
     }
+}
+
+/// A response shows that an earlier READ/atomic response was lost: go back to it, unless the
+/// requester already went back to that very PSN and has not heard anything newer since (the
+/// response is one of a burst that was in flight; the resent request is on its way).
+fn implied_nak(qp: &mut Qp, res: &mut Resources, now: Nanos) {
+    res.counters.implied_naks += 1;
+    if qp.req.retrying_from == Some(qp.req.una) {
+        return;
+    }
+    retry_or_fail(qp, res, now);
 }
 
 /// Handles a response packet (ACK, NAK, READ response, atomic ACK) for this requester.
@@ -670,8 +687,7 @@ fn on_aeth(qp: &mut Qp, res: &mut Resources, p: Psn, syn: Syndrome, now: Nanos) 
                 progressed(qp, now);
             }
             if implied {
-                res.counters.implied_naks += 1;
-                retry_or_fail(qp, res, now);
+                implied_nak(qp, res, now);
             }
         }
         Syndrome::RnrNak { timer } => {
@@ -696,6 +712,13 @@ fn on_aeth(qp: &mut Qp, res: &mut Resources, p: Psn, syn: Syndrome, now: Nanos) 
             ack_through(qp, p.sub(1));
             if qp.req.una != before {
                 progressed(qp, now);
+            }
+            // A responder that RNR-NAKed a packet may still NAK the packets that followed it as
+            // out of sequence (rxe does). While waiting out the RNR delay the requester already
+            // resends from that PSN; a sequence NAK for it adds nothing and must not cost a
+            // transport retry.
+            if qp.req.rnr_until.is_some() && p == qp.req.una {
+                return;
             }
             retry_or_fail(qp, res, now);
         }
@@ -745,9 +768,12 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
     }
     if d > 0 {
         // Responses lost in between: go back to the READ.
+        let before = qp.req.una;
         ack_through(qp, first_psn.sub(1));
-        res.counters.implied_naks += 1;
-        retry_or_fail(qp, res, now);
+        if qp.req.una != before {
+            progressed(qp, now);
+        }
+        implied_nak(qp, res, now);
         return;
     }
     let mtu = qp.mtu();
@@ -757,8 +783,11 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
     let off = resp_pkts * mtu;
     let remaining = len.saturating_sub(off);
     let expect_len = if is_last { remaining } else { mtu };
-    // A stream re-requested after a loss starts again with FIRST (or ONLY) mid-READ.
-    let in_order_kind = (is_first || resp_pkts > 0) && (is_last == (remaining <= mtu));
+    // A READ whose responses were cut short is asked for again from the first missing packet
+    // (a new READ request for the tail), and the responder answers that request with its own
+    // FIRST/ONLY. So FIRST/ONLY are legal at any resume point; only the very first response
+    // must be one, and MIDDLE/LAST are legal only after the first.
+    let in_order_kind = (resp_pkts != 0 || is_first) && (is_last == (remaining <= mtu));
     if !in_order_kind || pkt.payload.len() as u32 != expect_len {
         fail_head(qp, res, WcStatus::BadRespErr);
         return;
@@ -813,9 +842,12 @@ fn on_atomic_ack(qp: &mut Qp, res: &mut Resources, p: Psn, orig: u64, now: Nanos
         if w.first_psn.diff(p) < 0 {
             // The atomic ACK for an earlier PSN is a duplicate; for a later one, responses
             // were lost.
+            let before = qp.req.una;
             ack_through(qp, w.first_psn.sub(1));
-            res.counters.implied_naks += 1;
-            retry_or_fail(qp, res, now);
+            if qp.req.una != before {
+                progressed(qp, now);
+            }
+            implied_nak(qp, res, now);
         }
         return;
     }

@@ -154,6 +154,12 @@ pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
             res.counters.rnr_naks_sent += 1;
             let t = qp.attr.min_rnr_timer;
             qp.resp.nak(psn, Syndrome::RnrNak { timer: t });
+            // The rest of the message (and anything behind it) is already on the wire. Those
+            // packets are ahead of the expected PSN now; the requester will resend them after
+            // its RNR wait, so drop them silently instead of answering with a PSN-sequence
+            // NAK, which would make the requester spend a transport retry (and with a small
+            // retry_cnt fail the QP) for what is only a missing receive.
+            qp.resp.nak_sent = true;
         }
         Err(Failure::Nak(code, recv)) => {
             let qpn = qp.qpn;
@@ -242,15 +248,13 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
             let Some(wqe) = take_recv(qp, res) else {
                 return Err(Failure::Rnr);
             };
-            if let Err(e) = check_sgl(&res.mrs, qp.pd(), &wqe.sgl, Access::LOCAL_WRITE) {
-                let status = if e == KeyError::Bounds {
-                    WcStatus::LocLenErr
-                } else {
-                    WcStatus::LocProtErr
-                };
+            // Any key failure of the receive WQE (bad key, no local write, SGE outside its MR)
+            // is a protection error, as on the send side; a too-short buffer is caught below
+            // by the length check and reported as LOC_LEN_ERR.
+            if check_sgl(&res.mrs, qp.pd(), &wqe.sgl, Access::LOCAL_WRITE).is_err() {
                 return Err(Failure::Nak(
                     NakCode::RemoteOperationalError,
-                    Some((wqe, status)),
+                    Some((wqe, WcStatus::LocProtErr)),
                 ));
             }
             qp.resp.current = Some(InMessage::Send { wqe, offset: 0 });
