@@ -24,6 +24,9 @@ impl std::fmt::Display for VfAddr {
     }
 }
 
+/// An observer of transmitted packets (traces, captures).
+pub type Tap = Box<dyn FnMut(Nanos, &Packet)>;
+
 #[derive(Clone, Copy, Debug)]
 pub struct WorldConfig {
     /// Seeds the switch's faults.
@@ -65,7 +68,7 @@ pub struct World {
     /// FNV-1a over every delivery (time, port, opcode, PSN, QPN, length): a run's fingerprint.
     pub trace_hash: u64,
     /// Called for every packet a VF transmits, before the switch sees it.
-    pub tap: Option<Box<dyn FnMut(Nanos, &Packet)>>,
+    pub tap: Option<Tap>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

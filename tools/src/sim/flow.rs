@@ -65,6 +65,8 @@ struct Posted {
     expect_orig: u64,
     /// LOCAL_INV: the key that must be invalid afterwards.
     key: Option<MemKey>,
+    /// Seeds the bytes of the message (see `pattern`).
+    id: u64,
     /// Uses a bad rkey on purpose.
     bad: bool,
 }
@@ -526,9 +528,13 @@ impl RcConn {
             let len = match kind {
                 Kind::CmpSwap | Kind::FetchAdd => 8,
                 Kind::LocalInv => 0,
-                _ => (rng.gen_range(0..100) < 95)
-                    .then(|| crate::sim::plan::Plan::size_of(rng, max))
-                    .unwrap_or(0),
+                _ => {
+                    if rng.gen_range(0..100) < 95 {
+                        crate::sim::plan::Plan::size_of(rng, max)
+                    } else {
+                        0
+                    }
+                }
             }
             .max(len_floor);
             let (mine, peer) = if side == 0 {
@@ -551,6 +557,7 @@ impl RcConn {
                 expect_orig: 0,
                 key: None,
                 bad,
+                id,
             };
             let sgl = split_sgl(rng, local, len, mine.key, 4);
             let target = peer.targets[slot];
@@ -696,12 +703,6 @@ impl RcConn {
                 }
                 _ => {}
             }
-            // Keep the id to recheck data on completion.
-            posted.expect_orig = if matches!(kind, Kind::CmpSwap | Kind::FetchAdd) {
-                posted.expect_orig
-            } else {
-                id
-            };
             mine.slot_busy[slot] = true;
             mine.ops_left -= 1;
             mine.posted_count += 1;
@@ -774,7 +775,7 @@ impl RcConn {
             ));
             return;
         }
-        let id = p.expect_orig;
+        let id = p.id;
         match p.kind {
             Kind::Write | Kind::WriteImm => {
                 let got = w
