@@ -1,6 +1,6 @@
 //! Memory regions: a virtual range of guest memory, its access rights and its key.
 
-use crate::packet::Segment;
+use crate::packet::{Segment, Segments};
 use crate::types::{MemKey, PdHandle};
 use crate::verbs::Access;
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ impl Mr {
     }
 
     /// Appends the guest-physical segments of `[iova, iova + len)` (already checked) to `out`.
-    pub fn translate(&self, iova: u64, len: u64, out: &mut Vec<Segment>) -> Result<(), KeyError> {
+    pub fn translate(&self, iova: u64, len: u64, out: &mut Segments) -> Result<(), KeyError> {
         if len == 0 {
             return Ok(());
         }
@@ -107,7 +107,7 @@ impl Mr {
 
 /// Adds a segment, merging it with the previous one when they touch. A run that would wrap
 /// past the end of the address space (a hostile base or page address) is refused.
-fn push_seg(out: &mut Vec<Segment>, gpa: u64, len: u64) -> Result<(), KeyError> {
+fn push_seg(out: &mut Segments, gpa: u64, len: u64) -> Result<(), KeyError> {
     gpa.checked_add(len).ok_or(KeyError::Bounds)?;
     let mut gpa = gpa;
     let mut len = len;

@@ -396,6 +396,9 @@ pub struct ExtHeaders {
     pub deth: Option<Deth>,
 }
 
+/// Guest-physical pieces of one packet's payload: almost always one or two, so kept inline.
+pub type Segments = smallvec::SmallVec<[Segment; 2]>;
+
 /// One contiguous piece of a payload in the sender's guest memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -413,7 +416,7 @@ pub enum Payload {
     Bytes(Vec<u8>),
     Gather {
         mem: SharedMemory,
-        segs: Vec<Segment>,
+        segs: Segments,
         len: u32,
     },
 }

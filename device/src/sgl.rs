@@ -2,7 +2,7 @@
 
 use crate::memory::{copy_between, MemoryError, SharedMemory};
 use crate::mr::{KeyError, Mr};
-use crate::packet::{Payload, Segment};
+use crate::packet::{Payload, Segment, Segments};
 use crate::table::Table;
 use crate::types::{MemKey, PdHandle};
 use crate::verbs::{Access, Sge};
@@ -45,7 +45,7 @@ pub fn sgl_segments(
     off: u64,
     len: u64,
     need: Access,
-    out: &mut Vec<Segment>,
+    out: &mut Segments,
 ) -> Result<(), KeyError> {
     let mut skip = off;
     let mut left = len;
@@ -72,8 +72,8 @@ pub fn sgl_segments(
 }
 
 /// The segments of `[va, va + len)` of one MR (already checked).
-pub fn mr_segments(mr: &Mr, va: u64, len: u64) -> Result<Vec<Segment>, KeyError> {
-    let mut out = Vec::with_capacity(2);
+pub fn mr_segments(mr: &Mr, va: u64, len: u64) -> Result<Segments, KeyError> {
+    let mut out = Segments::new();
     mr.translate(va, len, &mut out)?;
     Ok(out)
 }

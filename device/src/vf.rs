@@ -178,7 +178,7 @@ impl Vf {
             valid: true,
         };
         // Every byte of the region must be guest memory now.
-        let mut segs = Vec::new();
+        let mut segs = crate::packet::Segments::new();
         probe
             .translate(iova, len, &mut segs)
             .map_err(|_| E::Fault)?;

@@ -73,14 +73,10 @@ pub struct World {
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// Folds `v` into an FNV-1a hash.
+/// Folds `v` into a running 64-bit fingerprint (one multiply per word, FxHash-style: a trace
+/// hash on the per-packet path must be cheap; it need not be cryptographic).
 pub fn fnv(h: u64, v: u64) -> u64 {
-    let mut h = h;
-    for b in v.to_le_bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
 impl World {

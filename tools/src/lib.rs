@@ -1,4 +1,5 @@
 //! The `vhca` command line's library: the simulator, the demo and the benchmarks, so tests can
 //! drive them directly.
 
+pub mod bench;
 pub mod sim;

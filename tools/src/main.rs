@@ -31,6 +31,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// In-process bandwidth, message rate and latency beside this machine's memcpy bandwidth.
+    Bench {
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds each measurement runs.
+        #[arg(long, default_value_t = 800)]
+        millis: u64,
+        /// Only the rows whose `test:bytes` contains this, e.g. `write_bw:65536`.
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -54,6 +66,29 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Bench { json, millis, only } => {
+            let cfg = vhca::bench::BenchConfig {
+                duration: std::time::Duration::from_millis(millis),
+                ..Default::default()
+            };
+            match vhca::bench::run(&cfg, only.as_deref()) {
+                Ok(rows) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&rows).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", vhca::bench::table(&rows));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Sim {
             seeds,
             faults,

@@ -6,9 +6,7 @@
 
 use super::{ack_timeout_ns, rnr_delay_ns, Qp};
 use crate::mr::KeyError;
-use crate::packet::{
-    AtomicEth, Bth, ExtHeaders, NakCode, Opcode, Packet, Payload, Reth, Segment, Syndrome,
-};
+use crate::packet::{AtomicEth, Bth, ExtHeaders, NakCode, Opcode, Packet, Payload, Reth, Syndrome};
 use crate::resources::Resources;
 use crate::sgl::{check_sgl, sgl_len, sgl_segments};
 use crate::types::{MemKey, Nanos, Psn, Qpn};
@@ -172,7 +170,7 @@ fn gather(qp: &Qp, res: &Resources, w: &SendWqe, off: u32, len: u32) -> Result<P
             data[off as usize..(off + len) as usize].to_vec(),
         ));
     }
-    let mut segs: Vec<Segment> = Vec::with_capacity(2);
+    let mut segs = crate::packet::Segments::new();
     sgl_segments(
         &res.mrs,
         qp.pd(),
@@ -803,7 +801,7 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
         // if nothing was popped, and nothing is popped until complete_in_order runs.
     }
     let w = &qp.req.sq[idx];
-    let mut segs = Vec::with_capacity(2);
+    let mut segs = crate::packet::Segments::new();
     let r = sgl_segments(
         &res.mrs,
         qp.pd(),
@@ -857,7 +855,7 @@ fn on_atomic_ack(qp: &mut Qp, res: &mut Resources, p: Psn, orig: u64, now: Nanos
         progressed(qp, now);
     }
     let w = &qp.req.sq[idx];
-    let mut segs = Vec::with_capacity(1);
+    let mut segs = crate::packet::Segments::new();
     let r = sgl_segments(
         &res.mrs,
         qp.pd(),

@@ -271,7 +271,7 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
                 Some((wqe, WcStatus::LocLenErr)),
             ));
         }
-        let mut segs = Vec::with_capacity(2);
+        let mut segs = crate::packet::Segments::new();
         let placed = sgl_segments(
             &res.mrs,
             pd,
@@ -361,7 +361,7 @@ fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure
         }
         // Every check that can fail comes before the receive WQE is taken, so a failure never
         // loses one.
-        let mut segs = Vec::new();
+        let mut segs = crate::packet::Segments::new();
         if plen > 0 {
             let dst_va = va + offset as u64;
             let mr = check_key(

@@ -2,7 +2,7 @@
 //! the payload in the receive buffer, and the sender's QPN and GID in the completion.
 
 use super::{recv_wc, Qp};
-use crate::packet::{Bth, Deth, ExtHeaders, Opcode, Packet, Payload, Segment};
+use crate::packet::{Bth, Deth, ExtHeaders, Opcode, Packet, Payload};
 use crate::resources::Resources;
 use crate::sgl::{check_sgl, sgl_len, sgl_segments};
 use crate::types::Psn;
@@ -74,7 +74,7 @@ fn build(qp: &mut Qp, res: &Resources, idx: usize) -> Result<Packet, WcStatus> {
         None => {
             check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::empty())
                 .map_err(|_| WcStatus::LocProtErr)?;
-            let mut segs: Vec<Segment> = Vec::with_capacity(1);
+            let mut segs = crate::packet::Segments::new();
             sgl_segments(
                 &res.mrs,
                 qp.pd(),
@@ -176,7 +176,7 @@ pub fn on_packet(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
         );
         return;
     }
-    let mut segs = Vec::with_capacity(2);
+    let mut segs = crate::packet::Segments::new();
     let placed = sgl_segments(
         &res.mrs,
         qp.pd(),
