@@ -195,11 +195,11 @@ mod tests {
             page_shift: 12,
             pages: vec![0x10000, 0x30000, 0x20000],
         });
-        let mut segs = Vec::new();
+        let mut segs = Segments::new();
         m.translate(0x1f00, 0x300, &mut segs).unwrap();
         assert_eq!(
-            segs,
-            vec![
+            segs.as_slice(),
+            &[
                 Segment {
                     gpa: 0x10f00,
                     len: 0x100
@@ -210,12 +210,12 @@ mod tests {
                 }
             ]
         );
-        let mut segs = Vec::new();
+        let mut segs = Segments::new();
         let contiguous = mr(MrMap::Contiguous { gpa: 0x9000 });
         contiguous.translate(0x1900, 0x10, &mut segs).unwrap();
         assert_eq!(
-            segs,
-            vec![Segment {
+            segs.as_slice(),
+            &[Segment {
                 gpa: 0x9100,
                 len: 0x10
             }]

@@ -164,11 +164,11 @@ mod tests {
                 lkey: k,
             },
         ];
-        let mut out = Vec::new();
+        let mut out = Segments::new();
         sgl_segments(&t, PdHandle(1), &sgl, 8, 16, Access::LOCAL_WRITE, &mut out).unwrap();
         assert_eq!(
-            out,
-            vec![
+            out.as_slice(),
+            &[
                 Segment {
                     gpa: 0x1008,
                     len: 8
@@ -179,7 +179,7 @@ mod tests {
                 }
             ]
         );
-        let mut out = Vec::new();
+        let mut out = Segments::new();
         assert_eq!(
             sgl_segments(&t, PdHandle(1), &sgl, 8, 32, Access::empty(), &mut out),
             Err(KeyError::Bounds)
@@ -197,7 +197,7 @@ mod tests {
         src.write(0, b"abcdefgh").unwrap();
         let p = Payload::Gather {
             mem: src.clone(),
-            segs: vec![Segment { gpa: 0, len: 3 }, Segment { gpa: 3, len: 5 }],
+            segs: vec![Segment { gpa: 0, len: 3 }, Segment { gpa: 3, len: 5 }].into(),
             len: 8,
         };
         scatter(

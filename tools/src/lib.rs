@@ -2,4 +2,5 @@
 //! drive them directly.
 
 pub mod bench;
+pub mod demo;
 pub mod sim;

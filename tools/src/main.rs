@@ -18,6 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The embedded default: three VFs on two PFs run every RC opcode and UD over a lossy
+    /// in-process fabric, checked, with a short summary.
+    Demo {
+        /// Operations each side of each connection posts.
+        #[arg(long, default_value_t = 400)]
+        ops: usize,
+        /// Seeds the workload and the fabric's faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Deterministic simulation: many VFs and QPs, random workloads, a faulty fabric, checked
     /// continuously.
     Sim {
@@ -66,6 +76,19 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Demo { ops, seed } => {
+            let start = std::time::Instant::now();
+            let r = vhca::demo::run(ops, seed);
+            print!("{}", vhca::demo::summary(&r, start.elapsed()));
+            for v in &r.violations {
+                eprintln!("violation: {v}");
+            }
+            if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Cmd::Bench { json, millis, only } => {
             let cfg = vhca::bench::BenchConfig {
                 duration: std::time::Duration::from_millis(millis),

@@ -1,5 +1,6 @@
 //! What the simulator records while it checks: violations, injected faults, totals.
 
+use std::collections::BTreeMap;
 use vhca_device::WorkCompletion;
 use vhca_fabric::world::fnv;
 
@@ -12,6 +13,10 @@ pub struct Checker {
     pub bytes: u64,
     /// FNV over every completion seen, in order: part of the trace hash.
     pub completion_hash: u64,
+    /// Completions seen, by status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Operations checked, by opcode.
+    pub by_op: BTreeMap<&'static str, u64>,
 }
 
 impl Checker {
@@ -27,6 +32,10 @@ impl Checker {
     }
 
     pub fn saw(&mut self, wc: &WorkCompletion) {
+        *self
+            .by_status
+            .entry(format!("{:?}", wc.status))
+            .or_default() += 1;
         let mut h = fnv(self.completion_hash, wc.wr_id);
         h = fnv(
             h,
@@ -35,9 +44,10 @@ impl Checker {
         self.completion_hash = h;
     }
 
-    pub fn done(&mut self, bytes: u64) {
+    pub fn done(&mut self, op: &'static str, bytes: u64) {
         self.ops_completed += 1;
         self.bytes += bytes;
+        *self.by_op.entry(op).or_default() += 1;
     }
 }
 

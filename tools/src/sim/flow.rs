@@ -41,6 +41,22 @@ enum Kind {
     LocalInv,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Send => "SEND",
+            Kind::SendImm => "SEND_WITH_IMM",
+            Kind::SendInv => "SEND_WITH_INV",
+            Kind::Write => "RDMA_WRITE",
+            Kind::WriteImm => "RDMA_WRITE_WITH_IMM",
+            Kind::Read => "RDMA_READ",
+            Kind::CmpSwap => "ATOMIC_CMP_AND_SWP",
+            Kind::FetchAdd => "ATOMIC_FETCH_AND_ADD",
+            Kind::LocalInv => "LOCAL_INV",
+        }
+    }
+}
+
 const KINDS: [Kind; 9] = [
     Kind::Send,
     Kind::SendImm,
@@ -825,7 +841,7 @@ impl RcConn {
                 wc.opcode, p.kind
             ));
         }
-        c.done(p.len as u64);
+        c.done(p.kind.name(), p.len as u64);
     }
 
     fn on_recv(&mut self, w: &mut World, c: &mut Checker, side: usize, wc: &WorkCompletion) {
@@ -887,7 +903,14 @@ impl RcConn {
             }
             let _ = w.vf_mut(e.q.vf).dereg_mr(k);
         }
-        c.done(x.len as u64);
+        c.done(
+            if x.with_imm_write {
+                "RECV_RDMA_WITH_IMM"
+            } else {
+                "RECV"
+            },
+            x.len as u64,
+        );
         // Keep receives posted even after an injected failure: sends queued before the bad
         // one must still find buffers, or they would wait on RNR forever.
         self.fill_recvs(w, side);
@@ -1016,7 +1039,7 @@ impl UdGroup {
                             "ud: datagram {id} of {len} bytes arrived with wrong data"
                         ));
                     }
-                    c.done(len as u64);
+                    c.done("UD_RECV", len as u64);
                 }
             }
         }

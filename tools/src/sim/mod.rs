@@ -10,7 +10,6 @@ pub mod flow;
 pub mod plan;
 
 use crate::sim::check::Checker;
-use crate::sim::flow::Flow;
 use crate::sim::plan::Plan;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +32,11 @@ pub struct SimReport {
     pub virtual_ns: u64,
     pub injected: Vec<String>,
     pub violations: Vec<String>,
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    pub by_op: std::collections::BTreeMap<&'static str, u64>,
+    /// Per VF: (address, counters).
+    pub vf_counters: Vec<(String, vhca_device::resources::Counters)>,
+    pub switch: vhca_fabric::switch::SwitchCounters,
 }
 
 impl SimReport {
@@ -48,9 +52,20 @@ const TIME_LIMIT: Nanos = Nanos(600_000_000_000);
 pub fn run(seed: u64, level: FaultLevel) -> SimReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let plan = Plan::draw(&mut rng);
+    run_plan(seed, level, FaultConfig::level(level), &plan, &mut rng)
+}
+
+/// Runs a given plan (the demo's fixed one, or a seed's) under `faults`.
+pub fn run_plan(
+    seed: u64,
+    level: FaultLevel,
+    faults: FaultConfig,
+    plan: &Plan,
+    rng: &mut ChaCha8Rng,
+) -> SimReport {
     let mut world = World::new(WorldConfig {
         seed: seed ^ 0x5eed_fab1,
-        faults: FaultConfig::level(level),
+        faults,
         latency_ns: 1_000,
         vf_mem_bytes: plan.vf_mem_bytes,
     });
@@ -74,7 +89,7 @@ pub fn run(seed: u64, level: FaultLevel) -> SimReport {
         }));
     }
     let mut checker = Checker::default();
-    let mut flows = match flow::build(&mut world, &plan, &mut rng) {
+    let mut flows = match flow::build(&mut world, plan, rng) {
         Ok(f) => f,
         Err(e) => {
             checker.violation(format!("setup failed: {e}"));
@@ -85,7 +100,7 @@ pub fn run(seed: u64, level: FaultLevel) -> SimReport {
     let mut steps: u64 = 0;
     loop {
         for f in flows.iter_mut() {
-            f.post_ready(&mut world, &mut rng, &mut checker);
+            f.post_ready(&mut world, rng, &mut checker);
         }
         for (i, when) in plan.cuts.iter() {
             if world.now >= *when {
@@ -134,10 +149,12 @@ pub fn run(seed: u64, level: FaultLevel) -> SimReport {
     }
     let mut packets = 0;
     let mut retransmits = 0;
+    let mut vf_counters = Vec::new();
     for a in world.vfs() {
         let c = world.vf(a).counters();
         packets += c.tx_packets;
         retransmits += c.retransmits;
+        vf_counters.push((a.to_string(), c.clone()));
     }
     let s = &world.switch.counters;
     let mut hash = world.trace_hash;
@@ -154,6 +171,10 @@ pub fn run(seed: u64, level: FaultLevel) -> SimReport {
         virtual_ns: world.now.0,
         injected: checker.injected.clone(),
         violations: checker.violations,
+        by_status: checker.by_status,
+        by_op: checker.by_op,
+        vf_counters,
+        switch: world.switch.counters.clone(),
     }
 }
 
@@ -164,6 +185,3 @@ pub fn replay_command(seed: u64, level: FaultLevel) -> String {
         seed + 1
     )
 }
-
-#[allow(unused)]
-fn unused(_: &Flow) {}
