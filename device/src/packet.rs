@@ -51,17 +51,33 @@ impl Opcode {
     /// The extended headers this opcode carries, per IBTA table 38. `None` for opcodes vhca
     /// does not implement (UC, RD, CNP, FLUSH, ...).
     pub fn layout(self) -> Option<Layout> {
+        LAYOUTS[self.0 as usize]
+    }
+
+    const fn compute_layout(self) -> Option<Layout> {
         use Opcode as O;
-        let l = |reth, aeth, atomic, atomic_ack, imm, ieth, deth, payload| Layout {
-            reth,
-            aeth,
-            atomic,
-            atomic_ack,
-            imm,
-            ieth,
-            deth,
-            payload,
-        };
+        #[allow(clippy::too_many_arguments)]
+        const fn l(
+            reth: bool,
+            aeth: bool,
+            atomic: bool,
+            atomic_ack: bool,
+            imm: bool,
+            ieth: bool,
+            deth: bool,
+            payload: bool,
+        ) -> Layout {
+            Layout {
+                reth,
+                aeth,
+                atomic,
+                atomic_ack,
+                imm,
+                ieth,
+                deth,
+                payload,
+            }
+        }
         Some(match self {
             O::RC_SEND_FIRST | O::RC_SEND_MIDDLE | O::RC_SEND_LAST | O::RC_SEND_ONLY => {
                 l(false, false, false, false, false, false, false, true)
@@ -190,6 +206,17 @@ impl fmt::Debug for Opcode {
         write!(f, "{}({:#04x})", self.name(), self.0)
     }
 }
+
+/// Layouts of all 256 opcodes, computed at compile time: the per-packet lookup is an index.
+static LAYOUTS: [Option<Layout>; 256] = {
+    let mut t = [None; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = Opcode(i as u8).compute_layout();
+        i += 1;
+    }
+    t
+};
 
 /// Which extended transport headers follow the BTH, in wire order
 /// (RETH/DETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH).

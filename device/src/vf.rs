@@ -633,7 +633,7 @@ impl Vf {
     }
 
     /// Feeds one received packet to the VF.
-    pub fn handle_packet(&mut self, now: Nanos, pkt: Packet) {
+    pub fn handle_packet(&mut self, now: Nanos, pkt: &Packet) {
         let c = &mut self.res.counters;
         c.rx_packets += 1;
         c.rx_bytes += pkt.transport_len() as u64;

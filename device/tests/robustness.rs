@@ -276,7 +276,7 @@ proptest! {
         let (mut net, _live, a, b) = live_net(mtu);
         for (i, p) in pkts.into_iter().enumerate() {
             let now = net.now;
-            net.vf(1).handle_packet(now, p);
+            net.vf(1).handle_packet(now, &p);
             if i % 4 == 3 {
                 net.step();
             }

@@ -8,7 +8,7 @@
 use crate::faults::FaultConfig;
 use crate::switch::{PortId, Switch};
 use serde::Serialize;
-use vhca_device::memory::VecMemory;
+use vhca_device::memory::MmapMemory;
 use vhca_device::{Gid, Nanos, Packet, Pf, VerbsError, VerbsResult, Vf};
 
 /// Where a VF lives: PF number and VF index.
@@ -69,6 +69,8 @@ pub struct World {
     pub trace_hash: u64,
     /// Called for every packet a VF transmits, before the switch sees it.
     pub tap: Option<Tap>,
+    delivered: Vec<Packet>,
+    batch: Vec<(PortId, Packet)>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -89,6 +91,8 @@ impl World {
             ports: Vec::new(),
             trace_hash: FNV_OFFSET,
             tap: None,
+            delivered: Vec::new(),
+            batch: Vec::new(),
         }
     }
 
@@ -108,7 +112,8 @@ impl World {
             .find(|i| p.vf(*i).is_none())
             .ok_or(VerbsError::NoVf)?;
         let id = p.default_identity(next_index);
-        let vf = p.create_vf(id, VecMemory::shared(mem))?;
+        let memory = MmapMemory::shared(mem).map_err(|_| VerbsError::Exhausted("guest memory"))?;
+        let vf = p.create_vf(id, memory)?;
         let addr = VfAddr { pf, vf };
         self.ports.push(Port {
             addr,
@@ -177,6 +182,19 @@ impl World {
         self.vf_mut(a)
     }
 
+    fn deliver(&mut self, now: Nanos, port: PortId, pkt: &Packet) {
+        let mut h = fnv(self.trace_hash, now.0);
+        h = fnv(h, port as u64);
+        h = fnv(
+            h,
+            pkt.bth.opcode.0 as u64
+                | (pkt.bth.psn.0 as u64) << 8
+                | (pkt.bth.dest_qp.0 as u64) << 32,
+        );
+        self.trace_hash = fnv(h, pkt.payload.len() as u64);
+        self.port_vf(port).handle_packet(now, pkt);
+    }
+
     /// One pass at the current instant: due timers, transmissions, deliveries. Returns whether
     /// anything happened.
     pub fn step(&mut self) -> bool {
@@ -200,23 +218,34 @@ impl World {
                 if let Some(tap) = &mut self.tap {
                     tap(now, &pkt);
                 }
-                self.switch.send(now, pkt);
                 moved = true;
+                if self.switch.is_ideal() {
+                    // An ideal link needs no switch queue: collect the batch and hand it over
+                    // below. Building every packet first and copying every payload after keeps
+                    // the atomic reference counting of payloads away from the copies (an atomic
+                    // right after a memcpy waits for all of its stores).
+                    if let Some(port) = self.switch.route_now(&pkt) {
+                        self.batch.push((port, pkt));
+                    }
+                } else {
+                    self.switch.send(now, pkt);
+                }
             }
         }
+        let batch = std::mem::take(&mut self.batch);
+        for (port, pkt) in &batch {
+            self.deliver(now, *port, pkt);
+        }
+        self.batch = batch;
+        self.batch.clear();
         while let Some((port, pkt)) = self.switch.poll_deliver(now) {
-            let mut h = fnv(self.trace_hash, now.0);
-            h = fnv(h, port as u64);
-            h = fnv(
-                h,
-                pkt.bth.opcode.0 as u64
-                    | (pkt.bth.psn.0 as u64) << 8
-                    | (pkt.bth.dest_qp.0 as u64) << 32,
-            );
-            self.trace_hash = fnv(h, pkt.payload.len() as u64);
-            self.port_vf(port).handle_packet(now, pkt);
+            self.deliver(now, port, &pkt);
+            // Dropped after the batch: releasing a packet's memory reference is an atomic
+            // operation, and one right after a payload memcpy waits for all its stores.
+            self.delivered.push(pkt);
             moved = true;
         }
+        self.delivered.clear();
         moved
     }
 

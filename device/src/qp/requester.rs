@@ -644,7 +644,7 @@ fn implied_nak(qp: &mut Qp, res: &mut Resources, now: Nanos) {
 }
 
 /// Handles a response packet (ACK, NAK, READ response, atomic ACK) for this requester.
-pub fn on_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
+pub fn on_response(qp: &mut Qp, res: &mut Resources, pkt: &Packet, now: Nanos) {
     if !matches!(qp.state(), QpState::Rts | QpState::Sqd | QpState::Sqe) {
         res.counters.rx_dropped += 1;
         return;
@@ -742,7 +742,7 @@ fn pending_rd_atomic(qp: &Qp) -> Option<usize> {
         .position(|w| w.started && w.done.is_none() && w.op.is_read_or_atomic())
 }
 
-fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: Packet, now: Nanos) {
+fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: &Packet, now: Nanos) {
     let p = pkt.bth.psn;
     let Some(idx) = pending_rd_atomic(qp) else {
         res.counters.rx_dropped += 1;

@@ -129,7 +129,7 @@ enum Failure {
 }
 
 /// Handles a request packet addressed to this QP (already checked for address and state).
-pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
+pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
     let psn = pkt.bth.psn;
     let d = psn.diff(qp.resp.epsn);
     if d > 0 {
@@ -144,11 +144,11 @@ pub fn on_request(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
     }
     if d < 0 {
         res.counters.duplicate_requests += 1;
-        duplicate(qp, res, &pkt);
+        duplicate(qp, res, pkt);
         return;
     }
     qp.resp.nak_sent = false;
-    match execute(qp, res, &pkt) {
+    match execute(qp, res, pkt) {
         Ok(()) => {}
         Err(Failure::Rnr) => {
             res.counters.rnr_naks_sent += 1;

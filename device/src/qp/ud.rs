@@ -131,7 +131,7 @@ fn build(qp: &mut Qp, res: &Resources, idx: usize) -> Result<Packet, WcStatus> {
 }
 
 /// Delivers a UD packet to this QP.
-pub fn on_packet(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
+pub fn on_packet(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
     if !matches!(
         qp.state(),
         QpState::Rtr | QpState::Rts | QpState::Sqd | QpState::Sqe
@@ -189,7 +189,7 @@ pub fn on_packet(qp: &mut Qp, res: &mut Resources, pkt: Packet) {
     .is_ok()
         && {
             let mut bytes = Vec::with_capacity(total as usize);
-            bytes.extend_from_slice(&grh_bytes(&pkt));
+            bytes.extend_from_slice(&grh_bytes(pkt));
             bytes.extend_from_slice(&pkt.payload.to_vec());
             crate::sgl::scatter(&Payload::Bytes(bytes), &res.mem, &segs).is_ok()
         };

@@ -515,7 +515,7 @@ impl Net {
             };
             for p in pkts {
                 match self.node_of(p.dst_gid) {
-                    Some(dst) => self.vf(dst).handle_packet(now, p),
+                    Some(dst) => self.vf(dst).handle_packet(now, &p),
                     None => self.undeliverable += 1,
                 }
             }
