@@ -5,6 +5,7 @@
 //! random number. Time comes in as [`types::Nanos`], packets go in and out as
 //! [`packet::Packet`] values, guest memory is reached through [`memory::GuestMemory`].
 
+pub mod api;
 pub mod cq;
 pub mod error;
 pub mod memory;
@@ -20,6 +21,7 @@ pub mod types;
 pub mod verbs;
 pub mod vf;
 
+pub use api::Verbs;
 pub use error::{VerbsError, VerbsResult};
 pub use memory::{GuestMemory, SharedMemory, VecMemory};
 pub use packet::Packet;

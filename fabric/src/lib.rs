@@ -5,10 +5,12 @@
 //! with their issue.
 
 pub mod conn;
+pub mod context;
 pub mod faults;
 pub mod switch;
 pub mod world;
 
+pub use context::{Context, SharedWorld};
 pub use faults::{FaultConfig, FaultLevel};
 pub use switch::Switch;
 pub use world::{VfAddr, World, WorldConfig};

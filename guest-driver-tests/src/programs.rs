@@ -1,0 +1,368 @@
+//! Verbs programs written once against [`Verbs`]: they run on in-process VFs now and on VFs
+//! behind vhost-user sockets through the guest driver, unchanged.
+//!
+//! They read like their libibverbs counterparts (`ibv_rc_pingpong`): open, allocate a PD,
+//! register a buffer, create a CQ and a QP, exchange QPN/PSN/GID out of band, move the QP to
+//! RTS, post and poll.
+
+use vhca_device::{
+    Access, AhAttr, CqHandle, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr, QpAttrMask as M, QpCap,
+    QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, Verbs, VerbsError,
+    VerbsResult, WcOpcode, WcStatus, WorkCompletion,
+};
+
+/// What two sides exchange out of band before connecting (the 52-byte message of
+/// `ibv_rc_pingpong`, as values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub qpn: Qpn,
+    pub psn: Psn,
+    pub gid: Gid,
+}
+
+/// One side's objects: PD, CQ, QP and a registered buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    pub pd: PdHandle,
+    pub cq: CqHandle,
+    pub qpn: Qpn,
+    pub buf: u64,
+    pub len: u64,
+    pub key: MemKey,
+    pub psn: Psn,
+}
+
+impl Endpoint {
+    pub fn info(&self, v: &impl Verbs) -> PeerInfo {
+        PeerInfo {
+            qpn: self.qpn,
+            psn: self.psn,
+            gid: v.gid(),
+        }
+    }
+}
+
+pub const FULL_ACCESS: Access = Access::LOCAL_WRITE
+    .union(Access::REMOTE_WRITE)
+    .union(Access::REMOTE_READ)
+    .union(Access::REMOTE_ATOMIC);
+
+/// Creates the objects of one RC side with a `len`-byte buffer.
+pub fn rc_endpoint<V: Verbs>(v: &mut V, len: u64, depth: u32, psn: Psn) -> VerbsResult<Endpoint> {
+    let pd = v.alloc_pd()?;
+    let cq = v.create_cq(depth * 2 + 16)?;
+    let qpn = v.create_qp(QpInitAttr {
+        qp_type: QpType::Rc,
+        pd,
+        send_cq: cq,
+        recv_cq: cq,
+        srq: None,
+        cap: QpCap {
+            max_send_wr: depth,
+            max_recv_wr: depth,
+            max_send_sge: 4,
+            max_recv_sge: 4,
+            max_inline_data: 64,
+        },
+        sq_sig_all: false,
+    })?;
+    let buf = v.alloc_buf(len)?;
+    let key = v.reg_mr(pd, buf, len, FULL_ACCESS)?;
+    Ok(Endpoint {
+        pd,
+        cq,
+        qpn,
+        buf,
+        len,
+        key,
+        psn,
+    })
+}
+
+/// RESET → INIT → RTR → RTS against `peer`, with `ibv_rc_pingpong`'s attributes.
+pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) -> VerbsResult<()> {
+    let mut a = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: 0,
+        port_num: 1,
+        qp_access_flags: FULL_ACCESS,
+        ..QpAttr::default()
+    };
+    v.modify_qp(
+        me.qpn,
+        &a,
+        M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
+    )?;
+    a.qp_state = QpState::Rtr;
+    a.path_mtu = mtu;
+    a.dest_qp_num = peer.qpn;
+    a.rq_psn = peer.psn;
+    a.max_dest_rd_atomic = 16;
+    a.min_rnr_timer = 12;
+    a.ah_attr = AhAttr {
+        dgid: peer.gid,
+        hop_limit: 1,
+        ..AhAttr::default()
+    };
+    v.modify_qp(
+        me.qpn,
+        &a,
+        M::STATE
+            | M::AV
+            | M::PATH_MTU
+            | M::DEST_QPN
+            | M::RQ_PSN
+            | M::MAX_DEST_RD_ATOMIC
+            | M::MIN_RNR_TIMER,
+    )?;
+    a.qp_state = QpState::Rts;
+    a.timeout = 14;
+    a.retry_cnt = 7;
+    a.rnr_retry = 7;
+    a.sq_psn = me.psn;
+    a.max_rd_atomic = 16;
+    v.modify_qp(
+        me.qpn,
+        &a,
+        M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
+    )
+}
+
+/// Polls until `n` completions arrived or `max_polls` polls found nothing more.
+pub fn wait<V: Verbs>(
+    v: &mut V,
+    cq: CqHandle,
+    n: usize,
+    max_polls: usize,
+) -> VerbsResult<Vec<WorkCompletion>> {
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while got.len() < n {
+        if v.poll_cq(cq, n - got.len(), &mut got)? == 0 {
+            idle += 1;
+            if idle > max_polls {
+                return Err(VerbsError::Invalid("completions did not arrive"));
+            }
+        } else {
+            idle = 0;
+        }
+    }
+    Ok(got)
+}
+
+fn expect_ok(wcs: &[WorkCompletion]) -> VerbsResult<()> {
+    match wcs.iter().find(|w| w.status != WcStatus::Success) {
+        Some(_) => Err(VerbsError::Invalid("a work completion failed")),
+        None => Ok(()),
+    }
+}
+
+/// `ibv_rc_pingpong`'s data phase between two contexts: `iters` round trips of `size` bytes;
+/// every received message is checked byte for byte. Returns the bytes moved.
+pub fn rc_pingpong<A: Verbs, B: Verbs>(
+    a: &mut A,
+    ea: &Endpoint,
+    b: &mut B,
+    eb: &Endpoint,
+    size: u32,
+    iters: u32,
+) -> VerbsResult<u64> {
+    let half = ea.len.min(eb.len) / 2;
+    if size as u64 > half {
+        return Err(VerbsError::Invalid("size larger than half the buffer"));
+    }
+    let recv = |e: &Endpoint| RecvWr {
+        wr_id: 2,
+        sgl: vec![Sge {
+            addr: e.buf + half,
+            len: size.max(1),
+            lkey: e.key,
+        }],
+    };
+    let send = |e: &Endpoint| {
+        SendWr::new(1, SendOp::Send)
+            .flags(SendFlags::SIGNALED)
+            .sge(Sge {
+                addr: e.buf,
+                len: size,
+                lkey: e.key,
+            })
+    };
+    for i in 0..iters {
+        // a → b
+        let msg: Vec<u8> = (0..size).map(|j| (i as u8).wrapping_add(j as u8)).collect();
+        a.write_buf(ea.buf, &msg)?;
+        b.post_recv(eb.qpn, recv(eb))?;
+        a.post_send(ea.qpn, &send(ea))?;
+        let wb = wait(b, eb.cq, 1, 1_000_000)?;
+        expect_ok(&wb)?;
+        if wb[0].opcode != WcOpcode::Recv
+            || wb[0].byte_len != size
+            || b.read_buf(eb.buf + half, size as usize)? != msg
+        {
+            return Err(VerbsError::Invalid("ping arrived wrong"));
+        }
+        expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+        // b → a
+        let reply: Vec<u8> = msg.iter().map(|x| !x).collect();
+        b.write_buf(eb.buf, &reply)?;
+        a.post_recv(ea.qpn, recv(ea))?;
+        b.post_send(eb.qpn, &send(eb))?;
+        let wa = wait(a, ea.cq, 1, 1_000_000)?;
+        expect_ok(&wa)?;
+        if wa[0].byte_len != size || a.read_buf(ea.buf + half, size as usize)? != reply {
+            return Err(VerbsError::Invalid("pong arrived wrong"));
+        }
+        expect_ok(&wait(b, eb.cq, 1, 1_000_000)?)?;
+    }
+    Ok(2 * size as u64 * iters as u64)
+}
+
+/// One of each RC operation from `a` to `b`, data checked: SEND, SEND_WITH_IMM, RDMA WRITE,
+/// RDMA WRITE_WITH_IMM, RDMA READ, both atomics.
+pub fn rc_every_opcode<A: Verbs, B: Verbs>(
+    a: &mut A,
+    ea: &Endpoint,
+    b: &mut B,
+    eb: &Endpoint,
+    size: u32,
+) -> VerbsResult<()> {
+    let half = ea.len.min(eb.len) / 2;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+    a.write_buf(ea.buf, &data)?;
+    let sge = Sge {
+        addr: ea.buf,
+        len: size,
+        lkey: ea.key,
+    };
+    // SEND and SEND_WITH_IMM
+    for (i, op) in [SendOp::Send, SendOp::SendWithImm { imm: 0x1234 }]
+        .into_iter()
+        .enumerate()
+    {
+        b.post_recv(
+            eb.qpn,
+            RecvWr {
+                wr_id: 10 + i as u64,
+                sgl: vec![Sge {
+                    addr: eb.buf,
+                    len: size.max(1),
+                    lkey: eb.key,
+                }],
+            },
+        )?;
+        a.post_send(ea.qpn, &SendWr::new(i as u64, op).sge(sge))?;
+        let wb = wait(b, eb.cq, 1, 1_000_000)?;
+        expect_ok(&wb)?;
+        if b.read_buf(eb.buf, size as usize)? != data || wb[0].imm != (i == 1).then_some(0x1234) {
+            return Err(VerbsError::Invalid("SEND arrived wrong"));
+        }
+        expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    }
+    // RDMA WRITE, then WRITE_WITH_IMM, to b's upper half.
+    let dst = eb.buf + half;
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            3,
+            SendOp::Write {
+                remote_addr: dst,
+                rkey: eb.key,
+            },
+        )
+        .sge(sge),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    if b.read_buf(dst, size as usize)? != data {
+        return Err(VerbsError::Invalid("RDMA WRITE landed wrong"));
+    }
+    b.post_recv(
+        eb.qpn,
+        RecvWr {
+            wr_id: 20,
+            sgl: vec![],
+        },
+    )?;
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            4,
+            SendOp::WriteWithImm {
+                remote_addr: dst,
+                rkey: eb.key,
+                imm: 77,
+            },
+        )
+        .sge(sge),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    let wb = wait(b, eb.cq, 1, 1_000_000)?;
+    if wb[0].opcode != WcOpcode::RecvRdmaWithImm || wb[0].imm != Some(77) || wb[0].byte_len != size
+    {
+        return Err(VerbsError::Invalid("WRITE_WITH_IMM completed wrong"));
+    }
+    // RDMA READ it back into a's upper half.
+    let back = ea.buf + half;
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            5,
+            SendOp::Read {
+                remote_addr: dst,
+                rkey: eb.key,
+            },
+        )
+        .sge(Sge {
+            addr: back,
+            len: size,
+            lkey: ea.key,
+        }),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    if a.read_buf(back, size as usize)? != data {
+        return Err(VerbsError::Invalid("RDMA READ returned wrong data"));
+    }
+    // Atomics on b's last 8 bytes.
+    let word = eb.buf + eb.len - 8;
+    b.write_buf(word, &40u64.to_le_bytes())?;
+    let res = Sge {
+        addr: ea.buf + ea.len - 16,
+        len: 8,
+        lkey: ea.key,
+    };
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            6,
+            SendOp::FetchAdd {
+                remote_addr: word,
+                rkey: eb.key,
+                add: 2,
+            },
+        )
+        .sge(res),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    if a.read_buf(res.addr, 8)? != 40u64.to_le_bytes() {
+        return Err(VerbsError::Invalid("FETCH_ADD returned wrong"));
+    }
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            7,
+            SendOp::CmpSwap {
+                remote_addr: word,
+                rkey: eb.key,
+                compare: 42,
+                swap: 9,
+            },
+        )
+        .sge(res),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    if a.read_buf(res.addr, 8)? != 42u64.to_le_bytes() || b.read_buf(word, 8)? != 9u64.to_le_bytes()
+    {
+        return Err(VerbsError::Invalid("CMP_SWAP wrong"));
+    }
+    Ok(())
+}

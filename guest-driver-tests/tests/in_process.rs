@@ -1,0 +1,52 @@
+//! The shared verbs programs on in-process VFs (the same programs run over vhost-user later).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use vhca_device::{Mtu, Psn};
+use vhca_fabric::{Context, FaultConfig, FaultLevel, World, WorldConfig};
+use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+
+fn two_contexts(faults: FaultConfig) -> (Context, Context) {
+    let mut w = World::new(WorldConfig {
+        faults,
+        latency_ns: 1_000,
+        seed: 9,
+        ..Default::default()
+    });
+    let p0 = w.add_pf(2);
+    let p1 = w.add_pf(1);
+    let a = w.add_vf(p0).unwrap();
+    let b = w.add_vf(p1).unwrap();
+    let shared = Rc::new(RefCell::new(w));
+    (Context::open(&shared, a), Context::open(&shared, b))
+}
+
+#[test]
+fn rc_pingpong_program_runs_in_process() {
+    for faults in [
+        FaultConfig::default(),
+        FaultConfig::level(FaultLevel::Heavy),
+    ] {
+        let (mut a, mut b) = two_contexts(faults);
+        let ea = rc_endpoint(&mut a, 1 << 16, 64, Psn(0x123)).unwrap();
+        let eb = rc_endpoint(&mut b, 1 << 16, 64, Psn(0xfffffe)).unwrap();
+        let (ia, ib) = (ea.info(&a), eb.info(&b));
+        rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
+        rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+        let moved = rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 50).unwrap();
+        assert_eq!(moved, 2 * 4096 * 50);
+    }
+}
+
+#[test]
+fn every_opcode_program_runs_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::level(FaultLevel::Light));
+    let ea = rc_endpoint(&mut a, 1 << 18, 16, Psn(1)).unwrap();
+    let eb = rc_endpoint(&mut b, 1 << 18, 16, Psn(2)).unwrap();
+    let (ia, ib) = (ea.info(&a), eb.info(&b));
+    rc_connect(&mut a, &ea, ib, Mtu::Mtu4096).unwrap();
+    rc_connect(&mut b, &eb, ia, Mtu::Mtu4096).unwrap();
+    for size in [0, 1, 4096, 70_000] {
+        rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
+    }
+}
