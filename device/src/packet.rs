@@ -114,7 +114,10 @@ impl Opcode {
 
     /// Length in bytes of the headers after the BTH.
     pub fn ext_header_len(self) -> Option<usize> {
-        self.layout().map(|l| l.ext_len())
+        match EXT_LENS[self.0 as usize] {
+            u8::MAX => None,
+            n => Some(n as usize),
+        }
     }
 
     /// First packet of a request message (or the only one).
@@ -218,6 +221,20 @@ static LAYOUTS: [Option<Layout>; 256] = {
     t
 };
 
+/// Extended header length per opcode (`u8::MAX`: not implemented), for the per-packet byte
+/// counters.
+static EXT_LENS: [u8; 256] = {
+    let mut t = [u8::MAX; 256];
+    let mut i = 0;
+    while i < 256 {
+        if let Some(l) = LAYOUTS[i] {
+            t[i] = l.ext_len() as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
 /// Which extended transport headers follow the BTH, in wire order
 /// (RETH/DETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,7 +250,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn ext_len(&self) -> usize {
+    pub const fn ext_len(&self) -> usize {
         (self.deth as usize) * Deth::LEN
             + (self.reth as usize) * Reth::LEN
             + (self.atomic as usize) * AtomicEth::LEN

@@ -313,6 +313,15 @@ pub fn run(cfg: &BenchConfig, only: Option<&str>) -> Result<Vec<Row>, VerbsError
             let m = *mc.get_or_insert_with(|| memcpy_gbps(size as usize, cfg.duration / 4));
             rows.push(bw_test(cfg, kind, size, m)?);
         }
+        // memcpy again after the tests: the limit is the best of both, so a noisy neighbour
+        // during one measurement cannot make vhca look closer to it than it is.
+        if let Some(before) = mc {
+            let best = before.max(memcpy_gbps(size as usize, cfg.duration / 4));
+            for r in rows.iter_mut().filter(|r| r.bytes == size as u64) {
+                r.memcpy_gbps = best;
+                r.of_memcpy = r.bw_gbps / best;
+            }
+        }
     }
     if wanted("send_lat", 64) {
         let mc = memcpy_gbps(64, cfg.duration / 4);
