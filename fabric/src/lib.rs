@@ -1,13 +1,14 @@
 //! vhca-fabric: how packets leave a VF.
 //!
 //! For now the in-process [`switch::Switch`] (routing by GID, seeded faults) and the
-//! [`world::World`] that pumps VFs through it in virtual time. RoCEv2 over UDP and TAP come
-//! with their issue.
+//! [`world::World`] that pumps VFs through it in virtual time, and [`wire`]: the RoCEv2 byte
+//! format (Ethernet, ARP, IPv4/IPv6, UDP, BTH and the IB extended headers, ICRC, pcap).
 
 pub mod conn;
 pub mod context;
 pub mod faults;
 pub mod switch;
+pub mod wire;
 pub mod world;
 
 pub use context::{Context, SharedWorld};
