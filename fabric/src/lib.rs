@@ -7,7 +7,9 @@
 pub mod conn;
 pub mod context;
 pub mod faults;
+pub mod node;
 pub mod switch;
+pub mod udp;
 pub mod wire;
 pub mod world;
 

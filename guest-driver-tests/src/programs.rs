@@ -152,7 +152,10 @@ pub fn wait<V: Verbs>(
 
 fn expect_ok(wcs: &[WorkCompletion]) -> VerbsResult<()> {
     match wcs.iter().find(|w| w.status != WcStatus::Success) {
-        Some(_) => Err(VerbsError::Invalid("a work completion failed")),
+        Some(w) => {
+            tracing::warn!(?w, "work completion failed");
+            Err(VerbsError::Invalid("a work completion failed"))
+        }
         None => Ok(()),
     }
 }
@@ -194,7 +197,7 @@ pub fn rc_pingpong<A: Verbs, B: Verbs>(
         a.write_buf(ea.buf, &msg)?;
         b.post_recv(eb.qpn, recv(eb))?;
         a.post_send(ea.qpn, &send(ea))?;
-        let wb = wait(b, eb.cq, 1, 1_000_000)?;
+        let wb = wait(b, eb.cq, 1, 100_000)?;
         expect_ok(&wb)?;
         if wb[0].opcode != WcOpcode::Recv
             || wb[0].byte_len != size
@@ -202,18 +205,18 @@ pub fn rc_pingpong<A: Verbs, B: Verbs>(
         {
             return Err(VerbsError::Invalid("ping arrived wrong"));
         }
-        expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+        expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
         // b → a
         let reply: Vec<u8> = msg.iter().map(|x| !x).collect();
         b.write_buf(eb.buf, &reply)?;
         a.post_recv(ea.qpn, recv(ea))?;
         b.post_send(eb.qpn, &send(eb))?;
-        let wa = wait(a, ea.cq, 1, 1_000_000)?;
+        let wa = wait(a, ea.cq, 1, 100_000)?;
         expect_ok(&wa)?;
         if wa[0].byte_len != size || a.read_buf(ea.buf + half, size as usize)? != reply {
             return Err(VerbsError::Invalid("pong arrived wrong"));
         }
-        expect_ok(&wait(b, eb.cq, 1, 1_000_000)?)?;
+        expect_ok(&wait(b, eb.cq, 1, 100_000)?)?;
     }
     Ok(2 * size as u64 * iters as u64)
 }
@@ -252,12 +255,12 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
             },
         )?;
         a.post_send(ea.qpn, &SendWr::new(i as u64, op).sge(sge))?;
-        let wb = wait(b, eb.cq, 1, 1_000_000)?;
+        let wb = wait(b, eb.cq, 1, 100_000)?;
         expect_ok(&wb)?;
         if b.read_buf(eb.buf, size as usize)? != data || wb[0].imm != (i == 1).then_some(0x1234) {
             return Err(VerbsError::Invalid("SEND arrived wrong"));
         }
-        expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+        expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
     }
     // RDMA WRITE, then WRITE_WITH_IMM, to b's upper half.
     let dst = eb.buf + half;
@@ -272,7 +275,7 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
         )
         .sge(sge),
     )?;
-    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
     if b.read_buf(dst, size as usize)? != data {
         return Err(VerbsError::Invalid("RDMA WRITE landed wrong"));
     }
@@ -295,8 +298,8 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
         )
         .sge(sge),
     )?;
-    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
-    let wb = wait(b, eb.cq, 1, 1_000_000)?;
+    expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
+    let wb = wait(b, eb.cq, 1, 100_000)?;
     if wb[0].opcode != WcOpcode::RecvRdmaWithImm || wb[0].imm != Some(77) || wb[0].byte_len != size
     {
         return Err(VerbsError::Invalid("WRITE_WITH_IMM completed wrong"));
@@ -318,7 +321,7 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
             lkey: ea.key,
         }),
     )?;
-    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
     if a.read_buf(back, size as usize)? != data {
         return Err(VerbsError::Invalid("RDMA READ returned wrong data"));
     }
@@ -342,7 +345,7 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
         )
         .sge(res),
     )?;
-    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
     if a.read_buf(res.addr, 8)? != 40u64.to_le_bytes() {
         return Err(VerbsError::Invalid("FETCH_ADD returned wrong"));
     }
@@ -359,7 +362,7 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
         )
         .sge(res),
     )?;
-    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    expect_ok(&wait(a, ea.cq, 1, 100_000)?)?;
     if a.read_buf(res.addr, 8)? != 42u64.to_le_bytes() || b.read_buf(word, 8)? != 9u64.to_le_bytes()
     {
         return Err(VerbsError::Invalid("CMP_SWAP wrong"));
