@@ -114,7 +114,7 @@ pub fn synth_frame(
     v4: Ipv4Ident,
     payload: &[u8],
 ) -> Result<Vec<u8>, WireError> {
-    let (sip, dip) = (canonical(src.ip()), canonical(dst.ip()));
+    let (sip, dip) = (roce::canonical(src.ip()), roce::canonical(dst.ip()));
     let ip_len = match (sip, dip) {
         (IpAddr::V4(_), IpAddr::V4(_)) => ipv4::HEADER_LEN,
         (IpAddr::V6(_), IpAddr::V6(_)) => ipv6::HEADER_LEN,
@@ -170,13 +170,6 @@ pub fn synth_frame(
     // shows what such a socket sent; the ICRC masks it either way.
     udp::Packet::new_unchecked(&mut f[ip_end..]).fill_checksum(sip, dip);
     Ok(f)
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]
