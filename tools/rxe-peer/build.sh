@@ -225,8 +225,7 @@ for f in "$pr/$provdir"/*.so; do
     copy_in "$rel"
     walk_elf "$rel"
 done
-[ -e "$rootfs/$provdir/librxe-rdmav34.so" ] || ls "$rootfs/$provdir" | grep -q '^librxe' ||
-    die "rxe provider not found in ibverbs-providers"
+compgen -G "$rootfs/$provdir/librxe-rdmav*.so" >/dev/null || die "rxe provider not found in ibverbs-providers"
 # iproute2's rdma/ip read a few data files (optional); perftest none.
 [ -d "$pr/etc/iproute2" ] && cp -a "$pr/etc/iproute2" "$rootfs/etc/" || true
 [ -d "$pr/usr/share/iproute2" ] && mkdir -p "$rootfs/usr/share" && cp -a "$pr/usr/share/iproute2" "$rootfs/usr/share/" || true
@@ -320,8 +319,7 @@ chmod 0755 "$rootfs/init"
 # Deterministic archive: sorted names, fixed mtimes.
 find "$rootfs" -exec touch -h -d @0 {} +
 (cd "$rootfs" && find . -print0 | LC_ALL=C sort -z |
-    cpio --null -o -H newc --owner=0:0 --quiet --reproducible 2>/dev/null ||
-    find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) |
+    cpio --null -o -H newc --owner=0:0 --quiet --reproducible) |
     gzip -n -6 >"$out/initrd.img.new"
 mv "$out/vmlinuz.new" "$out/vmlinuz"
 mv "$out/initrd.img.new" "$out/initrd.img"

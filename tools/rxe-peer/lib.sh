@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for tests that drive rxe peer guests (source it from bash).
 #
 # rxe_peer_wait LOG REGEX [COUNT [TIMEOUT [ABORT_REGEX [ABORT_COUNT]]]]

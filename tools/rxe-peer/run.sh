@@ -60,7 +60,7 @@ case $nic in virtio) nicdev=virtio-net-pci ;; e1000) nicdev=e1000 ;; *) usage ;;
     echo "run.sh: no guest images in $dir; run tools/rxe-peer/build.sh first" >&2
     exit 2
 }
-ip netns list | grep -qw -- "$netns" || { echo "run.sh: no network namespace $netns" >&2; exit 2; }
+[ -e "/run/netns/$netns" ] || { echo "run.sh: no network namespace $netns" >&2; exit 2; }
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 not found (apt-get install qemu-system-x86)" >&2; exit 2; }
 
 addr=${ip%/*}

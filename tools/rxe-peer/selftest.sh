@@ -6,7 +6,10 @@
 #   sudo tools/rxe-peer/selftest.sh          # ibv_rc_pingpong only (the default)
 #   sudo tools/rxe-peer/selftest.sh --all    # also UD pingpong and perftest send/write/read/lat
 #
-# Checks: every command exits 0 in both guests, and neither guest's kernel reported a bad ICRC.
+# Checks: every command exits 0 in both guests, neither guest's rxe dropped a packet for a bad
+# ICRC (kprobe on rxe_icrc_check, see init), and
+# both rxe0 devices received packets. Logs are removed on success (kept on failure, or always
+# with RXE_PEER_KEEP_LOGS=1).
 # Both guests stay up across the tests (run.sh --ctl loop); each step waits on serial-console
 # markers with a timeout. Needs root, qemu-system-x86, iproute2, and build.sh's host tools.
 set -euo pipefail
@@ -126,9 +129,15 @@ for g in srv cli; do
     tr -d '\r' <"$log" | grep -E 'bytes in .* seconds|iters in .* seconds|^ *[0-9]+ +[0-9]+ +[0-9.]+ +[0-9.]+' || true
     echo "--- $g: rxe0 counters after the last command"
     tr -d '\r' <"$log" | awk '/^VHCA-CMD-END/ { delete c; n = 0 } /^VHCA-COUNTER/ { c[++n] = $2 "=" $3 } END { for (k = 1; k <= n; k++) printf "%s ", c[k]; print "" }'
-    icrc=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-ICRC-ERRORS //p' | tail -n1)
+    icrc=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-ICRC-ERRORS \([0-9]*\).*/\1/p' | tail -n1)
+    tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
     [ "$icrc" = 0 ] || fail "$g: ICRC errors reported: ${icrc:-none printed}"
     rcvd=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-COUNTER rcvd_pkts //p' | tail -n1)
     [ "${rcvd:-0}" -gt 0 ] || fail "$g: rxe0 received no packets"
 done
-say "PASS: ${#tests[@]} test(s), no ICRC errors, $(since "$t_all")s in all (logs in $work)"
+say "PASS: ${#tests[@]} test(s), no ICRC errors, $(since "$t_all")s in all"
+if [ -n "${RXE_PEER_KEEP_LOGS:-}" ]; then
+    say "logs in $work"
+else
+    rm -rf "$work"
+fi
