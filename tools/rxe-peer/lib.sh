@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Helpers for tests that drive rxe peer guests (source it from bash).
+#
+# rxe_peer_wait LOG REGEX [COUNT [TIMEOUT [ABORT_REGEX [ABORT_COUNT]]]]
+#   Follows the serial log LOG until the COUNT-th line matching REGEX (a bash ERE) appears: 0.
+#   Returns 1 on TIMEOUT seconds (default 120), 3 when the guest ends first (VHCA-PEER-FAILED
+#   or VHCA-POWEROFF) or ABORT_REGEX matched ABORT_COUNT times (default 1).
+#   It reads the log as it grows (tail -F); no polling with sleeps.
+rxe_peer_wait() {
+    local log=$1 re=$2 n=${3:-1} t=${4:-120} are=${5:-} an=${6:-1} fd tp line c=0 a=0 rc=1
+    # A bash read loop: it sees each line as soon as tail writes it (mawk would buffer).
+    exec {fd}< <(exec timeout "$t" tail -n +1 -F "$log" 2>/dev/null)
+    tp=$!
+    while IFS= read -r line <&"$fd"; do
+        line=${line%$'\r'}
+        if [[ $line =~ $re ]]; then
+            c=$((c + 1))
+            if [ "$c" -ge "$n" ]; then rc=0; break; fi
+        fi
+        if [ -n "$are" ] && [[ $line =~ $are ]]; then
+            a=$((a + 1))
+            if [ "$a" -ge "$an" ]; then rc=3; break; fi
+        fi
+        if [[ $line =~ ^VHCA-(PEER-FAILED|POWEROFF) ]]; then rc=3; break; fi
+    done
+    kill "$tp" 2>/dev/null
+    exec {fd}<&-
+    return "$rc"
+}
+
+# rxe_peer_field LOG MARKER N : the text after the N-th "MARKER " line of LOG (e.g. an exit code).
+rxe_peer_field() {
+    tr -d '\r' <"$1" | awk -v m="$2 " -v n="$3" 'index($0, m) == 1 { if (++c == n) { print substr($0, length(m) + 1); exit } }'
+}
+
+# rxe_peer_send RUNDIR LINE : writes one control line ("go", "run BASE64", "poweroff") to a
+# guest started with run.sh --ctl; wait for VHCA-WAIT-CMD first.
+rxe_peer_send() {
+    printf '%s\n' "$2" >"$1/ctl.in"
+}
+
+# rxe_peer_run_line CMD : the control line that runs CMD in the guest.
+rxe_peer_run_line() {
+    printf 'run %s' "$(printf '%s' "$1" | base64 -w0)"
+}
