@@ -40,13 +40,13 @@ binaries=(
     usr/bin/ibv_uc_pingpong usr/bin/ibv_srq_pingpong usr/bin/ibv_xsrq_pingpong usr/bin/ibv_asyncwatch
     usr/bin/ib_send_bw usr/bin/ib_send_lat usr/bin/ib_write_bw usr/bin/ib_write_lat
     usr/bin/ib_read_bw usr/bin/ib_read_lat usr/bin/ib_atomic_bw usr/bin/ib_atomic_lat
-    usr/bin/rdma bin/ip
+    usr/bin/rdma bin/ip sbin/tc
 )
 
 # Kernel modules to load, in this order after their dependencies (from modules.dep). Missing
 # optional ones (marked ?) are skipped; built-in ones are skipped.
 modules=(virtio_pci virtio_net e1000 crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel
-    rdma_rxe "?rdma_ucm")
+    rdma_rxe "?rdma_ucm" "?sch_netem")
 
 # ---- Dependency closure --------------------------------------------------------------------------
 # Depends/Pre-Depends of the candidate version, first alternative only, following only packages

@@ -41,6 +41,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// RC (or UD) ping-pong over RoCEv2/UDP, compatible with ibv_rc_pingpong/ibv_ud_pingpong.
+    Pingpong {
+        /// The server to connect to; without it, act as the server.
+        server: Option<std::net::Ipv4Addr>,
+        /// This side's IPv4 address: the VF's GID is ::ffff:IP and RoCEv2 goes from IP:4791.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// TCP port of the exchange.
+        #[arg(short = 'p', long, default_value_t = vhca::pingpong::DEFAULT_PORT)]
+        port: u16,
+        /// Message size.
+        #[arg(short = 's', long, default_value_t = 4096)]
+        size: u32,
+        /// Iterations.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        iters: u32,
+        /// Path MTU in bytes (256, 512, 1024, 2048, 4096).
+        #[arg(short = 'm', long, default_value_t = 1024)]
+        mtu: u32,
+        /// Receive queue depth.
+        #[arg(short = 'r', long, default_value_t = 500)]
+        rx_depth: u32,
+        /// Unreliable datagram (ibv_ud_pingpong) instead of RC.
+        #[arg(long)]
+        ud: bool,
+        /// GID index (accepted for command-line compatibility; vhca VFs have one GID).
+        #[arg(short = 'g', long)]
+        gid_index: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// In-process bandwidth, message rate and latency beside this machine's memcpy bandwidth.
     Bench {
         /// Print the rows as JSON.
@@ -76,6 +107,50 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Pingpong {
+            server,
+            ip,
+            port,
+            size,
+            iters,
+            mtu,
+            rx_depth,
+            ud,
+            gid_index: _,
+            json,
+        } => {
+            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+                eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
+                return ExitCode::from(2);
+            };
+            let o = vhca::pingpong::Options {
+                port,
+                size,
+                iters,
+                mtu,
+                rx_depth,
+                ud,
+                ..Default::default()
+            };
+            let r = match server {
+                Some(srv) => vhca::pingpong::client(ip, srv, &o),
+                None => vhca::pingpong::server(ip, &o),
+            };
+            match r {
+                Ok(rep) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+                    } else {
+                        print!("{}", rep.lines());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pingpong failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Demo { ops, seed } => {
             let start = std::time::Instant::now();
             let r = vhca::demo::run(ops, seed);

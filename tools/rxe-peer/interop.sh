@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# vhca against an unmodified Linux rxe (Soft-RoCE) peer: Debian's rdma_rxe in a QEMU/TCG guest
+# (10.77.0.2) on a bridge in a private network namespace, vhca on the bridge's address
+# (10.77.0.1) speaking RoCEv2 over a kernel UDP socket.
+#
+#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N]
+#
+# Runs, with no loss (RC and UD) and then with 1% and 5% loss on the link (RC):
+#   vhca client  -> ibv_rc_pingpong server      ibv_rc_pingpong client -> vhca server
+#   vhca client  -> ibv_ud_pingpong server      ibv_ud_pingpong client -> vhca server
+# Every run must exit 0 on both sides (the rdma-core tools exit non-zero on any error
+# completion), rxe must count no ICRC drop, and both sides must have received packets.
+# Needs root, the host packages of build.sh, qemu-system-x86, iproute2 and iptables.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+vhca=$repo/target/release/vhca
+iters=200
+while [ $# -gt 0 ]; do
+    case $1 in
+        --vhca) vhca=$2; shift 2 ;;
+        --iters) iters=$2; shift 2 ;;
+        *) echo "usage: $0 [--vhca PATH] [--iters N]" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "interop.sh: must run as root" >&2; exit 2; }
+[ -x "$vhca" ] || { echo "interop.sh: no vhca binary at $vhca (cargo build --release -p vhca)" >&2; exit 2; }
+
+ns=vhca-rxe-interop-$$
+work=$(mktemp -d "${TMPDIR:-/tmp}/rxe-interop.XXXXXX")
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say() { printf 'interop: %s\n' "$*"; }
+fail() {
+    say "FAIL: $*"
+    [ -f "$work/g/console.log" ] && { echo "--- guest console (tail)"; tr -d '\r' <"$work/g/console.log" | tail -n 60; }
+    for f in "$work"/vhca-*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done
+    exit 1
+}
+
+"$here/build.sh"
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" link add br0 type bridge
+ip -n "$ns" addr add 10.77.0.1/24 dev br0
+ip -n "$ns" link set br0 up
+
+mkdir -p "$work/g"
+"$here/run.sh" --netns "$ns" --tap tap2 --bridge br0 --ip 10.77.0.2/24 --ctl loop --listen 18515 \
+    --rundir "$work/g" --timeout 1800 >"$work/g/run.out" 2>&1 &
+pids+=($!)
+guest_pid=$!
+log=$work/g/console.log
+touch "$log"
+rxe_peer_wait "$log" '^VHCA-WAIT-CMD' 1 240 || fail "rxe guest did not come up"
+say "guest up: $(tr -d '\r' <"$log" | grep '^VHCA-PEER-READY')"
+
+n=0        # guest commands run so far
+listens=0  # guest commands that listened (servers)
+runs=0
+vx() { ip netns exec "$ns" "$vhca" "$@"; }
+
+# guest_cmd CMD: starts CMD in the guest (after the previous one finished).
+guest_cmd() {
+    n=$((n + 1))
+    rxe_peer_send "$work/g" "$(rxe_peer_run_line "$1")"
+}
+guest_done() {
+    rxe_peer_wait "$log" '^VHCA-CMD-EXIT' "$n" 600 || fail "$1: guest command did not finish"
+    local rc
+    rc=$(rxe_peer_field "$log" VHCA-CMD-EXIT "$n")
+    rxe_peer_wait "$log" '^VHCA-WAIT-CMD' $((n + 1)) 60 || fail "guest ended"
+    [ "$rc" = 0 ] || fail "$1: guest tool exited $rc"
+}
+
+# vhca as client against the guest's server.
+vhca_client() {
+    local name=$1 gargs=$2 vargs=$3
+    runs=$((runs + 1))
+    guest_cmd "$gargs"
+    listens=$((listens + 1))
+    rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
+    vx pingpong 10.77.0.2 --ip 10.77.0.1 $vargs >"$work/vhca-$runs.out" 2>&1 || fail "$name: vhca client failed"
+    guest_done "$name"
+    say "$name: ok ($(grep -m1 'usec/iter' "$work/vhca-$runs.out"))"
+}
+
+# vhca as server, the guest's tool as client.
+vhca_server() {
+    local name=$1 gargs=$2 vargs=$3
+    runs=$((runs + 1))
+    local out=$work/vhca-$runs.out
+    : >"$out"
+    vx pingpong --ip 10.77.0.1 $vargs >"$out" 2>&1 &
+    local vp=$!
+    pids+=("$vp")
+    rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
+    guest_cmd "$gargs"
+    guest_done "$name"
+    wait "$vp" || fail "$name: vhca server failed"
+    say "$name: ok ($(grep -m1 'usec/iter' "$out"))"
+}
+
+suite() {
+    local tag=$1
+    vhca_client "$tag rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
+    vhca_server "$tag rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
+    vhca_client "$tag ud: vhca -> ibv_ud_pingpong" "ibv_ud_pingpong -g 1 -d rxe0 -s 1024 -n $iters" "--ud -s 1024 -n $iters"
+    vhca_server "$tag ud: ibv_ud_pingpong -> vhca" "ibv_ud_pingpong -g 1 -d rxe0 -s 1024 -n $iters 10.77.0.1" "--ud -s 1024 -n $iters"
+}
+
+suite "no loss"
+# Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
+# tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
+# dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
+# (a lost datagram stalls ibv_ud_pingpong for good), so only RC runs with loss.
+for p in 1 5; do
+    guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
+    guest_done "netem ${p}% in the guest"
+    ip netns exec "$ns" iptables-legacy -F OUTPUT
+    ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
+        --probability "0.0$p" -j DROP
+    vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
+    vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
+done
+dropped=$(ip netns exec "$ns" iptables-legacy -L OUTPUT -v -x -n | awk '/statistic/ { print $1 }')
+say "host side dropped ${dropped:-0} RoCEv2 packets on purpose in the last loss run"
+[ "${dropped:-0}" -gt 0 ] || fail "the loss rule dropped nothing"
+guest_cmd "/sbin/tc -s qdisc show dev eth0"
+guest_done "netem statistics"
+tr -d '\r' <"$log" | grep -A3 'qdisc netem' | tail -n4
+
+rxe_peer_send "$work/g" poweroff
+set +e
+wait "$guest_pid"
+grc=$?
+set -e
+pids=()
+[ "$grc" = 0 ] || fail "guest run.sh exit $grc"
+icrc=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-ICRC-ERRORS \([0-9]*\).*/\1/p' | tail -n1)
+rcvd=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-COUNTER rcvd_pkts //p' | tail -n1)
+tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
+[ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
+[ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
+say "PASS: $runs runs (RC and UD, both directions, 0%/1%/5% loss), no ICRC errors"
+rm -rf "$work"

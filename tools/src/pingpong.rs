@@ -1,0 +1,449 @@
+//! `vhca pingpong`: RC and UD ping-pong peers that interoperate with rdma-core's
+//! `ibv_rc_pingpong` and `ibv_ud_pingpong` (rdma-core v44): the same 52-byte TCP exchange on
+//! port 18515 and the same data phase, so either side can be the real tool.
+//!
+//! Exchange (facts file A.1): the client connects and writes `"%04x:%06x:%06x:%s\0"` (LID,
+//! QPN, PSN, GID as 32 hex digits), the server answers with its own after moving its QP to RTS,
+//! the client writes `"done\0"`. Sizes, iterations and MTU are not exchanged: start both sides
+//! with the same values.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use vhca_device::*;
+use vhca_fabric::node::Node;
+
+pub const DEFAULT_PORT: u16 = 18515;
+const MSG_LEN: usize = 52;
+const RECV_WRID: u64 = 1;
+const SEND_WRID: u64 = 2;
+/// ibv_ud_pingpong's Q_Key.
+pub const UD_QKEY: u32 = 0x1111_1111;
+const GRH: u32 = 40;
+
+#[derive(Debug, Error)]
+pub enum PingError {
+    #[error("network: {0}")]
+    Io(#[from] io::Error),
+    #[error("verbs: {0}")]
+    Verbs(#[from] VerbsError),
+    #[error("bad exchange message {0:?}")]
+    Exchange(String),
+    #[error("work completion failed: {0:?}")]
+    Completion(WorkCompletion),
+    #[error("no progress for {0:?}")]
+    Stalled(Duration),
+}
+
+/// What the two sides exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub lid: u16,
+    pub qpn: Qpn,
+    pub psn: Psn,
+    pub gid: Gid,
+}
+
+impl Dest {
+    pub fn encode(&self) -> [u8; MSG_LEN] {
+        let mut hex = String::with_capacity(32);
+        for b in self.gid.0 {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        let s = format!(
+            "{:04x}:{:06x}:{:06x}:{}",
+            self.lid,
+            self.qpn.0 & 0xff_ffff,
+            self.psn.0,
+            hex
+        );
+        let mut out = [0u8; MSG_LEN];
+        out[..s.len()].copy_from_slice(s.as_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Dest, PingError> {
+        let text = String::from_utf8_lossy(b);
+        let text = text.trim_end_matches('\0');
+        let bad = || PingError::Exchange(text.to_string());
+        let mut it = text.split(':');
+        let lid = u16::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        let qpn = u32::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        let psn = u32::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        let g = it.next().ok_or_else(bad)?;
+        if g.len() != 32 || qpn > 0xff_ffff || psn > 0xff_ffff {
+            return Err(bad());
+        }
+        let mut gid = [0u8; 16];
+        for (i, b) in gid.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&g[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Dest {
+            lid,
+            qpn: Qpn(qpn),
+            psn: Psn(psn),
+            gid: Gid(gid),
+        })
+    }
+}
+
+/// Options shared by both sides (the tools' `-p -s -n -m -r`).
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub port: u16,
+    pub size: u32,
+    pub iters: u32,
+    pub mtu: Mtu,
+    pub rx_depth: u32,
+    pub ud: bool,
+    /// Give up when no completion arrives for this long.
+    pub stall: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            port: DEFAULT_PORT,
+            size: 4096,
+            iters: 1000,
+            mtu: Mtu::Mtu1024,
+            rx_depth: 500,
+            ud: false,
+            stall: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Report {
+    pub bytes: u64,
+    pub seconds: f64,
+    pub iters: u32,
+    pub mbit_per_sec: f64,
+    pub usec_per_iter: f64,
+}
+
+impl Report {
+    /// The tools' two output lines.
+    pub fn lines(&self) -> String {
+        format!(
+            "{} bytes in {:.2} seconds = {:.2} Mbit/sec\n{} iters in {:.2} seconds = {:.2} usec/iter\n",
+            self.bytes, self.seconds, self.mbit_per_sec, self.iters, self.seconds, self.usec_per_iter
+        )
+    }
+}
+
+struct Side {
+    pd: PdHandle,
+    cq: CqHandle,
+    qpn: Qpn,
+    buf: u64,
+    key: MemKey,
+    psn: Psn,
+    ah: Option<AhHandle>,
+    remote: Option<Dest>,
+}
+
+fn random_psn(ip: Ipv4Addr) -> Psn {
+    // The tools draw lrand48(); any 24-bit value will do, it only has to differ run to run.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Psn::new((t ^ u32::from(ip) as u64 ^ (t >> 24)) as u32)
+}
+
+fn setup(node: &mut Node, o: &Options, ip: Ipv4Addr) -> Result<Side, PingError> {
+    let pd = node.alloc_pd()?;
+    let cq = node.create_cq(o.rx_depth + 1)?;
+    let qpn = node.create_qp(QpInitAttr {
+        qp_type: if o.ud { QpType::Ud } else { QpType::Rc },
+        pd,
+        send_cq: cq,
+        recv_cq: cq,
+        srq: None,
+        cap: QpCap {
+            max_send_wr: 1,
+            max_recv_wr: o.rx_depth,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        sq_sig_all: false,
+    })?;
+    let len = (o.size + if o.ud { GRH } else { 0 }).max(1) as u64;
+    let buf = node.alloc_buf(len)?;
+    node.write_buf(buf, &vec![0x7b; len as usize])?;
+    let key = node.reg_mr(pd, buf, len, Access::LOCAL_WRITE)?;
+    let mut a = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: 0,
+        port_num: 1,
+        ..QpAttr::default()
+    };
+    if o.ud {
+        a.qkey = UD_QKEY;
+        node.modify_qp(
+            qpn,
+            &a,
+            QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::QKEY,
+        )?;
+    } else {
+        a.qp_access_flags = Access::empty();
+        node.modify_qp(
+            qpn,
+            &a,
+            QpAttrMask::STATE
+                | QpAttrMask::PKEY_INDEX
+                | QpAttrMask::PORT
+                | QpAttrMask::ACCESS_FLAGS,
+        )?;
+    }
+    Ok(Side {
+        pd,
+        cq,
+        qpn,
+        buf,
+        key,
+        psn: random_psn(ip),
+        ah: None,
+        remote: None,
+    })
+}
+
+fn connect(node: &mut Node, s: &mut Side, o: &Options, rem: Dest) -> Result<(), PingError> {
+    use QpAttrMask as M;
+    let mut a = QpAttr::default();
+    if o.ud {
+        a.qp_state = QpState::Rtr;
+        node.modify_qp(s.qpn, &a, M::STATE)?;
+        a.qp_state = QpState::Rts;
+        a.sq_psn = s.psn;
+        node.modify_qp(s.qpn, &a, M::STATE | M::SQ_PSN)?;
+        s.ah = Some(node.create_ah(
+            s.pd,
+            AhAttr {
+                dgid: rem.gid,
+                hop_limit: 1,
+                ..AhAttr::default()
+            },
+        )?);
+    } else {
+        a.qp_state = QpState::Rtr;
+        a.path_mtu = o.mtu;
+        a.dest_qp_num = rem.qpn;
+        a.rq_psn = rem.psn;
+        a.max_dest_rd_atomic = 1;
+        a.min_rnr_timer = 12;
+        a.ah_attr = AhAttr {
+            dgid: rem.gid,
+            hop_limit: 1,
+            ..AhAttr::default()
+        };
+        node.modify_qp(
+            s.qpn,
+            &a,
+            M::STATE
+                | M::AV
+                | M::PATH_MTU
+                | M::DEST_QPN
+                | M::RQ_PSN
+                | M::MAX_DEST_RD_ATOMIC
+                | M::MIN_RNR_TIMER,
+        )?;
+        a.qp_state = QpState::Rts;
+        a.timeout = 14;
+        a.retry_cnt = 7;
+        a.rnr_retry = 7;
+        a.sq_psn = s.psn;
+        a.max_rd_atomic = 1;
+        node.modify_qp(
+            s.qpn,
+            &a,
+            M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
+        )?;
+    }
+    s.remote = Some(rem);
+    Ok(())
+}
+
+fn post_recvs(node: &mut Node, s: &Side, o: &Options, n: u32) -> Result<u32, PingError> {
+    let len = o.size + if o.ud { GRH } else { 0 };
+    for i in 0..n {
+        let wr = RecvWr {
+            wr_id: RECV_WRID,
+            sgl: vec![Sge {
+                addr: s.buf,
+                len: len.max(1),
+                lkey: s.key,
+            }],
+        };
+        if node.post_recv(s.qpn, wr).is_err() {
+            return Ok(i);
+        }
+    }
+    Ok(n)
+}
+
+fn post_send(node: &mut Node, s: &Side, o: &Options) -> Result<(), PingError> {
+    let mut wr = SendWr::new(SEND_WRID, SendOp::Send).flags(SendFlags::SIGNALED);
+    if o.ud {
+        let rem = s.remote.expect("connected");
+        wr.sgl.push(Sge {
+            addr: s.buf + GRH as u64,
+            len: o.size,
+            lkey: s.key,
+        });
+        wr.ud = Some(UdDest {
+            ah: s.ah.expect("ah"),
+            remote_qpn: rem.qpn,
+            remote_qkey: UD_QKEY,
+        });
+    } else {
+        wr.sgl.push(Sge {
+            addr: s.buf,
+            len: o.size,
+            lkey: s.key,
+        });
+    }
+    node.post_send(s.qpn, &wr)?;
+    Ok(())
+}
+
+fn my_dest(node: &Node, s: &Side) -> Dest {
+    Dest {
+        lid: 0,
+        qpn: s.qpn,
+        psn: s.psn,
+        gid: node.vf.gid(),
+    }
+}
+
+fn read_exact_msg(sock: &mut TcpStream, n: usize) -> Result<Vec<u8>, PingError> {
+    let mut b = vec![0u8; n];
+    sock.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// The data phase of both tools: each side posts its next SEND once its previous SEND has
+/// completed and a receive has completed; the client starts.
+fn data_phase(
+    node: &mut Node,
+    s: &Side,
+    o: &Options,
+    client: bool,
+    mut routs: u32,
+) -> Result<Report, PingError> {
+    let start = Instant::now();
+    let mut pending = RECV_WRID;
+    if client {
+        post_send(node, s, o)?;
+        pending |= SEND_WRID;
+    }
+    let (mut scnt, mut rcnt) = (0u32, 0u32);
+    let mut wcs = Vec::with_capacity(2);
+    let mut last_progress = Instant::now();
+    while rcnt < o.iters || scnt < o.iters {
+        wcs.clear();
+        node.poll_cq(s.cq, 2, &mut wcs)?;
+        if wcs.is_empty() {
+            if last_progress.elapsed() > o.stall {
+                return Err(PingError::Stalled(o.stall));
+            }
+            continue;
+        }
+        last_progress = Instant::now();
+        for wc in wcs.iter() {
+            if wc.status != WcStatus::Success {
+                return Err(PingError::Completion(*wc));
+            }
+            match wc.wr_id {
+                SEND_WRID => scnt += 1,
+                RECV_WRID => {
+                    routs -= 1;
+                    if routs <= 1 {
+                        routs += post_recvs(node, s, o, o.rx_depth - routs)?;
+                    }
+                    rcnt += 1;
+                }
+                _ => {}
+            }
+            pending &= !wc.wr_id;
+            if scnt < o.iters && pending == 0 {
+                post_send(node, s, o)?;
+                pending = RECV_WRID | SEND_WRID;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = o.size as u64 * o.iters as u64 * 2;
+    Ok(Report {
+        bytes,
+        seconds: secs,
+        iters: o.iters,
+        mbit_per_sec: bytes as f64 * 8.0 / secs / 1e6,
+        usec_per_iter: secs * 1e6 / o.iters as f64,
+    })
+}
+
+/// Server side: waits for one client on TCP `o.port`.
+pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+    let mut node = Node::new(ip, 64 << 20)?;
+    let mut s = setup(&mut node, o, ip)?;
+    let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
+    // A line scripts wait for before they start the client (no sleeping on a guess).
+    eprintln!("vhca pingpong: listening on TCP port {}", o.port);
+    let (mut sock, _) = listener.accept()?;
+    drop(listener);
+    let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
+    connect(&mut node, &mut s, o, rem)?;
+    sock.write_all(&my_dest(&node, &s).encode())?;
+    let done = read_exact_msg(&mut sock, 5)?;
+    if &done != b"done\0" {
+        return Err(PingError::Exchange(String::from_utf8_lossy(&done).into()));
+    }
+    drop(sock);
+    data_phase(&mut node, &s, o, false, routs)
+}
+
+/// Client side: connects to `server_addr:o.port`.
+pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+    let mut node = Node::new(ip, 64 << 20)?;
+    let mut s = setup(&mut node, o, ip)?;
+    let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
+    let mut sock = TcpStream::connect((server_addr, o.port))?;
+    sock.write_all(&my_dest(&node, &s).encode())?;
+    let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
+    sock.write_all(b"done\0")?;
+    drop(sock);
+    connect(&mut node, &mut s, o, rem)?;
+    data_phase(&mut node, &s, o, true, routs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_message_matches_the_seen_bytes() {
+        // Seen on the wire (facts A.1): LID 0, QPN 0x11, PSN 0xd97ec5, GID ::ffff:10.77.0.3.
+        let d = Dest {
+            lid: 0,
+            qpn: Qpn(0x11),
+            psn: Psn(0xd97ec5),
+            gid: Gid::from_ipv4([10, 77, 0, 3]),
+        };
+        let b = d.encode();
+        assert_eq!(
+            &b[..51],
+            b"0000:000011:d97ec5:00000000000000000000ffff0a4d0003"
+        );
+        assert_eq!(b[51], 0);
+        assert_eq!(Dest::decode(&b).unwrap(), d);
+        assert!(Dest::decode(b"0000:zz").is_err());
+        assert!(Dest::decode(b"0000:1000000:000000:00000000000000000000ffff0a4d0003").is_err());
+    }
+}
