@@ -433,7 +433,9 @@ pub struct ExtHeaders {
     pub aeth: Option<Aeth>,
     pub atomic: Option<AtomicEth>,
     pub atomic_ack: Option<AtomicAckEth>,
-    /// Immediate data, in network byte order as the verbs API presents it.
+    /// Immediate data exactly as verbs carries it (`ibv_send_wr.imm_data`, a `__be32`): the
+    /// u32 holds the four bytes in memory order on the (little-endian) host, and they go on
+    /// the wire in that order (`to_le_bytes`), so rxe and vhca peers see the same value.
     pub imm: Option<u32>,
     /// The R_Key to invalidate (SEND_WITH_INV).
     pub ieth: Option<MemKey>,
@@ -493,8 +495,12 @@ impl Payload {
                 let mut out = vec![0u8; *len as usize];
                 let mut off = 0usize;
                 for s in segs {
-                    let end = off + s.len as usize;
-                    let _ = mem.read(s.gpa, &mut out[off..end]);
+                    // Segments beyond `len` (a hand-built or corrupted payload) are ignored
+                    // rather than indexed past the buffer.
+                    let end = (off + s.len as usize).min(out.len());
+                    if let Some(dst) = out.get_mut(off..end) {
+                        let _ = mem.read(s.gpa, dst);
+                    }
                     off = end;
                 }
                 out
@@ -558,6 +564,8 @@ impl Packet {
 
     /// Size on a RoCEv2 wire without the IP/UDP/Ethernet headers: BTH, extension headers,
     /// payload, pad, ICRC.
+    /// (Unimplemented opcodes count as having no extended headers: such packets are dropped
+    /// as malformed, and this only feeds byte counters.)
     pub fn transport_len(&self) -> usize {
         let ext = self.bth.opcode.ext_header_len().unwrap_or(0);
         let pl = self.payload.len();
@@ -580,6 +588,20 @@ mod tests {
             Syndrome::from_byte(0x60),
             Syndrome::Nak(NakCode::PsnSequenceError)
         );
+    }
+
+    #[test]
+    fn a_gather_list_longer_than_its_length_does_not_panic() {
+        let mem = crate::memory::VecMemory::shared(64);
+        mem.write(0, b"abcdefgh").unwrap();
+        let p = Payload::Gather {
+            mem,
+            segs: [Segment { gpa: 0, len: 4 }, Segment { gpa: 4, len: 100 }]
+                .into_iter()
+                .collect(),
+            len: 6,
+        };
+        assert_eq!(p.to_vec(), b"abcdef");
     }
 
     #[test]
