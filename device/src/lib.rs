@@ -6,6 +6,7 @@
 //! [`packet::Packet`] values, guest memory is reached through [`memory::GuestMemory`].
 
 pub mod api;
+pub mod checkpoint;
 pub mod cq;
 pub mod error;
 pub mod memory;

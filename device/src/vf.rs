@@ -53,12 +53,12 @@ impl VfIdentity {
 
 /// One virtual HCA.
 pub struct Vf {
-    identity: VfIdentity,
-    res: Resources,
-    qps: Table<Qp>,
+    pub(crate) identity: VfIdentity,
+    pub(crate) res: Resources,
+    pub(crate) qps: Table<Qp>,
     ready: VecDeque<u32>,
     timers: BinaryHeap<Reverse<(Nanos, u32)>>,
-    key_byte: u8,
+    pub(crate) key_byte: u8,
 }
 
 fn bad_key(_: ()) -> E {
@@ -616,7 +616,7 @@ impl Vf {
 
     // ---- sans-I/O transport -------------------------------------------------------------
 
-    fn schedule(&mut self, idx: u32) {
+    pub(crate) fn schedule(&mut self, idx: u32) {
         if let Some(qp) = self.qps.get_mut(idx) {
             if !qp.scheduled {
                 qp.scheduled = true;
@@ -724,6 +724,24 @@ impl Vf {
             qp.on_timeout(&mut self.res, now);
             self.schedule(idx);
         }
+    }
+
+    /// Resumes after a migration (or any blackout): every RC requester resends what is
+    /// unacknowledged, every RC responder prompts its peer to resend from its expected PSN,
+    /// and the port reports ACTIVE. The fabric announces the VF's new location separately
+    /// (gratuitous ARP, switch table).
+    pub fn resume(&mut self, now: Nanos) {
+        let qpns: Vec<u32> = self.qps.iter().map(|(i, _)| i).collect();
+        for n in qpns {
+            if let Some(qp) = self.qps.get_mut(n) {
+                if qp.qp_type() == QpType::Rc {
+                    requester::resume(qp, now);
+                    responder::prompt_peer(qp);
+                }
+            }
+            self.schedule(n);
+        }
+        self.res.raise(AsyncEvent::PortActive);
     }
 
     /// Whether any QP has something to transmit right now.

@@ -954,3 +954,15 @@ pub fn make_wqe(
         done: None,
     })
 }
+
+/// After a migration: go back to the oldest unacknowledged PSN and send everything again now,
+/// rather than wait for the retransmit timer (requests in flight during the blackout were
+/// dropped). Spends no retry: nothing failed.
+pub fn resume(qp: &mut Qp, now: Nanos) {
+    if !matches!(qp.state(), QpState::Rts | QpState::Sqd) || qp.req.idle() {
+        return;
+    }
+    rewind(qp);
+    qp.req.rnr_until = None;
+    qp.req.deadline = ack_timeout_ns(qp.attr.timeout).map(|t| now.saturating_add(t));
+}

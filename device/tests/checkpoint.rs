@@ -1,0 +1,367 @@
+//! Checkpoints: exact round trips mid-traffic, old versions stay loadable, hostile blobs are
+//! errors.
+
+use vhca_device::checkpoint::{self, CheckpointError, Codec, HEADER_LEN};
+use vhca_device::memory::VecMemory;
+use vhca_device::*;
+
+/// A VF with one object of every kind and an RC QP with work in every queue, built by hand
+/// (deterministic: the golden fixtures are made from it).
+fn busy_vf() -> Vf {
+    let pf = Pf::new(0, 1);
+    let mut vf = Vf::new(pf.default_identity(0), VecMemory::shared(1 << 16));
+    let pd = vf.alloc_pd().unwrap();
+    let key = vf
+        .reg_mr(
+            pd,
+            0x1000,
+            0x4000,
+            Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
+        )
+        .unwrap();
+    let cq = vf.create_cq(64).unwrap();
+    let srq = vf.create_srq(pd, 16, 2).unwrap();
+    vf.post_srq_recv(
+        srq,
+        RecvWr {
+            wr_id: 9,
+            sgl: vec![Sge {
+                addr: 0x1000,
+                len: 64,
+                lkey: key,
+            }],
+        },
+    )
+    .unwrap();
+    vf.modify_srq(srq, 4).unwrap();
+    let ah = vf
+        .create_ah(
+            pd,
+            AhAttr {
+                dgid: Gid::from_ipv4([10, 0, 0, 9]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let _ = ah;
+    let qpn = vf
+        .create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            pd,
+            send_cq: cq,
+            recv_cq: cq,
+            srq: None,
+            cap: QpCap::default(),
+            sq_sig_all: false,
+        })
+        .unwrap();
+    let mut a = QpAttr {
+        qp_state: QpState::Init,
+        qp_access_flags: Access::REMOTE_WRITE,
+        ..Default::default()
+    };
+    use QpAttrMask as M;
+    vf.modify_qp(
+        qpn,
+        &a,
+        M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
+    )
+    .unwrap();
+    a.qp_state = QpState::Rtr;
+    a.dest_qp_num = Qpn(0x42);
+    a.rq_psn = Psn(0xfffff0);
+    a.ah_attr = AhAttr {
+        dgid: Gid::from_ipv4([10, 0, 0, 9]),
+        ..Default::default()
+    };
+    vf.modify_qp(
+        qpn,
+        &a,
+        M::STATE
+            | M::AV
+            | M::PATH_MTU
+            | M::DEST_QPN
+            | M::RQ_PSN
+            | M::MAX_DEST_RD_ATOMIC
+            | M::MIN_RNR_TIMER,
+    )
+    .unwrap();
+    a.qp_state = QpState::Rts;
+    a.sq_psn = Psn(0x123456);
+    vf.modify_qp(
+        qpn,
+        &a,
+        M::STATE | M::SQ_PSN | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::MAX_QP_RD_ATOMIC,
+    )
+    .unwrap();
+    vf.post_recv(
+        qpn,
+        RecvWr {
+            wr_id: 1,
+            sgl: vec![Sge {
+                addr: 0x2000,
+                len: 128,
+                lkey: key,
+            }],
+        },
+    )
+    .unwrap();
+    for i in 0..3 {
+        vf.post_send(
+            qpn,
+            &SendWr::new(
+                10 + i,
+                SendOp::Write {
+                    remote_addr: 0x9000,
+                    rkey: MemKey(0x101),
+                },
+            )
+            .sge(Sge {
+                addr: 0x1000,
+                len: 3000,
+                lkey: key,
+            }),
+        )
+        .unwrap();
+    }
+    // Put some of it on the wire: PSNs assigned, a retransmit timer armed.
+    for _ in 0..5 {
+        let _ = vf.poll_transmit(Nanos(1_000));
+    }
+    vf
+}
+
+fn json_of(vf: &Vf, now: Nanos) -> serde_json::Value {
+    serde_json::to_value(checkpoint::state_of(vf, now)).unwrap()
+}
+
+#[test]
+fn save_and_load_round_trip_exactly_in_both_codecs() {
+    let vf = busy_vf();
+    let before = json_of(&vf, Nanos(5_000));
+    for codec in [Codec::Binary, Codec::Json] {
+        let blob = checkpoint::save(&vf, Nanos(5_000), codec);
+        // Restored on a host whose clock reads something else entirely.
+        let back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(9_000_000)).unwrap();
+        assert_eq!(json_of(&back, Nanos(9_000_000)), before, "{codec:?}");
+    }
+}
+
+#[test]
+fn a_restored_vf_keeps_its_identity_numbers_and_keeps_working() {
+    let mut vf = busy_vf();
+    let blob = checkpoint::save(&vf, Nanos(5_000), Codec::Binary);
+    let mut back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(5_000)).unwrap();
+    assert_eq!(back.identity(), vf.identity());
+    let (qa, _) = vf.query_qp(Qpn(17)).unwrap();
+    let (qb, _) = back.query_qp(Qpn(17)).unwrap();
+    assert_eq!(qa, qb, "QPN, PSNs and attributes survive");
+    // New objects get numbers that do not collide with restored ones.
+    let pd = back.alloc_pd().unwrap();
+    assert_ne!(pd, PdHandle(1));
+    // The restored requester goes on sending exactly what the original would.
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    while let Some(p) = vf.poll_transmit(Nanos(6_000)) {
+        a.push((p.bth.opcode, p.bth.psn, p.payload.len()));
+    }
+    while let Some(p) = back.poll_transmit(Nanos(6_000)) {
+        b.push((p.bth.opcode, p.bth.psn, p.payload.len()));
+    }
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn resume_resends_outstanding_requests_and_prompts_the_peer() {
+    let vf = busy_vf();
+    let blob = checkpoint::save(&vf, Nanos(5_000), Codec::Binary);
+    let mut back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(0)).unwrap();
+    back.resume(Nanos(0));
+    let mut pkts = Vec::new();
+    while let Some(p) = back.poll_transmit(Nanos(0)) {
+        pkts.push(p);
+    }
+    let nak = pkts
+        .iter()
+        .find(|p| p.bth.opcode == packet::Opcode::RC_ACK)
+        .expect("a prompt to the peer");
+    assert_eq!(
+        nak.ext.aeth.unwrap().syndrome,
+        packet::Syndrome::Nak(packet::NakCode::PsnSequenceError)
+    );
+    assert_eq!(nak.bth.psn, Psn(0xfffff0), "the NAK names the expected PSN");
+    assert_eq!(
+        pkts.iter()
+            .find(|p| p.bth.opcode.is_write())
+            .unwrap()
+            .bth
+            .psn,
+        Psn(0x123456),
+        "requests resent from the oldest unacknowledged PSN"
+    );
+    assert_eq!(back.poll_async_event(), Some(AsyncEvent::PortActive));
+}
+
+#[test]
+fn bad_blobs_are_clear_errors() {
+    let blob = checkpoint::save(&busy_vf(), Nanos(0), Codec::Binary);
+    let mem = || VecMemory::shared(1 << 16);
+    assert_eq!(
+        checkpoint::load(&blob[..10], mem(), Nanos(0)).err(),
+        Some(CheckpointError::Truncated("header"))
+    );
+    assert_eq!(
+        checkpoint::load(&blob[..blob.len() - 1], mem(), Nanos(0)).err(),
+        Some(CheckpointError::Truncated("payload"))
+    );
+    let mut b = blob.clone();
+    b[0] = b'X';
+    assert_eq!(
+        checkpoint::load(&b, mem(), Nanos(0)).err(),
+        Some(CheckpointError::BadMagic)
+    );
+    let mut b = blob.clone();
+    b[4] = 9;
+    assert_eq!(
+        checkpoint::load(&b, mem(), Nanos(0)).err(),
+        Some(CheckpointError::UnknownVersion(9))
+    );
+    let mut b = blob.clone();
+    b[HEADER_LEN + 3] ^= 0x40;
+    assert_eq!(
+        checkpoint::load(&b, mem(), Nanos(0)).err(),
+        Some(CheckpointError::Checksum)
+    );
+    // Every single-byte corruption and every truncation is an error or a valid VF, never a panic.
+    for i in 0..blob.len() {
+        for x in [0x01u8, 0x80, 0xff] {
+            let mut b = blob.clone();
+            b[i] ^= x;
+            let _ = checkpoint::load(&b, mem(), Nanos(0));
+        }
+        let _ = checkpoint::load(&blob[..i], mem(), Nanos(0));
+    }
+}
+
+#[test]
+fn hostile_but_well_formed_states_are_refused() {
+    let vf = busy_vf();
+    let good = checkpoint::state_of(&vf, Nanos(0));
+    let mem = || VecMemory::shared(1 << 16);
+    let mut s = good.clone();
+    s.qps[0].init.send_cq = CqHandle(77);
+    assert!(matches!(
+        checkpoint::restore(s, mem(), Nanos(0)),
+        Err(CheckpointError::Invalid(_))
+    ));
+    let mut s = good.clone();
+    s.qps[0].req.next = 99;
+    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    let mut s = good.clone();
+    s.qps[0].req.sq[0].npkts = 1_000_000;
+    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    let mut s = good.clone();
+    s.qps[0].attr.sq_psn = Psn(1 << 24);
+    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    let mut s = good.clone();
+    s.mrs.push(s.mrs[0].clone());
+    assert!(
+        checkpoint::restore(s, mem(), Nanos(0)).is_err(),
+        "an MR number used twice"
+    );
+    let mut s = good.clone();
+    s.qps.push(s.qps[0].clone());
+    assert!(
+        checkpoint::restore(s, mem(), Nanos(0)).is_err(),
+        "a QPN used twice"
+    );
+    assert!(checkpoint::restore(good, mem(), Nanos(0)).is_ok());
+}
+
+/// Golden fixtures: blobs written by earlier versions must keep loading. Regenerate (only when
+/// the format version changes, into a new file) with `VHCA_WRITE_FIXTURES=1`.
+#[test]
+fn golden_fixtures_of_every_version_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    if std::env::var_os("VHCA_WRITE_FIXTURES").is_some() {
+        let vf = busy_vf();
+        std::fs::write(
+            dir.join("checkpoint-v1.bin"),
+            checkpoint::save(&vf, Nanos(5_000), Codec::Binary),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("checkpoint-v1.json"),
+            checkpoint::save(&vf, Nanos(5_000), Codec::Json),
+        )
+        .unwrap();
+    }
+    for name in ["checkpoint-v1.bin", "checkpoint-v1.json"] {
+        let blob = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"));
+        let vf = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(0))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(vf.gid(), Gid::from_ipv4([10, 200, 0, 1]));
+        assert_eq!(vf.query_qp(Qpn(17)).unwrap().0.dest_qp_num, Qpn(0x42));
+        assert_eq!(checkpoint::header(&blob).unwrap().version, 1);
+    }
+}
+
+#[test]
+fn an_idle_qp_costs_few_bytes() {
+    // Issue target: at most 512 bytes of state per idle QP.
+    let pf = Pf::new(0, 1);
+    let mut vf = Vf::new(pf.default_identity(0), VecMemory::shared(1 << 16));
+    let pd = vf.alloc_pd().unwrap();
+    let cq = vf.create_cq(64).unwrap();
+    let empty = checkpoint::save(&vf, Nanos(0), Codec::Binary).len();
+    let n = 256;
+    for i in 0..n {
+        let q = vf
+            .create_qp(QpInitAttr {
+                qp_type: QpType::Rc,
+                pd,
+                send_cq: cq,
+                recv_cq: cq,
+                srq: None,
+                cap: QpCap::default(),
+                sq_sig_all: false,
+            })
+            .unwrap();
+        let mut a = QpAttr {
+            qp_state: QpState::Init,
+            ..Default::default()
+        };
+        use QpAttrMask as M;
+        vf.modify_qp(q, &a, M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS)
+            .unwrap();
+        a.qp_state = QpState::Rtr;
+        a.dest_qp_num = Qpn(1000 + i);
+        a.ah_attr = AhAttr {
+            dgid: Gid::from_ipv4([10, 0, 0, 9]),
+            ..Default::default()
+        };
+        vf.modify_qp(
+            q,
+            &a,
+            M::STATE
+                | M::AV
+                | M::PATH_MTU
+                | M::DEST_QPN
+                | M::RQ_PSN
+                | M::MAX_DEST_RD_ATOMIC
+                | M::MIN_RNR_TIMER,
+        )
+        .unwrap();
+        a.qp_state = QpState::Rts;
+        vf.modify_qp(
+            q,
+            &a,
+            M::STATE | M::SQ_PSN | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::MAX_QP_RD_ATOMIC,
+        )
+        .unwrap();
+    }
+    let per_qp = (checkpoint::save(&vf, Nanos(0), Codec::Binary).len() - empty) / n as usize;
+    eprintln!("checkpoint: {per_qp} bytes per idle RC QP");
+    assert!(per_qp <= 512, "{per_qp} bytes per idle QP");
+}
