@@ -410,7 +410,8 @@ fn validate_qp(
     }
     let current_ok = match &s.current {
         Some(InMessage::Send { wqe, offset }) => {
-            recv_ok(wqe, c.max_recv_sge.max(l.max_sge)) && *offset as u64 <= crate::sgl::sgl_len(&wqe.sgl)
+            recv_ok(wqe, c.max_recv_sge.max(l.max_sge))
+                && *offset as u64 <= crate::sgl::sgl_len(&wqe.sgl)
         }
         Some(InMessage::Write { len, offset, .. }) => offset <= len && *len <= l.max_msg_sz,
         None => true,

@@ -8,8 +8,38 @@
 use crate::faults::FaultConfig;
 use crate::switch::{PortId, Switch};
 use serde::Serialize;
+use vhca_device::checkpoint;
 use vhca_device::memory::MmapMemory;
 use vhca_device::{Gid, Nanos, Packet, Pf, VerbsError, VerbsResult, Vf};
+
+/// A VF in flight between two PFs.
+pub struct Migration {
+    pub from: VfAddr,
+    /// Where the VF is while in flight: an address on no PF, unique to it, so that nothing
+    /// confuses it with a VF that takes over its old slot meanwhile.
+    pub in_flight: VfAddr,
+    port: PortId,
+    /// The checkpoint (what crosses the wire in a real migration).
+    pub blob: Vec<u8>,
+    memory: vhca_device::SharedMemory,
+    pub gid: Gid,
+    pub started: Nanos,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("no such VF")]
+    NoSuchVf,
+    #[error("no such PF")]
+    NoSuchPf,
+    #[error("the destination PF has no free VF slot")]
+    PfFull,
+    #[error("checkpoint: {0}")]
+    Checkpoint(vhca_device::checkpoint::CheckpointError),
+}
+
+/// The PF number of the address a VF has while it is in flight.
+pub const IN_FLIGHT_PF: usize = usize::MAX;
 
 /// Where a VF lives: PF number and VF index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -51,6 +81,9 @@ impl Default for WorldConfig {
 
 struct Port {
     addr: VfAddr,
+    /// The VF's GID and memory stay reachable while it is in flight.
+    gid: Gid,
+    mem: vhca_device::SharedMemory,
     /// Bump allocator over the VF's guest memory.
     next_free: u64,
     mem_bytes: u64,
@@ -113,10 +146,12 @@ impl World {
             .ok_or(VerbsError::NoVf)?;
         let id = p.default_identity(next_index);
         let memory = MmapMemory::shared(mem).map_err(|_| VerbsError::Exhausted("guest memory"))?;
-        let vf = p.create_vf(id, memory)?;
+        let vf = p.create_vf(id, memory.clone())?;
         let addr = VfAddr { pf, vf };
         self.ports.push(Port {
             addr,
+            gid: id.gid,
+            mem: memory,
             // Keep guest address 0 unused: a zero address is a classic driver bug to catch.
             next_free: 4096,
             mem_bytes: mem as u64,
@@ -139,8 +174,12 @@ impl World {
         self.ports.iter().map(|p| p.addr).collect()
     }
 
+    fn port(&self, a: VfAddr) -> Option<&Port> {
+        self.ports.iter().find(|p| p.addr == a)
+    }
+
     pub fn gid(&self, a: VfAddr) -> Gid {
-        self.vf(a).gid()
+        self.port(a).map(|p| p.gid).unwrap_or_default()
     }
 
     /// Reserves `len` bytes of `a`'s guest memory, 64-byte aligned.
@@ -161,25 +200,107 @@ impl World {
         Ok(start)
     }
 
+    /// Writes a VF's guest memory (as its application would), also while it is in flight.
     pub fn write(&self, a: VfAddr, gpa: u64, data: &[u8]) -> VerbsResult<()> {
-        self.vf(a)
-            .memory()
-            .write(gpa, data)
-            .map_err(|_| VerbsError::Fault)
+        let p = self.port(a).ok_or(VerbsError::NotFound("VF"))?;
+        p.mem.write(gpa, data).map_err(|_| VerbsError::Fault)
     }
 
     pub fn read(&self, a: VfAddr, gpa: u64, len: usize) -> VerbsResult<Vec<u8>> {
+        let p = self.port(a).ok_or(VerbsError::NotFound("VF"))?;
         let mut b = vec![0u8; len];
-        self.vf(a)
-            .memory()
-            .read(gpa, &mut b)
-            .map_err(|_| VerbsError::Fault)?;
+        p.mem.read(gpa, &mut b).map_err(|_| VerbsError::Fault)?;
         Ok(b)
     }
 
-    fn port_vf(&mut self, port: PortId) -> &mut Vf {
-        let a = self.ports[port].addr;
-        self.vf_mut(a)
+    /// Whether the VF at `a` exists now (not in a migration's blackout).
+    pub fn has_vf(&self, a: VfAddr) -> bool {
+        self.pfs.get(a.pf).and_then(|p| p.vf(a.vf)).is_some()
+    }
+
+    /// Starts migrating the VF at `a`: its state is checkpointed (binary codec) and the VF
+    /// disappears from its PF and from the switch. Packets for it are dropped until
+    /// [`World::finish_migration`] — the blackout. Its guest memory is carried as it is (in a
+    /// VM the VMM migrates RAM; here the pages are simply kept).
+    pub fn begin_migration(&mut self, a: VfAddr) -> Result<Migration, MigrationError> {
+        let now = self.now;
+        let pf = self.pfs.get_mut(a.pf).ok_or(MigrationError::NoSuchVf)?;
+        let vf = pf.destroy_vf(a.vf).map_err(|_| MigrationError::NoSuchVf)?;
+        let blob = checkpoint::save(&vf, now, checkpoint::Codec::Binary);
+        let gid = vf.gid();
+        self.switch.detach(&gid);
+        let port = self
+            .ports
+            .iter()
+            .position(|p| p.addr == a)
+            .ok_or(MigrationError::NoSuchVf)?;
+        let in_flight = VfAddr {
+            pf: IN_FLIGHT_PF,
+            vf: port as u16,
+        };
+        self.ports[port].addr = in_flight;
+        Ok(Migration {
+            from: a,
+            in_flight,
+            port,
+            blob,
+            memory: vf.memory().clone(),
+            gid,
+            started: now,
+        })
+    }
+
+    /// A migration whose destination refused it, to try another one: the same state, memory
+    /// and identity, still in flight.
+    pub fn rebuild_migration(
+        &mut self,
+        from: VfAddr,
+        in_flight: VfAddr,
+        blob: Vec<u8>,
+        started: Nanos,
+    ) -> Migration {
+        let port = in_flight.vf as usize;
+        let p = &self.ports[port];
+        Migration {
+            from,
+            in_flight,
+            port,
+            blob,
+            memory: p.mem.clone(),
+            gid: p.gid,
+            started,
+        }
+    }
+
+    /// Finishes a migration on PF `dest_pf`: the VF is restored from its checkpoint into the
+    /// first free slot, the switch learns its new location, and it resumes (resends and
+    /// prompts its peers). Returns its new address.
+    pub fn finish_migration(
+        &mut self,
+        m: Migration,
+        dest_pf: usize,
+    ) -> Result<VfAddr, MigrationError> {
+        let now = self.now;
+        let pf = self.pfs.get_mut(dest_pf).ok_or(MigrationError::NoSuchPf)?;
+        let slot = (0..pf.totalvfs())
+            .find(|i| pf.vf(*i).is_none())
+            .ok_or(MigrationError::PfFull)?;
+        let mut vf =
+            checkpoint::load(&m.blob, m.memory, now).map_err(MigrationError::Checkpoint)?;
+        vf.resume(now);
+        pf.insert_vf(slot, vf).map_err(|_| MigrationError::PfFull)?;
+        let addr = VfAddr {
+            pf: dest_pf,
+            vf: slot,
+        };
+        self.ports[m.port].addr = addr;
+        self.switch.attach(m.gid, m.port);
+        Ok(addr)
+    }
+
+    fn port_vf(&mut self, port: PortId) -> Option<&mut Vf> {
+        let a = self.ports.get(port)?.addr;
+        self.pfs.get_mut(a.pf)?.vf_mut(a.vf)
     }
 
     fn deliver(&mut self, now: Nanos, port: PortId, pkt: &Packet) {
@@ -192,7 +313,11 @@ impl World {
                 | (pkt.bth.dest_qp.0 as u64) << 32,
         );
         self.trace_hash = fnv(h, pkt.payload.len() as u64);
-        self.port_vf(port).handle_packet(now, pkt);
+        match self.port_vf(port) {
+            Some(vf) => vf.handle_packet(now, pkt),
+            // In flight (a migration's blackout): the packet is lost, as on a real link.
+            None => self.switch.counters.dropped += 1,
+        }
     }
 
     /// One pass at the current instant: due timers, transmissions, deliveries. Returns whether
@@ -202,14 +327,14 @@ impl World {
         let mut moved = false;
         for i in 0..self.ports.len() {
             let a = self.ports[i].addr;
-            let Some(vf) = self.pfs[a.pf].vf_mut(a.vf) else {
+            let Some(vf) = self.pfs.get_mut(a.pf).and_then(|p| p.vf_mut(a.vf)) else {
                 continue;
             };
             if vf.poll_timeout().is_some_and(|t| t <= now) {
                 vf.handle_timeout(now);
             }
             for _ in 0..TX_BATCH {
-                let Some(vf) = self.pfs[a.pf].vf_mut(a.vf) else {
+                let Some(vf) = self.pfs.get_mut(a.pf).and_then(|p| p.vf_mut(a.vf)) else {
                     break;
                 };
                 let Some(pkt) = vf.poll_transmit(now) else {
@@ -253,7 +378,7 @@ impl World {
     pub fn next_event(&self) -> Option<Nanos> {
         let mut t = self.switch.next_event(self.now);
         for p in &self.ports {
-            if let Some(vf) = self.pfs[p.addr.pf].vf(p.addr.vf) {
+            if let Some(vf) = self.pfs.get(p.addr.pf).and_then(|pf| pf.vf(p.addr.vf)) {
                 if let Some(d) = vf.poll_timeout() {
                     t = Some(t.map_or(d, |x| x.min(d)));
                 }

@@ -53,6 +53,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
             bad_qkey_every: None,
         }],
         cuts: Vec::new(),
+        migrations: Vec::new(),
         vf_mem_bytes: 64 << 20,
     }
 }

@@ -40,6 +40,10 @@ enum Cmd {
         /// Print one JSON object per seed instead of a line of text.
         #[arg(long)]
         json: bool,
+        /// Also migrate VFs between PFs at random moments (checkpoint, blackout, restore,
+        /// resume), under the same invariants.
+        #[arg(long)]
+        migrate: bool,
     },
     /// RC (or UD) ping-pong over RoCEv2/UDP, compatible with ibv_rc_pingpong/ibv_ud_pingpong.
     Pingpong {
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
             seeds,
             faults,
             json,
+            migrate,
         } => {
             let range = match parse_seeds(&seeds) {
                 Ok(r) => r,
@@ -203,13 +208,13 @@ fn main() -> ExitCode {
             let mut total_ops = 0u64;
             let n = range.end - range.start;
             for seed in range {
-                let r = sim::run(seed, faults);
+                let r = sim::run_with(seed, faults, migrate);
                 total_ops += r.ops_completed;
                 if json {
                     println!("{}", serde_json::to_string(&r).unwrap_or_default());
                 } else {
                     println!(
-                        "seed {seed}: {} ops={} bytes={} packets={} retransmits={} fabric_drops={} virtual={:.3}s hash={:016x}{}",
+                        "seed {seed}: {} ops={} bytes={} packets={} retransmits={} fabric_drops={} virtual={:.3}s hash={:016x}{}{}",
                         if r.ok() { "ok" } else { "FAILED" },
                         r.ops_completed,
                         r.bytes,
@@ -218,6 +223,7 @@ fn main() -> ExitCode {
                         r.dropped_by_fabric,
                         r.virtual_ns as f64 / 1e9,
                         r.trace_hash,
+                        if migrate { format!(" migrations={}", r.migrations) } else { String::new() },
                         if r.injected.is_empty() { String::new() } else { format!(" injected={}", r.injected.len()) },
                     );
                 }
@@ -226,7 +232,12 @@ fn main() -> ExitCode {
                     for v in &r.violations {
                         eprintln!("  violation: {v}");
                     }
-                    eprintln!("  replay: {}", sim::replay_command(seed, faults));
+                    let replay = if migrate {
+                        sim::replay_command_migrate(seed, faults)
+                    } else {
+                        sim::replay_command(seed, faults)
+                    };
+                    eprintln!("  replay: {replay}");
                 }
             }
             println!(

@@ -104,3 +104,23 @@ fn demo_runs_every_opcode_over_a_lossy_fabric() {
     let text = vhca::demo::summary(&r, std::time::Duration::from_millis(1));
     assert!(text.contains("all invariants held"));
 }
+
+#[test]
+fn migration_seeds_hold_every_invariant_and_replay() {
+    let mut migrated = 0;
+    for seed in 0..10 {
+        let r = sim::run_with(seed, FaultLevel::Heavy, true);
+        assert!(
+            r.ok(),
+            "seed {seed}: {:?}\nreplay: {}",
+            r.violations,
+            sim::replay_command_migrate(seed, FaultLevel::Heavy)
+        );
+        migrated += r.migrations;
+    }
+    assert!(migrated >= 10, "only {migrated} migrations happened");
+    let a = sim::run_with(3, FaultLevel::Heavy, true);
+    let b = sim::run_with(3, FaultLevel::Heavy, true);
+    assert_eq!(a.trace_hash, b.trace_hash);
+    assert!(a.injected.iter().any(|i| i.starts_with("migration")));
+}

@@ -160,7 +160,7 @@ const UD_MAX: u32 = 4096;
 /// Creates every VF, connection and UD QP of the plan.
 pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Vec<Flow>> {
     let mut vfs: Vec<VfAddr> = Vec::new();
-    let pf_ids: Vec<usize> = plan.pfs.iter().map(|&n| w.add_pf(n)).collect();
+    let pf_ids: Vec<usize> = plan.pfs.iter().map(|&n| w.add_pf(n + 2)).collect();
     for &(p, _) in &plan.vfs {
         vfs.push(w.add_vf(pf_ids[p])?);
     }
@@ -334,8 +334,12 @@ impl Flow {
     pub fn post_ready(&mut self, w: &mut World, rng: &mut ChaCha8Rng, c: &mut Checker) {
         match self {
             Flow::Rc(r) => {
-                for side in 0..2 {
-                    r.post(w, rng, c, side);
+                // Nothing is posted while either end is in a migration's blackout: its
+                // application is paused with its VM.
+                if r.ends.iter().all(|e| w.has_vf(e.q.vf)) {
+                    for side in 0..2 {
+                        r.post(w, rng, c, side);
+                    }
                 }
             }
             Flow::Ud(u) => u.post(w, rng, c),
@@ -350,6 +354,9 @@ impl Flow {
                 for side in 0..2 {
                     wcs.clear();
                     let e = &r.ends[side].q;
+                    if !w.has_vf(e.vf) {
+                        continue;
+                    }
                     let _ = w.vf_mut(e.vf).poll_cq(e.cq, 64, wcs);
                     seen += wcs.len();
                     for wc in wcs.iter() {
@@ -362,6 +369,9 @@ impl Flow {
                 for i in 0..u.members.len() {
                     wcs.clear();
                     let e = &u.members[i].q;
+                    if !w.has_vf(e.vf) {
+                        continue;
+                    }
                     let _ = w.vf_mut(e.vf).poll_cq(e.cq, 64, wcs);
                     seen += wcs.len();
                     for wc in wcs.iter() {
@@ -372,6 +382,26 @@ impl Flow {
             }
         }
         seen
+    }
+
+    /// A VF moved (migration): every end on `old` is now on `new`.
+    pub fn relocate(&mut self, old: VfAddr, new: VfAddr) {
+        match self {
+            Flow::Rc(r) => {
+                for e in r.ends.iter_mut() {
+                    if e.q.vf == old {
+                        e.q.vf = new;
+                    }
+                }
+            }
+            Flow::Ud(u) => {
+                for m in u.members.iter_mut() {
+                    if m.q.vf == old {
+                        m.q.vf = new;
+                    }
+                }
+            }
+        }
     }
 
     /// The two VFs an RC connection joins, in a canonical order.
@@ -422,16 +452,20 @@ impl Flow {
             Flow::Rc(r) => {
                 let e = |s: usize| {
                     let en = &r.ends[s];
-                    let st = w.vf(en.q.vf).qp(en.q.qpn).map(|q| {
-                        format!(
-                            "{:?} una={} psn={} epsn={} rq={}",
-                            q.state(),
-                            q.req.una,
-                            q.req.psn,
-                            q.resp.epsn,
-                            q.rq.len()
-                        )
-                    });
+                    let st = w
+                        .has_vf(en.q.vf)
+                        .then(|| w.vf(en.q.vf))
+                        .and_then(|v| v.qp(en.q.qpn))
+                        .map(|q| {
+                            format!(
+                                "{:?} una={} psn={} epsn={} rq={}",
+                                q.state(),
+                                q.req.una,
+                                q.req.psn,
+                                q.resp.epsn,
+                                q.rq.len()
+                            )
+                        });
                     format!(
                         "{} qp{} left={} posted={} busy={:?} expected={} recvs_free={} recvs_posted={} {:?}",
                         en.q.vf,
@@ -929,6 +963,9 @@ fn expected_wc_opcode(k: Kind) -> WcOpcode {
 }
 
 fn describe_qp(w: &World, q: &QpEnd) -> String {
+    if !w.has_vf(q.vf) {
+        return format!("{} (in flight)", q.vf);
+    }
     let vf = w.vf(q.vf);
     let c = vf.counters();
     let st = vf
@@ -944,7 +981,10 @@ impl UdGroup {
     fn post(&mut self, w: &mut World, rng: &mut ChaCha8Rng, c: &mut Checker) {
         let n = self.members.len();
         for i in 0..n {
-            while self.members[i].ops_left > 0 && self.members[i].inflight < 4 {
+            while self.members[i].ops_left > 0
+                && self.members[i].inflight < 4
+                && w.has_vf(self.members[i].q.vf)
+            {
                 let dst = rng.gen_range(0..n);
                 let id = self.next_id;
                 self.next_id += 1;

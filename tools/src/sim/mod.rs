@@ -11,11 +11,13 @@ pub mod plan;
 
 use crate::sim::check::Checker;
 use crate::sim::plan::Plan;
+use crate::sim::plan::PlannedMigration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use vhca_device::{Nanos, WorkCompletion};
 use vhca_fabric::world::fnv;
+use vhca_fabric::world::Migration;
 use vhca_fabric::{FaultConfig, FaultLevel, World, WorldConfig};
 
 /// What one seed did.
@@ -31,6 +33,7 @@ pub struct SimReport {
     pub dropped_by_fabric: u64,
     pub virtual_ns: u64,
     pub injected: Vec<String>,
+    pub migrations: u64,
     pub violations: Vec<String>,
     pub by_status: std::collections::BTreeMap<String, u64>,
     pub by_op: std::collections::BTreeMap<&'static str, u64>,
@@ -50,8 +53,16 @@ const TIME_LIMIT: Nanos = Nanos(600_000_000_000);
 
 /// Runs one seed.
 pub fn run(seed: u64, level: FaultLevel) -> SimReport {
+    run_with(seed, level, false)
+}
+
+/// Runs one seed; with `migrate`, VFs also migrate between PFs at random moments.
+pub fn run_with(seed: u64, level: FaultLevel, migrate: bool) -> SimReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let plan = Plan::draw(&mut rng);
+    let mut plan = Plan::draw(&mut rng);
+    if migrate {
+        plan.draw_migrations(&mut rng);
+    }
     run_plan(seed, level, FaultConfig::level(level), &plan, &mut rng)
 }
 
@@ -98,7 +109,71 @@ pub fn run_plan(
     };
     let mut wcs: Vec<WorkCompletion> = Vec::with_capacity(64);
     let mut steps: u64 = 0;
+    let mut pending: std::collections::VecDeque<PlannedMigration> =
+        plan.migrations.iter().copied().collect();
+    let mut in_flight: Vec<(Migration, Nanos, usize)> = Vec::new();
+    let mut migrations = 0u64;
     loop {
+        // Migrations: start those due, finish those whose blackout is over.
+        while pending.front().is_some_and(|m| m.at <= world.now) {
+            let Some(m) = pending.pop_front() else { break };
+            let addr = world.vfs()[m.vf];
+            if !world.has_vf(addr) {
+                continue; // already in flight: this one is skipped
+            }
+            match world.begin_migration(addr) {
+                Ok(t) => {
+                    for f in flows.iter_mut() {
+                        f.relocate(addr, t.in_flight);
+                    }
+                    in_flight.push((t, world.now.saturating_add(m.blackout_ns), m.dest_pf))
+                }
+                Err(e) => checker.violation(format!("migration of {addr} could not start: {e}")),
+            }
+        }
+        let mut i = 0;
+        while i < in_flight.len() {
+            if in_flight[i].1 > world.now {
+                i += 1;
+                continue;
+            }
+            let (t, _, dest) = in_flight.swap_remove(i);
+            let (from, away, started, bytes) = (t.from, t.in_flight, t.started, t.blob.len());
+            // The planned PF, or the next one with a free slot.
+            let npf = plan.pfs.len();
+            let mut result = Err(vhca_fabric::world::MigrationError::PfFull);
+            let mut t = Some(t);
+            for k in 0..npf {
+                let Some(tt) = t.take() else { break };
+                let blob = tt.blob.clone();
+                match world.finish_migration(tt, (dest + k) % npf) {
+                    Ok(a) => {
+                        result = Ok(a);
+                        break;
+                    }
+                    Err(vhca_fabric::world::MigrationError::PfFull) => {
+                        t = Some(world.rebuild_migration(from, away, blob, started));
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            match result {
+                Ok(to) => {
+                    migrations += 1;
+                    for f in flows.iter_mut() {
+                        f.relocate(away, to);
+                    }
+                    checker.injected(format!(
+                        "migration {from} -> {to}, blackout {} us, {bytes} state bytes",
+                        (world.now.0 - started.0) / 1000
+                    ));
+                }
+                Err(e) => checker.violation(format!("migration of {from} could not finish: {e}")),
+            }
+        }
         for f in flows.iter_mut() {
             f.post_ready(&mut world, rng, &mut checker);
         }
@@ -118,11 +193,22 @@ pub fn run_plan(
             // A completion is progress too: LOCAL_INV completes without putting a packet out.
             moved |= f.poll(&mut world, &mut wcs, &mut checker) > 0;
         }
-        if flows.iter().all(|f| f.finished()) {
+        if flows.iter().all(|f| f.finished()) && pending.is_empty() && in_flight.is_empty() {
             break;
         }
         if !moved {
-            match world.next_event() {
+            // The next thing to happen may be a migration starting or ending.
+            let mig = pending
+                .front()
+                .map(|m| m.at)
+                .into_iter()
+                .chain(in_flight.iter().map(|m| m.1))
+                .min();
+            let next = match (world.next_event(), mig) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
                 Some(t) if t <= TIME_LIMIT => world.now = world.now.max(t),
                 _ => {
                     let stuck: Vec<String> = flows
@@ -170,6 +256,7 @@ pub fn run_plan(
         dropped_by_fabric: s.dropped + s.corrupted,
         virtual_ns: world.now.0,
         injected: checker.injected.clone(),
+        migrations,
         violations: checker.violations,
         by_status: checker.by_status,
         by_op: checker.by_op,
@@ -184,4 +271,9 @@ pub fn replay_command(seed: u64, level: FaultLevel) -> String {
         "cargo run --release -p vhca -- sim --seeds {seed}..{} --faults {level}",
         seed + 1
     )
+}
+
+/// The command that replays one seed of `vhca sim --migrate`.
+pub fn replay_command_migrate(seed: u64, level: FaultLevel) -> String {
+    format!("{} --migrate", replay_command(seed, level))
 }

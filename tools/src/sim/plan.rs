@@ -30,6 +30,16 @@ pub struct UdPlan {
     pub bad_qkey_every: Option<usize>,
 }
 
+/// One migration: at `at`, VF `vf` (index into `Plan::vfs`) leaves its PF; after `blackout`
+/// it resumes on PF `dest_pf`.
+#[derive(Clone, Copy, Debug)]
+pub struct PlannedMigration {
+    pub at: Nanos,
+    pub vf: usize,
+    pub blackout_ns: u64,
+    pub dest_pf: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// (pf, number of VFs) for each PF.
@@ -40,6 +50,8 @@ pub struct Plan {
     pub ud: Vec<UdPlan>,
     /// RC connection index → virtual time at which its VF pair's link is cut.
     pub cuts: Vec<(usize, Nanos)>,
+    /// VFs that migrate mid-run (`vhca sim --migrate`).
+    pub migrations: Vec<PlannedMigration>,
     pub vf_mem_bytes: usize,
 }
 
@@ -124,8 +136,25 @@ impl Plan {
             rc,
             ud,
             cuts,
+            migrations: Vec::new(),
             vf_mem_bytes: 160 << 20,
         }
+    }
+
+    /// Adds 1–4 migrations at random moments of the first few milliseconds, each with a
+    /// blackout of 20 µs to 2 ms, to random PFs (the same PF included: a move between hosts
+    /// whose PFs have the same number).
+    pub fn draw_migrations(&mut self, rng: &mut ChaCha8Rng) {
+        let n = rng.gen_range(1..=4);
+        for _ in 0..n {
+            self.migrations.push(PlannedMigration {
+                at: Nanos(rng.gen_range(0..6_000_000)),
+                vf: rng.gen_range(0..self.vfs.len()),
+                blackout_ns: rng.gen_range(20_000..=2_000_000),
+                dest_pf: rng.gen_range(0..self.pfs.len()),
+            });
+        }
+        self.migrations.sort_by_key(|m| m.at);
     }
 
     /// A message size from the run's distribution: mostly small, some up to 1 MiB.
