@@ -76,6 +76,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
+    State {
+        #[command(subcommand)]
+        op: StateOp,
+    },
     /// In-process bandwidth, message rate and latency beside this machine's memcpy bandwidth.
     Bench {
         /// Print the rows as JSON.
@@ -88,6 +93,79 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum StateOp {
+    /// Print a summary: header, identity, objects, every QP with its PSNs; and whether it is valid.
+    Inspect { file: std::path::PathBuf },
+    /// Re-encode with another codec.
+    Convert {
+        input: std::path::PathBuf,
+        output: std::path::PathBuf,
+        /// binary or json
+        #[arg(long, default_value = "json")]
+        to: String,
+    },
+    /// Print the fields that differ, as paths.
+    Diff {
+        a: std::path::PathBuf,
+        b: std::path::PathBuf,
+    },
+    /// Exit 0 when the file decodes and is consistent.
+    Validate { file: std::path::PathBuf },
+    /// Write a checkpoint of a VF in the middle of RC traffic, to try the other commands on.
+    Sample {
+        output: std::path::PathBuf,
+        #[arg(long, default_value = "binary")]
+        codec: String,
+    },
+}
+
+fn codec_of(s: &str) -> Option<vhca_device::checkpoint::Codec> {
+    match s {
+        "binary" | "bin" => Some(vhca_device::checkpoint::Codec::Binary),
+        "json" => Some(vhca_device::checkpoint::Codec::Json),
+        _ => None,
+    }
+}
+
+fn run_state(op: StateOp) -> Result<(), String> {
+    use vhca::state;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    match op {
+        StateOp::Inspect { file } => {
+            print!(
+                "{}",
+                state::inspect(&read(&file)?).map_err(|e| e.to_string())?
+            );
+        }
+        StateOp::Convert { input, output, to } => {
+            let codec = codec_of(&to).ok_or(format!("unknown codec {to:?} (binary, json)"))?;
+            let out = state::convert(&read(&input)?, codec).map_err(|e| e.to_string())?;
+            std::fs::write(&output, out).map_err(|e| format!("{}: {e}", output.display()))?;
+        }
+        StateOp::Diff { a, b } => {
+            let d = state::diff(&read(&a)?, &read(&b)?).map_err(|e| e.to_string())?;
+            for line in &d {
+                println!("{line}");
+            }
+            if !d.is_empty() {
+                return Err(format!("{} fields differ", d.len()));
+            }
+        }
+        StateOp::Validate { file } => {
+            state::validate(&read(&file)?).map_err(|e| e.to_string())?;
+            println!("{}: valid", file.display());
+        }
+        StateOp::Sample { output, codec } => {
+            let codec =
+                codec_of(&codec).ok_or(format!("unknown codec {codec:?} (binary, json)"))?;
+            std::fs::write(&output, state::sample(codec))
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -111,6 +189,13 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::State { op } => match run_state(op) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vhca state: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Pingpong {
             server,
             ip,
