@@ -5,11 +5,13 @@
 //!   memfd, a vhost-user frontend, three split virtqueues — and [`context::GuestContext`], the
 //!   `Verbs` implementation on top of it, so the same programs run on a VF socket.
 
+pub mod bench;
 pub mod context;
 pub mod driver;
 pub mod error;
 pub mod memory;
 pub mod programs;
+pub mod serve;
 pub mod virtq;
 
 pub use context::{GuestContext, PollMode};
