@@ -101,6 +101,7 @@ pub struct GuestContext {
     cqs: HashMap<u32, CqState>,
     qps: HashMap<u32, QpState>,
     srqs: HashMap<u32, SrqState>,
+    mrs: std::collections::HashSet<u32>,
     poll_mode: PollMode,
     last_error: Option<String>,
     async_events: Vec<Event>,
@@ -159,6 +160,7 @@ impl GuestContext {
             cqs: HashMap::new(),
             qps: HashMap::new(),
             srqs: HashMap::new(),
+            mrs: Default::default(),
             poll_mode: PollMode::default(),
             last_error: None,
             async_events: Vec::new(),
@@ -212,6 +214,16 @@ impl GuestContext {
                 .map_err(|e| self.fail(e))?;
             self.count_completion_events();
         }
+    }
+
+    /// Whether this context registered `key` (and did not deregister it).
+    pub fn owns_key(&self, key: MemKey) -> bool {
+        self.mrs.contains(&key.0)
+    }
+
+    /// Whether this context created CQ `cqn` (and did not destroy it).
+    pub fn owns_cq(&self, cqn: u32) -> bool {
+        self.cqs.contains_key(&cqn)
     }
 
     /// The rings of a QP: send ring, receive ring (none with an SRQ).
@@ -444,11 +456,15 @@ impl Verbs for GuestContext {
             });
         // The device reads the page list while it runs the command.
         self.release(list);
-        Ok(MemKey(r?))
+        let key = r?;
+        self.mrs.insert(key);
+        Ok(MemKey(key))
     }
 
     fn dereg_mr(&mut self, key: MemKey) -> VerbsResult<()> {
-        self.exec(Command::DeregMr { key: key.0 }).map(|_| ())
+        self.exec(Command::DeregMr { key: key.0 })?;
+        self.mrs.remove(&key.0);
+        Ok(())
     }
 
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
