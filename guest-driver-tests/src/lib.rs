@@ -1,4 +1,19 @@
-//! vhca-guest: the guest side. For now the verbs programs every end-to-end test shares; the
-//! vhost-user guest driver that runs them on a real VF socket comes with its issue.
+//! vhca-guest: the guest side of a vhca VF.
+//!
+//! - [`programs`]: verbs programs written once against `vhca_device::Verbs`;
+//! - [`driver`]: a guest driver that plays QEMU and the guest at once — guest memory in a
+//!   memfd, a vhost-user frontend, three split virtqueues — and [`context::GuestContext`], the
+//!   `Verbs` implementation on top of it, so the same programs run on a VF socket.
 
+pub mod bench;
+pub mod context;
+pub mod driver;
+pub mod error;
+pub mod memory;
 pub mod programs;
+pub mod serve;
+pub mod virtq;
+
+pub use context::{GuestContext, PollMode};
+pub use driver::{DriverConfig, GuestDriver};
+pub use error::{DriverError, DriverResult};

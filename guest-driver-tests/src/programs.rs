@@ -7,8 +7,8 @@
 
 use vhca_device::{
     Access, AhAttr, CqHandle, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr, QpAttrMask as M, QpCap,
-    QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, Verbs, VerbsError,
-    VerbsResult, WcOpcode, WcStatus, WorkCompletion,
+    QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, Verbs,
+    VerbsError, VerbsResult, WcOpcode, WcStatus, WorkCompletion,
 };
 
 /// What two sides exchange out of band before connecting (the 52-byte message of
@@ -366,6 +366,218 @@ pub fn rc_every_opcode<A: Verbs, B: Verbs>(
     if a.read_buf(res.addr, 8)? != 42u64.to_le_bytes() || b.read_buf(word, 8)? != 9u64.to_le_bytes()
     {
         return Err(VerbsError::Invalid("CMP_SWAP wrong"));
+    }
+    Ok(())
+}
+
+/// SEND_WITH_INV and LOCAL_INV over a connected RC pair: `b` registers a second key over its
+/// buffer that `a` invalidates remotely, `a` registers one over its own buffer and invalidates
+/// it locally; then a WRITE with the remotely invalidated key must fail. The connection is in
+/// ERR afterwards (a remote access error ends an RC connection).
+pub fn rc_invalidate<A: Verbs, B: Verbs>(
+    a: &mut A,
+    ea: &Endpoint,
+    b: &mut B,
+    eb: &Endpoint,
+) -> VerbsResult<()> {
+    let size = 64u32;
+    let data: Vec<u8> = (0..size).map(|i| i as u8 ^ 0x5a).collect();
+    a.write_buf(ea.buf, &data)?;
+    let sge = Sge {
+        addr: ea.buf,
+        len: size,
+        lkey: ea.key,
+    };
+    // LOCAL_INV of a second local key.
+    let local = a.reg_mr(ea.pd, ea.buf, ea.len, FULL_ACCESS)?;
+    a.post_send(ea.qpn, &SendWr::new(30, SendOp::LocalInv { key: local }))?;
+    let w = wait(a, ea.cq, 1, 1_000_000)?;
+    expect_ok(&w)?;
+    if w[0].opcode != WcOpcode::LocalInv {
+        return Err(VerbsError::Invalid("LOCAL_INV completed wrong"));
+    }
+    // SEND_WITH_INV of a key b handed out.
+    let target = b.reg_mr(eb.pd, eb.buf, eb.len, FULL_ACCESS)?;
+    b.post_recv(
+        eb.qpn,
+        RecvWr {
+            wr_id: 31,
+            sgl: vec![Sge {
+                addr: eb.buf,
+                len: size,
+                lkey: eb.key,
+            }],
+        },
+    )?;
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(32, SendOp::SendWithInv { rkey: target }).sge(sge),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    let wb = wait(b, eb.cq, 1, 1_000_000)?;
+    expect_ok(&wb)?;
+    if wb[0].invalidated_rkey != Some(target) || b.read_buf(eb.buf, size as usize)? != data {
+        return Err(VerbsError::Invalid("SEND_WITH_INV arrived wrong"));
+    }
+    // The invalidated key no longer grants remote access.
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            33,
+            SendOp::Write {
+                remote_addr: eb.buf,
+                rkey: target,
+            },
+        )
+        .sge(sge),
+    )?;
+    let w = wait(a, ea.cq, 1, 1_000_000)?;
+    if w[0].status != WcStatus::RemAccessErr {
+        return Err(VerbsError::Invalid(
+            "a WRITE with an invalidated key did not fail",
+        ));
+    }
+    Ok(())
+}
+
+/// One UD side: PD, CQ, UD QP in RTS with `qkey`, a registered buffer.
+pub fn ud_endpoint<V: Verbs>(v: &mut V, len: u64, qkey: u32) -> VerbsResult<Endpoint> {
+    let pd = v.alloc_pd()?;
+    let cq = v.create_cq(64)?;
+    let qpn = v.create_qp(QpInitAttr {
+        qp_type: QpType::Ud,
+        pd,
+        send_cq: cq,
+        recv_cq: cq,
+        srq: None,
+        cap: QpCap {
+            max_send_wr: 16,
+            max_recv_wr: 16,
+            max_send_sge: 2,
+            max_recv_sge: 2,
+            max_inline_data: 64,
+        },
+        sq_sig_all: true,
+    })?;
+    let mut a = QpAttr {
+        qp_state: QpState::Init,
+        qkey,
+        port_num: 1,
+        ..QpAttr::default()
+    };
+    v.modify_qp(qpn, &a, M::STATE | M::PKEY_INDEX | M::PORT | M::QKEY)?;
+    a.qp_state = QpState::Rtr;
+    v.modify_qp(qpn, &a, M::STATE)?;
+    a.qp_state = QpState::Rts;
+    a.sq_psn = Psn(0x321);
+    v.modify_qp(qpn, &a, M::STATE | M::SQ_PSN)?;
+    let buf = v.alloc_buf(len)?;
+    let key = v.reg_mr(pd, buf, len, Access::LOCAL_WRITE)?;
+    Ok(Endpoint {
+        pd,
+        cq,
+        qpn,
+        buf,
+        len,
+        key,
+        psn: Psn(0x321),
+    })
+}
+
+/// Bytes of the GRH a UD receive buffer gets before the payload.
+pub const GRH_LEN: u32 = 40;
+
+/// A UD datagram of `size` bytes from `a` to `b` and a SEND_WITH_IMM reply; checks payload,
+/// GRH, source QP and source GID on both sides.
+pub fn ud_exchange<A: Verbs, B: Verbs>(a: &mut A, b: &mut B, size: u32) -> VerbsResult<()> {
+    let qkey = 0x1111_2222;
+    let room = size.max(64) + GRH_LEN;
+    let len = 2 * room as u64 + 4096;
+    let ea = ud_endpoint(a, len, qkey)?;
+    let eb = ud_endpoint(b, len, qkey)?;
+    let (ga, gb) = (a.gid(), b.gid());
+    let to_b = a.create_ah(
+        ea.pd,
+        AhAttr {
+            dgid: gb,
+            hop_limit: 64,
+            ..AhAttr::default()
+        },
+    )?;
+    let to_a = b.create_ah(
+        eb.pd,
+        AhAttr {
+            dgid: ga,
+            hop_limit: 64,
+            ..AhAttr::default()
+        },
+    )?;
+    let rbuf = |e: &Endpoint| Sge {
+        addr: e.buf + len / 2,
+        len: room,
+        lkey: e.key,
+    };
+    let msg: Vec<u8> = (0..size).map(|i| (i * 3 + 1) as u8).collect();
+    a.write_buf(ea.buf, &msg)?;
+    b.post_recv(
+        eb.qpn,
+        RecvWr {
+            wr_id: 40,
+            sgl: vec![rbuf(&eb)],
+        },
+    )?;
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(41, SendOp::Send)
+            .sge(Sge {
+                addr: ea.buf,
+                len: size,
+                lkey: ea.key,
+            })
+            .ud(UdDest {
+                ah: to_b,
+                remote_qpn: eb.qpn,
+                remote_qkey: qkey,
+            }),
+    )?;
+    expect_ok(&wait(a, ea.cq, 1, 1_000_000)?)?;
+    let wb = wait(b, eb.cq, 1, 1_000_000)?;
+    expect_ok(&wb)?;
+    let got = b.read_buf(eb.buf + len / 2, (size + GRH_LEN) as usize)?;
+    if wb[0].byte_len != size + GRH_LEN
+        || !wb[0].grh
+        || wb[0].src_qp != ea.qpn
+        || wb[0].src_gid != ga
+        || got[GRH_LEN as usize..] != msg[..]
+        || got[8..24] != ga.0
+    {
+        return Err(VerbsError::Invalid("UD datagram arrived wrong"));
+    }
+    // The reply, with immediate data, inline.
+    a.post_recv(
+        ea.qpn,
+        RecvWr {
+            wr_id: 42,
+            sgl: vec![rbuf(&ea)],
+        },
+    )?;
+    let reply = b"ud reply";
+    b.post_send(
+        eb.qpn,
+        &SendWr::new(43, SendOp::SendWithImm { imm: 0xabcd })
+            .inline(reply)
+            .ud(UdDest {
+                ah: to_a,
+                remote_qpn: ea.qpn,
+                remote_qkey: qkey,
+            }),
+    )?;
+    expect_ok(&wait(b, eb.cq, 1, 1_000_000)?)?;
+    let wa = wait(a, ea.cq, 1, 1_000_000)?;
+    expect_ok(&wa)?;
+    let got = a.read_buf(ea.buf + len / 2 + GRH_LEN as u64, reply.len())?;
+    if wa[0].imm != Some(0xabcd) || wa[0].src_qp != eb.qpn || got != reply {
+        return Err(VerbsError::Invalid("UD reply arrived wrong"));
     }
     Ok(())
 }

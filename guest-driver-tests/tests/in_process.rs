@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use vhca_device::{Mtu, Psn};
 use vhca_fabric::{Context, FaultConfig, FaultLevel, World, WorldConfig};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{
+    rc_connect, rc_endpoint, rc_every_opcode, rc_invalidate, rc_pingpong, ud_exchange,
+};
 
 fn two_contexts(faults: FaultConfig) -> (Context, Context) {
     let mut w = World::new(WorldConfig {
@@ -49,4 +51,37 @@ fn every_opcode_program_runs_in_process() {
     for size in [0, 1, 4096, 70_000] {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
     }
+}
+
+#[test]
+fn invalidation_program_runs_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::default());
+    let ea = rc_endpoint(&mut a, 1 << 16, 16, Psn(10)).unwrap();
+    let eb = rc_endpoint(&mut b, 1 << 16, 16, Psn(20)).unwrap();
+    let (ia, ib) = (ea.info(&a), eb.info(&b));
+    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
+    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+    rc_invalidate(&mut a, &ea, &mut b, &eb).unwrap();
+}
+
+#[test]
+fn ud_program_runs_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::default());
+    for size in [0, 1, 1000] {
+        ud_exchange(&mut a, &mut b, size).unwrap();
+    }
+}
+
+#[test]
+fn bench_measurements_run_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::default());
+    let cfg = vhca_guest::bench::BenchConfig {
+        writes: 50,
+        round_trips: 20,
+        ..Default::default()
+    };
+    let r = vhca_guest::bench::run(&mut a, &mut b, &cfg).unwrap();
+    assert_eq!(r.write_bytes, 50 * 65536);
+    assert!(r.write_bytes_per_sec > 0.0);
+    assert!(r.send_latency_median <= r.send_latency_p99);
 }

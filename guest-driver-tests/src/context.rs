@@ -1,0 +1,816 @@
+//! [`GuestContext`]: `vhca_device::Verbs` over a VF's vhost-user socket, the way a verbs
+//! provider inside a guest would implement it on the device protocol.
+//!
+//! - Commands go over the controlq, synchronously; a status other than OK becomes the
+//!   `VerbsError` a provider would return (the object name comes from the opcode).
+//! - CQs are zeroed rings in guest memory; `poll_cq` reads CQEs by their owner byte and tells
+//!   the device the new consumer index with a CQ_CONSUMED doorbell.
+//! - Work requests are written into the QP's rings and announced with SQ/RQ/SRQ doorbells.
+//!   The driver keeps at most `depth` WQEs outstanding per ring: a send slot is free again once
+//!   a completion covers it (a successful signaled completion covers the unsignaled WQEs before
+//!   it, as on mlx5), a receive slot once its completion arrived.
+//! - Application buffers are guest RAM from the driver's allocator; their guest address is
+//!   also their IOVA, and `reg_mr` registers them with a list of their 4 KiB guest pages.
+//!
+//! ## What an empty `poll_cq` does
+//! `Verbs::poll_cq` must not block, but the device runs in another process and the programs
+//! loop on `poll_cq` with a bound on empty polls. An empty poll therefore arms the CQ (a CQ_ARM
+//! doorbell, once per completion event), re-checks the ring and then waits on the eventq's call
+//! eventfd for at most [`PollMode::Event`]'s `wait` (2 ms by default) before returning 0. A CQE
+//! that arrives while the CQ is armed wakes the poller at once; a CQE that raced the arm is
+//! found by the next poll at the latest after one `wait`. Nothing spins: a program waiting for
+//! a completion sleeps in `epoll_wait` and leaves the CPU to the device. [`PollMode::Spin`]
+//! returns 0 at once (for benchmarks that measure busy polling).
+
+use crate::driver::{DriverConfig, GuestDriver};
+use crate::error::DriverError;
+use crate::memory::PAGE_SIZE;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use vhca_device::{
+    Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, PdHandle, QpAttr, QpAttrMask, QpInitAttr,
+    QpType, Qpn, RecvWr, SendFlags, SendWr, SrqHandle, Verbs, VerbsError, VerbsResult, WcOpcode,
+    WcStatus, WorkCompletion,
+};
+use vhca_vhost::protocol::command::{body, opcode, Command, RingInfo, Status};
+use vhca_vhost::protocol::doorbell::{Doorbell, Event};
+use vhca_vhost::protocol::ring::{
+    decode_cqe, encode_recv, encode_send, recv_stride, send_stride, Ring, CQE_SIZE,
+};
+
+/// What `poll_cq` does when the CQ is empty (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollMode {
+    /// Arm the CQ and wait up to `wait` for its completion event.
+    Event { wait: Duration },
+    /// Return 0 at once.
+    Spin,
+}
+
+impl Default for PollMode {
+    fn default() -> PollMode {
+        PollMode::Event {
+            wait: Duration::from_millis(2),
+        }
+    }
+}
+
+/// A guest-memory allocation the context frees when its object goes.
+#[derive(Clone, Copy, Debug)]
+struct Alloc {
+    addr: u64,
+    len: u64,
+}
+
+struct CqState {
+    ring: Ring,
+    alloc: Alloc,
+    /// Free-running consumer index.
+    ci: u32,
+    /// The driver armed the CQ for itself and no completion event came yet.
+    armed: bool,
+    /// Completion events the device delivered for this CQ.
+    events: u64,
+}
+
+struct QpState {
+    init: QpInitAttr,
+    sq: Ring,
+    rq: Option<Ring>,
+    allocs: Vec<Alloc>,
+    sq_pi: u32,
+    rq_pi: u32,
+    /// Outstanding send WQEs, oldest first: whether each is signaled.
+    sq_pending: VecDeque<bool>,
+    rq_outstanding: u32,
+}
+
+struct SrqState {
+    ring: Ring,
+    alloc: Alloc,
+    max_sge: u32,
+    pi: u32,
+    outstanding: u32,
+}
+
+/// An open VF (`ibv_context`) reached through its vhost-user socket.
+pub struct GuestContext {
+    drv: GuestDriver,
+    cqs: HashMap<u32, CqState>,
+    qps: HashMap<u32, QpState>,
+    srqs: HashMap<u32, SrqState>,
+    mrs: std::collections::HashSet<u32>,
+    poll_mode: PollMode,
+    last_error: Option<String>,
+    async_events: Vec<Event>,
+}
+
+/// The object a command's NOT_FOUND/BUSY/EXHAUSTED is about.
+fn object_of(op: u16) -> &'static str {
+    match op {
+        opcode::CREATE_PD | opcode::DESTROY_PD => "PD",
+        opcode::REG_MR | opcode::DEREG_MR => "MR",
+        opcode::CREATE_CQ | opcode::DESTROY_CQ | opcode::RESIZE_CQ | opcode::REQ_NOTIFY_CQ => "CQ",
+        opcode::CREATE_QP | opcode::MODIFY_QP | opcode::QUERY_QP | opcode::DESTROY_QP => "QP",
+        opcode::CREATE_SRQ | opcode::MODIFY_SRQ | opcode::DESTROY_SRQ => "SRQ",
+        opcode::CREATE_AH | opcode::DESTROY_AH => "AH",
+        opcode::QUERY_GID => "GID",
+        opcode::QUERY_PKEY => "P_Key",
+        _ => "object",
+    }
+}
+
+/// The verbs error a provider returns for a command status.
+pub fn status_to_error(op: u16, s: Status) -> VerbsError {
+    let what = object_of(op);
+    match s {
+        Status::Ok => VerbsError::Invalid("OK is not an error"),
+        Status::NotFound => VerbsError::NotFound(what),
+        Status::Exhausted => VerbsError::Exhausted(what),
+        Status::Invalid => VerbsError::Invalid(what),
+        Status::Busy => VerbsError::Busy(what),
+        Status::BadState => VerbsError::BadState(what),
+        Status::QueueFull => VerbsError::QueueFull,
+        Status::Fault => VerbsError::Fault,
+        Status::NoVf => VerbsError::NoVf,
+        Status::Unsupported => VerbsError::Invalid("command not supported by the device"),
+        Status::Malformed => VerbsError::Invalid("the device found the command malformed"),
+        Status::ResponseTooSmall => VerbsError::Invalid("response buffer too small"),
+    }
+}
+
+fn ring_depth(cap: u32) -> u32 {
+    cap.max(1).next_power_of_two()
+}
+
+impl GuestContext {
+    /// Connects to a VF socket and opens the device.
+    pub fn connect(
+        path: impl AsRef<Path>,
+        cfg: &DriverConfig,
+    ) -> Result<GuestContext, DriverError> {
+        Ok(GuestContext::new(GuestDriver::connect(path, cfg)?))
+    }
+
+    pub fn new(drv: GuestDriver) -> GuestContext {
+        GuestContext {
+            drv,
+            cqs: HashMap::new(),
+            qps: HashMap::new(),
+            srqs: HashMap::new(),
+            mrs: Default::default(),
+            poll_mode: PollMode::default(),
+            last_error: None,
+            async_events: Vec::new(),
+        }
+    }
+
+    pub fn driver(&self) -> &GuestDriver {
+        &self.drv
+    }
+
+    pub fn driver_mut(&mut self) -> &mut GuestDriver {
+        &mut self.drv
+    }
+
+    pub fn set_poll_mode(&mut self, m: PollMode) {
+        self.poll_mode = m;
+    }
+
+    /// The transport error behind the last `VerbsError` that was not a command status.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Completion events the device delivered for `cq` (armed with `req_notify_cq`).
+    pub fn completion_events(&mut self, cq: CqHandle) -> VerbsResult<u64> {
+        self.collect_events()?;
+        Ok(self
+            .cqs
+            .get(&cq.0)
+            .ok_or(VerbsError::NotFound("CQ"))?
+            .events)
+    }
+
+    /// Asynchronous events delivered so far (QP fatal, CQ error, ...), taken.
+    pub fn take_async_events(&mut self) -> VerbsResult<Vec<Event>> {
+        self.collect_events()?;
+        Ok(std::mem::take(&mut self.async_events))
+    }
+
+    /// Waits up to `timeout` for an asynchronous event and takes those delivered.
+    pub fn wait_async_events(&mut self, timeout: Duration) -> VerbsResult<Vec<Event>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.collect_events()?;
+            let now = std::time::Instant::now();
+            if !self.async_events.is_empty() || now >= deadline {
+                return Ok(std::mem::take(&mut self.async_events));
+            }
+            self.drv
+                .wait_events(deadline - now)
+                .map_err(|e| self.fail(e))?;
+            self.count_completion_events();
+        }
+    }
+
+    /// Whether this context registered `key` (and did not deregister it).
+    pub fn owns_key(&self, key: MemKey) -> bool {
+        self.mrs.contains(&key.0)
+    }
+
+    /// Whether this context created CQ `cqn` (and did not destroy it).
+    pub fn owns_cq(&self, cqn: u32) -> bool {
+        self.cqs.contains_key(&cqn)
+    }
+
+    /// The rings of a QP: send ring, receive ring (none with an SRQ).
+    pub fn qp_rings(&self, qpn: Qpn) -> Option<(Ring, Option<Ring>)> {
+        self.qps.get(&qpn.0).map(|q| (q.sq, q.rq))
+    }
+
+    /// The send ring's producer index.
+    pub fn sq_producer(&self, qpn: Qpn) -> Option<u32> {
+        self.qps.get(&qpn.0).map(|q| q.sq_pi)
+    }
+
+    fn fail(&mut self, e: DriverError) -> VerbsError {
+        let v = match &e {
+            DriverError::Status { opcode, status } => return status_to_error(*opcode, *status),
+            DriverError::OutsideMemory { .. } => VerbsError::Fault,
+            DriverError::OutOfMemory(_) => VerbsError::Exhausted("guest memory"),
+            DriverError::Timeout { .. } => VerbsError::Invalid("the device did not answer"),
+            _ => VerbsError::Invalid("guest driver transport failed"),
+        };
+        self.last_error = Some(e.to_string());
+        v
+    }
+
+    fn exec(&mut self, cmd: Command) -> VerbsResult<Vec<u8>> {
+        self.drv.execute(&cmd).map_err(|e| self.fail(e))
+    }
+
+    fn exec_u32(&mut self, cmd: Command) -> VerbsResult<u32> {
+        let b = self.exec(cmd)?;
+        body::read_u32(&b).map_err(|source| {
+            self.fail(DriverError::Decode {
+                what: "response body",
+                source,
+            })
+        })
+    }
+
+    fn ring_doorbells(&mut self, records: &[Doorbell]) -> VerbsResult<()> {
+        self.drv.ring(records).map_err(|e| self.fail(e))
+    }
+
+    fn alloc(&mut self, len: u64, align: u64) -> VerbsResult<Alloc> {
+        let addr = self
+            .drv
+            .ram_mut()
+            .alloc(len, align)
+            .map_err(|e| self.fail(e))?;
+        Ok(Alloc { addr, len })
+    }
+
+    fn release(&mut self, a: Alloc) {
+        self.drv.ram_mut().free(a.addr, a.len);
+    }
+
+    /// Moves delivered events into per-CQ counters (completion events) and the driver's
+    /// queue (asynchronous events).
+    fn collect_events(&mut self) -> VerbsResult<()> {
+        self.drv.collect_events().map_err(|e| self.fail(e))?;
+        self.count_completion_events();
+        Ok(())
+    }
+
+    fn count_completion_events(&mut self) {
+        for e in self.drv.take_events() {
+            match e {
+                Event::Completion { cqn } => {
+                    if let Some(cq) = self.cqs.get_mut(&cqn) {
+                        cq.events += 1;
+                        cq.armed = false;
+                    }
+                }
+                other => self.async_events.push(other),
+            }
+        }
+    }
+
+    /// Reads up to `max` valid CQEs, frees the ring slots they cover and reports the new
+    /// consumer index.
+    fn drain_cq(
+        &mut self,
+        cqn: u32,
+        max: usize,
+        out: &mut Vec<WorkCompletion>,
+    ) -> VerbsResult<usize> {
+        let cq = self.cqs.get_mut(&cqn).ok_or(VerbsError::NotFound("CQ"))?;
+        let ram = self.drv.ram();
+        let mut got = Vec::new();
+        while got.len() < max {
+            let slot = cq.ring.slot(cq.ci);
+            // The owner byte is written last by the device: read it with acquire ordering
+            // before the rest of the CQE.
+            let owner = ram
+                .load_u8(slot + 11, Ordering::Acquire)
+                .map_err(|_| VerbsError::Fault)?;
+            if owner != vhca_vhost::protocol::ring::owner_bit(cq.ci, cq.ring.depth) {
+                break;
+            }
+            let b = ram.read(slot, CQE_SIZE).map_err(|_| VerbsError::Fault)?;
+            match decode_cqe(&b, cq.ci, cq.ring.depth) {
+                Ok(Some(wc)) => got.push(wc),
+                Ok(None) => break,
+                Err(_) => {
+                    // An undecodable CQE is the device's bug; report it as a failed
+                    // completion rather than stalling the CQ.
+                    let mut wc = WorkCompletion {
+                        wr_id: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
+                        status: WcStatus::GeneralErr,
+                        opcode: WcOpcode::Send,
+                        qpn: Qpn(u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"))),
+                        byte_len: 0,
+                        imm: None,
+                        invalidated_rkey: None,
+                        src_qp: Qpn(0),
+                        src_gid: Gid([0; 16]),
+                        grh: false,
+                        solicited: false,
+                    };
+                    wc.opcode = if b[9] >= 128 {
+                        WcOpcode::Recv
+                    } else {
+                        WcOpcode::Send
+                    };
+                    got.push(wc);
+                }
+            }
+            cq.ci = cq.ci.wrapping_add(1);
+        }
+        let n = got.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let ci = cq.ci;
+        for wc in &got {
+            self.retire(wc);
+        }
+        out.extend(got);
+        self.ring_doorbells(&[Doorbell::CqConsumed { cqn, ci }])?;
+        Ok(n)
+    }
+
+    /// Frees the WQE slots a completion covers.
+    fn retire(&mut self, wc: &WorkCompletion) {
+        let Some(qp) = self.qps.get_mut(&wc.qpn.0) else {
+            return;
+        };
+        let is_recv = matches!(wc.opcode, WcOpcode::Recv | WcOpcode::RecvRdmaWithImm);
+        if is_recv {
+            match qp.init.srq {
+                Some(srq) => {
+                    if let Some(s) = self.srqs.get_mut(&srq.0) {
+                        s.outstanding = s.outstanding.saturating_sub(1);
+                    }
+                }
+                None => qp.rq_outstanding = qp.rq_outstanding.saturating_sub(1),
+            }
+            return;
+        }
+        if wc.status != WcStatus::Success {
+            // Error and flush completions come one per WQE.
+            qp.sq_pending.pop_front();
+            return;
+        }
+        while let Some(signaled) = qp.sq_pending.pop_front() {
+            if signaled {
+                break;
+            }
+        }
+    }
+}
+
+impl Verbs for GuestContext {
+    fn gid(&self) -> Gid {
+        self.drv.config().gid
+    }
+
+    fn alloc_buf(&mut self, len: u64) -> VerbsResult<u64> {
+        Ok(self.alloc(len, PAGE_SIZE)?.addr)
+    }
+
+    fn write_buf(&mut self, addr: u64, data: &[u8]) -> VerbsResult<()> {
+        self.drv
+            .ram()
+            .write(addr, data)
+            .map_err(|_| VerbsError::Fault)
+    }
+
+    fn read_buf(&mut self, addr: u64, len: usize) -> VerbsResult<Vec<u8>> {
+        self.drv
+            .ram()
+            .read(addr, len)
+            .map_err(|_| VerbsError::Fault)
+    }
+
+    fn alloc_pd(&mut self) -> VerbsResult<PdHandle> {
+        Ok(PdHandle(self.exec_u32(Command::CreatePd)?))
+    }
+
+    fn dealloc_pd(&mut self, pd: PdHandle) -> VerbsResult<()> {
+        self.exec(Command::DestroyPd { pd: pd.0 }).map(|_| ())
+    }
+
+    fn reg_mr(&mut self, pd: PdHandle, addr: u64, len: u64, access: Access) -> VerbsResult<MemKey> {
+        let first = addr & !(PAGE_SIZE - 1);
+        let end = addr
+            .checked_add(len)
+            .ok_or(VerbsError::Invalid("MR length"))?;
+        let npages = (end.max(addr + 1) - first).div_ceil(PAGE_SIZE);
+        let npages32 = u32::try_from(npages).map_err(|_| VerbsError::Invalid("MR length"))?;
+        let list = self.alloc(npages * 8, 64)?;
+        // Guest-physical = guest-virtual here: page i is simply the i-th page from `first`.
+        let pages: Vec<u8> = (0..npages)
+            .flat_map(|i| (first + i * PAGE_SIZE).to_le_bytes())
+            .collect();
+        let r = self
+            .drv
+            .ram()
+            .write(list.addr, &pages)
+            .map_err(|e| self.fail(e))
+            .and_then(|_| {
+                self.exec_u32(Command::RegMr {
+                    pd: pd.0,
+                    access: access.bits(),
+                    iova: addr,
+                    length: len,
+                    page_shift: 12,
+                    npages: npages32,
+                    page_list_gpa: list.addr,
+                })
+            });
+        // The device reads the page list while it runs the command.
+        self.release(list);
+        let key = r?;
+        self.mrs.insert(key);
+        Ok(MemKey(key))
+    }
+
+    fn dereg_mr(&mut self, key: MemKey) -> VerbsResult<()> {
+        self.exec(Command::DeregMr { key: key.0 })?;
+        self.mrs.remove(&key.0);
+        Ok(())
+    }
+
+    fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
+        let depth = ring_depth(cqe);
+        let bytes = depth as u64 * CQE_SIZE as u64;
+        let alloc = self.alloc(bytes, PAGE_SIZE)?;
+        let ring = Ring::new(alloc.addr, depth, CQE_SIZE as u32)
+            .map_err(|_| VerbsError::Invalid("CQ depth"))?;
+        match self.exec_u32(Command::CreateCq {
+            depth,
+            ring_gpa: alloc.addr,
+        }) {
+            Ok(cqn) => {
+                self.cqs.insert(
+                    cqn,
+                    CqState {
+                        ring,
+                        alloc,
+                        ci: 0,
+                        armed: false,
+                        events: 0,
+                    },
+                );
+                Ok(CqHandle(cqn))
+            }
+            Err(e) => {
+                self.release(alloc);
+                Err(e)
+            }
+        }
+    }
+
+    fn destroy_cq(&mut self, cq: CqHandle) -> VerbsResult<()> {
+        self.exec(Command::DestroyCq { cqn: cq.0 })?;
+        if let Some(s) = self.cqs.remove(&cq.0) {
+            self.release(s.alloc);
+        }
+        Ok(())
+    }
+
+    fn req_notify_cq(&mut self, cq: CqHandle, solicited_only: bool) -> VerbsResult<()> {
+        self.exec(Command::ReqNotifyCq {
+            cqn: cq.0,
+            solicited: solicited_only,
+        })
+        .map(|_| ())
+    }
+
+    fn poll_cq(
+        &mut self,
+        cq: CqHandle,
+        max: usize,
+        out: &mut Vec<WorkCompletion>,
+    ) -> VerbsResult<usize> {
+        let n = self.drain_cq(cq.0, max, out)?;
+        if n > 0 || max == 0 {
+            return Ok(n);
+        }
+        let PollMode::Event { wait } = self.poll_mode else {
+            return Ok(0);
+        };
+        self.collect_events()?;
+        let armed = self.cqs.get(&cq.0).is_some_and(|c| c.armed);
+        if !armed {
+            self.ring_doorbells(&[Doorbell::CqArm {
+                cqn: cq.0,
+                solicited: false,
+            }])?;
+            if let Some(c) = self.cqs.get_mut(&cq.0) {
+                c.armed = true;
+            }
+            // A CQE written before the device saw the arm raises no event.
+            let n = self.drain_cq(cq.0, max, out)?;
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+        self.drv.wait_events(wait).map_err(|e| self.fail(e))?;
+        self.count_completion_events();
+        self.drain_cq(cq.0, max, out)
+    }
+
+    fn create_srq(&mut self, pd: PdHandle, max_wr: u32, max_sge: u32) -> VerbsResult<SrqHandle> {
+        let depth = ring_depth(max_wr);
+        let stride = recv_stride(max_sge);
+        let alloc = self.alloc(depth as u64 * stride as u64, PAGE_SIZE)?;
+        let r = self.exec(Command::CreateSrq {
+            pd: pd.0,
+            max_wr,
+            max_sge,
+            ring_gpa: alloc.addr,
+        });
+        let parsed = r.and_then(|b| {
+            body::read_create_srq(&b).map_err(|_| VerbsError::Invalid("CREATE_SRQ response"))
+        });
+        let (srqn, info) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                self.release(alloc);
+                return Err(e);
+            }
+        };
+        let ring = match self.check_geometry(alloc, info) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.exec(Command::DestroySrq { srqn });
+                self.release(alloc);
+                return Err(e);
+            }
+        };
+        self.srqs.insert(
+            srqn,
+            SrqState {
+                ring,
+                alloc,
+                max_sge,
+                pi: 0,
+                outstanding: 0,
+            },
+        );
+        Ok(SrqHandle(srqn))
+    }
+
+    fn modify_srq(&mut self, srq: SrqHandle, limit: u32) -> VerbsResult<()> {
+        self.exec(Command::ModifySrq { srqn: srq.0, limit })
+            .map(|_| ())
+    }
+
+    fn post_srq_recv(&mut self, srq: SrqHandle, wr: RecvWr) -> VerbsResult<()> {
+        let s = self
+            .srqs
+            .get_mut(&srq.0)
+            .ok_or(VerbsError::NotFound("SRQ"))?;
+        if s.outstanding >= s.ring.depth {
+            return Err(VerbsError::QueueFull);
+        }
+        if wr.sgl.len() as u32 > s.max_sge {
+            return Err(VerbsError::Invalid("too many SGEs"));
+        }
+        let wqe = encode_recv(&wr, s.ring.stride);
+        let slot = s.ring.slot(s.pi);
+        s.pi = s.pi.wrapping_add(1);
+        s.outstanding += 1;
+        let pi = s.pi;
+        self.drv
+            .ram()
+            .write(slot, &wqe)
+            .map_err(|_| VerbsError::Fault)?;
+        self.ring_doorbells(&[Doorbell::Srq { srqn: srq.0, pi }])
+    }
+
+    fn destroy_srq(&mut self, srq: SrqHandle) -> VerbsResult<()> {
+        self.exec(Command::DestroySrq { srqn: srq.0 })?;
+        if let Some(s) = self.srqs.remove(&srq.0) {
+            self.release(s.alloc);
+        }
+        Ok(())
+    }
+
+    fn create_ah(&mut self, pd: PdHandle, attr: AhAttr) -> VerbsResult<AhHandle> {
+        Ok(AhHandle(
+            self.exec_u32(Command::CreateAh { pd: pd.0, attr })?,
+        ))
+    }
+
+    fn destroy_ah(&mut self, ah: AhHandle) -> VerbsResult<()> {
+        self.exec(Command::DestroyAh { ah: ah.0 }).map(|_| ())
+    }
+
+    fn create_qp(&mut self, init: QpInitAttr) -> VerbsResult<Qpn> {
+        let cap = init.cap;
+        // The device sizes the rings by the rule of docs/device-protocol.md §6.2; the driver
+        // allocates that much before it asks, then checks the geometry it gets back.
+        let sq_depth = ring_depth(cap.max_send_wr);
+        let sq_bytes = sq_depth as u64 * send_stride(cap.max_send_sge, cap.max_inline_data) as u64;
+        let sq_alloc = self.alloc(sq_bytes, PAGE_SIZE)?;
+        let rq_alloc = match init.srq {
+            Some(_) => None,
+            None => {
+                let d = ring_depth(cap.max_recv_wr);
+                match self.alloc(d as u64 * recv_stride(cap.max_recv_sge) as u64, PAGE_SIZE) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        self.release(sq_alloc);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let free_all = |me: &mut GuestContext| {
+            me.release(sq_alloc);
+            if let Some(a) = rq_alloc {
+                me.release(a);
+            }
+        };
+        let r = self.exec(Command::CreateQp {
+            qp_type: match init.qp_type {
+                QpType::Rc => 2,
+                QpType::Ud => 4,
+            },
+            sq_sig_all: init.sq_sig_all,
+            pd: init.pd.0,
+            send_cq: init.send_cq.0,
+            recv_cq: init.recv_cq.0,
+            srq: init.srq.map_or(0, |s| s.0),
+            cap,
+            sq_ring_gpa: sq_alloc.addr,
+            rq_ring_gpa: rq_alloc.map_or(0, |a| a.addr),
+        });
+        let parsed = r.and_then(|b| {
+            body::read_create_qp(&b).map_err(|_| VerbsError::Invalid("CREATE_QP response"))
+        });
+        let (qpn, sq_info, rq_info) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                free_all(self);
+                return Err(e);
+            }
+        };
+        let sq = self.check_geometry(sq_alloc, sq_info);
+        let rq = match rq_alloc {
+            Some(a) => self.check_geometry(a, rq_info).map(Some),
+            None => Ok(None),
+        };
+        let (sq, rq) = match (sq, rq) {
+            (Ok(sq), Ok(rq)) => (sq, rq),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = self.exec(Command::DestroyQp { qpn });
+                free_all(self);
+                return Err(e);
+            }
+        };
+        let mut allocs = vec![sq_alloc];
+        allocs.extend(rq_alloc);
+        self.qps.insert(
+            qpn,
+            QpState {
+                init,
+                sq,
+                rq,
+                allocs,
+                sq_pi: 0,
+                rq_pi: 0,
+                sq_pending: VecDeque::new(),
+                rq_outstanding: 0,
+            },
+        );
+        Ok(Qpn(qpn))
+    }
+
+    fn modify_qp(&mut self, qpn: Qpn, attr: &QpAttr, mask: QpAttrMask) -> VerbsResult<()> {
+        self.exec(Command::ModifyQp {
+            qpn: qpn.0,
+            mask: mask.bits(),
+            attr: *attr,
+        })
+        .map(|_| ())
+    }
+
+    fn query_qp(&mut self, qpn: Qpn) -> VerbsResult<(QpAttr, QpInitAttr)> {
+        let b = self.exec(Command::QueryQp { qpn: qpn.0 })?;
+        let attr = body::read_qp_attr(&b).map_err(|_| VerbsError::Invalid("QUERY_QP response"))?;
+        let init = self
+            .qps
+            .get(&qpn.0)
+            .map(|q| q.init)
+            .ok_or(VerbsError::NotFound("QP"))?;
+        Ok((attr, init))
+    }
+
+    fn destroy_qp(&mut self, qpn: Qpn) -> VerbsResult<()> {
+        self.exec(Command::DestroyQp { qpn: qpn.0 })?;
+        if let Some(q) = self.qps.remove(&qpn.0) {
+            for a in q.allocs {
+                self.release(a);
+            }
+        }
+        Ok(())
+    }
+
+    fn post_send(&mut self, qpn: Qpn, wr: &SendWr) -> VerbsResult<()> {
+        let q = self.qps.get_mut(&qpn.0).ok_or(VerbsError::NotFound("QP"))?;
+        if q.sq_pending.len() as u32 >= q.sq.depth {
+            return Err(VerbsError::QueueFull);
+        }
+        let inline = wr.flags.contains(SendFlags::INLINE);
+        if inline && wr.inline_data.len() as u32 > q.init.cap.max_inline_data {
+            return Err(VerbsError::Invalid(
+                "inline data larger than max_inline_data",
+            ));
+        }
+        if !inline && wr.sgl.len() as u32 > q.init.cap.max_send_sge {
+            return Err(VerbsError::Invalid("too many SGEs"));
+        }
+        let wqe = encode_send(wr, q.sq.stride);
+        if wqe.len() > q.sq.stride as usize {
+            return Err(VerbsError::Invalid("WQE larger than the ring's stride"));
+        }
+        let slot = q.sq.slot(q.sq_pi);
+        q.sq_pi = q.sq_pi.wrapping_add(1);
+        q.sq_pending
+            .push_back(q.init.sq_sig_all || wr.flags.contains(SendFlags::SIGNALED));
+        let pi = q.sq_pi;
+        self.drv
+            .ram()
+            .write(slot, &wqe)
+            .map_err(|_| VerbsError::Fault)?;
+        self.ring_doorbells(&[Doorbell::Sq { qpn: qpn.0, pi }])
+    }
+
+    fn post_recv(&mut self, qpn: Qpn, wr: RecvWr) -> VerbsResult<()> {
+        let q = self.qps.get_mut(&qpn.0).ok_or(VerbsError::NotFound("QP"))?;
+        let Some(rq) = q.rq else {
+            return Err(VerbsError::Invalid("the QP receives through an SRQ"));
+        };
+        if q.rq_outstanding >= rq.depth {
+            return Err(VerbsError::QueueFull);
+        }
+        if wr.sgl.len() as u32 > q.init.cap.max_recv_sge {
+            return Err(VerbsError::Invalid("too many SGEs"));
+        }
+        let wqe = encode_recv(&wr, rq.stride);
+        let slot = rq.slot(q.rq_pi);
+        q.rq_pi = q.rq_pi.wrapping_add(1);
+        q.rq_outstanding += 1;
+        let pi = q.rq_pi;
+        self.drv
+            .ram()
+            .write(slot, &wqe)
+            .map_err(|_| VerbsError::Fault)?;
+        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])
+    }
+}
+
+impl GuestContext {
+    /// The ring the device will use, if it fits the allocation the driver made.
+    fn check_geometry(&mut self, a: Alloc, info: RingInfo) -> VerbsResult<Ring> {
+        let ring = Ring::new(a.addr, info.depth, info.stride)
+            .map_err(|_| VerbsError::Invalid("ring geometry from the device"))?;
+        if ring.bytes() > a.len {
+            self.last_error = Some(format!(
+                "the device chose a ring of {} × {} bytes, larger than the {} bytes allocated",
+                info.depth, info.stride, a.len
+            ));
+            return Err(VerbsError::Invalid("ring geometry from the device"));
+        }
+        Ok(ring)
+    }
+}

@@ -1,0 +1,232 @@
+//! Guest RAM as QEMU gives it to a vhost-user backend: one shared memfd, mapped here and handed
+//! to the device with its file descriptor, plus a small first-fit allocator for the driver's
+//! rings, command buffers and the application's buffers.
+//!
+//! Guest-physical addresses start at 0 and equal offsets into the memfd. The driver never uses
+//! raw pointers into the mapping: every access goes through vm-memory's `Bytes` API, with atomic
+//! loads and stores where the device shares a field with us (ring indices, CQE owner bytes).
+
+use crate::error::DriverError;
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+};
+
+/// Page size of the guest (MR page lists use it).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// The first bytes of guest memory are never handed out, so that address 0 never names a
+/// buffer (a zeroed field must not look like a valid ring).
+const RESERVED_LOW: u64 = 64 * 1024;
+
+/// The guest's RAM: a memfd mapped shared, and what of it is allocated.
+pub struct GuestRam {
+    file: File,
+    mem: GuestMemoryMmap,
+    size: u64,
+    /// Free ranges: start → length, non-overlapping and coalesced.
+    free: BTreeMap<u64, u64>,
+}
+
+impl GuestRam {
+    /// Creates `size` bytes (a multiple of the page size) of shared guest memory.
+    pub fn new(size: u64) -> Result<GuestRam, DriverError> {
+        if size == 0 || size % PAGE_SIZE != 0 || size <= RESERVED_LOW {
+            return Err(DriverError::Config("guest memory size must be whole pages"));
+        }
+        let fd = memfd_create("vhca-guest-ram", MemfdFlags::CLOEXEC)
+            .map_err(|e| DriverError::Memory(format!("memfd_create: {e}")))?;
+        ftruncate(&fd, size).map_err(|e| DriverError::Memory(format!("ftruncate: {e}")))?;
+        let file = File::from(fd);
+        let mem = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0),
+            size as usize,
+            Some(FileOffset::new(
+                file.try_clone()
+                    .map_err(|e| DriverError::Memory(format!("dup memfd: {e}")))?,
+                0,
+            )),
+        )])
+        .map_err(|e| DriverError::Memory(format!("mmap guest memory: {e}")))?;
+        let mut free = BTreeMap::new();
+        free.insert(RESERVED_LOW, size - RESERVED_LOW);
+        Ok(GuestRam {
+            file,
+            mem,
+            size,
+            free,
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// The memfd the device maps (sent with the memory table).
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    /// Where guest-physical address 0 is mapped in this process: vhost-user ring addresses are
+    /// in the frontend's virtual address space, as QEMU's are.
+    pub fn host_base(&self) -> u64 {
+        let region = self.mem.iter().next().expect("one region");
+        // The address is only sent to the device, which translates it back; never dereferenced.
+        region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map(|p| p as u64)
+            .unwrap_or(0)
+    }
+
+    /// Allocates `len` bytes aligned to `align` (a power of two), zeroed.
+    pub fn alloc(&mut self, len: u64, align: u64) -> Result<u64, DriverError> {
+        let len = len.max(1).next_multiple_of(16);
+        let align = align.max(16);
+        let found = self.free.iter().find_map(|(&start, &flen)| {
+            let a = start.next_multiple_of(align);
+            (a + len <= start + flen).then_some((start, flen, a))
+        });
+        let (start, flen, a) = found.ok_or(DriverError::OutOfMemory(len))?;
+        self.free.remove(&start);
+        if a > start {
+            self.free.insert(start, a - start);
+        }
+        if a + len < start + flen {
+            self.free.insert(a + len, start + flen - (a + len));
+        }
+        self.zero(a, len)?;
+        Ok(a)
+    }
+
+    /// Returns `[addr, addr + len)` (as allocated) to the free ranges.
+    pub fn free(&mut self, addr: u64, len: u64) {
+        let len = len.max(1).next_multiple_of(16);
+        let mut start = addr;
+        let mut end = addr + len;
+        if let Some((&p, &plen)) = self.free.range(..addr).next_back() {
+            if p + plen == addr {
+                self.free.remove(&p);
+                start = p;
+            }
+        }
+        if let Some(&nlen) = self.free.get(&end) {
+            self.free.remove(&end);
+            end += nlen;
+        }
+        self.free.insert(start, end - start);
+    }
+
+    /// Bytes not allocated.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.values().sum()
+    }
+
+    fn check(&self, addr: u64, len: u64) -> Result<(), DriverError> {
+        match addr.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(DriverError::OutsideMemory { addr, len }),
+        }
+    }
+
+    pub fn zero(&self, addr: u64, len: u64) -> Result<(), DriverError> {
+        self.check(addr, len)?;
+        let zeros = [0u8; 4096];
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(zeros.len() as u64);
+            self.write(addr + off, &zeros[..n as usize])?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), DriverError> {
+        self.check(addr, data.len() as u64)?;
+        self.mem
+            .write_slice(data, GuestAddress(addr))
+            .map_err(|_| DriverError::OutsideMemory {
+                addr,
+                len: data.len() as u64,
+            })
+    }
+
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, DriverError> {
+        self.check(addr, len as u64)?;
+        let mut v = vec![0u8; len];
+        self.mem
+            .read_slice(&mut v, GuestAddress(addr))
+            .map_err(|_| DriverError::OutsideMemory {
+                addr,
+                len: len as u64,
+            })?;
+        Ok(v)
+    }
+
+    pub fn store_u16(&self, addr: u64, v: u16, order: Ordering) -> Result<(), DriverError> {
+        self.mem
+            .store(v, GuestAddress(addr), order)
+            .map_err(|_| DriverError::OutsideMemory { addr, len: 2 })
+    }
+
+    pub fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, DriverError> {
+        self.mem
+            .load(GuestAddress(addr), order)
+            .map_err(|_| DriverError::OutsideMemory { addr, len: 2 })
+    }
+
+    pub fn load_u8(&self, addr: u64, order: Ordering) -> Result<u8, DriverError> {
+        self.mem
+            .load(GuestAddress(addr), order)
+            .map_err(|_| DriverError::OutsideMemory { addr, len: 1 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_aligned_zeroed_and_coalesce_when_freed() {
+        let mut ram = GuestRam::new(1 << 20).unwrap();
+        let total = ram.free_bytes();
+        let a = ram.alloc(100, 4096).unwrap();
+        assert_eq!(a % 4096, 0);
+        assert!(a >= RESERVED_LOW);
+        ram.write(a, &[7; 100]).unwrap();
+        let b = ram.alloc(5000, 64).unwrap();
+        assert!(b >= a + 100 && b % 64 == 0);
+        ram.free(a, 100);
+        let c = ram.alloc(64, 16).unwrap();
+        assert_eq!(c, a, "first fit reuses the freed range");
+        assert_eq!(
+            ram.read(c, 64).unwrap(),
+            vec![0; 64],
+            "allocations are zeroed"
+        );
+        ram.free(c, 64);
+        ram.free(b, 5000);
+        assert_eq!(ram.free_bytes(), total);
+        assert_eq!(ram.free.len(), 1, "free ranges coalesce");
+        assert!(matches!(
+            ram.alloc(2 << 20, 16),
+            Err(DriverError::OutOfMemory(_))
+        ));
+    }
+
+    #[test]
+    fn accesses_outside_memory_are_errors() {
+        let ram = GuestRam::new(1 << 20).unwrap();
+        assert!(ram.write((1 << 20) - 2, &[1, 2, 3]).is_err());
+        assert!(ram.read(u64::MAX - 1, 4).is_err());
+        assert!(ram.host_base() != 0);
+        assert!(GuestRam::new(1000).is_err());
+    }
+}
