@@ -613,7 +613,9 @@ impl Verbs for GuestContext {
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Srq { srqn: srq.0, pi }])
+        self.ring_doorbells(&[Doorbell::Srq { srqn: srq.0, pi }])?;
+        // An SRQ may serve UD QPs: see `post_recv`.
+        self.drv.flush_doorbells().map_err(|e| self.fail(e))
     }
 
     fn destroy_srq(&mut self, srq: SrqHandle) -> VerbsResult<()> {
@@ -791,11 +793,19 @@ impl Verbs for GuestContext {
         q.rq_pi = q.rq_pi.wrapping_add(1);
         q.rq_outstanding += 1;
         let pi = q.rq_pi;
+        let ud = q.init.qp_type == QpType::Ud;
         self.drv
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])
+        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])?;
+        if ud {
+            // A datagram that arrives before the device has read this doorbell finds no
+            // receive and is dropped (UD has no RNR retry): return only once the device
+            // has taken the doorbell, as `ibv_post_recv` promises.
+            self.drv.flush_doorbells().map_err(|e| self.fail(e))?;
+        }
+        Ok(())
     }
 }
 
