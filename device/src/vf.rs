@@ -102,6 +102,13 @@ impl Vf {
         &self.res.mem
     }
 
+    /// Replaces the VF's guest memory (vhost-user's memory table changed: a frontend connected,
+    /// added or removed a region). Objects keep their guest-physical addresses; packets already
+    /// built keep the memory they were built with.
+    pub fn set_memory(&mut self, mem: SharedMemory) {
+        self.res.mem = mem;
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.res.counters
     }

@@ -1,6 +1,7 @@
 //! `vhca`: the command line. Only argument handling lives here.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use vhca::sim;
 use vhca_fabric::FaultLevel;
@@ -53,6 +54,56 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
     },
+    /// One PF process: N VFs, each a vhost-user device on DIR/vfN.sock, connected through the
+    /// in-process switch. Stops cleanly on SIGTERM or SIGINT.
+    Serve {
+        /// How many VFs (1..=256).
+        #[arg(long, default_value_t = 1)]
+        vfs: u16,
+        /// Where the VF sockets (vf0.sock, vf1.sock, ...) are created.
+        #[arg(long)]
+        socket_dir: PathBuf,
+        /// The PF's index: part of every VF's MAC and GID.
+        #[arg(long, default_value_t = 0)]
+        pf_index: u8,
+        /// The control socket (default: DIR/ctl.sock).
+        #[arg(long)]
+        ctl: Option<PathBuf>,
+    },
+    /// Asks a running `vhca serve` through its control socket.
+    Ctl {
+        /// The control socket of the server.
+        #[arg(long, conflicts_with = "socket_dir")]
+        ctl: Option<PathBuf>,
+        /// The server's socket directory (its control socket is DIR/ctl.sock).
+        #[arg(long)]
+        socket_dir: Option<PathBuf>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// What to show.
+        what: CtlWhat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CtlWhat {
+    /// The VFs with their identity and connection state.
+    Vfs,
+    /// Every QP: type, state, SQ PSN, expected PSN, una.
+    Qps,
+    /// Per-VF device and backend counters, and the switch's.
+    Counters,
+}
+
+impl CtlWhat {
+    fn name(self) -> &'static str {
+        match self {
+            CtlWhat::Vfs => "vfs",
+            CtlWhat::Qps => "qps",
+            CtlWhat::Counters => "counters",
+        }
+    }
 }
 
 fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
@@ -76,6 +127,57 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Serve {
+            vfs,
+            socket_dir,
+            pf_index,
+            ctl,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let cfg = vhca_vhost::serve::ServeConfig {
+                vfs,
+                socket_dir,
+                pf_index,
+                ctl,
+            };
+            match vhca_vhost::serve::run(&cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vhca serve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Ctl {
+            ctl,
+            socket_dir,
+            json,
+            what,
+        } => {
+            let path = ctl
+                .or_else(|| socket_dir.map(|d| d.join("ctl.sock")))
+                .unwrap_or_else(|| PathBuf::from("ctl.sock"));
+            match vhca_vhost::ctl::request(&path, what.name()) {
+                Ok(v) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    } else {
+                        print!("{}", vhca_vhost::ctl::render_text(what.name(), &v));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vhca ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Demo { ops, seed } => {
             let start = std::time::Instant::now();
             let r = vhca::demo::run(ops, seed);

@@ -1,0 +1,416 @@
+//! A VF as a vhost-user device: rust-vmm's [`VhostUserBackend`] over one [`VfPort`] of the
+//! process's shared state.
+//!
+//! Queue 0 (controlq) carries commands, queue 1 (doorbellq) doorbell records, queue 2
+//! (eventq) takes buffers for events (docs/device-protocol.md §2). One extra epoll source, the
+//! slot's wake eventfd, tells this VF's worker thread that another thread left events for it.
+
+use crate::memory::{GuestMem, VhostMemory};
+use crate::pf::Shared;
+use crate::port::VfPort;
+use crate::protocol::command::{opcode, Response, Status, HEADER_SIZE};
+use crate::protocol::doorbell::{Doorbell, DOORBELL_SIZE, EVENT_SIZE};
+use crate::protocol::{self, CTRL_QUEUE, DOORBELL_QUEUE, EVENT_QUEUE, MAX_QUEUE_SIZE, NUM_QUEUES};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::bitmap::BitmapMmapRegion;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::GuestAddressSpace;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+/// The epoll id of the wake eventfd (ids up to NUM_QUEUES belong to the library).
+pub const WAKE_EVENT: u16 = NUM_QUEUES as u16 + 1;
+/// Largest command the device reads (the largest real one is about 110 bytes).
+pub const MAX_REQUEST: usize = 4096;
+/// Most doorbell records one buffer may carry.
+pub const MAX_DOORBELLS: usize = 1024;
+
+type Vring = VringRwLock<GuestMem>;
+
+/// The vhost-user backend of one VF for one frontend connection.
+pub struct VfBackend {
+    index: usize,
+    shared: Arc<Shared>,
+    mem: GuestMem,
+    event_idx: AtomicBool,
+    acked_features: AtomicU64,
+    exit: (EventConsumer, EventNotifier),
+}
+
+fn other<E: std::fmt::Display>(e: E) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Size of the response body each opcode produces, known before the command runs so a
+/// too-small response buffer is refused without side effects.
+fn response_body_len(op: u16) -> usize {
+    match op {
+        opcode::QUERY_DEVICE => protocol::config::CONFIG_SIZE,
+        opcode::QUERY_PORT => 12,
+        opcode::QUERY_GID => 16,
+        opcode::QUERY_PKEY => 2,
+        opcode::CREATE_PD | opcode::REG_MR | opcode::CREATE_CQ | opcode::CREATE_AH => 4,
+        opcode::CREATE_QP => 20,
+        opcode::QUERY_QP => 88,
+        opcode::CREATE_SRQ => 12,
+        _ => 0,
+    }
+}
+
+/// The bytes `[offset, offset + size)` of the config space. Bytes past the 128-byte layout
+/// read as zero (a frontend may be configured with a larger config size; vhost-user already
+/// caps requests at 4 KiB).
+pub fn config_window(cfg: &[u8], offset: u32, size: u32) -> Vec<u8> {
+    let mut out = vec![0u8; size as usize];
+    let start = offset as usize;
+    if start < cfg.len() {
+        let n = (cfg.len() - start).min(out.len());
+        out[..n].copy_from_slice(&cfg[start..start + n]);
+    }
+    out
+}
+
+impl VfBackend {
+    /// `mem` is the memory map the daemon was created with: the library swaps its content on
+    /// every memory table message, so this handle always sees the current map.
+    pub fn new(index: usize, shared: Arc<Shared>, mem: GuestMem) -> io::Result<VfBackend> {
+        Ok(VfBackend {
+            index,
+            shared,
+            mem,
+            event_idx: AtomicBool::new(false),
+            acked_features: AtomicU64::new(0),
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+        })
+    }
+
+    pub fn acked_features_bits(&self) -> u64 {
+        self.acked_features.load(Ordering::Relaxed)
+    }
+
+    fn event_idx(&self) -> bool {
+        self.event_idx.load(Ordering::Relaxed)
+    }
+
+    /// Processes a queue, re-checking for buffers that arrived while notifications were off
+    /// (VIRTIO_RING_F_EVENT_IDX).
+    fn drain_queue(
+        &self,
+        vring: &Vring,
+        mut f: impl FnMut(&Vring) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if !self.event_idx() {
+            return f(vring);
+        }
+        loop {
+            vring.disable_notification().map_err(other)?;
+            f(vring)?;
+            if !vring.enable_notification().map_err(other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn ready(vring: &Vring) -> bool {
+        let s = vring.get_ref();
+        s.is_enabled() && s.get_queue().ready()
+    }
+
+    fn signal(vring: &Vring) -> io::Result<()> {
+        if vring.needs_notification().map_err(other)? {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+
+    // ---- controlq ---------------------------------------------------------------------------
+
+    fn process_control(&self, vring: &Vring) -> io::Result<()> {
+        let mem = self.mem.memory();
+        let chains: Vec<_> = vring
+            .get_mut()
+            .get_queue_mut()
+            .iter(mem.clone())
+            .map_err(other)?
+            .collect();
+        if chains.is_empty() {
+            return Ok(());
+        }
+        for chain in chains {
+            let head = chain.head_index();
+            let used = self.control_one(&mem, chain);
+            vring.add_used(head, used).map_err(other)?;
+        }
+        Self::signal(vring)
+    }
+
+    /// One command chain; returns the number of bytes written (0: returned unused).
+    fn control_one<M>(
+        &self,
+        mem: &crate::memory::GuestMemoryMmapB,
+        chain: virtio_queue::DescriptorChain<M>,
+    ) -> u32
+    where
+        M: std::ops::Deref<Target = crate::memory::GuestMemoryMmapB> + Clone,
+    {
+        let bad = |why: &str| {
+            tracing::debug!(vf = self.index, why, "controlq buffer returned unused");
+            self.shared.lock().ports[self.index].counters.bad_buffers += 1;
+            0
+        };
+        let Ok(mut reader) = chain.clone().reader(mem) else {
+            return bad("readable part outside guest memory");
+        };
+        let Ok(mut writer) = chain.writer(mem) else {
+            return bad("writable part outside guest memory");
+        };
+        let n = reader.available_bytes();
+        if n > MAX_REQUEST {
+            return bad("request too long");
+        }
+        let mut req = vec![0u8; n];
+        if reader.read_exact(&mut req).is_err() {
+            return bad("request unreadable");
+        }
+        let room = writer.available_bytes();
+        if room < HEADER_SIZE {
+            return bad("no room for the response header");
+        }
+        let op = req.get(..2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        let resp = if room < HEADER_SIZE + response_body_len(op) {
+            Response::err(Status::ResponseTooSmall)
+        } else {
+            let mut st = self.shared.lock();
+            let r = st.ports[self.index].execute(&req);
+            // A command may complete work (DESTROY_QP, MODIFY_QP to ERR flush WQEs).
+            let now = st.now();
+            let mut touched = vec![false; st.ports.len()];
+            st.pump(now, &mut touched);
+            self.shared
+                .finish_batch(&mut st, &touched, Some(self.index));
+            r
+        };
+        let bytes = resp.encode();
+        if writer.write_all(&bytes).is_err() {
+            return bad("response unwritable");
+        }
+        bytes.len() as u32
+    }
+
+    // ---- doorbellq --------------------------------------------------------------------------
+
+    fn process_doorbells(&self, vring: &Vring) -> io::Result<()> {
+        let mem = self.mem.memory();
+        let chains: Vec<_> = vring
+            .get_mut()
+            .get_queue_mut()
+            .iter(mem.clone())
+            .map_err(other)?
+            .collect();
+        if chains.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        let mut bad = 0u64;
+        for chain in chains {
+            let head = chain.head_index();
+            match chain.reader(&mem) {
+                Ok(mut r) if r.available_bytes() <= MAX_DOORBELLS * DOORBELL_SIZE => {
+                    let mut b = vec![0u8; r.available_bytes()];
+                    match r
+                        .read_exact(&mut b)
+                        .ok()
+                        .and_then(|_| Doorbell::decode_all(&b).ok())
+                    {
+                        Some(dbs) => records.extend(dbs),
+                        None => bad += 1,
+                    }
+                }
+                _ => bad += 1,
+            }
+            vring.add_used(head, 0).map_err(other)?;
+        }
+        {
+            let mut st = self.shared.lock();
+            let port = &mut st.ports[self.index];
+            port.counters.bad_buffers += bad;
+            for db in records {
+                port.doorbell(db);
+            }
+            let now = st.now();
+            let mut touched = vec![false; st.ports.len()];
+            st.pump(now, &mut touched);
+            self.shared
+                .finish_batch(&mut st, &touched, Some(self.index));
+        }
+        Self::signal(vring)
+    }
+
+    // ---- eventq -----------------------------------------------------------------------------
+
+    /// Hands waiting events to the driver's eventq buffers.
+    fn deliver_events(&self, vring: &Vring) -> io::Result<()> {
+        if !Self::ready(vring) {
+            return Ok(());
+        }
+        let mem = self.mem.memory();
+        loop {
+            let mut used = false;
+            {
+                let mut st = self.shared.lock();
+                let port: &mut VfPort = &mut st.ports[self.index];
+                port.drain_completions();
+                while port.has_events() {
+                    let Some(chain) = vring
+                        .get_mut()
+                        .get_queue_mut()
+                        .pop_descriptor_chain(mem.clone())
+                    else {
+                        break;
+                    };
+                    let head = chain.head_index();
+                    let written = match chain.writer(&mem) {
+                        Ok(mut w) if w.available_bytes() >= EVENT_SIZE => match port.pop_event() {
+                            Some(ev) => {
+                                if w.write_all(&ev.encode()).is_ok() {
+                                    port.counters.events_delivered += 1;
+                                    EVENT_SIZE as u32
+                                } else {
+                                    port.unpop_event(ev);
+                                    port.counters.bad_buffers += 1;
+                                    0
+                                }
+                            }
+                            None => 0,
+                        },
+                        _ => {
+                            port.counters.bad_buffers += 1;
+                            0
+                        }
+                    };
+                    vring.add_used(head, written).map_err(other)?;
+                    used = true;
+                }
+            }
+            if used {
+                Self::signal(vring)?;
+            }
+            // Ask for a kick when the driver posts buffers; if some arrived meanwhile and
+            // events still wait, go round again.
+            let more_buffers = vring.enable_notification().map_err(other)?;
+            let more_events = self.shared.lock().ports[self.index].has_events();
+            if !(more_buffers && more_events) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for VfBackend {
+    type Bitmap = BitmapMmapRegion;
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE as usize
+    }
+
+    fn features(&self) -> u64 {
+        protocol::features::DEVICE | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.acked_features.store(features, Ordering::Relaxed);
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // LOG_SHMFD and DEVICE_STATE join with migration.
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn reset_device(&self) {
+        let mut st = self.shared.lock();
+        st.ports[self.index].reset(VhostMemory::shared(self.mem.clone()));
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let cfg = self.shared.lock().ports[self.index].config();
+        config_window(&cfg, offset, size)
+    }
+
+    fn set_config(&self, _offset: u32, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the RDMA device configuration is read-only",
+        ))
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        st.ports[self.index].vf.set_memory(VhostMemory::shared(mem));
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            tracing::warn!(vf = self.index, ?evset, "unexpected event set");
+            return Ok(());
+        }
+        match device_event as usize {
+            CTRL_QUEUE => self.drain_queue(&vrings[CTRL_QUEUE], |v| self.process_control(v))?,
+            DOORBELL_QUEUE => {
+                self.drain_queue(&vrings[DOORBELL_QUEUE], |v| self.process_doorbells(v))?
+            }
+            EVENT_QUEUE => {}
+            _ if device_event == WAKE_EVENT => {
+                let _ = self.shared.slots[self.index].wake.read();
+            }
+            _ => {
+                tracing::warn!(vf = self.index, device_event, "unknown device event");
+                return Ok(());
+            }
+        }
+        // Every path ends with the events this VF has waiting.
+        self.deliver_events(&vrings[EVENT_QUEUE])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_past_the_layout_are_zero() {
+        let cfg: Vec<u8> = (1..=128).collect();
+        assert_eq!(config_window(&cfg, 0, 4), vec![1, 2, 3, 4]);
+        assert_eq!(config_window(&cfg, 126, 4), vec![127, 128, 0, 0]);
+        assert_eq!(config_window(&cfg, 200, 3), vec![0, 0, 0]);
+        assert_eq!(config_window(&cfg, u32::MAX, 1), vec![0]);
+    }
+}

@@ -1,0 +1,236 @@
+//! The state one `vhca serve` process shares between its threads: every VF's [`VfPort`], the
+//! fabric between them and the clock, behind one mutex.
+//!
+//! One mutex is the simple, correct first step: a batch on one VF may hand packets to any other
+//! VF, and the device is sans-I/O, so whoever holds the lock moves everything until the fabric
+//! is quiet. Per-VF locks with a lock-free fabric are the later, faster shape.
+
+use crate::fabric::Fabric;
+use crate::port::VfPort;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use vhca_device::Nanos;
+use vhost_user_backend::ShutdownHandle;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Packets one pump moves at most before it lets other threads in (the timer thread finishes
+/// the rest).
+const PUMP_BUDGET: usize = 1 << 16;
+
+/// Everything behind the process lock.
+pub struct PfState {
+    pub ports: Vec<VfPort>,
+    pub fabric: Box<dyn Fabric>,
+    epoch: Instant,
+}
+
+impl PfState {
+    pub fn new(ports: Vec<VfPort>, mut fabric: Box<dyn Fabric>) -> PfState {
+        for (i, p) in ports.iter().enumerate() {
+            fabric.attach(p.identity().gid, i);
+        }
+        PfState {
+            ports,
+            fabric,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Monotonic time since the process started.
+    pub fn now(&self) -> Nanos {
+        Nanos(self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64)
+    }
+
+    /// Runs every VF timer due at `now`.
+    pub fn run_timers(&mut self, now: Nanos, touched: &mut [bool]) {
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if p.vf.poll_timeout().is_some_and(|t| t <= now) {
+                p.vf.handle_timeout(now);
+                touched[i] = true;
+            }
+        }
+    }
+
+    /// Moves packets between the VFs and the fabric until nothing moves (or the budget is
+    /// spent); marks every VF that sent or received something.
+    pub fn pump(&mut self, now: Nanos, touched: &mut [bool]) {
+        let mut budget = PUMP_BUDGET;
+        loop {
+            let mut moved = false;
+            for (i, p) in self.ports.iter_mut().enumerate() {
+                while budget > 0 {
+                    let Some(pkt) = p.vf.poll_transmit(now) else {
+                        break;
+                    };
+                    self.fabric.send(now, pkt);
+                    touched[i] = true;
+                    moved = true;
+                    budget -= 1;
+                }
+            }
+            while budget > 0 {
+                let Some((port, pkt)) = self.fabric.poll_deliver(now) else {
+                    break;
+                };
+                if let Some(p) = self.ports.get_mut(port) {
+                    p.vf.handle_packet(now, &pkt);
+                    touched[port] = true;
+                }
+                moved = true;
+                budget -= 1;
+            }
+            if !moved || budget == 0 {
+                return;
+            }
+        }
+    }
+
+    /// When the timer thread must run next.
+    pub fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
+        let mut next = self.fabric.next_event(now);
+        for p in &self.ports {
+            let t = if p.vf.wants_transmit() {
+                Some(now)
+            } else {
+                p.vf.poll_timeout()
+            };
+            next = match (next, t) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        next
+    }
+}
+
+/// What the process knows of one VF socket outside the lock.
+pub struct VfSlot {
+    pub socket: PathBuf,
+    /// Written when another thread left work for this VF's eventq (events to deliver).
+    pub wake: EventFd,
+    /// The live frontend connection, to cut it at shutdown.
+    pub conn: Mutex<Option<ShutdownHandle>>,
+    pub connected: AtomicBool,
+    pub connections: AtomicU64,
+}
+
+/// The process: state, per-VF slots, the timer thread's condition variable, the stop signal.
+pub struct Shared {
+    pub state: Mutex<PfState>,
+    pub slots: Vec<VfSlot>,
+    pub timer: Condvar,
+    /// Readable once the process is stopping (never consumed, so every epoll sees it).
+    pub stop_fd: EventFd,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(state: PfState, sockets: Vec<PathBuf>) -> std::io::Result<Shared> {
+        let slots = sockets
+            .into_iter()
+            .map(|socket| {
+                Ok(VfSlot {
+                    socket,
+                    wake: EventFd::new(EFD_NONBLOCK)?,
+                    conn: Mutex::new(None),
+                    connected: AtomicBool::new(false),
+                    connections: AtomicU64::new(0),
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Shared {
+            state: Mutex::new(state),
+            slots,
+            timer: Condvar::new(),
+            stop_fd: EventFd::new(EFD_NONBLOCK)?,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The process lock. A thread that panicked while holding it left the state as it was
+    /// between two whole operations at worst; keep serving.
+    pub fn lock(&self) -> MutexGuard<'_, PfState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Asks every thread to finish: VF threads leave their accept wait or lose their
+    /// connection, the timer and ctl threads return.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _ = self.stop_fd.write(1);
+        for s in &self.slots {
+            if let Some(h) = s.conn.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                h.shutdown();
+            }
+        }
+        let _g = self.lock();
+        self.timer.notify_all();
+    }
+
+    pub fn stop_raw_fd(&self) -> i32 {
+        self.stop_fd.as_raw_fd()
+    }
+
+    /// The end of every batch, whoever ran it: completions of every touched VF go into its
+    /// CQ rings; VFs other than `me` with events waiting are woken to deliver them on their
+    /// own eventq; the timer thread re-reads its deadline.
+    pub fn finish_batch(&self, st: &mut PfState, touched: &[bool], me: Option<usize>) {
+        for (i, t) in touched.iter().enumerate() {
+            if !*t && Some(i) != me {
+                continue;
+            }
+            let Some(p) = st.ports.get_mut(i) else {
+                continue;
+            };
+            p.drain_completions();
+            if Some(i) != me && p.has_events() {
+                if let Some(s) = self.slots.get(i) {
+                    let _ = s.wake.write(1);
+                }
+            }
+        }
+        self.timer.notify_all();
+    }
+
+    /// The timer thread: runs VF timers and finishes pumps that ran out of budget.
+    pub fn timer_loop(&self) {
+        let mut st = self.lock();
+        let n = st.ports.len();
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let now = st.now();
+            let mut touched = vec![false; n];
+            st.run_timers(now, &mut touched);
+            st.pump(now, &mut touched);
+            self.finish_batch(&mut st, &touched, None);
+            let now = st.now();
+            match st.next_deadline(now) {
+                Some(t) if t <= now => {
+                    // More work right away: let the VF threads in first.
+                    drop(st);
+                    std::thread::yield_now();
+                    st = self.lock();
+                }
+                next => {
+                    let wait = next.map_or(Duration::from_secs(1), |t| {
+                        Duration::from_nanos(t.0 - now.0).min(Duration::from_secs(1))
+                    });
+                    st = self
+                        .timer
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! `vhca serve`: one PF process serving N VFs, one vhost-user socket each.
+//!
+//! Threads (docs/serve.md):
+//! - one per VF socket: waits for a frontend, runs rust-vmm's daemon for it (which adds its
+//!   request-handler thread and one vring worker thread), and after a disconnect resets the VF
+//!   and waits for the next frontend on the same socket;
+//! - the timer thread: VF timers (retransmit, RNR) and pumps that ran out of budget;
+//! - the control socket thread: answers `vhca ctl`.
+//!
+//! All VFs, the fabric and the clock live behind one mutex ([`crate::pf::Shared`]).
+
+use crate::backend::{VfBackend, WAKE_EVENT};
+use crate::ctl;
+use crate::fabric::{Fabric, SwitchFabric};
+use crate::memory::{empty_memory, VhostMemory};
+use crate::pf::{PfState, Shared};
+use crate::port::VfPort;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use thiserror::Error;
+use vhca_device::Pf;
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+/// What `vhca serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub vfs: u16,
+    pub socket_dir: PathBuf,
+    pub pf_index: u8,
+    /// The control socket; `socket_dir/ctl.sock` when `None`.
+    pub ctl: Option<PathBuf>,
+}
+
+impl ServeConfig {
+    pub fn vf_socket(&self, vf: u16) -> PathBuf {
+        self.socket_dir.join(format!("vf{vf}.sock"))
+    }
+
+    pub fn ctl_socket(&self) -> PathBuf {
+        self.ctl
+            .clone()
+            .unwrap_or_else(|| self.socket_dir.join("ctl.sock"))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("--vfs must be between 1 and 256, not {0}")]
+    VfCount(u16),
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("a server thread panicked")]
+    Panicked,
+}
+
+/// A running server. [`Server::stop`] then [`Server::wait`] shut it down.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+fn bind_vhost(path: &Path) -> Result<Listener, ServeError> {
+    Listener::new(path, true).map_err(|e| ServeError::Bind {
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+impl Server {
+    /// Binds every socket, then starts the threads. When this returns, frontends and `vhca ctl`
+    /// can connect.
+    pub fn start(cfg: &ServeConfig) -> Result<Server, ServeError> {
+        Self::start_with_fabric(cfg, Box::new(SwitchFabric::ideal()))
+    }
+
+    pub fn start_with_fabric(
+        cfg: &ServeConfig,
+        fabric: Box<dyn Fabric>,
+    ) -> Result<Server, ServeError> {
+        if cfg.vfs == 0 || cfg.vfs > 256 {
+            return Err(ServeError::VfCount(cfg.vfs));
+        }
+        std::fs::create_dir_all(&cfg.socket_dir)?;
+        let pf = Pf::new(cfg.pf_index, cfg.vfs);
+        let ports = (0..cfg.vfs)
+            .map(|i| VfPort::new(pf.default_identity(i), VhostMemory::shared(empty_memory())))
+            .collect();
+        let sockets: Vec<PathBuf> = (0..cfg.vfs).map(|i| cfg.vf_socket(i)).collect();
+        let shared = Arc::new(Shared::new(PfState::new(ports, fabric), sockets.clone())?);
+        let listeners = sockets
+            .iter()
+            .map(|p| bind_vhost(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ctl_path = cfg.ctl_socket();
+        let _ = std::fs::remove_file(&ctl_path);
+        let ctl_listener = UnixListener::bind(&ctl_path).map_err(|e| ServeError::Bind {
+            path: ctl_path.clone(),
+            source: e,
+        })?;
+        let mut threads = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("vhca-vf{i}"))
+                    .spawn(move || serve_vf(s, i, l))?,
+            );
+        }
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("vhca-timer".into())
+                .spawn(move || s.timer_loop())?,
+        );
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("vhca-ctl".into())
+                .spawn(move || ctl::serve(&s, ctl_listener, &ctl_path))?,
+        );
+        tracing::info!(vfs = cfg.vfs, dir = %cfg.socket_dir.display(), "serving");
+        Ok(Server {
+            shared,
+            threads,
+            sockets,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn sockets(&self) -> &[PathBuf] {
+        &self.sockets
+    }
+
+    /// Asks every thread to finish; returns at once.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Waits for every thread after [`Server::stop`].
+    pub fn wait(self) -> Result<(), ServeError> {
+        let mut panicked = false;
+        for t in self.threads {
+            panicked |= t.join().is_err();
+        }
+        if panicked {
+            Err(ServeError::Panicked)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down cleanly.
+pub fn run(cfg: &ServeConfig) -> Result<(), ServeError> {
+    // Catch the signals before any socket exists: whoever sees a socket may signal us.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    let server = Server::start(cfg)?;
+    // One line on stdout once every socket listens: scripts and tests wait for it.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "vhca serve: ready: {} VFs in {}, control socket {}",
+            cfg.vfs,
+            cfg.socket_dir.display(),
+            cfg.ctl_socket().display()
+        );
+        let _ = out.flush();
+    }
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down");
+    }
+    server.stop();
+    server.wait()
+}
+
+/// Waits until the listener has a connection (true) or the process stops (false).
+fn wait_for_frontend(shared: &Shared, listener: &Listener) -> std::io::Result<bool> {
+    let epoll = Epoll::new()?;
+    epoll.ctl(
+        ControlOperation::Add,
+        listener.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, 0),
+    )?;
+    epoll.ctl(
+        ControlOperation::Add,
+        shared.stop_raw_fd(),
+        EpollEvent::new(EventSet::IN, 1),
+    )?;
+    let mut events = [EpollEvent::default(); 2];
+    loop {
+        if shared.stopping() {
+            return Ok(false);
+        }
+        match epoll.wait(-1, &mut events) {
+            Ok(n) => {
+                if shared.stopping() {
+                    return Ok(false);
+                }
+                if events[..n].iter().any(|e| e.data() == 0) {
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One VF socket: frontends one after another until the process stops.
+fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
+    let slot = &shared.slots[index];
+    loop {
+        match wait_for_frontend(&shared, &listener) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::error!(vf = index, error = %e, "waiting for a frontend failed");
+                break;
+            }
+        }
+        if let Err(e) = one_connection(&shared, index, &mut listener) {
+            tracing::warn!(vf = index, error = %e, "frontend connection ended with an error");
+        }
+        slot.connected.store(false, Ordering::Release);
+        *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // The next frontend finds a fresh VF (same identity, no objects).
+        shared.lock().ports[index].reset(VhostMemory::shared(empty_memory()));
+        tracing::info!(vf = index, "frontend disconnected; VF reset");
+    }
+    let _ = std::fs::remove_file(&slot.socket);
+}
+
+fn one_connection(
+    shared: &Arc<Shared>,
+    index: usize,
+    listener: &mut Listener,
+) -> Result<(), String> {
+    let slot = &shared.slots[index];
+    let mem = empty_memory();
+    shared.lock().ports[index].reset(VhostMemory::shared(mem.clone()));
+    let backend =
+        Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);
+    let mut daemon = VhostUserDaemon::new(format!("vhca-vf{index}-conn"), backend, mem)
+        .map_err(|e| e.to_string())?;
+    for h in daemon.get_epoll_handlers() {
+        h.register_listener(slot.wake.as_raw_fd(), EventSet::IN, u64::from(WAKE_EVENT))
+            .map_err(|e| e.to_string())?;
+    }
+    daemon.start(listener).map_err(|e| e.to_string())?;
+    {
+        let mut conn = slot.conn.lock().unwrap_or_else(|e| e.into_inner());
+        *conn = daemon.shutdown_handle();
+    }
+    if shared.stopping() {
+        daemon.request_shutdown();
+    }
+    slot.connected.store(true, Ordering::Release);
+    slot.connections.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(vf = index, "frontend connected");
+    let r = daemon.wait().map_err(|e| e.to_string());
+    // Dropping the daemon stops its vring worker (through the backend's exit event).
+    drop(daemon);
+    r
+}
