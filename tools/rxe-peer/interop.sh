@@ -160,6 +160,17 @@ perf_check() {
     fi
 }
 
+# perf_summary FILE: the main numbers of vhca's report.
+perf_summary() {
+    local f=$1
+    if grep -q '"t_typical_usec"' "$f"; then
+        printf 't_typical %.2f usec, t_avg %.2f usec' "$(json_field "$f" t_typical_usec)" "$(json_field "$f" t_avg_usec)"
+    else
+        printf 'BW average %.2f MB/s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" \
+            "$(json_field "$f" msg_rate_mpps)" "$(json_field "$f" bytes_transferred)"
+    fi
+}
+
 # guest_row SIZE ITERS: the guest tool's result row for SIZE x ITERS (the last one printed).
 guest_row() {
     tr -d '\r' <"$log" | grep -E "^ $1 +$2 " | tail -n1 | tr -s ' \t' ' '
@@ -185,7 +196,7 @@ perf_pair() {
     perf_check "$name" "$out" "$size" "$it"
     rows=$((rows + 1))
     [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
-    say "$name: ok (vhca: $(grep -m1 '^{' "$out" | cut -c1-160)) (guest:$(guest_row "$size" "$it"))"
+    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
 
     name="perf: $bin -> vhca"
     runs=$((runs + 1))
@@ -202,7 +213,7 @@ perf_pair() {
     perf_check "$name" "$out" "$size" "$it"
     rows=$((rows + 1))
     [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
-    say "$name: ok (vhca: $(grep -m1 '^{' "$out" | cut -c1-160)) (guest:$(guest_row "$size" "$it"))"
+    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
 }
 
 perf_suite() {
