@@ -11,7 +11,8 @@
 # and, with no loss, perftest (v4.5-0.17) both ways for each of ib_send_bw, ib_write_bw,
 # ib_read_bw (-s 4096 -n 200) and ib_send_lat (-s 64 -n 200):
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
-# (--perf-only runs just the perftest part.) Every run must exit 0 on both sides (the rdma-core
+# (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
+# bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
 # size, iteration count and byte count it was asked for, the guest tool must print its result
 # row for that size and count, rxe must count no ICRC drop, and both sides must have received
@@ -132,8 +133,8 @@ suite() {
 }
 
 # perftest. Sizes and iteration counts are not exchanged, so both sides get the same ones.
-pt_size=4096
-pt_iters=200
+pt_size=${VHCA_PERF_SIZE:-4096}
+pt_iters=${VHCA_PERF_ITERS:-200}
 lat_size=64
 lat_iters=200
 
