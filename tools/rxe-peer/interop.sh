@@ -3,13 +3,20 @@
 # (10.77.0.2) on a bridge in a private network namespace, vhca on the bridge's address
 # (10.77.0.1) speaking RoCEv2 over a kernel UDP socket.
 #
-#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N]
+#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N] [--perf-only]
 #
 # Runs, with no loss (RC and UD) and then with 1% and 5% loss on the link (RC):
 #   vhca client  -> ibv_rc_pingpong server      ibv_rc_pingpong client -> vhca server
 #   vhca client  -> ibv_ud_pingpong server      ibv_ud_pingpong client -> vhca server
-# Every run must exit 0 on both sides (the rdma-core tools exit non-zero on any error
-# completion), rxe must count no ICRC drop, and both sides must have received packets.
+# and, with no loss, perftest (v4.5-0.17) both ways for each of ib_send_bw, ib_write_bw,
+# ib_read_bw (-s 4096 -n 200) and ib_send_lat (-s 64 -n 200):
+#   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
+# (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
+# bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
+# tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
+# size, iteration count and byte count it was asked for, the guest tool must print its result
+# row for that size and count, rxe must count no ICRC drop, and both sides must have received
+# packets.
 # Needs root, the host packages of build.sh, qemu-system-x86, iproute2 and iptables.
 set -euo pipefail
 
@@ -20,11 +27,13 @@ repo=$(cd "$here/../.." && pwd)
 
 vhca=$repo/target/release/vhca
 iters=200
+perf_only=""
 while [ $# -gt 0 ]; do
     case $1 in
         --vhca) vhca=$2; shift 2 ;;
         --iters) iters=$2; shift 2 ;;
-        *) echo "usage: $0 [--vhca PATH] [--iters N]" >&2; exit 2 ;;
+        --perf-only) perf_only=1; shift ;;
+        *) echo "usage: $0 [--vhca PATH] [--iters N] [--perf-only]" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "interop.sh: must run as root" >&2; exit 2; }
@@ -123,26 +132,123 @@ suite() {
     vhca_server "$tag ud: ibv_ud_pingpong -> vhca" "ibv_ud_pingpong -g 1 -d rxe0 -s 1024 -n $iters 10.77.0.1" "--ud -s 1024 -n $iters"
 }
 
-suite "no loss"
-# Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
-# tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
-# dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
-# (a lost datagram stalls ibv_ud_pingpong for good), so only RC runs with loss.
-for p in 1 5; do
-    guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
-    guest_done "netem ${p}% in the guest"
-    ip netns exec "$ns" iptables-legacy -F OUTPUT
-    ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
-        --probability "0.0$p" -j DROP
-    vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
-    vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
-done
-dropped=$(ip netns exec "$ns" iptables-legacy -L OUTPUT -v -x -n | awk '/statistic/ { print $1 }')
-say "host side dropped ${dropped:-0} RoCEv2 packets on purpose in the last loss run"
-[ "${dropped:-0}" -gt 0 ] || fail "the loss rule dropped nothing"
-guest_cmd "/sbin/tc -s qdisc show dev eth0"
-guest_done "netem statistics"
-tr -d '\r' <"$log" | grep -A3 'qdisc netem' | tail -n4
+# perftest. Sizes and iteration counts are not exchanged, so both sides get the same ones.
+pt_size=${VHCA_PERF_SIZE:-4096}
+pt_iters=${VHCA_PERF_ITERS:-200}
+lat_size=64
+lat_iters=200
+
+# json_field FILE KEY: a number from vhca's one-line JSON report in FILE.
+json_field() {
+    grep -m1 '^{' "$1" | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p"
+}
+
+# perf_check NAME FILE SIZE ITERS: vhca's report shows SIZE x ITERS, and the bytes it counted
+# itself (a write/read server cannot see them and prints the client's report instead).
+perf_check() {
+    local name=$1 f=$2 size=$3 it=$4 b i t src
+    b=$(json_field "$f" bytes)
+    i=$(json_field "$f" iterations)
+    t=$(json_field "$f" bytes_transferred)
+    src=$(grep -m1 '^{' "$f" | sed -n 's/.*"source":"\([a-z]*\)".*/\1/p')
+    if [ "$b" != "$size" ] || [ "$i" != "$it" ]; then
+        fail "$name: vhca reported ${b:-?} B x ${i:-?}, expected $size x $it"
+    fi
+    if [ "$src" = peer ]; then
+        [ "$t" = 0 ] || fail "$name: a write/read server counted ${t} bytes"
+    else
+        [ "$t" = $((size * it)) ] || fail "$name: vhca moved ${t:-?} bytes, expected $((size * it))"
+    fi
+}
+
+# perf_summary FILE: the main numbers of vhca's report.
+perf_summary() {
+    local f=$1
+    if grep -q '"t_typical_usec"' "$f"; then
+        printf 't_typical %.2f usec, t_avg %.2f usec' "$(json_field "$f" t_typical_usec)" "$(json_field "$f" t_avg_usec)"
+    else
+        printf 'BW average %.2f MB/s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" \
+            "$(json_field "$f" msg_rate_mpps)" "$(json_field "$f" bytes_transferred)"
+    fi
+}
+
+# guest_row SIZE ITERS: the guest tool's result row for SIZE x ITERS (the last one printed).
+guest_row() {
+    tr -d '\r' <"$log" | grep -E "^ $1 +$2 " | tail -n1 | tr -s ' \t' ' '
+}
+
+# perf_pair BINARY VTEST SIZE ITERS: vhca client -> guest server, then guest client -> vhca
+# server.
+perf_pair() {
+    local bin=$1 vt=$2 size=$3 it=$4 name out rows
+    local gargs="$bin -d rxe0 -x 1 -F -s $size -n $it"
+    local vargs="perf $vt --json -s $size -n $it"
+    rows=$(tr -d '\r' <"$log" | grep -cE "^ $size +$it " || true)
+
+    name="perf: vhca -> $bin"
+    runs=$((runs + 1))
+    out=$work/vhca-$runs.out
+    guest_cmd "$gargs"
+    listens=$((listens + 1))
+    rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
+    # shellcheck disable=SC2086
+    vx $vargs 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
+    guest_done "$name"
+    perf_check "$name" "$out" "$size" "$it"
+    rows=$((rows + 1))
+    [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
+    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
+
+    name="perf: $bin -> vhca"
+    runs=$((runs + 1))
+    out=$work/vhca-$runs.out
+    : >"$out"
+    # shellcheck disable=SC2086
+    vx $vargs --ip 10.77.0.1 >"$out" 2>&1 &
+    local vp=$!
+    pids+=("$vp")
+    rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
+    guest_cmd "$gargs 10.77.0.1"
+    guest_done "$name"
+    wait "$vp" || fail "$name: vhca server failed"
+    perf_check "$name" "$out" "$size" "$it"
+    rows=$((rows + 1))
+    [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
+    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
+}
+
+perf_suite() {
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters"
+    perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters"
+    perf_pair ib_read_bw read_bw "$pt_size" "$pt_iters"
+    perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters"
+}
+
+if [ -n "$perf_only" ]; then
+    perf_suite
+else
+    suite "no loss"
+    perf_suite
+    # Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
+    # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
+    # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
+    # (a lost datagram stalls ibv_ud_pingpong for good), so only RC runs with loss.
+    for p in 1 5; do
+        guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
+        guest_done "netem ${p}% in the guest"
+        ip netns exec "$ns" iptables-legacy -F OUTPUT
+        ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
+            --probability "0.0$p" -j DROP
+        vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
+        vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
+    done
+    dropped=$(ip netns exec "$ns" iptables-legacy -L OUTPUT -v -x -n | awk '/statistic/ { print $1 }')
+    say "host side dropped ${dropped:-0} RoCEv2 packets on purpose in the last loss run"
+    [ "${dropped:-0}" -gt 0 ] || fail "the loss rule dropped nothing"
+    guest_cmd "/sbin/tc -s qdisc show dev eth0"
+    guest_done "netem statistics"
+    tr -d '\r' <"$log" | grep -A3 'qdisc netem' | tail -n4
+fi
 
 rxe_peer_send "$work/g" poweroff
 set +e
@@ -156,5 +262,9 @@ rcvd=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-COUNTER rcvd_pkts //p' | tail -n1)
 tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
 [ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
-say "PASS: $runs runs (RC and UD, both directions, 0%/1%/5% loss), no ICRC errors"
+if [ -n "$perf_only" ]; then
+    say "PASS: $runs perftest runs (4 binaries, both directions), no ICRC errors"
+else
+    say "PASS: $runs runs (RC and UD, both directions, 0%/1%/5% loss; perftest both ways), no ICRC errors"
+fi
 rm -rf "$work"

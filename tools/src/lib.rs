@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod perf;
 pub mod pingpong;
 pub mod sim;
 pub mod state;

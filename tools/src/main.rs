@@ -82,6 +82,58 @@ enum Cmd {
         #[command(subcommand)]
         op: StateOp,
     },
+    /// perftest-compatible RC tests over RoCEv2/UDP: client or server for ib_send_bw,
+    /// ib_write_bw, ib_read_bw and ib_send_lat (perftest 4.5-0.17, Ethernet/GID exchange).
+    Perf {
+        /// The test: send_bw, write_bw, read_bw or send_lat (ib_* names accepted).
+        test: vhca::perf::Test,
+        /// The server to connect to; without it, act as the server.
+        server: Option<std::net::Ipv4Addr>,
+        /// This side's IPv4 address: the VF's GID is ::ffff:IP and RoCEv2 goes from IP:4791.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// TCP port of the side channel.
+        #[arg(short = 'p', long, default_value_t = vhca::perf::DEFAULT_PORT)]
+        port: u16,
+        /// Message size (default: perftest's, 65536 for bw tests, 2 for send_lat).
+        #[arg(short = 's', long)]
+        size: Option<u32>,
+        /// Iterations (default: perftest's, 5000 for write_bw, else 1000).
+        #[arg(short = 'n', long)]
+        iters: Option<u32>,
+        /// This port's MTU in bytes (256 .. 4096); the peer's may lower it.
+        #[arg(short = 'm', long, default_value_t = 1024)]
+        mtu: u32,
+        /// Outstanding work requests of a bandwidth client.
+        #[arg(short = 't', long, default_value_t = 128)]
+        tx_depth: u32,
+        /// Receive queue depth of a SEND receiver.
+        #[arg(short = 'r', long, default_value_t = 512)]
+        rx_depth: u32,
+        /// Completion moderation: a signaled work request every N (perftest's default: 100,
+        /// 1 above 8 KiB).
+        #[arg(short = 'Q', long)]
+        cq_mod: Option<u32>,
+        /// Outstanding RDMA READs (read_bw).
+        #[arg(short = 'o', long, default_value_t = 128)]
+        outs: u8,
+        /// GID index (accepted for command-line compatibility; a vhca VF has one GID).
+        #[arg(short = 'x', long)]
+        gid_index: Option<u32>,
+        /// Device name (accepted for compatibility).
+        #[arg(short = 'd', long)]
+        ib_dev: Option<String>,
+        /// Do not fail on CPU frequency warnings (accepted for compatibility; vhca measures
+        /// with the monotonic clock).
+        #[arg(short = 'F', long)]
+        cpu_freq: bool,
+        /// Seconds without progress before giving up.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// In-process bandwidth, message rate and latency beside this machine's memcpy bandwidth.
     Bench {
         /// Print the rows as JSON.
@@ -338,6 +390,57 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("vhca ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Perf {
+            test,
+            server,
+            ip,
+            port,
+            size,
+            iters,
+            mtu,
+            tx_depth,
+            rx_depth,
+            cq_mod,
+            outs,
+            gid_index: _,
+            ib_dev: _,
+            cpu_freq: _,
+            timeout,
+            json,
+        } => {
+            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+                eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
+                return ExitCode::from(2);
+            };
+            let mut o = vhca::perf::Options::new(test);
+            o.port = port;
+            o.size = size.unwrap_or(o.size);
+            o.iters = iters.unwrap_or(o.iters);
+            o.mtu = mtu;
+            o.tx_depth = tx_depth;
+            o.rx_depth = rx_depth;
+            o.cq_mod = cq_mod;
+            o.out_reads = outs;
+            o.timeout = std::time::Duration::from_secs(timeout);
+            let r = match server {
+                Some(srv) => vhca::perf::client(ip, srv, &o),
+                None => vhca::perf::server(ip, &o),
+            };
+            match r {
+                Ok(rep) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&rep).unwrap_or_default());
+                    } else {
+                        print!("{}", rep.table());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("perf {} failed: {e}", test.binary());
                     ExitCode::FAILURE
                 }
             }
