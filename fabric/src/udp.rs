@@ -21,6 +21,8 @@ use vhca_device::Packet;
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
+/// Socket send and receive buffer size asked for.
+const SOCKET_BUF: usize = 4 << 20;
 /// Largest datagram accepted (a jumbo frame's worth).
 const RX_BUF: usize = 9216;
 
@@ -76,6 +78,16 @@ impl UdpBridge {
             if rc != 0 {
                 return Err(io::Error::last_os_error());
             }
+        }
+        // Room for a window of 4 KiB packets: the default (~200 KiB) overflows under a burst
+        // of RDMA WRITEs and turns into go-back-N retransmissions. The forcing variant, which
+        // ignores net.core.rmem_max, works for root; others get what rmem_max allows.
+        use nix::sys::socket::{setsockopt, sockopt};
+        if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+            let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUF);
+        }
+        if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+            let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUF);
         }
         let local = sock.local_addr()?;
         Ok(UdpBridge {
@@ -228,6 +240,61 @@ impl UdpBridge {
             }
         }
         Ok(n)
+    }
+
+    /// Sends `count` copies of `payload` to `dst` with the same socket and `sendmmsg` batches
+    /// the bridge uses, without RoCEv2 encoding: the plain-UDP baseline of `vhca bench --udp`.
+    /// Returns how many datagrams the kernel took.
+    pub fn blast(&mut self, dst: SocketAddr, payload: &[u8], count: usize) -> io::Result<usize> {
+        let addrs: Vec<Option<SockaddrStorage>> = vec![Some(sockaddr(dst)); BATCH];
+        let iovs: Vec<[IoSlice<'_>; 1]> = (0..BATCH).map(|_| [IoSlice::new(payload)]).collect();
+        let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut sent = 0;
+        while sent < count {
+            let n = (count - sent).min(BATCH);
+            match sendmmsg(
+                self.sock.as_raw_fd(),
+                &mut hdrs,
+                &iovs[..n],
+                &addrs[..n],
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => {
+                    let k = r.count();
+                    self.counters.tx_packets += k as u64;
+                    self.counters.tx_bytes += (k * payload.len()) as u64;
+                    sent += k;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                // ENOBUFS and the like: the datagram is lost, as it would be on a wire.
+                Err(_) => {
+                    self.counters.tx_errors += 1;
+                    sent += 1;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Receives and discards datagrams that arrive within `timeout` (one `recvmmsg` batch
+    /// after the wait); returns how many.
+    pub fn drain(&mut self, timeout: Duration) -> io::Result<usize> {
+        if !self.wait_readable(timeout)? {
+            return Ok(0);
+        }
+        let fd = self.sock.as_raw_fd();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            self.rx.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let n = match recvmmsg(fd, &mut hdrs, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
+            Ok(r) => r.map(|m| m.bytes).collect::<Vec<_>>(),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return Ok(0),
+            Err(e) => return Err(io::Error::from(e)),
+        };
+        self.counters.rx_packets += n.len() as u64;
+        self.counters.rx_bytes += n.iter().sum::<usize>() as u64;
+        Ok(n.len())
     }
 
     fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {

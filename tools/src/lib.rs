@@ -5,3 +5,4 @@ pub mod bench;
 pub mod demo;
 pub mod pingpong;
 pub mod sim;
+pub mod udp_bench;
