@@ -464,14 +464,15 @@ impl TapBridge {
     /// Writes out the frames the endpoint produced.
     fn flush_out(&mut self) {
         for f in self.out.drain(..) {
+            // A TAP takes a frame whole or not at all (one write, one frame).
             match self.dev.write(&f) {
-                Ok(_) => {
+                Ok(n) if n == f.len() => {
                     if let Some(c) = &mut self.capture {
                         c.frame(&f);
                     }
                 }
                 // Down, or the kernel's queue is full: dropped, as on a real wire.
-                Err(_) => self.ep.counters.link.tx_errors += 1,
+                _ => self.ep.counters.link.tx_errors += 1,
             }
         }
     }
