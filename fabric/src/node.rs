@@ -1,11 +1,14 @@
 //! A node: one VF on a real network link, driven by the wall clock.
 //!
 //! This is the smallest runtime around the sans-I/O device: a monotonic clock gives `now`,
-//! the link (today RoCEv2 over a kernel UDP socket) carries packets, and `pump` does one round:
+//! the link (RoCEv2 over a kernel UDP socket, or Ethernet frames through a TAP device: any
+//! [`Link`]) carries packets, and `pump` does one round:
 //! due timers, everything the VF wants to send, then whatever arrives within a short wait. It
 //! implements [`Verbs`] so the same programs that run in-process run against a real peer
 //! (`vhca pingpong` against `ibv_rc_pingpong`, two vhca processes in two namespaces).
 
+use crate::link::Link;
+use crate::tap::{TapBridge, TapError};
 use crate::udp::UdpBridge;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,9 +23,9 @@ use vhca_device::{
 /// How long one `pump` waits for packets when nothing is due sooner.
 pub const MAX_WAIT: Duration = Duration::from_millis(1);
 
-pub struct Node {
+pub struct Node<L: Link = UdpBridge> {
     pub vf: Vf,
-    pub link: UdpBridge,
+    pub link: L,
     epoch: Instant,
     next_free: u64,
     mem_bytes: u64,
@@ -36,14 +39,26 @@ pub fn mac_for(ip: Ipv4Addr) -> Mac {
     Mac([0x02, 0x56, 0x48, 0x43, o[2], o[3]])
 }
 
-impl Node {
+impl Node<UdpBridge> {
     /// A VF whose GID is `::ffff:ip`, on a UDP socket bound to `ip:4791`.
     pub fn new(ip: Ipv4Addr, mem_bytes: usize) -> io::Result<Node> {
         let link = UdpBridge::bind(IpAddr::V4(ip))?;
         Node::with_link(ip, link, mem_bytes)
     }
+}
 
-    pub fn with_link(ip: Ipv4Addr, link: UdpBridge, mem_bytes: usize) -> io::Result<Node> {
+impl Node<TapBridge> {
+    /// A VF whose GID is `::ffff:ip` and whose MAC is [`mac_for`]`(ip)`, on the TAP device
+    /// `tap` (created if it does not exist). The kernel holds no address for it: the bridge
+    /// answers ARP for `ip` itself and announces it on start.
+    pub fn tap(ip: Ipv4Addr, tap: &str, mem_bytes: usize) -> Result<Node<TapBridge>, TapError> {
+        let link = TapBridge::open(tap, mac_for(ip), ip)?;
+        Ok(Node::with_link(ip, link, mem_bytes)?)
+    }
+}
+
+impl<L: Link> Node<L> {
+    pub fn with_link(ip: Ipv4Addr, link: L, mem_bytes: usize) -> io::Result<Node<L>> {
         let id = VfIdentity::new(mac_for(ip), ip.octets());
         let mem = MmapMemory::shared(mem_bytes).map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Node {
@@ -103,7 +118,7 @@ fn io_err(_: io::Error) -> VerbsError {
     VerbsError::Invalid("network link failed")
 }
 
-impl Verbs for Node {
+impl<L: Link> Verbs for Node<L> {
     fn gid(&self) -> Gid {
         self.vf.gid()
     }
@@ -232,14 +247,14 @@ impl Verbs for Node {
 
 /// A node pumped by a thread of its own, as a peer process would be: programs that drive two
 /// nodes from one thread use it for the side they are not waiting on.
-pub struct BackgroundNode {
-    inner: std::sync::Arc<std::sync::Mutex<Node>>,
+pub struct BackgroundNode<L: Link + 'static = UdpBridge> {
+    inner: std::sync::Arc<std::sync::Mutex<Node<L>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl BackgroundNode {
-    pub fn spawn(node: Node) -> BackgroundNode {
+impl<L: Link + 'static> BackgroundNode<L> {
+    pub fn spawn(node: Node<L>) -> BackgroundNode<L> {
         use std::sync::atomic::Ordering;
         let inner = std::sync::Arc::new(std::sync::Mutex::new(node));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -276,13 +291,13 @@ impl BackgroundNode {
     }
 
     /// Runs `f` on the node with the pump paused.
-    pub fn with<T>(&self, f: impl FnOnce(&mut Node) -> T) -> T {
+    pub fn with<T>(&self, f: impl FnOnce(&mut Node<L>) -> T) -> T {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut g)
     }
 }
 
-impl Drop for BackgroundNode {
+impl<L: Link + 'static> Drop for BackgroundNode<L> {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -291,7 +306,7 @@ impl Drop for BackgroundNode {
     }
 }
 
-impl Verbs for BackgroundNode {
+impl<L: Link + 'static> Verbs for BackgroundNode<L> {
     fn gid(&self) -> Gid {
         self.with(|n| n.gid())
     }

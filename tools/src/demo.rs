@@ -3,7 +3,7 @@
 //! in-process fabric. Every completion is checked the way `vhca sim` checks it.
 
 use crate::sim::plan::{Plan, RcPlan, UdPlan};
-use crate::sim::{run_plan, SimReport};
+use crate::sim::{run_plan, run_plan_tapped, SimReport};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
@@ -67,6 +67,27 @@ pub fn run(ops_per_side: usize, seed: u64) -> SimReport {
         &plan(ops_per_side),
         &mut rng,
     )
+}
+
+/// [`run`], recording every transmitted packet in the pcap file `pcap` when given.
+pub fn run_captured(
+    ops_per_side: usize,
+    seed: u64,
+    pcap: Option<&std::path::Path>,
+) -> std::io::Result<SimReport> {
+    let Some(path) = pcap else {
+        return Ok(run(ops_per_side, seed));
+    };
+    let tap = vhca_fabric::capture::world_tap(path)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Ok(run_plan_tapped(
+        seed,
+        FaultLevel::Light,
+        faults(),
+        &plan(ops_per_side),
+        &mut rng,
+        Some(tap),
+    ))
 }
 
 /// The short summary the demo prints.

@@ -7,3 +7,4 @@ pub mod perf;
 pub mod pingpong;
 pub mod sim;
 pub mod state;
+pub mod udp_bench;

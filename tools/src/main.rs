@@ -28,6 +28,9 @@ enum Cmd {
         /// Seeds the workload and the fabric's faults.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Record every packet the VFs transmit (before the fabric's faults) in this pcap file.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<std::path::PathBuf>,
     },
     /// Deterministic simulation: many VFs and QPs, random workloads, a faulty fabric, checked
     /// continuously.
@@ -74,6 +77,13 @@ enum Cmd {
         /// GID index (accepted for command-line compatibility; vhca VFs have one GID).
         #[arg(short = 'g', long)]
         gid_index: Option<u32>,
+        /// Carry RoCEv2 through this TAP device instead of a UDP socket: the VF answers ARP
+        /// for --ip with its own MAC, and the kernel needs no address for it.
+        #[arg(long, value_name = "NAME")]
+        tap: Option<String>,
+        /// Record the RoCEv2 traffic in this pcap file.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -145,6 +155,16 @@ enum Cmd {
         /// Only the rows whose `test:bytes` contains this, e.g. `write_bw:65536`.
         #[arg(long)]
         only: Option<String>,
+        /// Instead: RoCEv2 over the UDP bridge (64 KiB RDMA WRITEs at MTU 4096 between two
+        /// nodes) beside a plain UDP blast of the same datagrams.
+        #[arg(long)]
+        udp: bool,
+        /// With --udp: the two nodes' IPv4 addresses, A,B.
+        #[arg(long, value_name = "A,B", default_value = "127.0.0.31,127.0.0.32")]
+        ips: String,
+        /// With --udp: network namespaces (`ip netns` names) to bind A and B in, NSA,NSB.
+        #[arg(long, value_name = "NSA,NSB")]
+        netns: Option<String>,
     },
     /// One PF process: N VFs, each a vhost-user device on DIR/vfN.sock, connected through the
     /// in-process switch. Stops cleanly on SIGTERM or SIGINT.
@@ -309,6 +329,8 @@ fn main() -> ExitCode {
             rx_depth,
             ud,
             gid_index: _,
+            tap,
+            pcap,
             json,
         } => {
             let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
@@ -322,6 +344,8 @@ fn main() -> ExitCode {
                 mtu,
                 rx_depth,
                 ud,
+                tap,
+                pcap,
                 ..Default::default()
             };
             let r = match server {
@@ -445,9 +469,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Demo { ops, seed } => {
+        Cmd::Demo { ops, seed, pcap } => {
             let start = std::time::Instant::now();
-            let r = vhca::demo::run(ops, seed);
+            let r = match vhca::demo::run_captured(ops, seed, pcap.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("demo: cannot write the capture: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             print!("{}", vhca::demo::summary(&r, start.elapsed()));
             for v in &r.violations {
                 eprintln!("violation: {v}");
@@ -458,7 +488,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Cmd::Bench { json, millis, only } => {
+        Cmd::Bench {
+            json,
+            millis,
+            udp: true,
+            ips,
+            netns,
+            ..
+        } => {
+            let cfg = match vhca::udp_bench::UdpBenchConfig::parse(&ips, netns.as_deref(), millis) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match vhca::udp_bench::run(&cfg) {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    } else {
+                        print!("{}", r.table());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench --udp failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Bench {
+            json, millis, only, ..
+        } => {
             let cfg = vhca::bench::BenchConfig {
                 duration: std::time::Duration::from_millis(millis),
                 ..Default::default()

@@ -9,10 +9,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
+use vhca_fabric::capture::Capture;
 use vhca_fabric::node::Node;
+use vhca_fabric::tap::TapError;
+use vhca_fabric::{Link, LinkCounters};
 
 pub const DEFAULT_PORT: u16 = 18515;
 const MSG_LEN: usize = 52;
@@ -26,6 +30,8 @@ const GRH: u32 = 40;
 pub enum PingError {
     #[error("network: {0}")]
     Io(#[from] io::Error),
+    #[error("TAP: {0}")]
+    Tap(#[from] TapError),
     #[error("verbs: {0}")]
     Verbs(#[from] VerbsError),
     #[error("bad exchange message {0:?}")]
@@ -88,8 +94,8 @@ impl Dest {
     }
 }
 
-/// Options shared by both sides (the tools' `-p -s -n -m -r`).
-#[derive(Clone, Copy, Debug)]
+/// Options shared by both sides (the tools' `-p -s -n -m -r`), and vhca's own.
+#[derive(Clone, Debug)]
 pub struct Options {
     pub port: u16,
     pub size: u32,
@@ -99,6 +105,10 @@ pub struct Options {
     pub ud: bool,
     /// Give up when no completion arrives for this long.
     pub stall: Duration,
+    /// Carry RoCEv2 through this TAP device (own MAC and IP, ARP) instead of a UDP socket.
+    pub tap: Option<String>,
+    /// Record the traffic in this pcap file.
+    pub pcap: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -111,18 +121,22 @@ impl Default for Options {
             rx_depth: 500,
             ud: false,
             stall: Duration::from_secs(30),
+            tap: None,
+            pcap: None,
         }
     }
 }
 
 /// What a run measured.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
     pub bytes: u64,
     pub seconds: f64,
     pub iters: u32,
     pub mbit_per_sec: f64,
     pub usec_per_iter: f64,
+    /// The link's counters at the end (RoCEv2 packets, not the TCP exchange).
+    pub link: LinkCounters,
 }
 
 impl Report {
@@ -155,7 +169,7 @@ fn random_psn(ip: Ipv4Addr) -> Psn {
     Psn::new((t ^ u32::from(ip) as u64 ^ (t >> 24)) as u32)
 }
 
-fn setup(node: &mut Node, o: &Options, ip: Ipv4Addr) -> Result<Side, PingError> {
+fn setup<L: Link>(node: &mut Node<L>, o: &Options, ip: Ipv4Addr) -> Result<Side, PingError> {
     let pd = node.alloc_pd()?;
     let cq = node.create_cq(o.rx_depth + 1)?;
     let qpn = node.create_qp(QpInitAttr {
@@ -213,7 +227,12 @@ fn setup(node: &mut Node, o: &Options, ip: Ipv4Addr) -> Result<Side, PingError> 
     })
 }
 
-fn connect(node: &mut Node, s: &mut Side, o: &Options, rem: Dest) -> Result<(), PingError> {
+fn connect<L: Link>(
+    node: &mut Node<L>,
+    s: &mut Side,
+    o: &Options,
+    rem: Dest,
+) -> Result<(), PingError> {
     use QpAttrMask as M;
     let mut a = QpAttr::default();
     if o.ud {
@@ -269,7 +288,12 @@ fn connect(node: &mut Node, s: &mut Side, o: &Options, rem: Dest) -> Result<(), 
     Ok(())
 }
 
-fn post_recvs(node: &mut Node, s: &Side, o: &Options, n: u32) -> Result<u32, PingError> {
+fn post_recvs<L: Link>(
+    node: &mut Node<L>,
+    s: &Side,
+    o: &Options,
+    n: u32,
+) -> Result<u32, PingError> {
     let len = o.size + if o.ud { GRH } else { 0 };
     for i in 0..n {
         let wr = RecvWr {
@@ -287,7 +311,7 @@ fn post_recvs(node: &mut Node, s: &Side, o: &Options, n: u32) -> Result<u32, Pin
     Ok(n)
 }
 
-fn post_send(node: &mut Node, s: &Side, o: &Options) -> Result<(), PingError> {
+fn post_send<L: Link>(node: &mut Node<L>, s: &Side, o: &Options) -> Result<(), PingError> {
     let mut wr = SendWr::new(SEND_WRID, SendOp::Send).flags(SendFlags::SIGNALED);
     if o.ud {
         let rem = s.remote.expect("connected");
@@ -312,7 +336,7 @@ fn post_send(node: &mut Node, s: &Side, o: &Options) -> Result<(), PingError> {
     Ok(())
 }
 
-fn my_dest(node: &Node, s: &Side) -> Dest {
+fn my_dest<L: Link>(node: &Node<L>, s: &Side) -> Dest {
     Dest {
         lid: 0,
         qpn: s.qpn,
@@ -329,8 +353,8 @@ fn read_exact_msg(sock: &mut TcpStream, n: usize) -> Result<Vec<u8>, PingError> 
 
 /// The data phase of both tools: each side posts its next SEND once its previous SEND has
 /// completed and a receive has completed; the client starts.
-fn data_phase(
-    node: &mut Node,
+fn data_phase<L: Link>(
+    node: &mut Node<L>,
     s: &Side,
     o: &Options,
     client: bool,
@@ -385,12 +409,84 @@ fn data_phase(
         iters: o.iters,
         mbit_per_sec: bytes as f64 * 8.0 / secs / 1e6,
         usec_per_iter: secs * 1e6 / o.iters as f64,
+        link: node.link.counters(),
     })
+}
+
+const MEM_BYTES: usize = 64 << 20;
+
+/// The node `o` asks for: on a TAP device or a UDP socket, capturing when asked.
+fn with_node<T>(ip: Ipv4Addr, o: &Options, f: impl RunOn<T>) -> Result<T, PingError> {
+    let cap = match &o.pcap {
+        Some(p) => Some(Capture::create(p)?),
+        None => None,
+    };
+    match &o.tap {
+        Some(name) => {
+            let mut node = Node::tap(ip, name, MEM_BYTES)?;
+            if let Some(c) = cap {
+                node.link.set_capture(c);
+            }
+            f.run(node)
+        }
+        None => {
+            let mut node = Node::new(ip, MEM_BYTES)?;
+            if let Some(c) = cap {
+                node.link.set_capture(c);
+            }
+            f.run(node)
+        }
+    }
+}
+
+/// A side's run, for any link (a generic closure, which Rust lacks).
+trait RunOn<T> {
+    fn run<L: Link>(self, node: Node<L>) -> Result<T, PingError>;
+}
+
+struct Server<'a> {
+    ip: Ipv4Addr,
+    o: &'a Options,
+}
+
+struct Client<'a> {
+    ip: Ipv4Addr,
+    server: Ipv4Addr,
+    o: &'a Options,
+}
+
+impl RunOn<Report> for Server<'_> {
+    fn run<L: Link>(self, node: Node<L>) -> Result<Report, PingError> {
+        server_on(node, self.ip, self.o)
+    }
+}
+
+impl RunOn<Report> for Client<'_> {
+    fn run<L: Link>(self, node: Node<L>) -> Result<Report, PingError> {
+        client_on(node, self.ip, self.server, self.o)
+    }
 }
 
 /// Server side: waits for one client on TCP `o.port`.
 pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    let mut node = Node::new(ip, 64 << 20)?;
+    with_node(ip, o, Server { ip, o })
+}
+
+/// Client side: connects to `server_addr:o.port` (TCP; the RoCEv2 peer is the GID the server
+/// sends, which on a TAP device need not be an address of the kernel's).
+pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+    with_node(
+        ip,
+        o,
+        Client {
+            ip,
+            server: server_addr,
+            o,
+        },
+    )
+}
+
+fn server_on<L: Link>(mut node: Node<L>, ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
     let mut s = setup(&mut node, o, ip)?;
     let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
@@ -409,9 +505,12 @@ pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
     data_phase(&mut node, &s, o, false, routs)
 }
 
-/// Client side: connects to `server_addr:o.port`.
-pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    let mut node = Node::new(ip, 64 << 20)?;
+fn client_on<L: Link>(
+    mut node: Node<L>,
+    ip: Ipv4Addr,
+    server_addr: Ipv4Addr,
+    o: &Options,
+) -> Result<Report, PingError> {
     let mut s = setup(&mut node, o, ip)?;
     let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
     let mut sock = TcpStream::connect((server_addr, o.port))?;

@@ -74,12 +74,25 @@ pub fn run_plan(
     plan: &Plan,
     rng: &mut ChaCha8Rng,
 ) -> SimReport {
+    run_plan_tapped(seed, level, faults, plan, rng, None)
+}
+
+/// [`run_plan`] with an observer of every transmitted packet (a pcap capture).
+pub fn run_plan_tapped(
+    seed: u64,
+    level: FaultLevel,
+    faults: FaultConfig,
+    plan: &Plan,
+    rng: &mut ChaCha8Rng,
+    tap: Option<vhca_fabric::world::Tap>,
+) -> SimReport {
     let mut world = World::new(WorldConfig {
         seed: seed ^ 0x5eed_fab1,
         faults,
         latency_ns: 1_000,
         vf_mem_bytes: plan.vf_mem_bytes,
     });
+    world.tap = tap;
     if std::env::var_os("VHCA_SIM_TRACE").is_some() {
         world.tap = Some(Box::new(|now, p| {
             let nak = p.ext.aeth.is_some_and(|a| a.syndrome.to_byte() & 0xe0 != 0);
