@@ -8,3 +8,4 @@ pub mod pingpong;
 pub mod sim;
 pub mod state;
 pub mod udp_bench;
+pub mod vhost_bench;

@@ -159,6 +159,10 @@ enum Cmd {
         /// nodes) beside a plain UDP blast of the same datagrams.
         #[arg(long)]
         udp: bool,
+        /// Measure through the vhost-user path (a `vhca serve` child and two guest drivers)
+        /// beside the same program in-process.
+        #[arg(long, conflicts_with = "udp")]
+        vhost: bool,
         /// With --udp: the two nodes' IPv4 addresses, A,B.
         #[arg(long, value_name = "A,B", default_value = "127.0.0.31,127.0.0.32")]
         ips: String,
@@ -514,6 +518,23 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("bench --udp failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Bench { json, vhost: true, .. } => {
+            let cfg = vhca_guest::bench::BenchConfig::default();
+            match vhca::vhost_bench::run(&cfg) {
+                Ok(rows) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+                    } else {
+                        print!("{}", vhca::vhost_bench::table(&rows));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench --vhost failed: {e}");
                     ExitCode::FAILURE
                 }
             }
