@@ -15,10 +15,11 @@
 //! ## What an empty `poll_cq` does
 //! `Verbs::poll_cq` must not block, but the device runs in another process and the programs
 //! loop on `poll_cq` with a bound on empty polls. An empty poll therefore arms the CQ (a CQ_ARM
-//! doorbell, once per completion event), re-checks the ring and then waits on the eventq's call
-//! eventfd for at most [`PollMode::Event`]'s `wait` (2 ms by default) before returning 0. A CQE
-//! that arrives while the CQ is armed wakes the poller at once; a CQE that raced the arm is
-//! found by the next poll at the latest after one `wait`. Nothing spins: a program waiting for
+//! doorbell, once per completion event), waits until the device has taken that doorbell,
+//! re-checks the ring and then waits on the eventq's call eventfd for at most
+//! [`PollMode::Event`]'s `wait` (2 ms by default) before returning 0. A CQE written before the
+//! device saw the arm is found by the re-check; one written after it raises the event that wakes
+//! the poller at once. Nothing spins: a program waiting for
 //! a completion sleeps in `epoll_wait` and leaves the CPU to the device. [`PollMode::Spin`]
 //! returns 0 at once (for benchmarks that measure busy polling).
 
@@ -536,7 +537,9 @@ impl Verbs for GuestContext {
             if let Some(c) = self.cqs.get_mut(&cq.0) {
                 c.armed = true;
             }
-            // A CQE written before the device saw the arm raises no event.
+            // A CQE written before the device saw the arm raises no event: wait until the
+            // device took the doorbell, then look again. Anything later raises an event.
+            self.drv.flush_doorbells().map_err(|e| self.fail(e))?;
             let n = self.drain_cq(cq.0, max, out)?;
             if n > 0 {
                 return Ok(n);
@@ -613,7 +616,9 @@ impl Verbs for GuestContext {
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Srq { srqn: srq.0, pi }])
+        self.ring_doorbells(&[Doorbell::Srq { srqn: srq.0, pi }])?;
+        // An SRQ may serve UD QPs: see `post_recv`.
+        self.drv.flush_doorbells().map_err(|e| self.fail(e))
     }
 
     fn destroy_srq(&mut self, srq: SrqHandle) -> VerbsResult<()> {
@@ -791,11 +796,19 @@ impl Verbs for GuestContext {
         q.rq_pi = q.rq_pi.wrapping_add(1);
         q.rq_outstanding += 1;
         let pi = q.rq_pi;
+        let ud = q.init.qp_type == QpType::Ud;
         self.drv
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])
+        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])?;
+        if ud {
+            // A datagram that arrives before the device has read this doorbell finds no
+            // receive and is dropped (UD has no RNR retry): return only once the device
+            // has taken the doorbell, as `ibv_post_recv` promises.
+            self.drv.flush_doorbells().map_err(|e| self.fail(e))?;
+        }
+        Ok(())
     }
 }
 

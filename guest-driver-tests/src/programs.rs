@@ -128,19 +128,24 @@ pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) 
     )
 }
 
-/// Polls until `n` completions arrived or `max_polls` polls found nothing more.
+/// How long [`wait`] waits for completions at most, however many polls that takes.
+pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls until `n` completions arrived, or `max_polls` polls in a row found nothing, or
+/// [`WAIT_LIMIT`] passed.
 pub fn wait<V: Verbs>(
     v: &mut V,
     cq: CqHandle,
     n: usize,
     max_polls: usize,
 ) -> VerbsResult<Vec<WorkCompletion>> {
+    let deadline = std::time::Instant::now() + WAIT_LIMIT;
     let mut got = Vec::new();
     let mut idle = 0;
     while got.len() < n {
         if v.poll_cq(cq, n - got.len(), &mut got)? == 0 {
             idle += 1;
-            if idle > max_polls {
+            if idle > max_polls || std::time::Instant::now() > deadline {
                 return Err(VerbsError::Invalid("completions did not arrive"));
             }
         } else {
