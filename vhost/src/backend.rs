@@ -6,7 +6,7 @@
 //! slot's wake eventfd, tells this VF's worker thread that another thread left events for it.
 
 use crate::memory::{GuestMem, VhostMemory};
-use crate::pf::Shared;
+use crate::pf::{PfState, Shared};
 use crate::port::VfPort;
 use crate::protocol::command::{opcode, Response, Status, HEADER_SIZE};
 use crate::protocol::doorbell::{Doorbell, DOORBELL_SIZE, EVENT_SIZE};
@@ -31,7 +31,7 @@ pub const MAX_REQUEST: usize = 4096;
 /// Most doorbell records one buffer may carry.
 pub const MAX_DOORBELLS: usize = 1024;
 
-type Vring = VringRwLock<GuestMem>;
+pub type Vring = VringRwLock<GuestMem>;
 
 /// The vhost-user backend of one VF for one frontend connection.
 pub struct VfBackend {
@@ -41,6 +41,7 @@ pub struct VfBackend {
     event_idx: AtomicBool,
     acked_features: AtomicU64,
     exit: (EventConsumer, EventNotifier),
+    this: std::sync::Mutex<std::sync::Weak<VfBackend>>,
 }
 
 fn other<E: std::fmt::Display>(e: E) -> io::Error {
@@ -76,6 +77,21 @@ pub fn config_window(cfg: &[u8], offset: u32, size: u32) -> Vec<u8> {
     out
 }
 
+/// Whether a chain ends properly. virtio-queue stops walking a chain after queue-size
+/// descriptors or at a `next` beyond the table without saying so; such a chain (a loop, an
+/// over-long or broken one) ends on a descriptor that still has NEXT set.
+pub fn chain_is_whole<M>(chain: &virtio_queue::DescriptorChain<M>) -> bool
+where
+    M: std::ops::Deref + Clone,
+    M::Target: vm_memory::GuestMemory,
+{
+    let mut last = None;
+    for d in chain.clone() {
+        last = Some(d.has_next());
+    }
+    last == Some(false)
+}
+
 impl VfBackend {
     /// `mem` is the memory map the daemon was created with: the library swaps its content on
     /// every memory table message, so this handle always sees the current map.
@@ -87,7 +103,20 @@ impl VfBackend {
             event_idx: AtomicBool::new(false),
             acked_features: AtomicU64::new(0),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            this: std::sync::Mutex::new(std::sync::Weak::new()),
         })
+    }
+
+    fn me(&self) -> Option<Arc<VfBackend>> {
+        self.this
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
+    }
+
+    /// Lets the backend hand itself to other threads (see [`Shared::sweep_doorbells`]).
+    pub fn set_self(self: &Arc<Self>) {
+        *self.this.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(self);
     }
 
     pub fn acked_features_bits(&self) -> u64 {
@@ -164,6 +193,9 @@ impl VfBackend {
             self.shared.lock().ports[self.index].counters.bad_buffers += 1;
             0
         };
+        if !chain_is_whole(&chain) {
+            return bad("looping, over-long or broken chain");
+        }
         let Ok(mut reader) = chain.clone().reader(mem) else {
             return bad("readable part outside guest memory");
         };
@@ -188,12 +220,8 @@ impl VfBackend {
         } else {
             let mut st = self.shared.lock();
             let r = st.ports[self.index].execute(&req);
-            // A command may complete work (DESTROY_QP, MODIFY_QP to ERR flush WQEs).
-            let now = st.now();
-            let mut touched = vec![false; st.ports.len()];
-            st.pump(now, &mut touched);
-            self.shared
-                .finish_batch(&mut st, &touched, Some(self.index));
+            // A command may complete work (MODIFY_QP to ERR flushes WQEs).
+            self.shared.run_batch(&mut st, Some(self.index));
             r
         };
         let bytes = resp.encode();
@@ -206,6 +234,21 @@ impl VfBackend {
     // ---- doorbellq --------------------------------------------------------------------------
 
     fn process_doorbells(&self, vring: &Vring) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        self.drain_doorbells(&mut st, vring)?;
+        self.shared.run_batch(&mut st, Some(self.index));
+        Ok(())
+    }
+
+    /// Takes every doorbell buffer the driver has published and applies its records, under
+    /// the process lock. Any thread may call it for any VF: before packets move, every VF's
+    /// published doorbells are applied, so a receive a driver posted before its peer's send
+    /// is on the queue when the datagram arrives (as with a hardware HCA, whose doorbell
+    /// record is in memory it reads when a packet arrives).
+    pub fn drain_doorbells(&self, st: &mut PfState, vring: &Vring) -> io::Result<()> {
+        if !Self::ready(vring) {
+            return Ok(());
+        }
         let mem = self.mem.memory();
         let chains: Vec<_> = vring
             .get_mut()
@@ -216,38 +259,31 @@ impl VfBackend {
         if chains.is_empty() {
             return Ok(());
         }
-        let mut records = Vec::new();
-        let mut bad = 0u64;
+        let port = &mut st.ports[self.index];
         for chain in chains {
             let head = chain.head_index();
-            match chain.reader(&mem) {
-                Ok(mut r) if r.available_bytes() <= MAX_DOORBELLS * DOORBELL_SIZE => {
-                    let mut b = vec![0u8; r.available_bytes()];
-                    match r
-                        .read_exact(&mut b)
-                        .ok()
-                        .and_then(|_| Doorbell::decode_all(&b).ok())
-                    {
-                        Some(dbs) => records.extend(dbs),
-                        None => bad += 1,
+            let records = if !chain_is_whole(&chain) {
+                None
+            } else {
+                match chain.reader(&mem) {
+                    Ok(mut r) if r.available_bytes() <= MAX_DOORBELLS * DOORBELL_SIZE => {
+                        let mut b = vec![0u8; r.available_bytes()];
+                        r.read_exact(&mut b)
+                            .ok()
+                            .and_then(|_| Doorbell::decode_all(&b).ok())
+                    }
+                    _ => None,
+                }
+            };
+            match records {
+                Some(dbs) => {
+                    for db in dbs {
+                        port.doorbell(db);
                     }
                 }
-                _ => bad += 1,
+                None => port.counters.bad_buffers += 1,
             }
             vring.add_used(head, 0).map_err(other)?;
-        }
-        {
-            let mut st = self.shared.lock();
-            let port = &mut st.ports[self.index];
-            port.counters.bad_buffers += bad;
-            for db in records {
-                port.doorbell(db);
-            }
-            let now = st.now();
-            let mut touched = vec![false; st.ports.len()];
-            st.pump(now, &mut touched);
-            self.shared
-                .finish_batch(&mut st, &touched, Some(self.index));
         }
         Self::signal(vring)
     }
@@ -275,7 +311,12 @@ impl VfBackend {
                         break;
                     };
                     let head = chain.head_index();
+                    let whole = chain_is_whole(&chain);
                     let written = match chain.writer(&mem) {
+                        _ if !whole => {
+                            port.counters.bad_buffers += 1;
+                            0
+                        }
                         Ok(mut w) if w.available_bytes() >= EVENT_SIZE => match port.pop_event() {
                             Some(ev) => {
                                 if w.write_all(&ev.encode()).is_ok() {
@@ -378,6 +419,7 @@ impl VhostUserBackend for VfBackend {
         vrings: &[Vring],
         _thread_id: usize,
     ) -> io::Result<()> {
+        self.shared.slots[self.index].activate(&self.me(), vrings);
         if evset != EventSet::IN {
             tracing::warn!(vf = self.index, ?evset, "unexpected event set");
             return Ok(());

@@ -192,8 +192,8 @@ pub fn render_text(cmd: &str, v: &Value) -> String {
             for r in rows {
                 out.push_str(&format!(
                     "{:<3} {:<10} {:<22} {:<18} {:<17} {}\n",
-                    r["vf"],
-                    r["connected"],
+                    r["vf"].to_string(),
+                    r["connected"].to_string(),
                     r["gid"].as_str().unwrap_or(""),
                     r["mac"].as_str().unwrap_or(""),
                     r["node_guid"].as_str().unwrap_or(""),
@@ -206,12 +206,12 @@ pub fn render_text(cmd: &str, v: &Value) -> String {
             for r in rows {
                 out.push_str(&format!(
                     "{:<3} {:<9} {:<4} {:<6} {:<9} {:<9} {}\n",
-                    r["vf"],
-                    r["qpn"],
+                    r["vf"].to_string(),
+                    r["qpn"].to_string(),
                     r["type"].as_str().unwrap_or(""),
                     r["state"].as_str().unwrap_or(""),
-                    r["sq_psn"],
-                    r["expected_psn"],
+                    r["sq_psn"].to_string(),
+                    r["expected_psn"].to_string(),
                     r["una"],
                 ));
             }

@@ -5,15 +5,17 @@
 //! VF, and the device is sans-I/O, so whoever holds the lock moves everything until the fabric
 //! is quiet. Per-VF locks with a lock-free fabric are the later, faster shape.
 
+use crate::backend::{VfBackend, Vring};
 use crate::fabric::Fabric;
 use crate::port::VfPort;
+use crate::protocol::DOORBELL_QUEUE;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vhca_device::Nanos;
-use vhost_user_backend::ShutdownHandle;
+use vhost_user_backend::{ShutdownHandle, VringT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Packets one pump moves at most before it lets other threads in (the timer thread finishes
@@ -115,6 +117,28 @@ pub struct VfSlot {
     pub conn: Mutex<Option<ShutdownHandle>>,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
+    /// The live connection's backend and vrings, once its first event arrived: lets any
+    /// thread apply this VF's published doorbells before packets move.
+    active: Mutex<Option<Active>>,
+}
+
+type Active = (Arc<VfBackend>, Vec<Vring>);
+
+impl VfSlot {
+    /// Records the connection's backend and vrings (first event of a connection).
+    pub fn activate(&self, backend: &Option<Arc<VfBackend>>, vrings: &[Vring]) {
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if a.is_none() {
+            if let Some(b) = backend {
+                *a = Some((b.clone(), vrings.to_vec()));
+            }
+        }
+    }
+
+    /// Forgets the connection (it ended).
+    pub fn deactivate(&self) {
+        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// The process: state, per-VF slots, the timer thread's condition variable, the stop signal.
@@ -138,6 +162,7 @@ impl Shared {
                     conn: Mutex::new(None),
                     connected: AtomicBool::new(false),
                     connections: AtomicU64::new(0),
+                    active: Mutex::new(None),
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -199,6 +224,41 @@ impl Shared {
         self.timer.notify_all();
     }
 
+    /// Applies the published doorbells of every connected VF but `skip` (see
+    /// [`VfBackend::drain_doorbells`]).
+    pub fn sweep_doorbells(&self, st: &mut PfState, skip: Option<usize>) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            let active = slot
+                .active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some((b, vrings)) = active {
+                if let Some(v) = vrings.get(DOORBELL_QUEUE) {
+                    if let Err(e) = b.drain_doorbells(st, v) {
+                        tracing::debug!(vf = i, error = %e, "doorbell sweep failed");
+                    }
+                    // Keep the driver kicking under EVENT_IDX: the avail event moves on.
+                    let _ = v.enable_notification();
+                }
+            }
+        }
+    }
+
+    /// A batch: every VF's published doorbells, the fabric until quiet, completions into the
+    /// rings, wake-ups. `me` is the VF whose thread runs it (its own doorbells are applied
+    /// by the caller).
+    pub fn run_batch(&self, st: &mut PfState, me: Option<usize>) {
+        self.sweep_doorbells(st, me);
+        let now = st.now();
+        let mut touched = vec![false; st.ports.len()];
+        st.pump(now, &mut touched);
+        self.finish_batch(st, &touched, me);
+    }
+
     /// The timer thread: runs VF timers and finishes pumps that ran out of budget.
     pub fn timer_loop(&self) {
         let mut st = self.lock();
@@ -210,8 +270,8 @@ impl Shared {
             let now = st.now();
             let mut touched = vec![false; n];
             st.run_timers(now, &mut touched);
-            st.pump(now, &mut touched);
             self.finish_batch(&mut st, &touched, None);
+            self.run_batch(&mut st, None);
             let now = st.now();
             match st.next_deadline(now) {
                 Some(t) if t <= now => {

@@ -356,7 +356,20 @@ impl VfPort {
         let first = iova >> page_shift;
         let last = (end - 1) >> page_shift;
         let needed = last - first + 1;
-        if npages > MAX_MR_PAGES || u64::from(npages) < needed {
+        if u64::from(npages) < needed {
+            return Err(Status::Invalid);
+        }
+        // The whole page list must be guest memory (FAULT) before its size is judged.
+        let list_end = (u64::from(npages) * 8)
+            .checked_add(page_list_gpa)
+            .ok_or(Status::Fault)?;
+        let mut probe = [0u8; 1];
+        if self.mem().read(page_list_gpa, &mut probe).is_err()
+            || self.mem().read(list_end - 1, &mut probe).is_err()
+        {
+            return Err(Status::Fault);
+        }
+        if npages > MAX_MR_PAGES {
             return Err(Status::Invalid);
         }
         let mut raw = vec![0u8; npages as usize * 8];
@@ -923,4 +936,495 @@ fn write_cqe(
     mem.write(at + OWNER as u64 + 1, &b[OWNER + 1..])?;
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     mem.write(at + OWNER as u64, &b[OWNER..OWNER + 1])
+}
+
+#[cfg(test)]
+mod tests {
+    //! Two ports over heap memory and the in-process switch, driven by hand the way the
+    //! backend drives them: commands, WQEs written into rings, doorbells, pump, drain.
+
+    use super::*;
+    use crate::fabric::{Fabric, SwitchFabric};
+    use crate::protocol::command::body;
+    use crate::protocol::ring::{decode_cqe, encode_recv, encode_send};
+    use vhca_device::{
+        AhAttr, Gid, Nanos, Pf, Psn, QpAttr, RecvWr, SendOp, SendWr, Sge, UdDest, VecMemory,
+    };
+
+    const MEM: usize = 4 << 20;
+
+    struct Side {
+        port: VfPort,
+        next: u64,
+    }
+
+    impl Side {
+        fn new(i: u16) -> Side {
+            let pf = Pf::new(0, 2);
+            Side {
+                port: VfPort::new(pf.default_identity(i), VecMemory::shared(MEM)),
+                next: 0x10000,
+            }
+        }
+        fn alloc(&mut self, len: u64) -> u64 {
+            let a = self.next;
+            self.next += len.div_ceil(4096) * 4096;
+            a
+        }
+        fn ok(&mut self, c: Command) -> Vec<u8> {
+            let r = self.port.execute(&c.encode());
+            assert_eq!(r.status, Status::Ok, "{c:?}");
+            r.body
+        }
+        fn u32(&mut self, c: Command) -> u32 {
+            body::read_u32(&self.ok(c)).unwrap()
+        }
+        fn mem(&self) -> SharedMemory {
+            self.port.vf.memory().clone()
+        }
+        /// A registered buffer of `len` bytes (one page list entry per 4 KiB page).
+        fn mr(&mut self, pd: u32, len: u64) -> (u64, u32) {
+            let buf = self.alloc(len);
+            let n = len.div_ceil(4096);
+            let list = self.alloc(n * 8);
+            for i in 0..n {
+                self.mem()
+                    .write(list + 8 * i, &(buf + 4096 * i).to_le_bytes())
+                    .unwrap();
+            }
+            let key = self.u32(Command::RegMr {
+                pd,
+                access: 7,
+                iova: buf,
+                length: len,
+                page_shift: 12,
+                npages: n as u32,
+                page_list_gpa: list,
+            });
+            (buf, key)
+        }
+        fn cq(&mut self, depth: u32) -> (u32, u64) {
+            let gpa = self.alloc(depth as u64 * 64);
+            (
+                self.u32(Command::CreateCq {
+                    depth,
+                    ring_gpa: gpa,
+                }),
+                gpa,
+            )
+        }
+        fn qp(&mut self, ty: u8, pd: u32, cq: u32) -> (u32, Ring, Ring) {
+            let cap = QpCap {
+                max_send_wr: 8,
+                max_recv_wr: 8,
+                max_send_sge: 2,
+                max_recv_sge: 2,
+                max_inline_data: 64,
+            };
+            let (sq, rq) = (self.alloc(8 * 256), self.alloc(8 * 64));
+            let b = self.ok(Command::CreateQp {
+                qp_type: ty,
+                sq_sig_all: false,
+                pd,
+                send_cq: cq,
+                recv_cq: cq,
+                srq: 0,
+                cap,
+                sq_ring_gpa: sq,
+                rq_ring_gpa: rq,
+            });
+            let (qpn, s, r) = body::read_create_qp(&b).unwrap();
+            (
+                qpn,
+                Ring::new(sq, s.depth, s.stride).unwrap(),
+                Ring::new(rq, r.depth, r.stride).unwrap(),
+            )
+        }
+        fn modify(&mut self, qpn: u32, attr: QpAttr, mask: QpAttrMask) {
+            self.ok(Command::ModifyQp {
+                qpn,
+                mask: mask.bits(),
+                attr,
+            });
+        }
+        fn cqes(&self, ring: u64, depth: u32, from: u32) -> Vec<WorkCompletion> {
+            let mut out = Vec::new();
+            let mut i = from;
+            loop {
+                let mut b = [0u8; 64];
+                self.mem()
+                    .read(ring + 64 * (i % depth) as u64, &mut b)
+                    .unwrap();
+                match decode_cqe(&b, i, depth).unwrap() {
+                    Some(w) => out.push(w),
+                    None => return out,
+                }
+                i += 1;
+            }
+        }
+    }
+
+    fn pump(a: &mut Side, b: &mut Side, fabric: &mut SwitchFabric) {
+        let now = Nanos(1);
+        for _ in 0..100 {
+            let mut moved = false;
+            for (i, s) in [&mut *a, &mut *b].into_iter().enumerate() {
+                while let Some(p) = s.port.vf.poll_transmit(now) {
+                    let _ = i;
+                    fabric.send(now, p);
+                    moved = true;
+                }
+            }
+            while let Some((port, pkt)) = fabric.poll_deliver(now) {
+                let s = if port == 0 { &mut *a } else { &mut *b };
+                s.port.vf.handle_packet(now, &pkt);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        a.port.drain_completions();
+        b.port.drain_completions();
+    }
+
+    fn fabric(a: &Side, b: &Side) -> SwitchFabric {
+        let mut f = SwitchFabric::ideal();
+        f.attach(a.port.identity().gid, 0);
+        f.attach(b.port.identity().gid, 1);
+        f
+    }
+
+    fn ud_qp(s: &mut Side, qkey: u32) -> (u32, u32, u32, u64, Ring, Ring) {
+        ud_qp_cq(s, qkey, 16)
+    }
+
+    fn ud_qp_cq(s: &mut Side, qkey: u32, cq_depth: u32) -> (u32, u32, u32, u64, Ring, Ring) {
+        let pd = s.u32(Command::CreatePd);
+        let (cq, cq_ring) = s.cq(cq_depth);
+        let (qpn, sq, rq) = s.qp(4, pd, cq);
+        let mut a = QpAttr {
+            qp_state: QpState::Init,
+            qkey,
+            port_num: 1,
+            ..QpAttr::default()
+        };
+        s.modify(
+            qpn,
+            a,
+            QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::QKEY,
+        );
+        a.qp_state = QpState::Rtr;
+        s.modify(qpn, a, QpAttrMask::STATE);
+        a.qp_state = QpState::Rts;
+        a.sq_psn = Psn(5);
+        s.modify(qpn, a, QpAttrMask::STATE | QpAttrMask::SQ_PSN);
+        (pd, cq, qpn, cq_ring, sq, rq)
+    }
+
+    #[test]
+    fn ud_send_through_rings_completes_on_both_sides() {
+        let (mut a, mut b) = (Side::new(0), Side::new(1));
+        let mut f = fabric(&a, &b);
+        let (pda, _cqa, qa, cqa_ring, sqa, _) = ud_qp(&mut a, 7);
+        let (pdb, _cqb, qb, cqb_ring, _, rqb) = ud_qp(&mut b, 7);
+        let (abuf, akey) = a.mr(pda, 4096);
+        let (bbuf, bkey) = b.mr(pdb, 4096);
+        a.mem().write(abuf, b"hello ud").unwrap();
+        let ah = a.u32(Command::CreateAh {
+            pd: pda,
+            attr: AhAttr {
+                dgid: b.port.identity().gid,
+                hop_limit: 64,
+                ..Default::default()
+            },
+        });
+        let rwr = RecvWr {
+            wr_id: 40,
+            sgl: vec![Sge {
+                addr: bbuf,
+                len: 200,
+                lkey: MemKey(bkey),
+            }],
+        };
+        b.mem()
+            .write(rqb.slot(0), &encode_recv(&rwr, rqb.stride))
+            .unwrap();
+        b.port.doorbell(Doorbell::Rq { qpn: qb, pi: 1 });
+        let swr = SendWr::new(41, SendOp::Send)
+            .sge(Sge {
+                addr: abuf,
+                len: 8,
+                lkey: MemKey(akey),
+            })
+            .ud(UdDest {
+                ah: AhHandle(ah),
+                remote_qpn: Qpn(qb),
+                remote_qkey: 7,
+            });
+        a.mem()
+            .write(sqa.slot(0), &encode_send(&swr, sqa.stride))
+            .unwrap();
+        a.port.doorbell(Doorbell::Sq { qpn: qa, pi: 1 });
+        pump(&mut a, &mut b, &mut f);
+        let wa = a.cqes(cqa_ring, 16, 0);
+        assert_eq!(
+            wa.len(),
+            1,
+            "{:?} {:?}",
+            a.port.counters,
+            a.port.vf.counters()
+        );
+        assert_eq!(wa[0].status, WcStatus::Success);
+        let wb = b.cqes(cqb_ring, 16, 0);
+        assert_eq!(wb.len(), 1, "{:?}", b.port.vf.counters());
+        assert_eq!(
+            (wb[0].wr_id, wb[0].byte_len, wb[0].src_qp),
+            (40, 48, Qpn(qa))
+        );
+        let _ = Gid::default();
+    }
+
+    /// A UD send from `a` to `b`'s QP `qb` through `a`'s AH `ah`.
+    fn ud_send(wr_id: u64, ah: u32, qb: u32, buf: u64, key: u32) -> SendWr {
+        SendWr::new(wr_id, SendOp::Send)
+            .sge(Sge {
+                addr: buf,
+                len: 8,
+                lkey: MemKey(key),
+            })
+            .ud(UdDest {
+                ah: AhHandle(ah),
+                remote_qpn: Qpn(qb),
+                remote_qkey: 7,
+            })
+    }
+
+    fn ah_to(a: &mut Side, pd: u32, b: &Side) -> u32 {
+        a.u32(Command::CreateAh {
+            pd,
+            attr: AhAttr {
+                dgid: b.port.identity().gid,
+                hop_limit: 64,
+                ..Default::default()
+            },
+        })
+    }
+
+    #[test]
+    fn a_malformed_wqe_completes_with_loc_qp_op_err_and_flushes_the_rest() {
+        let (mut a, mut b) = (Side::new(0), Side::new(1));
+        let mut f = fabric(&a, &b);
+        let (pda, _, qa, cq_ring, sq, _) = ud_qp(&mut a, 7);
+        let (_, _, qb, _, _, _) = ud_qp(&mut b, 7);
+        let (buf, key) = a.mr(pda, 4096);
+        let ah = ah_to(&mut a, pda, &b);
+        let good = encode_send(&ud_send(1, ah, qb, buf, key), sq.stride);
+        let mut bad = encode_send(&ud_send(2, ah, qb, buf, key), sq.stride);
+        bad[8] = 99; // no such opcode
+        let after = encode_send(&ud_send(3, ah, qb, buf, key), sq.stride);
+        let also_good = encode_send(&ud_send(4, ah, qb, buf, key), sq.stride);
+        for (i, w) in [good, also_good, bad, after].iter().enumerate() {
+            a.mem().write(sq.slot(i as u32), w).unwrap();
+        }
+        // The first WQE goes out alone; the second is still queued when the third (bad) one is
+        // read, so it is flushed before the bad one's error, and the fourth after it.
+        a.port.doorbell(Doorbell::Sq { qpn: qa, pi: 1 });
+        pump(&mut a, &mut b, &mut f);
+        a.port.doorbell(Doorbell::Sq { qpn: qa, pi: 4 });
+        pump(&mut a, &mut b, &mut f);
+        let w = a.cqes(cq_ring, 16, 0);
+        let got: Vec<_> = w.iter().map(|w| (w.wr_id, w.status)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, WcStatus::Success),
+                (4, WcStatus::WrFlushErr),
+                (2, WcStatus::LocQpOpErr),
+                (3, WcStatus::WrFlushErr)
+            ]
+        );
+        assert_eq!(a.port.vf.qp(Qpn(qa)).unwrap().state(), QpState::Err);
+        assert_eq!(a.port.counters.bad_wqes, 1);
+    }
+
+    #[test]
+    fn a_producer_index_too_far_ahead_fails_the_qp_with_an_async_event() {
+        let mut a = Side::new(0);
+        let (_, _, qa, _, sq, _) = ud_qp(&mut a, 7);
+        a.port.doorbell(Doorbell::Sq {
+            qpn: qa,
+            pi: sq.depth + 1,
+        });
+        assert_eq!(a.port.vf.qp(Qpn(qa)).unwrap().state(), QpState::Err);
+        a.port.drain_completions();
+        assert_eq!(
+            a.port.pop_event(),
+            Some(Event::Async {
+                code: async_code::QP_FATAL,
+                handle: qa
+            })
+        );
+        // Doorbells for objects this VF does not have are counted and ignored.
+        a.port.doorbell(Doorbell::Sq { qpn: 999, pi: 1 });
+        a.port.doorbell(Doorbell::CqConsumed { cqn: 77, ci: 1 });
+        assert_eq!(a.port.counters.bad_doorbells, 3);
+    }
+
+    #[test]
+    fn a_full_cq_ring_overruns_unless_the_driver_consumes() {
+        let (mut a, mut b) = (Side::new(0), Side::new(1));
+        let mut f = fabric(&a, &b);
+        let (pda, cqa, qa, cq_ring, sq, _) = ud_qp_cq(&mut a, 7, 2);
+        let (_, _, qb, _, _, _) = ud_qp(&mut b, 7);
+        let (buf, key) = a.mr(pda, 4096);
+        let ah = ah_to(&mut a, pda, &b);
+        let post = |a: &mut Side, i: u32| {
+            let w = encode_send(&ud_send(i as u64, ah, qb, buf, key), sq.stride);
+            a.mem().write(sq.slot(i), &w).unwrap();
+            a.port.doorbell(Doorbell::Sq { qpn: qa, pi: i + 1 });
+        };
+        for i in 0..4 {
+            post(&mut a, i);
+            pump(&mut a, &mut b, &mut f);
+            // The driver consumes what it polled.
+            let n = a.cqes(cq_ring, 2, i).len() as u32;
+            assert_eq!(n, 1, "send {i}");
+            a.port.doorbell(Doorbell::CqConsumed {
+                cqn: cqa,
+                ci: i + 1,
+            });
+        }
+        assert!(!a.port.has_events());
+        // Now without consuming: two fit, the third overruns.
+        for i in 4..7 {
+            post(&mut a, i);
+            pump(&mut a, &mut b, &mut f);
+        }
+        assert_eq!(a.port.counters.cq_overruns, 1);
+        assert_eq!(
+            a.port.pop_event(),
+            Some(Event::Async {
+                code: async_code::CQ_ERR,
+                handle: cqa
+            })
+        );
+    }
+
+    #[test]
+    fn hostile_commands_get_statuses_not_panics() {
+        let (mut a, mut b) = (Side::new(0), Side::new(1));
+        assert_eq!(a.port.execute(&[]).status, Status::Malformed);
+        assert_eq!(
+            a.port.execute(&[0xee, 0xee, 0, 0, 0, 0, 0, 0]).status,
+            Status::Unsupported
+        );
+        let cfg = a.ok(Command::QueryDevice);
+        assert_eq!(RdmaConfig::decode(&cfg).unwrap().gid, a.port.identity().gid);
+        // Handles of another VF are unknown numbers here.
+        let pdb = b.u32(Command::CreatePd);
+        let _ = b.u32(Command::CreatePd);
+        let (cqb, _) = b.cq(4);
+        fn st(s: &mut Side, c: Command) -> Status {
+            s.port.execute(&c.encode()).status
+        }
+        assert_eq!(
+            st(&mut a, Command::DestroyPd { pd: pdb + 1 }),
+            Status::NotFound
+        );
+        assert_eq!(
+            st(&mut a, Command::DestroyCq { cqn: cqb }),
+            Status::NotFound
+        );
+        assert_eq!(st(&mut a, Command::QueryQp { qpn: 17 }), Status::NotFound);
+        // Rings and page lists outside guest memory.
+        let outside = MEM as u64 + 4096;
+        assert_eq!(
+            st(
+                &mut a,
+                Command::CreateCq {
+                    depth: 4,
+                    ring_gpa: outside
+                }
+            ),
+            Status::Fault
+        );
+        assert_eq!(
+            st(
+                &mut a,
+                Command::CreateCq {
+                    depth: 3,
+                    ring_gpa: 0
+                }
+            ),
+            Status::Invalid
+        );
+        let pd = a.u32(Command::CreatePd);
+        let reg = |npages: u32, list: u64| Command::RegMr {
+            pd,
+            access: 1,
+            iova: 0x1000,
+            length: 4096,
+            page_shift: 12,
+            npages,
+            page_list_gpa: list,
+        };
+        assert_eq!(st(&mut a, reg(1, outside)), Status::Fault);
+        assert_eq!(st(&mut a, reg(u32::MAX, 0x1000)), Status::Fault);
+        assert_eq!(st(&mut a, reg(0, 0x1000)), Status::Invalid);
+        let list = a.alloc(4096);
+        a.mem().write(list, &outside.to_le_bytes()).unwrap();
+        assert_eq!(
+            st(&mut a, reg(1, list)),
+            Status::Fault,
+            "a page outside guest memory"
+        );
+        let qp = |sq: u64| Command::CreateQp {
+            qp_type: 2,
+            sq_sig_all: false,
+            pd,
+            send_cq: 1,
+            recv_cq: 1,
+            srq: 0,
+            cap: QpCap {
+                max_send_wr: 4,
+                max_recv_wr: 4,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            sq_ring_gpa: sq,
+            rq_ring_gpa: 0x2000,
+        };
+        let _ = a.cq(4);
+        assert_eq!(st(&mut a, qp(outside)), Status::Fault);
+        assert_eq!(st(&mut a, qp(u64::MAX - 64)), Status::Invalid);
+        assert_eq!(a.port.vf.qps().count(), 0);
+    }
+
+    #[test]
+    fn resize_cq_moves_unconsumed_cqes_to_the_new_ring() {
+        let (mut a, mut b) = (Side::new(0), Side::new(1));
+        let mut f = fabric(&a, &b);
+        let (pda, cqa, qa, cq_ring, sq, _) = ud_qp_cq(&mut a, 7, 4);
+        let (_, _, qb, _, _, _) = ud_qp(&mut b, 7);
+        let (buf, key) = a.mr(pda, 4096);
+        let ah = ah_to(&mut a, pda, &b);
+        for i in 0..3u32 {
+            let w = encode_send(&ud_send(10 + i as u64, ah, qb, buf, key), sq.stride);
+            a.mem().write(sq.slot(i), &w).unwrap();
+        }
+        a.port.doorbell(Doorbell::Sq { qpn: qa, pi: 3 });
+        pump(&mut a, &mut b, &mut f);
+        assert_eq!(a.cqes(cq_ring, 4, 0).len(), 3);
+        a.port.doorbell(Doorbell::CqConsumed { cqn: cqa, ci: 1 });
+        let new = a.alloc(8 * 64);
+        a.ok(Command::ResizeCq {
+            cqn: cqa,
+            depth: 8,
+            ring_gpa: new,
+        });
+        let moved: Vec<u64> = a.cqes(new, 8, 0).iter().map(|w| w.wr_id).collect();
+        assert_eq!(moved, vec![11, 12]);
+    }
 }

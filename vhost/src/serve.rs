@@ -241,6 +241,8 @@ fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
         if let Err(e) = one_connection(&shared, index, &mut listener) {
             tracing::warn!(vf = index, error = %e, "frontend connection ended with an error");
         }
+        // The daemon and its vring worker are gone: nobody may sweep the old rings now.
+        slot.deactivate();
         slot.connected.store(false, Ordering::Release);
         *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // The next frontend finds a fresh VF (same identity, no objects).
@@ -260,6 +262,7 @@ fn one_connection(
     shared.lock().ports[index].reset(VhostMemory::shared(mem.clone()));
     let backend =
         Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);
+    backend.set_self();
     let mut daemon = VhostUserDaemon::new(format!("vhca-vf{index}-conn"), backend, mem)
         .map_err(|e| e.to_string())?;
     for h in daemon.get_epoll_handlers() {
