@@ -523,12 +523,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Bench { json, vhost: true, .. } => {
+        Cmd::Bench {
+            json, vhost: true, ..
+        } => {
             let cfg = vhca_guest::bench::BenchConfig::default();
             match vhca::vhost_bench::run(&cfg) {
                 Ok(rows) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&rows).unwrap_or_default()
+                        );
                     } else {
                         print!("{}", vhca::vhost_bench::table(&rows));
                     }

@@ -33,7 +33,10 @@ fn result(path: &'static str, cfg: &BenchConfig, r: &BenchReport) -> PathResult 
 /// Both paths with the same program (`vhca_guest::bench::run`) and configuration.
 pub fn run(cfg: &BenchConfig) -> Result<Vec<PathResult>, String> {
     // In process: two VFs of two PFs on an ideal in-process link.
-    let mut w = World::new(WorldConfig { vf_mem_bytes: 64 << 20, ..Default::default() });
+    let mut w = World::new(WorldConfig {
+        vf_mem_bytes: 64 << 20,
+        ..Default::default()
+    });
     let (p0, p1) = (w.add_pf(1), w.add_pf(1));
     let a = w.add_vf(p0).map_err(|e| e.to_string())?;
     let b = w.add_vf(p1).map_err(|e| e.to_string())?;
@@ -47,21 +50,36 @@ pub fn run(cfg: &BenchConfig) -> Result<Vec<PathResult>, String> {
         }
     }
     let serve = ServeProcess::start(2, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    let vhost = bench::vhost_user(&serve.socket(0), &serve.socket(1), cfg).map_err(|e| e.to_string())?;
+    let vhost =
+        bench::vhost_user(&serve.socket(0), &serve.socket(1), cfg).map_err(|e| e.to_string())?;
     drop(serve);
-    Ok(vec![result("in-process", cfg, &inproc), result("vhost-user", cfg, &vhost)])
+    Ok(vec![
+        result("in-process", cfg, &inproc),
+        result("vhost-user", cfg, &vhost),
+    ])
 }
 
 pub fn table(rows: &[PathResult]) -> String {
-    let mut s = format!("{:<12} {:>10} {:>12} {:>10} {:>14} {:>12}\n", "path", "write B", "WRITE GB/s", "send B", "lat p50 [us]", "lat p99 [us]");
+    let mut s = format!(
+        "{:<12} {:>10} {:>12} {:>10} {:>14} {:>12}\n",
+        "path", "write B", "WRITE GB/s", "send B", "lat p50 [us]", "lat p99 [us]"
+    );
     for r in rows {
         s.push_str(&format!(
             "{:<12} {:>10} {:>12.3} {:>10} {:>14.2} {:>12.2}\n",
-            r.path, r.write_size, r.write_gbps, r.send_size, r.send_latency_median_us, r.send_latency_p99_us
+            r.path,
+            r.write_size,
+            r.write_gbps,
+            r.send_size,
+            r.send_latency_median_us,
+            r.send_latency_p99_us
         ));
     }
     if let [a, b] = rows {
-        s.push_str(&format!("vhost-user WRITE bandwidth = {:.0}% of in-process\n", 100.0 * b.write_gbps / a.write_gbps.max(1e-9)));
+        s.push_str(&format!(
+            "vhost-user WRITE bandwidth = {:.0}% of in-process\n",
+            100.0 * b.write_gbps / a.write_gbps.max(1e-9)
+        ));
     }
     s
 }
