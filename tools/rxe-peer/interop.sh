@@ -232,7 +232,8 @@ else
     # Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
     # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
     # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
-    # (a lost datagram stalls ibv_ud_pingpong for good), so only RC runs with loss.
+    # (a lost datagram stalls ibv_ud_pingpong for good), so only RC (pingpong and perftest) runs
+    # with loss.
     for p in 1 5; do
         guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
         guest_done "netem ${p}% in the guest"
@@ -241,6 +242,8 @@ else
             --probability "0.0$p" -j DROP
         vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
         vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
+        say "loss ${p}%: perftest, both directions"
+        perf_suite
     done
     dropped=$(ip netns exec "$ns" iptables-legacy -L OUTPUT -v -x -n | awk '/statistic/ { print $1 }')
     say "host side dropped ${dropped:-0} RoCEv2 packets on purpose in the last loss run"
