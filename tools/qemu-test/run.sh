@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real QEMU as the vhost-user frontend of a vhca VF (root).
 #
-#   tools/qemu-test/run.sh [--rundir DIR] [--timeout SECONDS] [--no-start]
+#   tools/qemu-test/run.sh [--rundir DIR] [--timeout SECONDS] [--no-start] [--direct]
 #
 # 1. builds (once) a Debian trixie chroot with QEMU 11.x from trixie-backports (chroot.sh) in
 #    target/qemu-chroot, and the guest images of tools/rxe-peer/build.sh (Debian kernel + busybox);
@@ -13,10 +13,13 @@
 # 4. the guest (tools/qemu-test/init) finds 1af4:1066, reads the virtio-pci capabilities, the
 #    common config and the device config window from user space, prints them on the serial
 #    console, then starts the device (features, 3 queues, DRIVER_OK) unless --no-start;
-# 5. checks here: the VF saw a frontend (vhca ctl vfs: connected), QEMU's messages reached it
-#    (GET_CONFIG; after the start SET_FEATURES, ADD_MEM_REG and the vrings, in the VF's debug
-#    log), and the config bytes the guest read equal the VF's identity (version 1, GID
-#    ::ffff:10.200.0.1 at 24, MAC 02:56:48:43:00:00 at 40, ...);
+# 5. checks here: the VF saw a frontend (vhca ctl vfs: connected), holds the guest's memory
+#    (the memfd is mapped in `vhca serve`, /proc/PID/maps), QEMU's messages reached it
+#    (GET_CONFIG; after the start SET_FEATURES, ADD_MEM_REG and the vrings: vhost-tap.py, a
+#    transparent logging proxy between QEMU and vf0.sock, prints each message; --direct
+#    connects QEMU straight to vf0.sock and skips those checks), and the config bytes the guest
+#    read equal the VF's identity (version 1, GID ::ffff:10.200.0.1 at 24, MAC
+#    02:56:48:43:00:00 at 40, ...);
 # 6. stops QEMU first (QEMU aborts when its backend goes away under it), then SIGTERMs vhca
 #    serve and checks it exits 0.
 #
@@ -33,13 +36,14 @@ guest=${RXE_PEER_DIR:-$repo/target/rxe-peer}
 # shellcheck source=../rxe-peer/lib.sh
 . "$repo/tools/rxe-peer/lib.sh"
 
-rundir="" timeout_s=300 start=1
+rundir="" timeout_s=300 start=1 direct=""
 while [ $# -gt 0 ]; do
     case $1 in
         --rundir) rundir=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
         --no-start) start=""; shift ;;
-        -h | --help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --direct) direct=1; shift ;;
+        -h | --help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-test: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -61,7 +65,7 @@ lap() { # name
 }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (chroot, mount namespaces, /dev/mem in the guest is fine)"
-for t in unshare chroot cpio gzip timeout tail awk; do
+for t in unshare chroot cpio gzip timeout tail awk ${direct:-python3}; do
     command -v "$t" >/dev/null || skip "$t not found"
 done
 
@@ -103,7 +107,7 @@ chmod 0755 "$rundir/extra/qemu-test-init"
 cat "$guest/initrd.img" "$rundir/extra.cpio.gz" >"$rundir/initrd.img"
 cp "$guest/vmlinuz" "$rundir/vmlinuz"
 
-spid="" qpid=""
+spid="" qpid="" tpid=""
 stop_qemu() {
     if [ -n "$qpid" ]; then
         kill -TERM "$qpid" 2>/dev/null || true
@@ -114,6 +118,10 @@ stop_qemu() {
 cleanup() {
     # QEMU first, then its backend.
     stop_qemu
+    if [ -n "$tpid" ]; then
+        kill -TERM "$tpid" 2>/dev/null || true
+        wait "$tpid" 2>/dev/null || true
+    fi
     if [ -n "$spid" ]; then
         kill -TERM "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
@@ -140,6 +148,10 @@ show_logs() {
     tail -n 30 "$console" | tr -d '\r' >&2
     echo "---- qemu" >&2
     tail -n 20 "$rundir/qemu.log" >&2 2>/dev/null || true
+    if [ -z "$direct" ]; then
+        echo "---- vhost-user messages (last 30)" >&2
+        tail -n 30 "$rundir/tap.log" >&2 2>/dev/null || true
+    fi
     echo "---- vhca serve (last 30 lines)" >&2
     tail -n 30 "$rundir/serve.log" >&2 2>/dev/null || true
 }
@@ -149,13 +161,19 @@ abort() {
     exit 1
 }
 
-# Debug level: the vhost-user request handler logs each message QEMU sends.
-RUST_LOG=${RUST_LOG:-info,vhost=debug,vhost_user_backend=debug} \
-    "$vhca" serve --vfs 1 --socket-dir "$sock" </dev/null >"$rundir/serve.out" 2>"$rundir/serve.log" &
+NO_COLOR=1 RUST_LOG=${RUST_LOG:-info} "$vhca" serve --vfs 1 --socket-dir "$sock" </dev/null >"$rundir/serve.out" 2>"$rundir/serve.log" &
 spid=$!
 rxe_peer_wait "$rundir/serve.log" 'serving' 1 30 || abort "vhca serve did not start"
 say "vhca serve (pid $spid) on $sock"
 lap "vhca serve up"
+chardev_path=$sock/vf0.sock
+if [ -z "$direct" ]; then
+    python3 -u "$here/vhost-tap.py" "$sock/tap0.sock" "$sock/vf0.sock" >"$rundir/tap.log" 2>&1 &
+    tpid=$!
+    rxe_peer_wait "$rundir/tap.log" '^TAP-LISTENING' 1 30 || abort "vhost-tap.py did not start"
+    chardev_path=$sock/tap0.sock
+    say "vhost-user messages logged by vhost-tap.py between QEMU and vf0.sock: $rundir/tap.log"
+fi
 
 # ---- 3. QEMU 11 in the chroot ------------------------------------------------------------------------
 append="console=ttyS0 quiet panic=-1 rdinit=/qemu-test-init vhca.qt.dev=1066"
@@ -167,7 +185,7 @@ qemu_args=(
     -nodefaults -display none -no-reboot
     -kernel "$rundir/vmlinuz" -initrd "$rundir/initrd.img" -append "$append"
     -chardev "file,id=con,path=$console" -serial chardev:con
-    -chardev "socket,id=vf0,path=$sock/vf0.sock"
+    -chardev "socket,id=vf0,path=$chardev_path"
     -device vhost-user-test-device-pci,chardev=vf0,virtio-id=38,num_vqs=3,vq_size=256,config_size=128
     -pidfile "$rundir/qemu.pid"
 )
@@ -203,7 +221,8 @@ say "guest read the device config: $cfg_hex"
 ctl=$("$vhca" ctl --json --socket-dir "$sock" vfs)
 say "vhca ctl vfs: $ctl"
 # The VF's identity as the backend reports it.
-ctl_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$ctl"; }
+ctl_flat=$(tr -d ' \n' <<<"$ctl")
+ctl_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$ctl_flat"; }
 gid=$(ctl_field gid)
 mac=$(ctl_field mac)
 
@@ -219,7 +238,7 @@ check "the guest sees 1af4:1066 (virtio ID 38)" grep -q '^VHCA-QT-PCI .* 0x1af4 
 check "the device has 3 queues (num_vqs=3)" test "$(field VHCA-QT-NUMQ)" = 3
 check "device features offer VERSION_1 (bit 32)" \
     test $((0x$(field VHCA-QT-FEATURES) >> 32 & 1)) -eq 1
-check "vhca ctl: vf0 connected once" grep -q '"connected":true,"connections":1' <<<"$(tr -d ' ' <<<"$ctl")"
+check "vhca ctl: vf0 connected once" grep -q '"connected":true,"connections":1' <<<"$ctl_flat"
 check "the VF's identity is the default (GID ::ffff:10.200.0.1, MAC 02:56:48:43:00:00)" \
     test "$gid $mac" = "::ffff:10.200.0.1 02:56:48:43:00:00"
 check "128 config bytes read" test "${#cfg_hex}" -eq 256
@@ -229,16 +248,28 @@ check "config GID at 24 = $gid" test "$(bytes 24 16)" = "$(gid_hex "$gid")"
 check "config MAC at 40 = $mac" test "$(bytes 40 6)" = "$(tr -d : <<<"$mac")"
 check "config port_state ACTIVE (offset 46)" test "$(bytes 46 1)" = 04
 check "config cqe_size 64 (offset 120)" test "$(bytes 120 4)" = 40000000
-# What QEMU sent, from the VF's debug log (the vhost crate logs each request it handles).
-slog=$(cat "$rundir/serve.log")
-has_req() { grep -q "$1" <<<"$slog"; }
-check "QEMU's guest config reads reached the VF (GET_CONFIG)" has_req 'GET_CONFIG'
-if [ -n "$start" ]; then
+[ -n "$start" ] &&
     check "the guest started the device (DRIVER_OK)" grep -q '^VHCA-QT-STARTED status=15' <<<"$clog"
-    check "QEMU sent SET_FEATURES" has_req 'SET_FEATURES'
-    check "QEMU sent the guest memory (ADD_MEM_REG or SET_MEM_TABLE)" has_req 'ADD_MEM_REG\|SET_MEM_TABLE'
-    check "QEMU set up the vrings (SET_VRING_ADDR, _KICK, _ENABLE)" \
-        bash -c 'grep -q SET_VRING_ADDR <<<"$1" && grep -q SET_VRING_KICK <<<"$1" && grep -q SET_VRING_ENABLE <<<"$1"' _ "$slog"
+# The VF holds the guest's RAM: QEMU's memfd is mapped in vhca serve once memory was sent.
+memfd_maps=$(grep -c 'memfd:mem' "/proc/$spid/maps" || true)
+if [ -n "$start" ]; then
+    check "vhca serve maps the guest memory (memfd:mem in /proc/$spid/maps: $memfd_maps)" test "$memfd_maps" -ge 1
+fi
+if [ -z "$direct" ]; then
+    # What QEMU sent, as the tap saw it (the backend answered each: QEMU carried on).
+    tlog=$(cat "$rundir/tap.log")
+    count() { grep -c "^FRONTEND $1 " <<<"$tlog" || true; }
+    say "vhost-user requests from QEMU: $(sed -n 's/^FRONTEND \([A-Z_0-9]*\) .*/\1/p' <<<"$tlog" | uniq -c | awk '{ printf "%s%s", sep, $2 ($1 > 1 ? "x" $1 : ""); sep = " " }')"
+    check "QEMU negotiated (GET_FEATURES, SET_OWNER, GET_PROTOCOL_FEATURES, GET_QUEUE_NUM)" \
+        test "$(count GET_FEATURES)" -ge 1 -a "$(count SET_OWNER)" -eq 1 -a "$(count GET_PROTOCOL_FEATURES)" -ge 1 -a "$(count GET_QUEUE_NUM)" -ge 1
+    check "each guest config read was a GET_CONFIG (32 reads: $(count GET_CONFIG))" test "$(count GET_CONFIG)" -ge 32
+    if [ -n "$start" ]; then
+        check "QEMU sent SET_FEATURES" test "$(count SET_FEATURES)" -ge 1
+        check "QEMU sent the guest memory (ADD_MEM_REG: $(count ADD_MEM_REG), SET_MEM_TABLE: $(count SET_MEM_TABLE))" \
+            test $(($(count ADD_MEM_REG) + $(count SET_MEM_TABLE))) -ge 1
+        check "QEMU set up 3 vrings (SET_VRING_NUM/ADDR/BASE/KICK x3, SET_VRING_ENABLE)" \
+            test "$(count SET_VRING_NUM)" -ge 3 -a "$(count SET_VRING_ADDR)" -ge 3 -a "$(count SET_VRING_BASE)" -ge 3 -a "$(count SET_VRING_KICK)" -ge 3 -a "$(count SET_VRING_ENABLE)" -ge 3
+    fi
 fi
 lap "checks"
 
@@ -252,6 +283,10 @@ qpid=""
 check "QEMU stopped on SIGTERM without an abort (exit $qrc)" \
     bash -c '[ "$1" -eq 0 ] && ! grep -qi "assert\|abort" "$2"' _ "$qrc" "$rundir/qemu.log"
 rxe_peer_wait "$rundir/serve.log" 'frontend disconnected' 1 30 || say "no 'frontend disconnected' in the VF log"
+if [ -n "$tpid" ]; then
+    wait "$tpid" || true
+    tpid=""
+fi
 check "the VF saw QEMU go away (frontend disconnected)" grep -q 'frontend disconnected' "$rundir/serve.log"
 lap "QEMU stopped"
 set +e
