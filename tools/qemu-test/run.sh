@@ -65,9 +65,10 @@ lap() { # name
 }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (chroot, mount namespaces, /dev/mem in the guest is fine)"
-for t in unshare chroot cpio gzip timeout tail awk ${direct:-python3}; do
+for t in unshare chroot cpio gzip timeout tail awk; do
     command -v "$t" >/dev/null || skip "$t not found"
 done
+[ -n "$direct" ] || command -v python3 >/dev/null || skip "python3 not found (for vhost-tap.py; or use --direct)"
 
 # ---- 1. QEMU 11 chroot and guest images ---------------------------------------------------------
 set +e
