@@ -90,7 +90,8 @@ fi
 [ -x "$vhca" ] || { echo "qemu-test: no vhca binary at $vhca" >&2; exit 1; }
 lap "cargo build --release -p vhca"
 
-[ -n "$rundir" ] || rundir=$(mktemp -d /tmp/vhca-qemu-test.XXXXXX)
+own_rundir=""
+[ -n "$rundir" ] || { rundir=$(mktemp -d /tmp/vhca-qemu-test.XXXXXX); own_rundir=1; }
 mkdir -p "$rundir"
 rundir=$(cd "$rundir" && pwd)
 sock=$rundir/sock
@@ -307,4 +308,6 @@ if [ "$fails" -ne 0 ]; then
     say "FAILED: $fails of $checks checks"
     exit 1
 fi
+# A passing run leaves nothing behind unless --rundir was given.
+[ -z "$own_rundir" ] || rm -rf "$rundir"
 say "PASS: all $checks checks ($qemu_version, vhost-user-test-device-pci virtio-id=38)"
