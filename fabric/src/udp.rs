@@ -4,8 +4,10 @@
 //! The ICRC covers the IPv4 ID and flags, which the kernel writes. Linux puts ID 0 on a
 //! datagram with DF set sent through an *unconnected* socket, so the socket is never connected
 //! and has `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (facts file B.1); every packet's ICRC is computed
-//! over that header. The UDP source port is covered too, and a socket sends from the port it
-//! is bound to, so packets leave with source port 4791 rather than rxe's per-QP hash (rxe
+//! over that header. The UDP source port is covered too, and a socket sends from the port it is
+//! bound to, so each QP's source port (rxe's hash of the two QPNs, the ECMP entropy of RoCEv2)
+//! gets a sending socket bound to it, made on first use; where a port cannot be bound (in use,
+//! or more than 256 of them) packets leave from 4791 with the ICRC computed for that port (rxe
 //! ignores the source port of what it receives). Received packets cannot have their ICRC
 //! checked: a UDP socket does not show the IP header (the TAP bridge can).
 
@@ -33,6 +35,9 @@ pub type UdpCounters = LinkCounters;
 pub struct UdpBridge {
     sock: UdpSocket,
     local: SocketAddr,
+    /// Sending sockets bound to QPs' source ports (rxe's per-QP hash), made on first use;
+    /// `None` where that port could not be bound (then the main socket's port is used).
+    tx_socks: std::collections::HashMap<u16, Option<UdpSocket>>,
     tx: Vec<Vec<u8>>,
     rx: Vec<Vec<u8>>,
     pub counters: UdpCounters,
@@ -53,6 +58,43 @@ fn to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
     s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
+/// Sending sockets per source port at most; beyond, packets leave from the main socket.
+const MAX_TX_SOCKETS: usize = 256;
+
+/// An unconnected UDP socket on `ip:port` with DF set (so the kernel writes IPv4 ID 0, which
+/// the ICRC covers) and buffers sized for a window of 4 KiB packets.
+fn open_socket(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::new(ip, port))?;
+    if ip.is_ipv4() {
+        let val: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: `sock` is an open socket for the duration of the call; the option value is a
+        // live c_int and its exact size is passed, as setsockopt(2) requires.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&val as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // Room for a window of 4 KiB packets: the default (~200 KiB) overflows under a burst of RDMA
+    // WRITEs and turns into go-back-N retransmissions. The forcing variant, which ignores
+    // net.core.rmem_max, works for root; others get what rmem_max allows.
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUF);
+    }
+    if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
+        let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUF);
+    }
+    Ok(sock)
+}
+
 impl UdpBridge {
     /// Binds `ip:4791`.
     pub fn bind(ip: IpAddr) -> io::Result<UdpBridge> {
@@ -61,38 +103,12 @@ impl UdpBridge {
 
     /// Binds `ip:port` (tests may use another port; RoCEv2 peers need 4791).
     pub fn bind_port(ip: IpAddr, port: u16) -> io::Result<UdpBridge> {
-        let sock = UdpSocket::bind(SocketAddr::new(ip, port))?;
-        if ip.is_ipv4() {
-            let val: libc::c_int = libc::IP_PMTUDISC_DO;
-            // SAFETY: `sock` is an open socket for the duration of the call; the option value
-            // is a live c_int and its exact size is passed, as setsockopt(2) requires.
-            let rc = unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_MTU_DISCOVER,
-                    (&val as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // Room for a window of 4 KiB packets: the default (~200 KiB) overflows under a burst
-        // of RDMA WRITEs and turns into go-back-N retransmissions. The forcing variant, which
-        // ignores net.core.rmem_max, works for root; others get what rmem_max allows.
-        use nix::sys::socket::{setsockopt, sockopt};
-        if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUF).is_err() {
-            let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUF);
-        }
-        if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUF).is_err() {
-            let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUF);
-        }
+        let sock = open_socket(ip, port)?;
         let local = sock.local_addr()?;
         Ok(UdpBridge {
             sock,
             local,
+            tx_socks: std::collections::HashMap::new(),
             tx: Vec::new(),
             rx: (0..BATCH).map(|_| vec![0u8; RX_BUF]).collect(),
             counters: UdpCounters::default(),
@@ -116,89 +132,116 @@ impl UdpBridge {
         self.send_to_port(pkts, ROCE_V2_PORT)
     }
 
+    /// The socket a packet with source port `sport` leaves from, and the port it really has.
+    /// rxe picks a source port per QP (a hash of both QPNs) for ECMP entropy; a kernel socket
+    /// sends from the port it is bound to, so each such port gets a sending socket of its own.
+    fn tx_socket(&mut self, sport: u16) -> (std::os::fd::RawFd, u16) {
+        let main = (self.sock.as_raw_fd(), self.local.port());
+        if sport == self.local.port() || sport == 0 {
+            return main;
+        }
+        if !self.tx_socks.contains_key(&sport) {
+            if self.tx_socks.len() >= MAX_TX_SOCKETS {
+                return main;
+            }
+            let s = open_socket(self.local.ip(), sport).ok();
+            self.tx_socks.insert(sport, s);
+        }
+        match self.tx_socks.get(&sport) {
+            Some(Some(s)) => (s.as_raw_fd(), sport),
+            _ => main,
+        }
+    }
+
     /// [`UdpBridge::send`] to another destination port (tests).
     pub fn send_to_port(&mut self, pkts: &mut Vec<Packet>, dst_port: u16) -> io::Result<()> {
-        for chunk in pkts.chunks_mut(BATCH) {
-            let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(chunk.len());
-            let mut n = 0;
-            for pkt in chunk.iter_mut() {
-                // The kernel sends from the bound port; the ICRC must cover that one.
-                pkt.src_port = self.local.port();
-                let dst = match roce::packet_ips(pkt) {
-                    Ok((_, d)) => SocketAddr::new(d, dst_port),
-                    Err(_) => {
-                        self.counters.tx_errors += 1;
-                        continue;
-                    }
-                };
-                if self.tx.len() <= n {
-                    self.tx.push(Vec::with_capacity(RX_BUF));
-                }
-                if roce::emit_udp_payload_into(
-                    pkt,
-                    Ipv4Ident::KERNEL_UNCONNECTED_UDP,
-                    dst_port,
-                    &mut self.tx[n],
-                )
-                .is_err()
-                {
+        let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+        let mut n = 0;
+        let mut cur_fd = self.sock.as_raw_fd();
+        for pkt in pkts.iter_mut() {
+            // The kernel sends from the socket's port, and the ICRC covers it: use the QP's
+            // port where a socket could be bound to it, the main socket's otherwise.
+            let (fd, sport) = self.tx_socket(pkt.src_port);
+            pkt.src_port = sport;
+            if (fd != cur_fd && n > 0) || n == BATCH {
+                self.flush(cur_fd, n, &addrs);
+                n = 0;
+                addrs.clear();
+            }
+            cur_fd = fd;
+            let dst = match roce::packet_ips(pkt) {
+                Ok((_, d)) => SocketAddr::new(d, dst_port),
+                Err(_) => {
                     self.counters.tx_errors += 1;
                     continue;
                 }
-                if let Some(c) = &mut self.capture {
-                    c.udp(
-                        self.local,
-                        dst,
-                        Ipv4Ident::KERNEL_UNCONNECTED_UDP,
-                        &self.tx[n],
-                    );
-                }
-                addrs.push(Some(sockaddr(dst)));
-                n += 1;
+            };
+            if self.tx.len() <= n {
+                self.tx.push(Vec::with_capacity(RX_BUF));
             }
-            if n == 0 {
+            if roce::emit_udp_payload_into(
+                pkt,
+                Ipv4Ident::KERNEL_UNCONNECTED_UDP,
+                dst_port,
+                &mut self.tx[n],
+            )
+            .is_err()
+            {
+                self.counters.tx_errors += 1;
                 continue;
             }
-            let iovs: Vec<[IoSlice<'_>; 1]> =
-                self.tx[..n].iter().map(|b| [IoSlice::new(b)]).collect();
-            let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
-            let mut sent = 0;
-            while sent < n {
-                let res = sendmmsg(
-                    self.sock.as_raw_fd(),
-                    &mut hdrs,
-                    &iovs[sent..],
-                    &addrs[sent..],
-                    [],
-                    MsgFlags::empty(),
+            if let Some(c) = &mut self.capture {
+                c.udp(
+                    SocketAddr::new(self.local.ip(), sport),
+                    dst,
+                    Ipv4Ident::KERNEL_UNCONNECTED_UDP,
+                    &self.tx[n],
                 );
-                match res {
-                    Ok(r) => {
-                        let k = r.count();
-                        if k == 0 {
-                            break;
-                        }
-                        for b in &self.tx[sent..sent + k] {
-                            self.counters.tx_packets += 1;
-                            self.counters.tx_bytes += b.len() as u64;
-                        }
-                        sent += k;
-                    }
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => {
-                        // A datagram the kernel refuses (no route, too big): drop it and go on,
-                        // as a NIC would; the transport retransmits.
-                        self.counters.tx_errors += 1;
-                        sent += 1;
-                        if sent >= n {
-                            let _ = e;
-                        }
-                    }
-                }
             }
+            addrs.push(Some(sockaddr(dst)));
+            n += 1;
+        }
+        if n > 0 {
+            self.flush(cur_fd, n, &addrs);
         }
         pkts.clear();
         Ok(())
+    }
+
+    /// Sends the first `n` encoded datagrams of `self.tx` from `fd` with sendmmsg.
+    fn flush(&mut self, fd: std::os::fd::RawFd, n: usize, addrs: &[Option<SockaddrStorage>]) {
+        let iovs: Vec<[IoSlice<'_>; 1]> = self.tx[..n].iter().map(|b| [IoSlice::new(b)]).collect();
+        let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(n, None);
+        let mut sent = 0;
+        while sent < n {
+            match sendmmsg(
+                fd,
+                &mut hdrs,
+                &iovs[sent..],
+                &addrs[sent..n],
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => {
+                    let k = r.count();
+                    if k == 0 {
+                        break;
+                    }
+                    for b in &self.tx[sent..sent + k] {
+                        self.counters.tx_packets += 1;
+                        self.counters.tx_bytes += b.len() as u64;
+                    }
+                    sent += k;
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                // A datagram the kernel refuses (no route, too big): drop it and go on, as a
+                // NIC would; the transport retransmits.
+                Err(_) => {
+                    self.counters.tx_errors += 1;
+                    sent += 1;
+                }
+            }
+        }
     }
 
     /// Waits up to `timeout` for datagrams (0: just look) and appends the decoded packets to
