@@ -924,3 +924,6 @@ fn write_cqe(
     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     mem.write(at + OWNER as u64, &b[OWNER..OWNER + 1])
 }
+
+#[path = "port_state.rs"]
+pub mod state;
