@@ -74,28 +74,30 @@ fn wanted_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::REPLY_ACK
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::LOG_SHMFD
+        | VhostUserProtocolFeatures::DEVICE_STATE
 }
 
 /// One VF as a guest sees it, with QEMU's vhost-user session underneath.
 pub struct GuestDriver {
-    frontend: Frontend,
-    ram: GuestRam,
-    ctrl: Virtqueue,
-    db: Virtqueue,
-    ev: Virtqueue,
+    pub(crate) frontend: Frontend,
+    pub(crate) ram: GuestRam,
+    pub(crate) ctrl: Virtqueue,
+    pub(crate) db: Virtqueue,
+    pub(crate) ev: Virtqueue,
     /// Request area; the response area follows at `+ CMD_AREA`.
-    cmd: u64,
+    pub(crate) cmd: u64,
     /// One doorbell buffer per doorbellq descriptor, indexed by the descriptor.
-    db_bufs: u64,
+    pub(crate) db_bufs: u64,
     /// One event buffer per eventq descriptor, indexed by the descriptor.
-    ev_bufs: u64,
-    config: RdmaConfig,
-    acked_features: u64,
-    protocol_features: VhostUserProtocolFeatures,
-    events: VecDeque<Event>,
-    timeout: Duration,
+    pub(crate) ev_bufs: u64,
+    pub(crate) config: RdmaConfig,
+    pub(crate) acked_features: u64,
+    pub(crate) protocol_features: VhostUserProtocolFeatures,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) timeout: Duration,
     /// The vhost-user requests sent while starting, in order.
-    messages: Vec<&'static str>,
+    pub(crate) messages: Vec<&'static str>,
 }
 
 /// Placeholder until the device's configuration is read during the handshake.

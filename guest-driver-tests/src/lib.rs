@@ -10,6 +10,7 @@ pub mod context;
 pub mod driver;
 pub mod error;
 pub mod memory;
+pub mod migrate;
 pub mod programs;
 pub mod serve;
 pub mod virtq;

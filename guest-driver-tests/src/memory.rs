@@ -62,6 +62,14 @@ impl GuestRam {
         })
     }
 
+    /// A fresh memory of the same size whose allocator state matches this one's (the
+    /// destination RAM of a migration; its content is copied page by page).
+    pub fn twin(&self) -> Result<GuestRam, DriverError> {
+        let mut r = GuestRam::new(self.size)?;
+        r.free = self.free.clone();
+        Ok(r)
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

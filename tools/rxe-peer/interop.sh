@@ -68,6 +68,14 @@ ip -n "$ns" link add br0 type bridge
 ip -n "$ns" addr add 10.77.0.1/24 dev br0
 ip -n "$ns" link set br0 up
 
+# RXE_PEER_CAPTURE=FILE: capture every RoCEv2 frame on the bridge (both directions) to FILE.
+if [ -n "${RXE_PEER_CAPTURE:-}" ]; then
+    : >"$work/dumpcap.err"
+    ip netns exec "$ns" dumpcap -q -i br0 -f 'udp port 4791' -w "$RXE_PEER_CAPTURE" 2>"$work/dumpcap.err" &
+    pids+=($!)
+    rxe_peer_wait "$work/dumpcap.err" 'Capturing on' 1 30 || fail "dumpcap did not start"
+fi
+
 mkdir -p "$work/g"
 "$here/run.sh" --netns "$ns" --tap tap2 --bridge br0 --ip 10.77.0.2/24 --ctl loop --listen 18515 \
     --rundir "$work/g" --timeout 1800 >"$work/g/run.out" 2>&1 &

@@ -6,6 +6,7 @@
 //! slot's wake eventfd, tells this VF's worker thread that another thread left events for it.
 
 use crate::memory::{GuestMem, VhostMemory};
+use crate::migration::{self, DeviceStateV1, StateError};
 use crate::pf::{PfState, Shared};
 use crate::port::VfPort;
 use crate::protocol::command::{opcode, Response, Status, HEADER_SIZE};
@@ -13,7 +14,9 @@ use crate::protocol::doorbell::{Doorbell, DOORBELL_SIZE, EVENT_SIZE};
 use crate::protocol::{self, CTRL_QUEUE, DOORBELL_QUEUE, EVENT_QUEUE, MAX_QUEUE_SIZE, NUM_QUEUES};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use vhost::vhost_user::message::{VhostTransferStateDirection, VhostTransferStatePhase};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -42,7 +45,18 @@ pub struct VfBackend {
     acked_features: AtomicU64,
     exit: (EventConsumer, EventNotifier),
     this: std::sync::Mutex<std::sync::Weak<VfBackend>>,
+    /// The device-state transfer under way (`SET_DEVICE_STATE_FD` until `CHECK_DEVICE_STATE`).
+    transfer: Mutex<Option<Transfer>>,
 }
+
+/// A device-state transfer running on its own thread.
+enum Transfer {
+    Save(JoinHandle<Result<usize, StateError>>),
+    Load(JoinHandle<Result<DeviceStateV1, StateError>>),
+}
+
+/// The vhost-user feature bit a frontend sets while it logs dirty pages (VHOST_F_LOG_ALL).
+pub const LOG_ALL: u64 = 1 << 26;
 
 fn other<E: std::fmt::Display>(e: E) -> io::Error {
     io::Error::other(e.to_string())
@@ -104,6 +118,7 @@ impl VfBackend {
             acked_features: AtomicU64::new(0),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             this: std::sync::Mutex::new(std::sync::Weak::new()),
+            transfer: Mutex::new(None),
         })
     }
 
@@ -156,6 +171,45 @@ impl VfBackend {
             vring.signal_used_queue()?;
         }
         Ok(())
+    }
+
+    /// Installs a loaded state: the VF takes the source's identity and objects, stays
+    /// suspended until its rings are kicked, then resumes.
+    fn install(&self, s: DeviceStateV1) -> Result<(), StateError> {
+        let mut st = self.shared.lock();
+        let now = st.now();
+        let port = VfPort::load_state(s.port, VhostMemory::shared(self.mem.clone()), now)?;
+        let gid = port.identity().gid;
+        tracing::info!(
+            vf = self.index,
+            ?gid,
+            "device state loaded; VF waits for its rings"
+        );
+        st.ports[self.index] = port;
+        st.suspended[self.index] = true;
+        st.fabric.attach(gid, self.index);
+        Ok(())
+    }
+
+    /// A suspended VF whose rings run again (a kick after SET_VRING_*): resume it.
+    fn maybe_resume(&self, vrings: &[Vring]) -> bool {
+        let mut st = self.shared.lock();
+        if !st.suspended[self.index] {
+            return true;
+        }
+        if !vrings.iter().all(Self::ready) {
+            return false;
+        }
+        st.suspended[self.index] = false;
+        let now = st.now();
+        st.ports[self.index].vf.resume(now);
+        let mut touched = vec![false; st.ports.len()];
+        touched[self.index] = true;
+        st.pump(now, &mut touched);
+        self.shared
+            .finish_batch(&mut st, &touched, Some(self.index));
+        tracing::info!(vf = self.index, "VF resumed");
+        true
     }
 
     // ---- controlq ---------------------------------------------------------------------------
@@ -366,7 +420,7 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn features(&self) -> u64 {
-        protocol::features::DEVICE | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        protocol::features::DEVICE | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() | LOG_ALL
     }
 
     fn acked_features(&self, features: u64) {
@@ -374,8 +428,9 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        // LOG_SHMFD and DEVICE_STATE join with migration.
         VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::LOG_SHMFD
+            | VhostUserProtocolFeatures::DEVICE_STATE
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
@@ -384,6 +439,104 @@ impl VhostUserBackend for VfBackend {
     fn reset_device(&self) {
         let mut st = self.shared.lock();
         st.ports[self.index].reset(VhostMemory::shared(self.mem.clone()));
+        st.suspended[self.index] = false;
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // The first GET_VRING_BASE suspends the whole VF: from now on nothing is written to
+        // guest memory and nothing is sent, until a ring is kicked again (resume) or the
+        // state is saved and the frontend goes away.
+        let mut st = self.shared.lock();
+        if !st.suspended[self.index] {
+            tracing::info!(
+                vf = self.index,
+                queue_index,
+                "VF suspended (GET_VRING_BASE)"
+            );
+            st.suspended[self.index] = true;
+        }
+        Ok(())
+    }
+
+    fn set_device_state_fd(
+        &self,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        file: std::fs::File,
+    ) -> io::Result<Option<std::fs::File>> {
+        if phase != VhostTransferStatePhase::STOPPED {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only the STOPPED phase is supported",
+            ));
+        }
+        let mut transfer = self.transfer.lock().unwrap_or_else(|e| e.into_inner());
+        if transfer.is_some() {
+            return Err(io::Error::other(
+                "a device-state transfer is already under way",
+            ));
+        }
+        match direction {
+            VhostTransferStateDirection::SAVE => {
+                let state = {
+                    let st = self.shared.lock();
+                    if !st.suspended[self.index] {
+                        return Err(io::Error::other(
+                            "device state requested while the VF runs (GET_VRING_BASE first)",
+                        ));
+                    }
+                    let now = st.now();
+                    DeviceStateV1 {
+                        acked_features: self.acked_features_bits(),
+                        saved_at_ns: now.0,
+                        port: st.ports[self.index].save_state(now),
+                    }
+                };
+                let vf = self.index;
+                let h = std::thread::Builder::new()
+                    .name(format!("vhca-vf{vf}-save"))
+                    .spawn(move || {
+                        let blob = migration::encode(&state);
+                        let mut f = file;
+                        f.write_all(&blob)?;
+                        tracing::info!(vf, bytes = blob.len(), "device state saved");
+                        Ok(blob.len())
+                    })?;
+                *transfer = Some(Transfer::Save(h));
+            }
+            VhostTransferStateDirection::LOAD => {
+                let h = std::thread::Builder::new()
+                    .name(format!("vhca-vf{}-load", self.index))
+                    .spawn(move || migration::decode(&migration::read_all(file)?))?;
+                *transfer = Some(Transfer::Load(h));
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_device_state(&self) -> io::Result<()> {
+        let t = self
+            .transfer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let r = match t {
+            None => Err(StateError::Protocol(
+                "CHECK_DEVICE_STATE without a transfer".into(),
+            )),
+            Some(Transfer::Save(h)) => h
+                .join()
+                .unwrap_or_else(|_| Err(StateError::Protocol("save thread panicked".into())))
+                .map(|_| ()),
+            Some(Transfer::Load(h)) => h
+                .join()
+                .unwrap_or_else(|_| Err(StateError::Protocol("load thread panicked".into())))
+                .and_then(|s| self.install(s)),
+        };
+        r.map_err(|e| {
+            tracing::error!(vf = self.index, error = %e, "device state transfer failed");
+            io::Error::other(e.to_string())
+        })
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -422,6 +575,12 @@ impl VhostUserBackend for VfBackend {
         self.shared.slots[self.index].activate(&self.me(), vrings);
         if evset != EventSet::IN {
             tracing::warn!(vf = self.index, ?evset, "unexpected event set");
+            return Ok(());
+        }
+        if !self.maybe_resume(vrings) {
+            if device_event == WAKE_EVENT {
+                let _ = self.shared.slots[self.index].wake.read();
+            }
             return Ok(());
         }
         match device_event as usize {

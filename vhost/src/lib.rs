@@ -12,6 +12,7 @@ pub mod backend;
 pub mod ctl;
 pub mod fabric;
 pub mod memory;
+pub mod migration;
 pub mod pf;
 pub mod port;
 pub mod protocol;

@@ -26,6 +26,12 @@ const PUMP_BUDGET: usize = 1 << 16;
 pub struct PfState {
     pub ports: Vec<VfPort>,
     pub fabric: Box<dyn Fabric>,
+    /// VFs stopped for migration (`GET_VRING_BASE`): they neither transmit nor run timers,
+    /// nothing is written to their guest memory, and packets for them are dropped (peers
+    /// retransmit).
+    pub suspended: Vec<bool>,
+    /// Packets dropped because their VF was suspended.
+    pub dropped_suspended: u64,
     epoch: Instant,
 }
 
@@ -35,6 +41,8 @@ impl PfState {
             fabric.attach(p.identity().gid, i);
         }
         PfState {
+            suspended: vec![false; ports.len()],
+            dropped_suspended: 0,
             ports,
             fabric,
             epoch: Instant::now(),
@@ -49,6 +57,9 @@ impl PfState {
     /// Runs every VF timer due at `now`.
     pub fn run_timers(&mut self, now: Nanos, touched: &mut [bool]) {
         for (i, p) in self.ports.iter_mut().enumerate() {
+            if self.suspended[i] {
+                continue;
+            }
             if p.vf.poll_timeout().is_some_and(|t| t <= now) {
                 p.vf.handle_timeout(now);
                 touched[i] = true;
@@ -63,6 +74,9 @@ impl PfState {
         loop {
             let mut moved = false;
             for (i, p) in self.ports.iter_mut().enumerate() {
+                if self.suspended[i] {
+                    continue;
+                }
                 while budget > 0 {
                     let Some(pkt) = p.vf.poll_transmit(now) else {
                         break;
@@ -77,7 +91,9 @@ impl PfState {
                 let Some((port, pkt)) = self.fabric.poll_deliver(now) else {
                     break;
                 };
-                if let Some(p) = self.ports.get_mut(port) {
+                if self.suspended.get(port).copied().unwrap_or(false) {
+                    self.dropped_suspended += 1;
+                } else if let Some(p) = self.ports.get_mut(port) {
                     p.vf.handle_packet(now, &pkt);
                     touched[port] = true;
                 }
@@ -93,7 +109,10 @@ impl PfState {
     /// When the timer thread must run next.
     pub fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
         let mut next = self.fabric.next_event(now);
-        for p in &self.ports {
+        for (i, p) in self.ports.iter().enumerate() {
+            if self.suspended[i] {
+                continue;
+            }
             let t = if p.vf.wants_transmit() {
                 Some(now)
             } else {
@@ -208,7 +227,7 @@ impl Shared {
     /// own eventq; the timer thread re-reads its deadline.
     pub fn finish_batch(&self, st: &mut PfState, touched: &[bool], me: Option<usize>) {
         for (i, t) in touched.iter().enumerate() {
-            if !*t && Some(i) != me {
+            if (!*t && Some(i) != me) || st.suspended.get(i).copied().unwrap_or(true) {
                 continue;
             }
             let Some(p) = st.ports.get_mut(i) else {

@@ -1428,3 +1428,5 @@ mod tests {
         assert_eq!(moved, vec![11, 12]);
     }
 }
+#[path = "port_state.rs"]
+pub mod state;

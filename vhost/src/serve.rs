@@ -246,7 +246,11 @@ fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
         slot.connected.store(false, Ordering::Release);
         *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // The next frontend finds a fresh VF (same identity, no objects).
-        shared.lock().ports[index].reset(VhostMemory::shared(empty_memory()));
+        {
+            let mut st = shared.lock();
+            st.ports[index].reset(VhostMemory::shared(empty_memory()));
+            st.suspended[index] = false;
+        }
         tracing::info!(vf = index, "frontend disconnected; VF reset");
     }
     let _ = std::fs::remove_file(&slot.socket);
@@ -259,7 +263,11 @@ fn one_connection(
 ) -> Result<(), String> {
     let slot = &shared.slots[index];
     let mem = empty_memory();
-    shared.lock().ports[index].reset(VhostMemory::shared(mem.clone()));
+    {
+        let mut st = shared.lock();
+        st.ports[index].reset(VhostMemory::shared(mem.clone()));
+        st.suspended[index] = false;
+    }
     let backend =
         Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);
     backend.set_self();

@@ -1,0 +1,436 @@
+//! `vhca migrate`: the frontend side of a live migration, as QEMU drives a vhost-user device
+//! (docs/migration.md).
+//!
+//! [`Migration::begin`] connects the destination VF, installs a dirty log on the source
+//! (`SET_LOG_BASE` + `LOG_ALL`) and copies all guest RAM once; [`Migration::round`] copies
+//! what was dirtied since (call it while traffic runs); [`Migration::finish`] stops the source
+//! (`GET_VRING_BASE`), moves the device state (`SET_DEVICE_STATE_FD` + `CHECK_DEVICE_STATE`),
+//! copies the last dirty pages, loads the destination and starts its rings with the source's
+//! bases; the driver then runs on the destination. If anything fails after the stop, the
+//! source's rings are restarted and the source VF resumes.
+//!
+//! Guest RAM is a memfd; the destination's RAM is a second memfd ([`GuestRam::twin`]).
+//! Device writes are found through the vhost-user dirty log; the guest CPU's own writes
+//! (which QEMU learns from KVM's dirty log) are found by comparing pages with the copy.
+
+use crate::driver::GuestDriver;
+use crate::error::DriverError;
+use crate::memory::{GuestRam, PAGE_SIZE};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use vhca_vhost::backend::LOG_ALL;
+use vhca_vhost::protocol::NUM_QUEUES;
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserHeaderFlag,
+    VhostUserProtocolFeatures,
+};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserDirtyLogRegion, VhostUserMemoryRegionInfo};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend as _, VolatileMemory as _};
+
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error("{0}")]
+    Driver(#[from] DriverError),
+    #[error("vhost-user {step} on the {side}: {source}")]
+    VhostUser {
+        side: &'static str,
+        step: &'static str,
+        #[source]
+        source: vhost::Error,
+    },
+    #[error("the {0} does not support migration (LOG_SHMFD and DEVICE_STATE)")]
+    Unsupported(&'static str),
+    #[error("cannot reach the destination {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("device state transfer: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("migration failed ({cause}); the source VF resumed")]
+    SourceResumed { cause: Box<MigrateError> },
+}
+
+fn src(step: &'static str) -> impl FnOnce(vhost::Error) -> MigrateError {
+    move |source| MigrateError::VhostUser {
+        side: "source",
+        step,
+        source,
+    }
+}
+
+fn dst(step: &'static str) -> impl FnOnce(vhost::Error) -> MigrateError {
+    move |source| MigrateError::VhostUser {
+        side: "destination",
+        step,
+        source,
+    }
+}
+
+/// One pre-copy round.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Round {
+    /// Pages the device marked in the dirty log.
+    pub device_pages: u64,
+    /// Pages copied: every page whose content changed (device or guest CPU writes).
+    pub cpu_pages: u64,
+    pub took: Duration,
+}
+
+/// What a migration did, for the timeline `vhca migrate` prints.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub ram_bytes: u64,
+    pub rounds: Vec<Round>,
+    /// The final copy, after the source stopped.
+    pub last: Round,
+    pub state_bytes: usize,
+    pub vring_bases: Vec<u32>,
+    /// From the first GET_VRING_BASE to the destination's rings kicked.
+    pub blackout: Duration,
+    pub total: Duration,
+}
+
+impl std::fmt::Display for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "guest RAM: {} pages", self.ram_bytes / PAGE_SIZE)?;
+        for (i, r) in self.rounds.iter().enumerate() {
+            writeln!(
+                f,
+                "round {i}: {} pages in the device dirty log, {} pages copied, {:?}",
+                r.device_pages, r.cpu_pages, r.took
+            )?;
+        }
+        writeln!(
+            f,
+            "stop-and-copy: {} pages in the device dirty log, {} pages copied",
+            self.last.device_pages, self.last.cpu_pages
+        )?;
+        writeln!(f, "device state: {} bytes", self.state_bytes)?;
+        writeln!(f, "vring bases: {:?}", self.vring_bases)?;
+        writeln!(f, "blackout (stop -> resume): {:?}", self.blackout)?;
+        write!(f, "total: {:?}", self.total)
+    }
+}
+
+/// A change to the state blob in flight.
+pub type Tamper = Box<dyn FnMut(&mut Vec<u8>) + Send>;
+
+/// A migration under way from a driver's VF to a destination VF socket.
+pub struct Migration {
+    dest: Frontend,
+    dest_ram: GuestRam,
+    log: GuestRam,
+    timeline: Timeline,
+    started: Instant,
+    /// Applied to the state blob between source and destination (fault tests).
+    pub tamper: Option<Tamper>,
+}
+
+fn needed() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::LOG_SHMFD | VhostUserProtocolFeatures::DEVICE_STATE
+}
+
+/// Bytes of dirty log for `ram_bytes` of RAM (one bit per page), in whole pages, above the
+/// minimum size a `GuestRam` takes.
+fn log_bytes(ram_bytes: u64) -> u64 {
+    let bits = ram_bytes.div_ceil(PAGE_SIZE);
+    (bits.div_ceil(8).div_ceil(PAGE_SIZE) * PAGE_SIZE).max(128 * 1024)
+}
+
+impl Migration {
+    /// Connects the destination, starts dirty logging on the source and copies all RAM.
+    pub fn begin(drv: &mut GuestDriver, dest: impl AsRef<Path>) -> Result<Migration, MigrateError> {
+        let started = Instant::now();
+        if !drv.protocol_features.contains(needed()) {
+            return Err(MigrateError::Unsupported("source"));
+        }
+        let path = dest.as_ref();
+        let stream = UnixStream::connect(path).map_err(|source| MigrateError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        let dest_ram = drv.ram.twin()?;
+        let log = GuestRam::new(log_bytes(drv.ram.size()))?;
+        let dest = Frontend::from_stream(stream, NUM_QUEUES as u64);
+        let mut m = Migration {
+            dest,
+            dest_ram,
+            log,
+            timeline: Timeline {
+                ram_bytes: drv.ram.size(),
+                ..Timeline::default()
+            },
+            started,
+            tamper: None,
+        };
+        m.negotiate_dest(drv)?;
+        drv.frontend
+            .set_log_base(
+                0,
+                Some(VhostUserDirtyLogRegion {
+                    mmap_size: m.log.size(),
+                    mmap_offset: 0,
+                    mmap_handle: m.log.raw_fd(),
+                }),
+            )
+            .map_err(src("SET_LOG_BASE"))?;
+        drv.frontend
+            .set_features(drv.acked_features | LOG_ALL)
+            .map_err(src("SET_FEATURES(LOG_ALL)"))?;
+        // Round 0: everything.
+        let t = Instant::now();
+        let pages = m.copy_pages(drv, true)?;
+        m.timeline.rounds.push(Round {
+            device_pages: 0,
+            cpu_pages: pages,
+            took: t.elapsed(),
+        });
+        Ok(m)
+    }
+
+    /// The destination's handshake up to its memory table (QEMU does it when the incoming
+    /// VM is created).
+    fn negotiate_dest(&mut self, drv: &GuestDriver) -> Result<(), MigrateError> {
+        let f = &mut self.dest;
+        f.get_features().map_err(dst("GET_FEATURES"))?;
+        let proto = f
+            .get_protocol_features()
+            .map_err(dst("GET_PROTOCOL_FEATURES"))?;
+        if !proto.contains(needed()) {
+            return Err(MigrateError::Unsupported("destination"));
+        }
+        let proto = proto & drv.protocol_features;
+        f.set_protocol_features(proto)
+            .map_err(dst("SET_PROTOCOL_FEATURES"))?;
+        if proto.contains(VhostUserProtocolFeatures::MQ) {
+            f.get_queue_num().map_err(dst("GET_QUEUE_NUM"))?;
+        }
+        if proto.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            f.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+        f.set_owner().map_err(dst("SET_OWNER"))?;
+        f.set_features(drv.acked_features)
+            .map_err(dst("SET_FEATURES"))?;
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: self.dest_ram.size(),
+            userspace_addr: self.dest_ram.host_base(),
+            mmap_offset: 0,
+            mmap_handle: self.dest_ram.raw_fd(),
+        };
+        if proto.contains(VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS) {
+            f.get_max_mem_slots().map_err(dst("GET_MAX_MEM_SLOTS"))?;
+            f.add_mem_region(&region).map_err(dst("ADD_MEM_REG"))?;
+        } else {
+            f.set_mem_table(&[region]).map_err(dst("SET_MEM_TABLE"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes and clears the device's dirty bits; copies those pages and every page whose
+    /// content differs. Returns the pages copied; `all` copies everything.
+    fn copy_pages(&mut self, drv: &GuestDriver, all: bool) -> Result<u64, MigrateError> {
+        let pages = drv.ram.size() / PAGE_SIZE;
+        let src = drv.ram.mem();
+        let dstm = self.dest_ram.mem();
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        let mut old = vec![0u8; PAGE_SIZE as usize];
+        let mut copied = 0;
+        for p in 0..pages {
+            let gpa = GuestAddress(p * PAGE_SIZE);
+            src.read_slice(&mut buf, gpa)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            if !all {
+                dstm.read_slice(&mut old, gpa)
+                    .map_err(|e| DriverError::Memory(e.to_string()))?;
+                if old == buf {
+                    continue;
+                }
+            }
+            dstm.write_slice(&buf, gpa)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+
+    /// Reads and clears the device's dirty log; returns the pages it marked.
+    fn take_log(&self) -> Result<u64, MigrateError> {
+        let mem = self.log.mem();
+        let mut marked = 0u64;
+        let words = self.log.size() / 8;
+        for w in 0..words {
+            let slice = mem
+                .get_slice(GuestAddress(w * 8), 8)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            let word = slice
+                .get_atomic_ref::<AtomicU64>(0)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            marked += u64::from(word.swap(0, Ordering::AcqRel).count_ones());
+        }
+        Ok(marked)
+    }
+
+    /// One pre-copy round: the pages dirtied since the last one.
+    pub fn round(&mut self, drv: &GuestDriver) -> Result<Round, MigrateError> {
+        let t = Instant::now();
+        let device_pages = self.take_log()?;
+        let copied = self.copy_pages(drv, false)?;
+        let r = Round {
+            device_pages,
+            cpu_pages: copied,
+            took: t.elapsed(),
+        };
+        self.timeline.rounds.push(r);
+        Ok(r)
+    }
+
+    /// Stops the source, moves the device state and the last pages, starts the destination.
+    /// On success the driver runs on the destination; on failure after the stop the source
+    /// resumes and [`MigrateError::SourceResumed`] says why.
+    pub fn finish(mut self, drv: &mut GuestDriver) -> Result<Timeline, MigrateError> {
+        let stop = Instant::now();
+        let mut bases = Vec::new();
+        for i in 0..NUM_QUEUES {
+            match drv.frontend.get_vring_base(i) {
+                Ok(b) => bases.push(b),
+                Err(e) => {
+                    let cause = src("GET_VRING_BASE")(e);
+                    return Err(self.abort(drv, &bases, cause));
+                }
+            }
+        }
+        self.timeline.vring_bases = bases.clone();
+        match self.switch_over(drv, &bases) {
+            Ok(()) => {
+                self.timeline.blackout = stop.elapsed();
+                self.timeline.total = self.started.elapsed();
+                let Migration {
+                    dest,
+                    dest_ram,
+                    timeline,
+                    ..
+                } = self;
+                let _old = std::mem::replace(&mut drv.frontend, dest);
+                let _old_ram = std::mem::replace(&mut drv.ram, dest_ram);
+                Ok(timeline)
+            }
+            Err(cause) => Err(self.abort(drv, &bases, cause)),
+        }
+    }
+
+    fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<(), MigrateError> {
+        // SAVE: the source writes the state to a pipe from a thread of its own.
+        let (rx, tx) = pipe()?;
+        let mut rx = std::fs::File::from(rx);
+        drv.frontend
+            .set_device_state_fd(
+                VhostTransferStateDirection::SAVE,
+                VhostTransferStatePhase::STOPPED,
+                tx,
+            )
+            .map_err(src("SET_DEVICE_STATE_FD(SAVE)"))?;
+        let mut blob = Vec::new();
+        rx.read_to_end(&mut blob)?;
+        drv.frontend
+            .check_device_state()
+            .map_err(src("CHECK_DEVICE_STATE"))?;
+        self.timeline.state_bytes = blob.len();
+        if let Some(t) = self.tamper.as_mut() {
+            t(&mut blob);
+        }
+        // The last dirty pages (the device wrote nothing since the stop).
+        let t = Instant::now();
+        let device_pages = self.take_log()?;
+        let cpu_pages = self.copy_pages(drv, false)?;
+        self.timeline.last = Round {
+            device_pages,
+            cpu_pages,
+            took: t.elapsed(),
+        };
+        // LOAD on the destination, written from a thread while the backend reads.
+        let (rx, tx) = pipe()?;
+        let mut tx = std::fs::File::from(tx);
+        self.dest
+            .set_device_state_fd(
+                VhostTransferStateDirection::LOAD,
+                VhostTransferStatePhase::STOPPED,
+                rx,
+            )
+            .map_err(dst("SET_DEVICE_STATE_FD(LOAD)"))?;
+        let writer = std::thread::spawn(move || tx.write_all(&blob));
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("state writer panicked")));
+        self.dest
+            .check_device_state()
+            .map_err(dst("CHECK_DEVICE_STATE"))?;
+        wrote?;
+        // The destination's rings, with the source's bases, then a kick on each.
+        let base = self.dest_ram.host_base();
+        start_rings(&mut self.dest, drv, base, bases).map_err(|(step, e)| dst(step)(e))?;
+        Ok(())
+    }
+
+    /// After a failure: logging off, the source's rings restarted where they stopped.
+    fn abort(self, drv: &mut GuestDriver, bases: &[u32], cause: MigrateError) -> MigrateError {
+        drop(self.dest);
+        let _ = drv.frontend.set_features(drv.acked_features);
+        let mut full = bases.to_vec();
+        while full.len() < NUM_QUEUES {
+            full.push(0);
+        }
+        let base = drv.ram.host_base();
+        let f = drv.frontend.clone();
+        let mut f = f;
+        if let Err((step, e)) = start_rings(&mut f, drv, base, &full) {
+            tracing::error!(step, error = %e, "restarting the source failed");
+        }
+        MigrateError::SourceResumed {
+            cause: Box::new(cause),
+        }
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// SET_VRING_NUM/BASE/ADDR/KICK/CALL and ENABLE on every ring, then a kick on each.
+fn start_rings(
+    f: &mut Frontend,
+    drv: &GuestDriver,
+    host_base: u64,
+    bases: &[u32],
+) -> Result<(), (&'static str, vhost::Error)> {
+    for (q, &b) in [&drv.ctrl, &drv.db, &drv.ev].into_iter().zip(bases) {
+        let i = q.index();
+        f.set_vring_num(i, q.size())
+            .map_err(|e| ("SET_VRING_NUM", e))?;
+        f.set_vring_base(i, b as u16)
+            .map_err(|e| ("SET_VRING_BASE", e))?;
+        f.set_vring_addr(i, &q.config_data(host_base))
+            .map_err(|e| ("SET_VRING_ADDR", e))?;
+        f.set_vring_kick(i, q.kick_fd())
+            .map_err(|e| ("SET_VRING_KICK", e))?;
+        f.set_vring_call(i, q.call_fd())
+            .map_err(|e| ("SET_VRING_CALL", e))?;
+        f.set_vring_err(i, q.err_fd())
+            .map_err(|e| ("SET_VRING_ERR", e))?;
+    }
+    for i in 0..NUM_QUEUES {
+        f.set_vring_enable(i, true)
+            .map_err(|e| ("SET_VRING_ENABLE", e))?;
+    }
+    for q in [&drv.ctrl, &drv.db, &drv.ev] {
+        let _ = q.kick();
+    }
+    Ok(())
+}

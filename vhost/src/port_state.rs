@@ -1,0 +1,227 @@
+//! The vhost-level state of one VF port for migration: what [`VfPort`] adds around the VF's
+//! checkpoint — ring geometry and producer/consumer indices of every QP, SRQ and CQ, the
+//! event backlog. A child module of `port` so it can read the port's private tables.
+
+use super::{CqRing, QpRings, SrqRing, VfPort};
+use crate::protocol::doorbell::{Event, EVENT_SIZE};
+use crate::protocol::ring::Ring;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use vhca_device::checkpoint::{self, CheckpointError, Codec};
+use vhca_device::{Nanos, QpCap, QpType, SharedMemory, WorkCompletion};
+
+/// A ring's geometry as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingState {
+    pub gpa: u64,
+    pub depth: u32,
+    pub stride: u32,
+}
+
+impl From<Ring> for RingState {
+    fn from(r: Ring) -> Self {
+        RingState {
+            gpa: r.gpa,
+            depth: r.depth,
+            stride: r.stride,
+        }
+    }
+}
+
+impl RingState {
+    fn ring(self) -> Result<Ring, CheckpointError> {
+        Ring::new(self.gpa, self.depth, self.stride)
+            .map_err(|e| CheckpointError::Invalid(format!("ring {self:?}: {e}")))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QpRingState {
+    pub qpn: u32,
+    pub qp_type: QpType,
+    pub cap: QpCap,
+    pub sq: RingState,
+    pub sq_pi: u32,
+    pub rq: Option<RingState>,
+    pub rq_pi: u32,
+    pub send_cq: u32,
+    pub recv_cq: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SrqRingState {
+    pub srqn: u32,
+    pub ring: RingState,
+    pub pi: u32,
+    pub max_sge: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CqRingState {
+    pub cqn: u32,
+    pub ring: RingState,
+    pub pi: u32,
+    pub ci: u32,
+    pub failed: bool,
+    pub injected: Vec<WorkCompletion>,
+}
+
+/// Version 1 of a port's state: the VF checkpoint blob (docs/checkpoint-format.md) plus the
+/// rings around it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortStateV1 {
+    /// `checkpoint::save(vf, now, Codec::Binary)`.
+    pub checkpoint: Vec<u8>,
+    pub qps: Vec<QpRingState>,
+    pub srqs: Vec<SrqRingState>,
+    pub cqs: Vec<CqRingState>,
+    /// Events not yet handed to the eventq, each in its wire encoding.
+    pub events: Vec<Vec<u8>>,
+    /// Completions taken from the VF but not yet written to a CQ ring.
+    pub pending_wcs: Vec<WorkCompletion>,
+}
+
+fn invalid(what: impl Into<String>) -> CheckpointError {
+    CheckpointError::Invalid(what.into())
+}
+
+impl VfPort {
+    /// The port's state at `now` (the VF must be suspended: nothing may move meanwhile).
+    pub fn save_state(&self, now: Nanos) -> PortStateV1 {
+        PortStateV1 {
+            checkpoint: checkpoint::save(&self.vf, now, Codec::Binary),
+            qps: self
+                .qps
+                .iter()
+                .map(|(&qpn, q)| QpRingState {
+                    qpn,
+                    qp_type: q.qp_type,
+                    cap: q.cap,
+                    sq: q.sq.into(),
+                    sq_pi: q.sq_pi,
+                    rq: q.rq.map(Into::into),
+                    rq_pi: q.rq_pi,
+                    send_cq: q.send_cq,
+                    recv_cq: q.recv_cq,
+                })
+                .collect(),
+            srqs: self
+                .srqs
+                .iter()
+                .map(|(&srqn, s)| SrqRingState {
+                    srqn,
+                    ring: s.ring.into(),
+                    pi: s.pi,
+                    max_sge: s.max_sge,
+                })
+                .collect(),
+            cqs: self
+                .cqs
+                .iter()
+                .map(|(&cqn, c)| CqRingState {
+                    cqn,
+                    ring: c.ring.into(),
+                    pi: c.pi,
+                    ci: c.ci,
+                    failed: c.failed,
+                    injected: c.injected.iter().copied().collect(),
+                })
+                .collect(),
+            events: self.events.iter().map(|e| e.encode().to_vec()).collect(),
+            pending_wcs: self.wcs.clone(),
+        }
+    }
+
+    /// Builds a port from a state, checking everything first; its clock now at `now`. The VF
+    /// takes the identity (GID, MAC, GUIDs) recorded in the checkpoint.
+    pub fn load_state(
+        s: PortStateV1,
+        mem: SharedMemory,
+        now: Nanos,
+    ) -> Result<VfPort, CheckpointError> {
+        let vf = checkpoint::load(&s.checkpoint, mem, now)?;
+        let qpns: std::collections::BTreeSet<u32> = vf.qps().map(|q| q.qpn.0).collect();
+        let mut cqs = BTreeMap::new();
+        for c in s.cqs {
+            if c.pi.wrapping_sub(c.ci) > c.ring.depth {
+                return Err(invalid(format!(
+                    "CQ {} ring indices {}/{}",
+                    c.cqn, c.pi, c.ci
+                )));
+            }
+            let ring = c.ring.ring()?;
+            let prev = cqs.insert(
+                c.cqn,
+                CqRing {
+                    ring,
+                    pi: c.pi,
+                    ci: c.ci,
+                    failed: c.failed,
+                    injected: c.injected.into_iter().collect(),
+                },
+            );
+            if prev.is_some() {
+                return Err(invalid(format!("CQ {} twice", c.cqn)));
+            }
+        }
+        let mut srqs = BTreeMap::new();
+        for r in s.srqs {
+            let ring = r.ring.ring()?;
+            srqs.insert(
+                r.srqn,
+                SrqRing {
+                    ring,
+                    pi: r.pi,
+                    max_sge: r.max_sge,
+                },
+            );
+        }
+        let mut qps = BTreeMap::new();
+        for q in s.qps {
+            if !qpns.contains(&q.qpn) {
+                return Err(invalid(format!(
+                    "rings for QP {} the VF does not have",
+                    q.qpn
+                )));
+            }
+            for cq in [q.send_cq, q.recv_cq] {
+                if !cqs.contains_key(&cq) {
+                    return Err(invalid(format!("QP {} names unknown CQ ring {cq}", q.qpn)));
+                }
+            }
+            let rq = match q.rq {
+                Some(r) => Some(r.ring()?),
+                None => None,
+            };
+            qps.insert(
+                q.qpn,
+                QpRings {
+                    qp_type: q.qp_type,
+                    cap: q.cap,
+                    sq: q.sq.ring()?,
+                    sq_pi: q.sq_pi,
+                    rq,
+                    rq_pi: q.rq_pi,
+                    send_cq: q.send_cq,
+                    recv_cq: q.recv_cq,
+                },
+            );
+        }
+        let mut events = VecDeque::new();
+        for e in &s.events {
+            if e.len() != EVENT_SIZE {
+                return Err(invalid("event of the wrong size"));
+            }
+            events.push_back(Event::decode(e).map_err(|e| invalid(format!("event: {e}")))?);
+        }
+        Ok(VfPort {
+            vf,
+            qps,
+            srqs,
+            cqs,
+            events,
+            counters: Default::default(),
+            wcs: s.pending_wcs,
+        })
+    }
+}
