@@ -44,6 +44,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/rxe-interop.XXXXXX")
 pids=()
 cleanup() {
     local p
+    # Whatever still runs inside the namespace (a capture, a stuck tool) goes with it.
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
