@@ -87,6 +87,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live migration over vhost-user as QEMU drives it: a source and a destination `vhca
+    /// serve`, a connected RC pair under traffic, pre-copy rounds from the dirty log, device
+    /// state, resume; prints the timeline (docs/migration.md).
+    Migrate {
+        /// Pre-copy rounds while traffic runs.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Ping-pong message size during the migration.
+        #[arg(long, default_value_t = 1024)]
+        size: u32,
+    },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
         #[command(subcommand)]
@@ -316,6 +327,19 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Migrate { rounds, size } => match vhca::migrate::run(&vhca::migrate::Options {
+            rounds,
+            msg_size: size,
+        }) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vhca migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::State { op } => match run_state(op) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -113,7 +113,9 @@ fn handshake(path: &Path) -> (Frontend, RdmaConfig) {
     let f = fe.get_features().unwrap();
     assert_eq!(
         f,
-        features::DEVICE | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        features::DEVICE
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | vhca_vhost::backend::LOG_ALL
     );
     fe.set_owner().unwrap();
     let pf = fe.get_protocol_features().unwrap();
