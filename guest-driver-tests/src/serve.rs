@@ -81,11 +81,21 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts a server with `vfs` VFs and waits (up to `timeout`) until it serves.
     pub fn start(vfs: u16, timeout: Duration) -> Result<ServeProcess, ServeError> {
+        Self::start_with_args(vfs, &[], timeout)
+    }
+
+    /// [`ServeProcess::start`] with more `vhca serve` options, e.g. `["--udp-ip", "127.0.0.11"]`.
+    pub fn start_with_args(
+        vfs: u16,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> Result<ServeProcess, ServeError> {
         let bin = vhca_binary()?;
         let dir = tempfile::Builder::new().prefix("vhca-e2e-").tempdir()?;
         let mut child = Command::new(bin)
             .args(["serve", "--vfs", &vfs.to_string(), "--socket-dir"])
             .arg(dir.path())
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

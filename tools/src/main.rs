@@ -196,6 +196,10 @@ enum Cmd {
         /// The control socket (default: DIR/ctl.sock).
         #[arg(long)]
         ctl: Option<PathBuf>,
+        /// Speak RoCEv2 over kernel UDP sockets: VF i at IP+i, port 4791 (the address must
+        /// be on a local interface). Without it the VFs reach only each other, in-process.
+        #[arg(long)]
+        udp_ip: Option<std::net::Ipv4Addr>,
     },
     /// Asks a running `vhca serve` through its control socket.
     Ctl {
@@ -400,6 +404,7 @@ fn main() -> ExitCode {
             socket_dir,
             pf_index,
             ctl,
+            udp_ip,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -414,6 +419,7 @@ fn main() -> ExitCode {
                 socket_dir,
                 pf_index,
                 ctl,
+                udp_ip,
             };
             match vhca_vhost::serve::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,

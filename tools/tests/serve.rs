@@ -208,3 +208,19 @@ fn ctl_without_a_server_fails_cleanly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("control socket"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn serve_refuses_a_udp_address_that_is_not_local() {
+    let dir = fresh_dir("udp-not-local");
+    // 192.0.2.0/24 is TEST-NET-1: on no interface of a test machine.
+    let out = Command::new(bin())
+        .args(["serve", "--udp-ip", "192.0.2.1", "--socket-dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot bind the UDP fabric"), "{err}");
+}

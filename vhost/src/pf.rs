@@ -9,13 +9,14 @@ use crate::backend::{VfBackend, Vring};
 use crate::fabric::Fabric;
 use crate::port::VfPort;
 use crate::protocol::DOORBELL_QUEUE;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vhca_device::Nanos;
 use vhost_user_backend::{ShutdownHandle, VringT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Packets one pump moves at most before it lets other threads in (the timer thread finishes
@@ -311,5 +312,49 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The network thread of a fabric that receives from outside the process: waits until one
+    /// of `fds` is readable (or the process stops), then runs a batch, which reads the
+    /// packets, hands them to their VFs and posts the completions.
+    pub fn network_loop(&self, fds: &[RawFd]) {
+        let epoll = match Self::network_epoll(fds, self.stop_raw_fd()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "network thread cannot wait on the fabric");
+                return;
+            }
+        };
+        let mut events = vec![EpollEvent::default(); fds.len() + 1];
+        while !self.stopping() {
+            match epoll.wait(1000, &mut events) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "network thread wait failed");
+                    return;
+                }
+            }
+            if self.stopping() {
+                return;
+            }
+            let mut st = self.lock();
+            self.run_batch(&mut st, None);
+            // Packets read but not yet delivered (budget spent) are the timer thread's.
+            self.timer.notify_one();
+        }
+    }
+
+    fn network_epoll(fds: &[RawFd], stop: RawFd) -> std::io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        for (i, fd) in fds.iter().chain(std::iter::once(&stop)).enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                *fd,
+                EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        Ok(epoll)
     }
 }

@@ -11,10 +11,11 @@
 
 use crate::backend::{VfBackend, WAKE_EVENT};
 use crate::ctl;
-use crate::fabric::{Fabric, SwitchFabric};
+use crate::fabric::{Fabric, SwitchFabric, UdpFabric};
 use crate::memory::{empty_memory, VhostMemory};
 use crate::pf::{PfState, Shared};
 use crate::port::VfPort;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use thiserror::Error;
-use vhca_device::Pf;
+use vhca_device::{Pf, VfIdentity};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -35,11 +36,45 @@ pub struct ServeConfig {
     pub pf_index: u8,
     /// The control socket; `socket_dir/ctl.sock` when `None`.
     pub ctl: Option<PathBuf>,
+    /// `Some(ip)`: the VFs speak RoCEv2 over kernel UDP sockets, VF `i` at `ip + i` port
+    /// 4791 (its GID is that address). `None`: the VFs reach only each other through the
+    /// in-process switch, at the PF's default addresses.
+    pub udp_ip: Option<Ipv4Addr>,
 }
 
 impl ServeConfig {
     pub fn vf_socket(&self, vf: u16) -> PathBuf {
         self.socket_dir.join(format!("vf{vf}.sock"))
+    }
+
+    /// VF `vf`'s identity: the PF's default MAC, and its UDP address when there is one.
+    pub fn identity(&self, pf: &Pf, vf: u16) -> Result<VfIdentity, ServeError> {
+        let id = pf.default_identity(vf);
+        match self.udp_ip {
+            None => Ok(id),
+            Some(ip) => {
+                let addr = u32::from(ip)
+                    .checked_add(u32::from(vf))
+                    .ok_or(ServeError::AddressRange(ip, self.vfs))?;
+                Ok(VfIdentity::new(id.mac, Ipv4Addr::from(addr).octets()))
+            }
+        }
+    }
+
+    /// VF addresses on the UDP fabric, if it is used.
+    fn udp_addresses(&self) -> Result<Option<Vec<Ipv4Addr>>, ServeError> {
+        let Some(ip) = self.udp_ip else {
+            return Ok(None);
+        };
+        (0..self.vfs)
+            .map(|vf| {
+                u32::from(ip)
+                    .checked_add(u32::from(vf))
+                    .map(Ipv4Addr::from)
+                    .ok_or(ServeError::AddressRange(ip, self.vfs))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     pub fn ctl_socket(&self) -> PathBuf {
@@ -53,6 +88,10 @@ impl ServeConfig {
 pub enum ServeError {
     #[error("--vfs must be between 1 and 256, not {0}")]
     VfCount(u16),
+    #[error("{1} VFs starting at {0} run past 255.255.255.255")]
+    AddressRange(Ipv4Addr, u16),
+    #[error("cannot bind the UDP fabric: {0}")]
+    Udp(std::io::Error),
     #[error("cannot listen on {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -82,7 +121,14 @@ impl Server {
     /// Binds every socket, then starts the threads. When this returns, frontends and `vhca ctl`
     /// can connect.
     pub fn start(cfg: &ServeConfig) -> Result<Server, ServeError> {
-        Self::start_with_fabric(cfg, Box::new(SwitchFabric::ideal()))
+        if cfg.vfs == 0 || cfg.vfs > 256 {
+            return Err(ServeError::VfCount(cfg.vfs));
+        }
+        let fabric: Box<dyn Fabric> = match cfg.udp_addresses()? {
+            Some(ips) => Box::new(UdpFabric::bind(&ips).map_err(ServeError::Udp)?),
+            None => Box::new(SwitchFabric::ideal()),
+        };
+        Self::start_with_fabric(cfg, fabric)
     }
 
     pub fn start_with_fabric(
@@ -95,8 +141,14 @@ impl Server {
         std::fs::create_dir_all(&cfg.socket_dir)?;
         let pf = Pf::new(cfg.pf_index, cfg.vfs);
         let ports = (0..cfg.vfs)
-            .map(|i| VfPort::new(pf.default_identity(i), VhostMemory::shared(empty_memory())))
-            .collect();
+            .map(|i| {
+                Ok(VfPort::new(
+                    cfg.identity(&pf, i)?,
+                    VhostMemory::shared(empty_memory()),
+                ))
+            })
+            .collect::<Result<Vec<_>, ServeError>>()?;
+        let wake_fds = fabric.wake_fds();
         let sockets: Vec<PathBuf> = (0..cfg.vfs).map(|i| cfg.vf_socket(i)).collect();
         let shared = Arc::new(Shared::new(PfState::new(ports, fabric), sockets.clone())?);
         let listeners = sockets
@@ -124,6 +176,14 @@ impl Server {
                 .name("vhca-timer".into())
                 .spawn(move || s.timer_loop())?,
         );
+        if !wake_fds.is_empty() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("vhca-net".into())
+                    .spawn(move || s.network_loop(&wake_fds))?,
+            );
+        }
         let s = shared.clone();
         threads.push(
             std::thread::Builder::new()
