@@ -3,7 +3,9 @@
 #
 #   1. UDP bridge: namespaces vhca-a and vhca-b joined by a veth pair (10.88.0.1/24 and
 #      10.88.0.2/24, MTU 9000); `vhca pingpong` server in A, client in B: 4 KiB at MTU 1024,
-#      then 64 KiB at MTU 4096. Then `vhca bench --udp` across the same pair.
+#      then 64 KiB at MTU 4096. Then `vhca bench --udp` across the same pair. Then two
+#      `vhca serve --udp-ip` processes, one per namespace, with `vhca guest-pair` attached to
+#      a VF of each over vhost-user: RC ping-pong and every RC opcode across the veth.
 #   2. TAP bridge: namespace vhca-t with a Linux bridge vbr0 and two TAPs, one per vhca
 #      process, each VF with its own MAC and IP (10.99.0.2, 10.99.0.3) that the kernel does
 #      not hold; the TCP exchange goes over the namespace's loopback. Each side checks that no
@@ -83,6 +85,25 @@ pingpong udp-64k "$NS_A" "$NS_B" "--ip 10.88.0.1 -s 65536 -m 4096 -n 200" \
 echo "== vhca bench --udp across the veth pair"
 timeout 120 "$VHCA" bench --udp --ips 10.88.0.1,10.88.0.2 --netns "$NS_A,$NS_B" --millis 1500 ||
     fail "bench --udp"
+
+echo "== two vhca serve processes (--udp-ip) in the two namespaces, guests attached over vhost-user"
+# The VF sockets are filesystem paths, so a guest in the root namespace reaches both
+# processes; their packets cross the veth pair.
+for side in a b; do
+    ns=$NS_A ip=10.88.0.1
+    [ "$side" = b ] && ns=$NS_B ip=10.88.0.2
+    : >"$WORK/serve-$side.log"
+    ip netns exec "$ns" timeout 300 "$VHCA" serve --udp-ip "$ip" --socket-dir "$WORK/serve-$side" \
+        >"$WORK/serve-$side.log" 2>"$WORK/serve-$side.err.log" &
+    PIDS+=("$!")
+    wait_for "$WORK/serve-$side.log" "ready"
+done
+timeout 120 "$VHCA" guest-pair "$WORK/serve-a/vf0.sock" "$WORK/serve-b/vf0.sock" --mtu 4096 \
+    --size 32768 --iters 200 || fail "guest-pair across the namespaces"
+rx_b=$("$VHCA" ctl --json --socket-dir "$WORK/serve-b" counters |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["switch"]["udp"][0]["link"]["rx_packets"])')
+echo "serve in $NS_B received $rx_b RoCEv2 packets over the veth pair"
+[ "${rx_b:-0}" -ge 1600 ] || fail "serve in $NS_B received ${rx_b:-0} packets, expected >= 1600"
 
 echo "== TAP bridge: two TAPs on vbr0 (VFs 10.99.0.2 and 10.99.0.3, own MACs)"
 ip netns add "$NS_T"

@@ -90,6 +90,23 @@ enum Cmd {
     /// A live migration over vhost-user as QEMU drives it: a source and a destination `vhca
     /// serve`, a connected RC pair under traffic, pre-copy rounds from the dirty log, device
     /// state, resume; prints the timeline (docs/migration.md).
+    /// Plays a guest on two VF sockets (one `vhca serve` or two), connects an RC pair and
+    /// checks ping-pong and every RC opcode, data compared.
+    GuestPair {
+        /// VF socket of side A.
+        a: PathBuf,
+        /// VF socket of side B.
+        b: PathBuf,
+        /// Ping-pong message size (at most 32 KiB).
+        #[arg(long, default_value_t = 4096)]
+        size: u32,
+        /// Ping-pong round trips.
+        #[arg(long, default_value_t = 100)]
+        iters: u32,
+        /// Path MTU of the RC pair: 256, 512, 1024, 2048 or 4096.
+        #[arg(long, default_value_t = 1024)]
+        mtu: u32,
+    },
     Migrate {
         /// Pre-copy rounds while traffic runs.
         #[arg(long, default_value_t = 3)]
@@ -331,6 +348,34 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::GuestPair {
+            a,
+            b,
+            size,
+            iters,
+            mtu,
+        } => {
+            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+                eprintln!("vhca guest-pair: --mtu must be 256, 512, 1024, 2048 or 4096");
+                return ExitCode::FAILURE;
+            };
+            match vhca::guest_pair::run(&vhca::guest_pair::Options {
+                a,
+                b,
+                msg_size: size,
+                iters,
+                mtu,
+            }) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vhca guest-pair: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Migrate { rounds, size } => match vhca::migrate::run(&vhca::migrate::Options {
             rounds,
             msg_size: size,
