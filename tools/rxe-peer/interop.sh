@@ -40,6 +40,7 @@ done
 [ -x "$vhca" ] || { echo "interop.sh: no vhca binary at $vhca (cargo build --release -p vhca)" >&2; exit 2; }
 
 ns=vhca-rxe-interop-$$
+vhca_loss_opts=""  # extra vhca options for the runs under loss (set below)
 work=$(mktemp -d "${TMPDIR:-/tmp}/rxe-interop.XXXXXX")
 pids=()
 cleanup() {
@@ -192,7 +193,7 @@ guest_row() {
 perf_pair() {
     local bin=$1 vt=$2 size=$3 it=$4 name out rows
     local gargs="$bin -d rxe0 -x 1 -F -s $size -n $it"
-    local vargs="perf $vt --json -s $size -n $it"
+    local vargs="perf $vt --json -s $size -n $it $vhca_loss_opts"
     rows=$(tr -d '\r' <"$log" | grep -cE "^ $size +$it " || true)
 
     name="perf: vhca -> $bin"
@@ -243,15 +244,20 @@ else
     # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
     # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
     # (a lost datagram stalls ibv_ud_pingpong for good), so only RC (pingpong and perftest) runs
-    # with loss.
+    # with loss. vhca's side uses a 268 ms ACK timeout (--qp-timeout 16, 4x ibv_rc_pingpong's):
+    # with retry_cnt 7 the IBTA allows 8 timeouts without progress, and a TCG guest on a busy
+    # 2-core machine can stall for longer than 8 x 67 ms; rxe, the peer, retries forever.
+    vhca_loss_opts="--qp-timeout 16"
     for p in 1 5; do
         guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
         guest_done "netem ${p}% in the guest"
         ip netns exec "$ns" iptables-legacy -F OUTPUT
         ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
             --probability "0.0$p" -j DROP
-        vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" "-n $iters"
-        vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
+        vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" \
+            "-n $iters $vhca_loss_opts"
+        vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" \
+            "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters $vhca_loss_opts"
         say "loss ${p}%: perftest, both directions"
         perf_suite
     done

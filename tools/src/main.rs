@@ -84,6 +84,9 @@ enum Cmd {
         /// Record the RoCEv2 traffic in this pcap file.
         #[arg(long, value_name = "FILE")]
         pcap: Option<std::path::PathBuf>,
+        /// RC local ACK timeout exponent: 4.096 µs × 2^T (ibv_rc_pingpong: 14, 67 ms).
+        #[arg(short = 'u', long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(1..=31))]
+        qp_timeout: u8,
         #[arg(long)]
         json: bool,
     },
@@ -168,6 +171,9 @@ enum Cmd {
         /// Seconds without progress before giving up.
         #[arg(long, default_value_t = 120)]
         timeout: u64,
+        /// RC local ACK timeout exponent: 4.096 µs × 2^T (perftest's -u, default 14).
+        #[arg(short = 'u', long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(1..=31))]
+        qp_timeout: u8,
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
@@ -408,6 +414,7 @@ fn main() -> ExitCode {
             gid_index: _,
             tap,
             pcap,
+            qp_timeout,
             json,
         } => {
             let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
@@ -423,6 +430,7 @@ fn main() -> ExitCode {
                 ud,
                 tap,
                 pcap,
+                qp_timeout,
                 ..Default::default()
             };
             let r = match server {
@@ -514,6 +522,7 @@ fn main() -> ExitCode {
             ib_dev: _,
             cpu_freq: _,
             timeout,
+            qp_timeout,
             json,
         } => {
             let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
@@ -530,6 +539,7 @@ fn main() -> ExitCode {
             o.cq_mod = cq_mod;
             o.out_reads = outs;
             o.timeout = std::time::Duration::from_secs(timeout);
+            o.qp_timeout = qp_timeout;
             let r = match server {
                 Some(srv) => vhca::perf::client(ip, srv, &o),
                 None => vhca::perf::server(ip, &o),

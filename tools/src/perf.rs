@@ -195,6 +195,8 @@ pub struct Options {
     /// Give up after this long without progress (no completion, no packet, no side-channel
     /// byte).
     pub timeout: Duration,
+    /// The RC local ACK timeout exponent (4.096 µs × 2^t; perftest's `-u`, default 14).
+    pub qp_timeout: u8,
 }
 
 impl Options {
@@ -210,6 +212,7 @@ impl Options {
             cq_mod: None,
             out_reads: 128,
             timeout: Duration::from_secs(120),
+            qp_timeout: 14,
         }
     }
 
@@ -676,7 +679,7 @@ fn connect(node: &mut Node, r: &Res, o: &Options, mtu: Mtu, rem: &KeyMsg) -> Res
             | M::MIN_RNR_TIMER,
     )?;
     a.qp_state = QpState::Rts;
-    a.timeout = 14;
+    a.timeout = o.qp_timeout;
     a.retry_cnt = 7;
     a.rnr_retry = 7;
     a.sq_psn = r.psn;

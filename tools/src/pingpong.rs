@@ -109,6 +109,10 @@ pub struct Options {
     pub tap: Option<String>,
     /// Record the traffic in this pcap file.
     pub pcap: Option<PathBuf>,
+    /// The RC local ACK timeout exponent (4.096 µs × 2^t), perftest's `--qp-timeout`;
+    /// ibv_rc_pingpong uses 14 (67 ms). With retry_cnt 7, a peer that stalls for more than
+    /// 8 timeouts fails the QP with RETRY_EXC_ERR (rxe itself treats 7 as infinite).
+    pub qp_timeout: u8,
 }
 
 impl Default for Options {
@@ -123,6 +127,7 @@ impl Default for Options {
             stall: Duration::from_secs(30),
             tap: None,
             pcap: None,
+            qp_timeout: 14,
         }
     }
 }
@@ -273,7 +278,7 @@ fn connect<L: Link>(
                 | M::MIN_RNR_TIMER,
         )?;
         a.qp_state = QpState::Rts;
-        a.timeout = 14;
+        a.timeout = o.qp_timeout;
         a.retry_cnt = 7;
         a.rnr_retry = 7;
         a.sq_psn = s.psn;
