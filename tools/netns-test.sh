@@ -9,7 +9,8 @@
 #   2. TAP bridge: namespace vhca-t with a Linux bridge vbr0 and two TAPs, one per vhca
 #      process, each VF with its own MAC and IP (10.99.0.2, 10.99.0.3) that the kernel does
 #      not hold; the TCP exchange goes over the namespace's loopback. Each side checks that no
-#      frame had a bad ICRC; a capture of the server's TAP must show ARP and RoCEv2.
+#      frame had a bad ICRC; a capture of the server's TAP must show ARP and RoCEv2. Then two
+#      `vhca serve --tap` processes on the same TAPs with `vhca guest-pair`.
 #
 # Usage: tools/netns-test.sh [path/to/vhca]   (default: target/release/vhca)
 # Waits on the server's "listening" line, never on a sleep; namespaces are always deleted.
@@ -119,6 +120,26 @@ pingpong tap-4k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -n 500 --pcap $WORK
     "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -n 500"
 pingpong tap-64k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -s 65536 -m 4096 -n 100" \
     "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -s 65536 -m 4096 -n 100"
+
+echo "== two vhca serve processes (--tap) on vbr0, guests attached over vhost-user"
+for side in c d; do
+    tap=vhtap0 ip=10.99.0.12 pf=1
+    [ "$side" = d ] && tap=vhtap1 ip=10.99.0.13 pf=2
+    : >"$WORK/serve-$side.log"
+    ip netns exec "$NS_T" timeout 300 "$VHCA" serve --pf-index "$pf" --tap "$tap" --tap-ip "$ip" \
+        --socket-dir "$WORK/serve-$side" >"$WORK/serve-$side.log" 2>"$WORK/serve-$side.err.log" &
+    PIDS+=("$!")
+    wait_for "$WORK/serve-$side.log" "ready"
+done
+timeout 120 "$VHCA" guest-pair "$WORK/serve-c/vf0.sock" "$WORK/serve-d/vf0.sock" --mtu 4096 \
+    --size 32768 --iters 200 || fail "guest-pair over the TAP fabric"
+"$VHCA" ctl --json --socket-dir "$WORK/serve-d" counters | python3 -c '
+import json, sys
+link = json.load(sys.stdin)["switch"]["tap"][0]["link"]
+print("serve on vhtap1:", link)
+assert link["rx_packets"] >= 1600 and link["rx_bad_icrc"] == 0, link
+' || fail "serve on vhtap1: too few packets or bad ICRCs"
+
 # The server's capture: its announcement, the ARP exchange, and the RoCEv2 traffic.
 [ -s "$WORK/tap.pcap" ] || fail "no TAP capture written"
 if command -v tshark >/dev/null; then

@@ -221,8 +221,15 @@ enum Cmd {
         ctl: Option<PathBuf>,
         /// Speak RoCEv2 over kernel UDP sockets: VF i at IP+i, port 4791 (the address must
         /// be on a local interface). Without it the VFs reach only each other, in-process.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tap")]
         udp_ip: Option<std::net::Ipv4Addr>,
+        /// Carry the VFs' RoCEv2 through TAP devices, one per VF (comma-separated names; bring
+        /// them up and bridge them with `ip link`). Needs --tap-ip.
+        #[arg(long, value_delimiter = ',', requires = "tap_ip")]
+        tap: Vec<String>,
+        /// The first VF's IPv4 address on the TAP fabric (VF i: IP+i); the VF answers ARP.
+        #[arg(long, requires = "tap")]
+        tap_ip: Option<std::net::Ipv4Addr>,
     },
     /// Asks a running `vhca serve` through its control socket.
     Ctl {
@@ -458,6 +465,8 @@ fn main() -> ExitCode {
             pf_index,
             ctl,
             udp_ip,
+            tap,
+            tap_ip,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -472,7 +481,11 @@ fn main() -> ExitCode {
                 socket_dir,
                 pf_index,
                 ctl,
-                udp_ip,
+                network: match (udp_ip, tap_ip) {
+                    (Some(ip), _) => vhca_vhost::serve::Network::Udp(ip),
+                    (None, Some(ip)) => vhca_vhost::serve::Network::Tap { taps: tap, ip },
+                    (None, None) => vhca_vhost::serve::Network::Switch,
+                },
             };
             match vhca_vhost::serve::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -224,3 +224,27 @@ fn serve_refuses_a_udp_address_that_is_not_local() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot bind the UDP fabric"), "{err}");
 }
+
+#[test]
+fn serve_wants_one_tap_device_per_vf() {
+    let dir = fresh_dir("tap-count");
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--vfs",
+            "2",
+            "--tap",
+            "vhtapx",
+            "--tap-ip",
+            "10.99.9.1",
+        ])
+        .arg("--socket-dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 TAP devices named for 2 VFs"), "{err}");
+}

@@ -1,13 +1,15 @@
 //! How the VFs of one `vhca serve` process reach each other: a small trait in front of the
-//! fabric, so the RoCEv2/UDP bridge ([`UdpFabric`]) plugs in beside the in-process switch.
+//! fabric, so real network ports ([`LinkFabric`]: UDP or TAP) plug in beside the in-process
+//! switch.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::RawFd;
 use std::time::Duration;
-use vhca_device::{Gid, Nanos, Packet};
+use vhca_device::{Gid, Mac, Nanos, Packet};
 use vhca_fabric::link::Link;
 use vhca_fabric::switch::PortId;
+use vhca_fabric::tap::{TapBridge, TapError};
 use vhca_fabric::udp::UdpBridge;
 use vhca_fabric::{FaultConfig, Switch};
 
@@ -70,64 +72,90 @@ impl Fabric for SwitchFabric {
     }
 }
 
-/// RoCEv2 over kernel UDP sockets: one [`UdpBridge`] per VF, bound to the VF's own IPv4
-/// address on port 4791, so VFs of this process reach VFs of other processes, other hosts and
-/// Linux rxe. Traffic between two VFs of the same process goes through the kernel too, as it
-/// would between two functions of one NIC port without a hairpin shortcut.
-pub struct UdpFabric {
-    bridges: Vec<UdpBridge>,
-    /// GID → port, from [`Fabric::attach`]: which bridge a packet leaves from.
+/// Packets leave the process through real network ports, one [`Link`] per VF: RoCEv2 over
+/// kernel UDP sockets ([`UdpBridge`], bound to the VF's own IPv4 address on port 4791) or whole
+/// Ethernet frames through TAP devices ([`TapBridge`]: the VF's own MAC and IP, ARP). VFs of
+/// this process reach VFs of other processes, other hosts and Linux rxe. Traffic between two
+/// VFs of the same process goes through the kernel too, as between two functions of one NIC
+/// port without a hairpin shortcut.
+pub struct LinkFabric {
+    kind: &'static str,
+    links: Vec<Box<dyn Link>>,
+    /// What each link is, for the counters (`127.0.0.1:4791`, `vhtap0`).
+    names: Vec<String>,
+    /// GID → port, from [`Fabric::attach`]: which link a packet leaves from.
     ports: HashMap<Gid, PortId>,
-    /// Packets read from the sockets and not yet delivered, with their port.
+    /// Packets read from the links and not yet delivered, with their port.
     rx: VecDeque<(PortId, Packet)>,
     scratch: Vec<Packet>,
-    /// Packets a VF sent from a GID no bridge owns (dropped).
+    /// Packets a VF sent from a GID no link owns (dropped).
     unknown_source: u64,
 }
 
-impl UdpFabric {
-    /// Binds one socket per address; `ips[i]` is VF `i`'s address.
-    pub fn bind(ips: &[Ipv4Addr]) -> std::io::Result<UdpFabric> {
-        let bridges = ips
-            .iter()
-            .map(|ip| UdpBridge::bind(IpAddr::V4(*ip)))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(UdpFabric {
-            bridges,
+impl LinkFabric {
+    fn new(kind: &'static str, links: Vec<Box<dyn Link>>, names: Vec<String>) -> LinkFabric {
+        LinkFabric {
+            kind,
+            links,
+            names,
             ports: HashMap::new(),
             rx: VecDeque::new(),
             scratch: Vec::new(),
             unknown_source: 0,
-        })
+        }
     }
 
-    /// Reads whatever the sockets hold, without waiting.
+    /// One UDP socket per address; `ips[i]` is VF `i`'s address.
+    pub fn udp(ips: &[Ipv4Addr]) -> std::io::Result<LinkFabric> {
+        let mut links: Vec<Box<dyn Link>> = Vec::new();
+        let mut names = Vec::new();
+        for ip in ips {
+            let b = UdpBridge::bind(IpAddr::V4(*ip))?;
+            names.push(b.local_addr().to_string());
+            links.push(Box::new(b));
+        }
+        Ok(LinkFabric::new("udp", links, names))
+    }
+
+    /// One TAP device per VF: `taps[i]` carries VF `i`, whose MAC and IP are `ids[i]`'s.
+    pub fn tap(taps: &[String], ids: &[(Mac, Ipv4Addr)]) -> Result<LinkFabric, TapError> {
+        let mut links: Vec<Box<dyn Link>> = Vec::new();
+        let mut names = Vec::new();
+        for (name, (mac, ip)) in taps.iter().zip(ids) {
+            let t = TapBridge::open(name, *mac, *ip)?;
+            names.push(t.name().to_string());
+            links.push(Box::new(t));
+        }
+        Ok(LinkFabric::new("tap", links, names))
+    }
+
+    /// Reads whatever the links hold, without waiting.
     fn fill(&mut self) {
-        for (port, b) in self.bridges.iter_mut().enumerate() {
-            // A read error is a transient socket condition (e.g. ICMP port unreachable
-            // reported on an unconnected socket); the transport retransmits.
-            let _ = b.recv(Duration::ZERO, &mut self.scratch);
+        for (port, l) in self.links.iter_mut().enumerate() {
+            // A read error is a transient condition (e.g. ICMP port unreachable reported on
+            // an unconnected socket); the transport retransmits.
+            let _ = l.recv(Duration::ZERO, &mut self.scratch);
             self.rx.extend(self.scratch.drain(..).map(|p| (port, p)));
         }
     }
 }
 
-impl Fabric for UdpFabric {
+impl Fabric for LinkFabric {
     fn attach(&mut self, gid: Gid, port: PortId) {
         self.ports.insert(gid, port);
     }
 
     fn send(&mut self, _now: Nanos, pkt: Packet) {
-        let Some(b) = self
+        let Some(l) = self
             .ports
             .get(&pkt.src_gid)
-            .and_then(|p| self.bridges.get_mut(*p))
+            .and_then(|p| self.links.get_mut(*p))
         else {
             self.unknown_source += 1;
             return;
         };
-        // Failures are counted by the bridge as tx errors; the packet is lost as on a wire.
-        let _ = b.send(&mut vec![pkt]);
+        // Failures are counted by the link as tx errors; the packet is lost as on a wire.
+        let _ = l.send(&mut vec![pkt]);
     }
 
     fn poll_deliver(&mut self, _now: Nanos) -> Option<(PortId, Packet)> {
@@ -143,22 +171,18 @@ impl Fabric for UdpFabric {
 
     fn counters(&self) -> serde_json::Value {
         let per_vf: Vec<_> = self
-            .bridges
+            .links
             .iter()
-            .map(|b| {
-                serde_json::json!({
-                    "local": b.local_addr().to_string(),
-                    "link": Link::counters(b),
-                })
-            })
+            .zip(&self.names)
+            .map(|(l, name)| serde_json::json!({ "local": name, "link": l.counters() }))
             .collect();
         serde_json::json!({
-            "udp": per_vf,
+            self.kind: per_vf,
             "unknown_source": self.unknown_source,
         })
     }
 
     fn wake_fds(&self) -> Vec<RawFd> {
-        self.bridges.iter().map(|b| b.raw_fd()).collect()
+        self.links.iter().map(|l| l.raw_fd()).collect()
     }
 }

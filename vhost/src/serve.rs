@@ -11,7 +11,7 @@
 
 use crate::backend::{VfBackend, WAKE_EVENT};
 use crate::ctl;
-use crate::fabric::{Fabric, SwitchFabric, UdpFabric};
+use crate::fabric::{Fabric, LinkFabric, SwitchFabric};
 use crate::memory::{empty_memory, VhostMemory};
 use crate::pf::{PfState, Shared};
 use crate::port::VfPort;
@@ -36,10 +36,31 @@ pub struct ServeConfig {
     pub pf_index: u8,
     /// The control socket; `socket_dir/ctl.sock` when `None`.
     pub ctl: Option<PathBuf>,
-    /// `Some(ip)`: the VFs speak RoCEv2 over kernel UDP sockets, VF `i` at `ip + i` port
-    /// 4791 (its GID is that address). `None`: the VFs reach only each other through the
-    /// in-process switch, at the PF's default addresses.
-    pub udp_ip: Option<Ipv4Addr>,
+    /// Where the VFs' packets go.
+    pub network: Network,
+}
+
+/// The fabric a `vhca serve` process puts its VFs on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// The in-process switch: the VFs reach only each other, at the PF's default addresses.
+    #[default]
+    Switch,
+    /// RoCEv2 over kernel UDP sockets: VF `i` at `ip + i` port 4791 (its GID is that address,
+    /// which must be on a local interface).
+    Udp(Ipv4Addr),
+    /// RoCEv2 in Ethernet frames through TAP devices: VF `i` on `taps[i]` with its own MAC and
+    /// the address `ip + i` (answering ARP for it; the kernel does not hold it).
+    Tap { taps: Vec<String>, ip: Ipv4Addr },
+}
+
+impl Network {
+    fn base_ip(&self) -> Option<Ipv4Addr> {
+        match self {
+            Network::Switch => None,
+            Network::Udp(ip) | Network::Tap { ip, .. } => Some(*ip),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -50,7 +71,7 @@ impl ServeConfig {
     /// VF `vf`'s identity: the PF's default MAC, and its UDP address when there is one.
     pub fn identity(&self, pf: &Pf, vf: u16) -> Result<VfIdentity, ServeError> {
         let id = pf.default_identity(vf);
-        match self.udp_ip {
+        match self.network.base_ip() {
             None => Ok(id),
             Some(ip) => {
                 let addr = u32::from(ip)
@@ -61,9 +82,9 @@ impl ServeConfig {
         }
     }
 
-    /// VF addresses on the UDP fabric, if it is used.
-    fn udp_addresses(&self) -> Result<Option<Vec<Ipv4Addr>>, ServeError> {
-        let Some(ip) = self.udp_ip else {
+    /// VF addresses on a network fabric, if one is used.
+    fn addresses(&self) -> Result<Option<Vec<Ipv4Addr>>, ServeError> {
+        let Some(ip) = self.network.base_ip() else {
             return Ok(None);
         };
         (0..self.vfs)
@@ -92,6 +113,10 @@ pub enum ServeError {
     AddressRange(Ipv4Addr, u16),
     #[error("cannot bind the UDP fabric: {0}")]
     Udp(std::io::Error),
+    #[error("{0} TAP devices named for {1} VFs: give one per VF")]
+    TapCount(usize, u16),
+    #[error("cannot open the TAP fabric: {0}")]
+    Tap(String),
     #[error("cannot listen on {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -124,9 +149,21 @@ impl Server {
         if cfg.vfs == 0 || cfg.vfs > 256 {
             return Err(ServeError::VfCount(cfg.vfs));
         }
-        let fabric: Box<dyn Fabric> = match cfg.udp_addresses()? {
-            Some(ips) => Box::new(UdpFabric::bind(&ips).map_err(ServeError::Udp)?),
-            None => Box::new(SwitchFabric::ideal()),
+        let ips = cfg.addresses()?.unwrap_or_default();
+        let fabric: Box<dyn Fabric> = match &cfg.network {
+            Network::Switch => Box::new(SwitchFabric::ideal()),
+            Network::Udp(_) => Box::new(LinkFabric::udp(&ips).map_err(ServeError::Udp)?),
+            Network::Tap { taps, .. } => {
+                if taps.len() != usize::from(cfg.vfs) {
+                    return Err(ServeError::TapCount(taps.len(), cfg.vfs));
+                }
+                let pf = Pf::new(cfg.pf_index, cfg.vfs);
+                let ids: Vec<_> = (0..cfg.vfs)
+                    .zip(&ips)
+                    .map(|(i, ip)| (pf.default_identity(i).mac, *ip))
+                    .collect();
+                Box::new(LinkFabric::tap(taps, &ids).map_err(|e| ServeError::Tap(e.to_string()))?)
+            }
         };
         Self::start_with_fabric(cfg, fabric)
     }
