@@ -302,6 +302,11 @@ impl Mtu {
     pub fn from_enum(v: u8) -> Option<Mtu> {
         Mtu::ALL.get((v as usize).wrapping_sub(1)).copied()
     }
+
+    /// The MTU of `bytes` (256, 512, 1024, 2048 or 4096), as the command-line tools take it.
+    pub fn from_bytes(bytes: u32) -> Option<Mtu> {
+        Mtu::ALL.into_iter().find(|m| m.bytes() == bytes)
+    }
 }
 
 /// Address vector (`ibv_ah_attr` with its GRH, RoCE-style: the GID is the address).

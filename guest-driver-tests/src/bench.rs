@@ -6,7 +6,7 @@
 
 use crate::context::GuestContext;
 use crate::driver::DriverConfig;
-use crate::programs::{rc_connect, rc_endpoint, wait, Endpoint};
+use crate::programs::{rc_pair, wait, Endpoint};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -181,11 +181,7 @@ pub fn run<A: Verbs, B: Verbs>(
         .max(4096)
         * 2;
     let depth = cfg.depth.max(2);
-    let ea = rc_endpoint(a, len, depth, Psn(0x100))?;
-    let eb = rc_endpoint(b, len, depth, Psn(0x200))?;
-    let (ia, ib) = (ea.info(a), eb.info(b));
-    rc_connect(a, &ea, ib, Mtu::Mtu4096)?;
-    rc_connect(b, &eb, ia, Mtu::Mtu4096)?;
+    let (ea, eb) = rc_pair(a, b, len, depth, (Psn(0x100), Psn(0x200)), Mtu::Mtu4096)?;
     let (bytes, elapsed) = write_bandwidth(a, &ea, b, &eb, cfg.write_size, cfg.writes, depth)?;
     let lat = send_latency(a, &ea, b, &eb, cfg.send_size, cfg.round_trips.max(1))?;
     let pick = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];

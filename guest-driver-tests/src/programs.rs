@@ -79,6 +79,24 @@ pub fn rc_endpoint<V: Verbs>(v: &mut V, len: u64, depth: u32, psn: Psn) -> Verbs
     })
 }
 
+/// An RC endpoint on each side (`len`-byte buffers, `depth` WQEs, starting PSNs `psns`),
+/// connected to each other at `mtu`: the set-up every two-sided program starts from.
+pub fn rc_pair<A: Verbs, B: Verbs>(
+    a: &mut A,
+    b: &mut B,
+    len: u64,
+    depth: u32,
+    psns: (Psn, Psn),
+    mtu: Mtu,
+) -> VerbsResult<(Endpoint, Endpoint)> {
+    let ea = rc_endpoint(a, len, depth, psns.0)?;
+    let eb = rc_endpoint(b, len, depth, psns.1)?;
+    let (ia, ib) = (ea.info(a), eb.info(b));
+    rc_connect(a, &ea, ib, mtu)?;
+    rc_connect(b, &eb, ia, mtu)?;
+    Ok((ea, eb))
+}
+
 /// RESET → INIT → RTR → RTS against `peer`, with `ibv_rc_pingpong`'s attributes.
 pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) -> VerbsResult<()> {
     let mut a = QpAttr {

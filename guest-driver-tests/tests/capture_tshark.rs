@@ -13,7 +13,7 @@ use std::time::Duration;
 use vhca_device::{Mtu, Packet, Psn};
 use vhca_fabric::capture::Capture;
 use vhca_fabric::{Context, World, WorldConfig};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode};
+use vhca_guest::programs::{rc_every_opcode, rc_pair};
 
 /// The fields compared: opcode, destination QP, PSN, RETH (or AtomicETH) VA and R_Key, RETH
 /// DMA length, AETH syndrome and MSN (absent headers: None).
@@ -90,11 +90,15 @@ fn tshark_decodes_a_capture_of_every_opcode() {
         }));
         let shared = Rc::new(RefCell::new(w));
         let (mut a, mut b) = (Context::open(&shared, a), Context::open(&shared, b));
-        let ea = rc_endpoint(&mut a, 1 << 18, 16, Psn(0xfff_ff0)).unwrap();
-        let eb = rc_endpoint(&mut b, 1 << 18, 16, Psn(0x12_3456)).unwrap();
-        let (ia, ib) = (ea.info(&a), eb.info(&b));
-        rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-        rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+        let (ea, eb) = rc_pair(
+            &mut a,
+            &mut b,
+            1 << 18,
+            16,
+            (Psn(0xfff_ff0), Psn(0x12_3456)),
+            Mtu::Mtu1024,
+        )
+        .unwrap();
         for size in [0, 1, 3000] {
             rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
         }

@@ -4,9 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use vhca_device::{Mtu, Psn};
 use vhca_fabric::{Context, FaultConfig, FaultLevel, World, WorldConfig};
-use vhca_guest::programs::{
-    rc_connect, rc_endpoint, rc_every_opcode, rc_invalidate, rc_pingpong, ud_exchange,
-};
+use vhca_guest::programs::{rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, ud_exchange};
 
 fn two_contexts(faults: FaultConfig) -> (Context, Context) {
     let mut w = World::new(WorldConfig {
@@ -30,11 +28,15 @@ fn rc_pingpong_program_runs_in_process() {
         FaultConfig::level(FaultLevel::Heavy),
     ] {
         let (mut a, mut b) = two_contexts(faults);
-        let ea = rc_endpoint(&mut a, 1 << 16, 64, Psn(0x123)).unwrap();
-        let eb = rc_endpoint(&mut b, 1 << 16, 64, Psn(0xfffffe)).unwrap();
-        let (ia, ib) = (ea.info(&a), eb.info(&b));
-        rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-        rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+        let (ea, eb) = rc_pair(
+            &mut a,
+            &mut b,
+            1 << 16,
+            64,
+            (Psn(0x123), Psn(0xfffffe)),
+            Mtu::Mtu1024,
+        )
+        .unwrap();
         let moved = rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 50).unwrap();
         assert_eq!(moved, 2 * 4096 * 50);
     }
@@ -43,11 +45,7 @@ fn rc_pingpong_program_runs_in_process() {
 #[test]
 fn every_opcode_program_runs_in_process() {
     let (mut a, mut b) = two_contexts(FaultConfig::level(FaultLevel::Light));
-    let ea = rc_endpoint(&mut a, 1 << 18, 16, Psn(1)).unwrap();
-    let eb = rc_endpoint(&mut b, 1 << 18, 16, Psn(2)).unwrap();
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu4096).unwrap();
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu4096).unwrap();
+    let (ea, eb) = rc_pair(&mut a, &mut b, 1 << 18, 16, (Psn(1), Psn(2)), Mtu::Mtu4096).unwrap();
     for size in [0, 1, 4096, 70_000] {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
     }
@@ -56,11 +54,15 @@ fn every_opcode_program_runs_in_process() {
 #[test]
 fn invalidation_program_runs_in_process() {
     let (mut a, mut b) = two_contexts(FaultConfig::default());
-    let ea = rc_endpoint(&mut a, 1 << 16, 16, Psn(10)).unwrap();
-    let eb = rc_endpoint(&mut b, 1 << 16, 16, Psn(20)).unwrap();
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 16,
+        16,
+        (Psn(10), Psn(20)),
+        Mtu::Mtu1024,
+    )
+    .unwrap();
     rc_invalidate(&mut a, &ea, &mut b, &eb).unwrap();
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 use vhca_device::{Mtu, Psn};
 use vhca_guest::migrate::{MigrateError, Migration};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong, Endpoint};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong, Endpoint};
 use vhca_guest::serve::ServeProcess;
 use vhca_guest::{DriverConfig, GuestContext};
 
@@ -27,11 +27,7 @@ fn open(s: &ServeProcess, vf: u16) -> GuestContext {
 }
 
 fn connected(a: &mut GuestContext, b: &mut GuestContext) -> (Endpoint, Endpoint) {
-    let ea = rc_endpoint(a, 1 << 16, 16, Psn(0x123)).unwrap();
-    let eb = rc_endpoint(b, 1 << 16, 16, Psn(0xfffffe)).unwrap();
-    let (ia, ib) = (ea.info(a), eb.info(b));
-    rc_connect(a, &ea, ib, Mtu::Mtu1024).unwrap();
-    rc_connect(b, &eb, ia, Mtu::Mtu1024).unwrap();
+    let (ea, eb) = rc_pair(a, b, 1 << 16, 16, (Psn(0x123), Psn(0xfffffe)), Mtu::Mtu1024).unwrap();
     (ea, eb)
 }
 

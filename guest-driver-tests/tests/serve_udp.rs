@@ -7,7 +7,7 @@
 use serde_json::Value;
 use std::time::Duration;
 use vhca_device::{Gid, Mtu, Psn};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 use vhca_guest::serve::ServeProcess;
 use vhca_guest::{DriverConfig, GuestContext};
 
@@ -42,11 +42,15 @@ fn vfs_of_two_serve_processes_talk_rc_over_kernel_udp() {
     assert_eq!(a.driver().config().gid, Gid::from_ipv4([127, 0, 0, 11]));
     assert_eq!(b.driver().config().gid, Gid::from_ipv4([127, 0, 0, 21]));
 
-    let ea = rc_endpoint(&mut a, 1 << 16, 16, Psn(0xfffff0)).unwrap();
-    let eb = rc_endpoint(&mut b, 1 << 16, 16, Psn(0x42)).unwrap();
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 16,
+        16,
+        (Psn(0xfffff0), Psn(0x42)),
+        Mtu::Mtu1024,
+    )
+    .unwrap();
     assert_eq!(
         rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 20).unwrap(),
         2 * 4096 * 20

@@ -11,7 +11,7 @@ use vhca_device::{Mtu, Psn};
 use vhca_fabric::node::{mac_for, BackgroundNode, Node};
 use vhca_fabric::tap::{TapBridge, TapCounters};
 use vhca_fabric::Link;
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");
@@ -48,11 +48,15 @@ fn run() {
     // program waits on the other side.
     let mut a = BackgroundNode::spawn(a);
     let mut b = BackgroundNode::spawn(b);
-    let ea = rc_endpoint(&mut a, 1 << 20, 64, Psn(0x11_1111)).unwrap();
-    let eb = rc_endpoint(&mut b, 1 << 20, 64, Psn(0x22_2222)).unwrap();
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 20,
+        64,
+        (Psn(0x11_1111), Psn(0x22_2222)),
+        Mtu::Mtu1024,
+    )
+    .unwrap();
     match rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 20) {
         Ok(n) => assert_eq!(n, 2 * 4096 * 20),
         Err(e) => panic!("pingpong: {e}: a={:?} b={:?}", counters(&a), counters(&b)),

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use vhca_device::{Mtu, Psn};
 use vhca_fabric::node::{BackgroundNode, Node};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 
 fn nodes(a: u8, b: u8) -> (Node, Node) {
     let na = Node::new(Ipv4Addr::new(127, 0, 0, a), 8 << 20).expect("bind 127.0.0.x:4791");
@@ -17,11 +17,15 @@ fn rc_pingpong_and_every_opcode_over_kernel_udp() {
     let (mut a, b) = nodes(11, 12);
     // b runs in a thread of its own, as a peer process would; a is driven by the program.
     let mut b = BackgroundNode::spawn(b);
-    let ea = rc_endpoint(&mut a, 1 << 20, 64, Psn(0x11_1111)).unwrap();
-    let eb = rc_endpoint(&mut b, 1 << 20, 64, Psn(0x22_2222)).unwrap();
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).unwrap();
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).unwrap();
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 20,
+        64,
+        (Psn(0x11_1111), Psn(0x22_2222)),
+        Mtu::Mtu1024,
+    )
+    .unwrap();
     assert_eq!(
         rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 20).unwrap(),
         2 * 4096 * 20

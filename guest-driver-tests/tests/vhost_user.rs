@@ -8,8 +8,7 @@ use std::time::Duration;
 use vhca_device::{Mtu, Psn, QpState, Verbs, VerbsError, WcStatus};
 use vhca_guest::context::status_to_error;
 use vhca_guest::programs::{
-    rc_connect, rc_endpoint, rc_every_opcode, rc_invalidate, rc_pingpong, ud_exchange, wait,
-    Endpoint,
+    rc_endpoint, rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, ud_exchange, wait, Endpoint,
 };
 use vhca_guest::serve::ServeProcess;
 use vhca_guest::virtq::{Buf, RawDesc, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
@@ -42,11 +41,7 @@ fn connected(
     depth: u32,
     mtu: Mtu,
 ) -> (Endpoint, Endpoint) {
-    let ea = rc_endpoint(a, len, depth, Psn(0x123)).unwrap();
-    let eb = rc_endpoint(b, len, depth, Psn(0xfffffe)).unwrap();
-    let (ia, ib) = (ea.info(a), eb.info(b));
-    rc_connect(a, &ea, ib, mtu).unwrap();
-    rc_connect(b, &eb, ia, mtu).unwrap();
+    let (ea, eb) = rc_pair(a, b, len, depth, (Psn(0x123), Psn(0xfffffe)), mtu).unwrap();
     (ea, eb)
 }
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 use vhca_device::{Mtu, Psn};
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 use vhca_guest::{DriverConfig, GuestContext};
 
 pub struct Options {
@@ -31,11 +31,15 @@ pub fn run(o: &Options) -> Result<String, String> {
     let mut a = connect(&o.a)?;
     let mut b = connect(&o.b)?;
     let size = o.msg_size.min(1 << 15);
-    let ea = rc_endpoint(&mut a, 1 << 16, 16, Psn(0xfffff0)).map_err(|e| e.to_string())?;
-    let eb = rc_endpoint(&mut b, 1 << 16, 16, Psn(0x42)).map_err(|e| e.to_string())?;
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, o.mtu).map_err(|e| format!("connect A: {e}"))?;
-    rc_connect(&mut b, &eb, ia, o.mtu).map_err(|e| format!("connect B: {e}"))?;
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 16,
+        16,
+        (Psn(0xfffff0), Psn(0x42)),
+        o.mtu,
+    )
+    .map_err(|e| format!("connecting the RC pair: {e}"))?;
     let bytes = rc_pingpong(&mut a, &ea, &mut b, &eb, size, o.iters)
         .map_err(|e| format!("ping-pong: {e}"))?;
     for s in [0, 1, size] {

@@ -368,7 +368,7 @@ fn main() -> ExitCode {
             iters,
             mtu,
         } => {
-            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+            let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
                 eprintln!("vhca guest-pair: --mtu must be 256, 512, 1024, 2048 or 4096");
                 return ExitCode::FAILURE;
             };
@@ -424,7 +424,7 @@ fn main() -> ExitCode {
             qp_timeout,
             json,
         } => {
-            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+            let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
                 eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
                 return ExitCode::from(2);
             };
@@ -538,7 +538,7 @@ fn main() -> ExitCode {
             qp_timeout,
             json,
         } => {
-            let Some(mtu) = vhca_device::Mtu::ALL.into_iter().find(|m| m.bytes() == mtu) else {
+            let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
                 eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
                 return ExitCode::from(2);
             };

@@ -7,7 +7,7 @@
 use std::time::Duration;
 use vhca_device::{Mtu, Psn};
 use vhca_guest::migrate::Migration;
-use vhca_guest::programs::{rc_connect, rc_endpoint, rc_every_opcode, rc_pingpong};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 use vhca_guest::serve::ServeProcess;
 use vhca_guest::{DriverConfig, GuestContext};
 
@@ -40,11 +40,15 @@ pub fn run(o: &Options) -> Result<String, String> {
         GuestContext::connect(src.socket(0), &cfg).map_err(|x| e("guest on vf0")(x.to_string()))?;
     let mut b =
         GuestContext::connect(src.socket(1), &cfg).map_err(|x| e("guest on vf1")(x.to_string()))?;
-    let ea = rc_endpoint(&mut a, 1 << 16, 16, Psn(0x123)).map_err(|x| x.to_string())?;
-    let eb = rc_endpoint(&mut b, 1 << 16, 16, Psn(0xfffffe)).map_err(|x| x.to_string())?;
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu1024).map_err(|x| x.to_string())?;
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu1024).map_err(|x| x.to_string())?;
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 16,
+        16,
+        (Psn(0x123), Psn(0xfffffe)),
+        Mtu::Mtu1024,
+    )
+    .map_err(|x| x.to_string())?;
     let size = o.msg_size.min(1 << 15);
     rc_pingpong(&mut a, &ea, &mut b, &eb, size, 20)
         .map_err(|x| e("traffic before")(x.to_string()))?;

@@ -23,7 +23,7 @@ use thiserror::Error;
 use vhca_device::{MemKey, Mtu, Psn, SendFlags, SendOp, SendWr, Sge, Verbs, WcStatus};
 use vhca_fabric::node::{BackgroundNode, Node};
 use vhca_fabric::udp::UdpBridge;
-use vhca_guest::programs::{rc_connect, rc_endpoint};
+use vhca_guest::programs::rc_pair;
 
 /// Bytes per RDMA WRITE.
 pub const MESSAGE: u32 = 64 * 1024;
@@ -216,11 +216,14 @@ fn roce(cfg: &UdpBenchConfig) -> Result<(Rate, u64, u64), UdpBenchError> {
     let mut a = Node::with_link(cfg.a, la, 32 << 20)?;
     let mut b = BackgroundNode::spawn(Node::with_link(cfg.b, lb, 32 << 20)?);
     let depth = cfg.depth as u32;
-    let ea = rc_endpoint(&mut a, buf, depth * 2, Psn(0x10_0000))?;
-    let eb = rc_endpoint(&mut b, buf, depth * 2, Psn(0x20_0000))?;
-    let (ia, ib) = (ea.info(&a), eb.info(&b));
-    rc_connect(&mut a, &ea, ib, Mtu::Mtu4096)?;
-    rc_connect(&mut b, &eb, ia, Mtu::Mtu4096)?;
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        buf,
+        depth * 2,
+        (Psn(0x10_0000), Psn(0x20_0000)),
+        Mtu::Mtu4096,
+    )?;
     let slots = (buf / u64::from(MESSAGE)) as usize;
     let post = |a: &mut Node, i: u64, rkey: MemKey| -> Result<(), UdpBenchError> {
         let off = (i as usize % slots) as u64 * u64::from(MESSAGE);

@@ -88,6 +88,8 @@ pub struct LinkFabric {
     /// Packets read from the links and not yet delivered, with their port.
     rx: VecDeque<(PortId, Packet)>,
     scratch: Vec<Packet>,
+    /// The one-packet batch handed to [`Link::send`], kept to avoid an allocation per packet.
+    tx: Vec<Packet>,
     /// Packets a VF sent from a GID no link owns (dropped).
     unknown_source: u64,
 }
@@ -101,6 +103,7 @@ impl LinkFabric {
             ports: HashMap::new(),
             rx: VecDeque::new(),
             scratch: Vec::new(),
+            tx: Vec::with_capacity(1),
             unknown_source: 0,
         }
     }
@@ -155,7 +158,9 @@ impl Fabric for LinkFabric {
             return;
         };
         // Failures are counted by the link as tx errors; the packet is lost as on a wire.
-        let _ = l.send(&mut vec![pkt]);
+        self.tx.push(pkt);
+        let _ = l.send(&mut self.tx);
+        self.tx.clear();
     }
 
     fn poll_deliver(&mut self, _now: Nanos) -> Option<(PortId, Packet)> {

@@ -339,10 +339,10 @@ impl Shared {
             if self.stopping() {
                 return;
             }
+            // The batch ends in `finish_batch`, which also wakes the timer thread for packets
+            // read but not yet delivered (budget spent).
             let mut st = self.lock();
             self.run_batch(&mut st, None);
-            // Packets read but not yet delivered (budget spent) are the timer thread's.
-            self.timer.notify_one();
         }
     }
 

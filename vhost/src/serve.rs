@@ -73,29 +73,16 @@ impl ServeConfig {
         let id = pf.default_identity(vf);
         match self.network.base_ip() {
             None => Ok(id),
-            Some(ip) => {
-                let addr = u32::from(ip)
-                    .checked_add(u32::from(vf))
-                    .ok_or(ServeError::AddressRange(ip, self.vfs))?;
-                Ok(VfIdentity::new(id.mac, Ipv4Addr::from(addr).octets()))
-            }
+            Some(base) => Ok(VfIdentity::new(id.mac, self.vf_ip(base, vf)?.octets())),
         }
     }
 
-    /// VF addresses on a network fabric, if one is used.
-    fn addresses(&self) -> Result<Option<Vec<Ipv4Addr>>, ServeError> {
-        let Some(ip) = self.network.base_ip() else {
-            return Ok(None);
-        };
-        (0..self.vfs)
-            .map(|vf| {
-                u32::from(ip)
-                    .checked_add(u32::from(vf))
-                    .map(Ipv4Addr::from)
-                    .ok_or(ServeError::AddressRange(ip, self.vfs))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+    /// VF `vf`'s address on a network fabric whose first VF is at `base`.
+    fn vf_ip(&self, base: Ipv4Addr, vf: u16) -> Result<Ipv4Addr, ServeError> {
+        u32::from(base)
+            .checked_add(u32::from(vf))
+            .map(Ipv4Addr::from)
+            .ok_or(ServeError::AddressRange(base, self.vfs))
     }
 
     pub fn ctl_socket(&self) -> PathBuf {
@@ -149,19 +136,22 @@ impl Server {
         if cfg.vfs == 0 || cfg.vfs > 256 {
             return Err(ServeError::VfCount(cfg.vfs));
         }
-        let ips = cfg.addresses()?.unwrap_or_default();
         let fabric: Box<dyn Fabric> = match &cfg.network {
             Network::Switch => Box::new(SwitchFabric::ideal()),
-            Network::Udp(_) => Box::new(LinkFabric::udp(&ips).map_err(ServeError::Udp)?),
-            Network::Tap { taps, .. } => {
+            Network::Udp(base) => {
+                let ips = (0..cfg.vfs)
+                    .map(|i| cfg.vf_ip(*base, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Box::new(LinkFabric::udp(&ips).map_err(ServeError::Udp)?)
+            }
+            Network::Tap { taps, ip: base } => {
                 if taps.len() != usize::from(cfg.vfs) {
                     return Err(ServeError::TapCount(taps.len(), cfg.vfs));
                 }
                 let pf = Pf::new(cfg.pf_index, cfg.vfs);
-                let ids: Vec<_> = (0..cfg.vfs)
-                    .zip(&ips)
-                    .map(|(i, ip)| (pf.default_identity(i).mac, *ip))
-                    .collect();
+                let ids = (0..cfg.vfs)
+                    .map(|i| Ok((cfg.identity(&pf, i)?.mac, cfg.vf_ip(*base, i)?)))
+                    .collect::<Result<Vec<_>, ServeError>>()?;
                 Box::new(LinkFabric::tap(taps, &ids).map_err(|e| ServeError::Tap(e.to_string()))?)
             }
         };
