@@ -358,6 +358,20 @@ fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
     }
 }
 
+/// Prints a command's report, or its error on stderr, and gives the exit code.
+fn report(cmd: &str, r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vhca {cmd}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
@@ -372,36 +386,22 @@ fn main() -> ExitCode {
                 eprintln!("vhca guest-pair: --mtu must be 256, 512, 1024, 2048 or 4096");
                 return ExitCode::FAILURE;
             };
-            match vhca::guest_pair::run(&vhca::guest_pair::Options {
+            let r = vhca::guest_pair::run(&vhca::guest_pair::Options {
                 a,
                 b,
                 msg_size: size,
                 iters,
                 mtu,
-            }) {
-                Ok(report) => {
-                    print!("{report}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("vhca guest-pair: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            });
+            report("guest-pair", r)
         }
-        Cmd::Migrate { rounds, size } => match vhca::migrate::run(&vhca::migrate::Options {
-            rounds,
-            msg_size: size,
-        }) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("vhca migrate: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Migrate { rounds, size } => report(
+            "migrate",
+            vhca::migrate::run(&vhca::migrate::Options {
+                rounds,
+                msg_size: size,
+            }),
+        ),
         Cmd::State { op } => match run_state(op) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
