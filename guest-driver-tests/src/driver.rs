@@ -67,6 +67,18 @@ impl Default for DriverConfig {
     }
 }
 
+impl DriverConfig {
+    /// A 16 MiB guest that gives up on a command after 5 s: enough for the two-sided
+    /// programs, small enough to start many of them.
+    pub fn small() -> DriverConfig {
+        DriverConfig {
+            mem_size: 16 << 20,
+            command_timeout: Duration::from_secs(5),
+            ..DriverConfig::default()
+        }
+    }
+}
+
 /// The protocol features the driver uses when offered (QEMU acks more; these are the ones
 /// whose messages this frontend sends).
 fn wanted_protocol_features() -> VhostUserProtocolFeatures {

@@ -15,11 +15,7 @@ use vhca_guest::{DriverConfig, GuestContext};
 const READY: Duration = Duration::from_secs(60);
 
 fn cfg() -> DriverConfig {
-    DriverConfig {
-        mem_size: 16 << 20,
-        command_timeout: Duration::from_secs(5),
-        ..DriverConfig::default()
-    }
+    DriverConfig::small()
 }
 
 fn open(s: &ServeProcess, vf: u16) -> GuestContext {

@@ -5,7 +5,6 @@
 //! tools/netns-test.sh checks two serve processes across a veth pair.
 
 use std::path::PathBuf;
-use std::time::Duration;
 use vhca_device::{Mtu, Psn};
 use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
 use vhca_guest::{DriverConfig, GuestContext};
@@ -20,11 +19,7 @@ pub struct Options {
 
 /// Runs the check; returns the report to print.
 pub fn run(o: &Options) -> Result<String, String> {
-    let cfg = DriverConfig {
-        mem_size: 16 << 20,
-        command_timeout: Duration::from_secs(5),
-        ..DriverConfig::default()
-    };
+    let cfg = DriverConfig::small();
     let connect = |p: &PathBuf| {
         GuestContext::connect(p, &cfg).map_err(|e| format!("guest on {}: {e}", p.display()))
     };

@@ -28,11 +28,7 @@ pub fn run(o: &Options) -> Result<String, String> {
         }
     }
     let ready = Duration::from_secs(60);
-    let cfg = DriverConfig {
-        mem_size: 16 << 20,
-        command_timeout: Duration::from_secs(5),
-        ..DriverConfig::default()
-    };
+    let cfg = DriverConfig::small();
     let src = ServeProcess::start(2, ready).map_err(|x| e("source vhca serve")(x.to_string()))?;
     let dst =
         ServeProcess::start(2, ready).map_err(|x| e("destination vhca serve")(x.to_string()))?;
