@@ -149,8 +149,13 @@ pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) 
 /// How long [`wait`] waits for completions at most, however many polls that takes.
 pub const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Polls until `n` completions arrived, or `max_polls` polls in a row found nothing, or
-/// [`WAIT_LIMIT`] passed.
+/// The shortest stretch of empty polls [`wait`] gives up after. Counting polls alone is not
+/// enough: a busy-polling context (`PollMode::Spin`) does 100,000 empty polls in a few
+/// milliseconds, less than one scheduler time slice of a device process on a loaded machine.
+pub const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Polls until `n` completions arrived, or `max_polls` polls in a row found nothing over at
+/// least [`IDLE_LIMIT`], or [`WAIT_LIMIT`] passed.
 pub fn wait<V: Verbs>(
     v: &mut V,
     cq: CqHandle,
@@ -160,14 +165,18 @@ pub fn wait<V: Verbs>(
     let deadline = std::time::Instant::now() + WAIT_LIMIT;
     let mut got = Vec::new();
     let mut idle = 0;
+    let mut idle_since = None;
     while got.len() < n {
         if v.poll_cq(cq, n - got.len(), &mut got)? == 0 {
             idle += 1;
-            if idle > max_polls || std::time::Instant::now() > deadline {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            let gave_up = idle > max_polls && since.elapsed() >= IDLE_LIMIT;
+            if gave_up || std::time::Instant::now() > deadline {
                 return Err(VerbsError::Invalid("completions did not arrive"));
             }
         } else {
             idle = 0;
+            idle_since = None;
         }
     }
     Ok(got)
