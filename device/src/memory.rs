@@ -27,17 +27,31 @@ pub trait GuestMemory: Send + Sync {
     /// Copies `data` to `gpa`. Implementations that log dirty pages mark them here.
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError>;
 
-    /// Hands the `len` bytes at `gpa` to `f`, without a bounce copy where the backend can.
-    fn with_bytes(
+    /// Lends the `len` bytes at `gpa` to `f` as a volatile slice, without a bounce copy where
+    /// the backend can (the source side of [`copy_between`]; `f` only reads it).
+    fn with_volatile(
         &self,
         gpa: u64,
         len: usize,
-        f: &mut dyn FnMut(&[u8]),
+        f: &mut dyn FnMut(&VolatileSlice<'_, ()>),
     ) -> Result<(), MemoryError> {
+        if let Some(s) = self.volatile_slice(gpa, len) {
+            f(&s);
+            return Ok(());
+        }
         let mut tmp = vec![0u8; len];
         self.read(gpa, &mut tmp)?;
-        f(&tmp);
+        f(&VolatileSlice::from(&mut tmp[..]));
         Ok(())
+    }
+
+    /// Copies `src` (another memory's bytes, lent by [`GuestMemory::with_volatile`]) to
+    /// `gpa` — the destination side of [`copy_between`]. Implementations that log dirty pages
+    /// mark them here, as in `write`.
+    fn write_from(&self, gpa: u64, src: &VolatileSlice<'_, ()>) -> Result<(), MemoryError> {
+        let mut tmp = vec![0u8; src.len()];
+        src.copy_to(&mut tmp[..]);
+        self.write(gpa, &tmp)
     }
 
     /// The `len` bytes at `gpa` as a volatile slice when the backend is mapped memory (one
@@ -116,18 +130,6 @@ impl GuestMemory for VecMemory {
         let mut bytes = self.bytes.write().unwrap_or_else(|e| e.into_inner());
         let r = range(gpa, data.len(), bytes.len())?;
         bytes[r].copy_from_slice(data);
-        Ok(())
-    }
-
-    fn with_bytes(
-        &self,
-        gpa: u64,
-        len: usize,
-        f: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), MemoryError> {
-        let bytes = self.bytes.read().unwrap_or_else(|e| e.into_inner());
-        let r = range(gpa, len, bytes.len())?;
-        f(&bytes[r]);
         Ok(())
     }
 
@@ -238,8 +240,9 @@ impl GuestMemory for MmapMemory {
     }
 }
 
-/// Copies `len` bytes from `src` memory at `src_gpa` to `dst` memory at `dst_gpa` with one copy
-/// when the two are different memories.
+/// Copies `len` bytes from `src` memory at `src_gpa` to `dst` memory at `dst_gpa`: one memcpy
+/// when both backends can lend their bytes (mapped memory, or vhost-user guest RAM whose
+/// destination side marks its dirty log), a bounce through a buffer otherwise.
 pub fn copy_between(
     src: &SharedMemory,
     src_gpa: u64,
@@ -256,14 +259,10 @@ pub fn copy_between(
         s.copy_to_volatile_slice(d);
         return Ok(());
     }
-    if Arc::ptr_eq(src, dst) {
-        // One memory: its read guard would block its own write, so bounce through a buffer.
-        let mut tmp = vec![0u8; len];
-        src.read(src_gpa, &mut tmp)?;
-        return dst.write(dst_gpa, &tmp);
-    }
+    // `with_volatile` implementations hold no lock while `f` runs (the default reads into a
+    // buffer first), so this is also right when `src` and `dst` are the same memory.
     let mut result = Ok(());
-    src.with_bytes(src_gpa, len, &mut |b| result = dst.write(dst_gpa, b))?;
+    src.with_volatile(src_gpa, len, &mut |s| result = dst.write_from(dst_gpa, s))?;
     result
 }
 

@@ -450,7 +450,7 @@ impl GuestDriver {
             )?;
             self.db.publish(&self.ram, idx[0], idx)?;
         }
-        self.db.kick()
+        self.db.notify(&self.ram)
     }
 
     /// Waits until the device returned every doorbell buffer (it has read every record).

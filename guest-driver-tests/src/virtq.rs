@@ -88,9 +88,13 @@ pub struct Virtqueue {
     /// For each head in flight, the descriptors it owns (returned to `free` when used).
     in_flight: Vec<Option<Vec<u16>>>,
     next_avail: u16,
+    /// The available index at the last [`Virtqueue::notify`]: what the device may already
+    /// have been told about.
+    notified_avail: u16,
     last_used: u16,
     /// VIRTIO_RING_F_EVENT_IDX was negotiated: the device calls only when the used index
-    /// passes the `used_event` the driver publishes.
+    /// passes the `used_event` the driver publishes, and wants a kick only when the available
+    /// index passes the `avail_event` it publishes.
     event_idx: bool,
 }
 
@@ -128,6 +132,7 @@ impl Virtqueue {
             free: (0..size).rev().collect(),
             in_flight: vec![None; size as usize],
             next_avail: 0,
+            notified_avail: 0,
             last_used: 0,
             event_idx: false,
         })
@@ -268,6 +273,7 @@ impl Virtqueue {
         fence(Ordering::Release);
         ram.store_u16(self.avail + 2, idx, Ordering::Release)?;
         self.next_avail = idx;
+        self.notified_avail = idx;
         Ok(())
     }
 
@@ -277,6 +283,25 @@ impl Virtqueue {
         fence(Ordering::SeqCst);
         self.kick.write(1)?;
         Ok(())
+    }
+
+    /// Kicks the device if it asked for a kick: always without EVENT_IDX; with it, only when
+    /// the chains published since the last `notify` pass the device's `avail_event` (virtio
+    /// §2.7.10, `vring_need_event`), so a device that is still working through the ring is not
+    /// woken for every buffer. This is what a Linux virtio driver does.
+    pub fn notify(&mut self, ram: &GuestRam) -> DriverResult<()> {
+        let (old, new) = (self.notified_avail, self.next_avail);
+        self.notified_avail = new;
+        if self.event_idx {
+            // The index store before reading the device's wish (virtio §2.7.13.3.1).
+            fence(Ordering::SeqCst);
+            let avail_event =
+                ram.load_u16(self.used + 4 + 8 * self.size as u64, Ordering::Acquire)?;
+            if new.wrapping_sub(avail_event).wrapping_sub(1) >= new.wrapping_sub(old) {
+                return Ok(());
+            }
+        }
+        self.kick()
     }
 
     /// The next chain the device returned, if any.

@@ -203,6 +203,15 @@ enum Cmd {
         /// With --udp: network namespaces (`ip netns` names) to bind A and B in, NSA,NSB.
         #[arg(long, value_name = "NSA,NSB")]
         netns: Option<String>,
+        /// With --vhost: 64 KiB RDMA WRITEs in the bandwidth run.
+        #[arg(long, default_value_t = 2000)]
+        writes: u32,
+        /// With --vhost: WRITEs kept outstanding.
+        #[arg(long, default_value_t = 16)]
+        depth: u32,
+        /// With --vhost: SEND ping-pongs in the latency run.
+        #[arg(long, default_value_t = 1000)]
+        round_trips: u32,
     },
     /// One PF process: N VFs, each a vhost-user device on DIR/vfN.sock, connected through the
     /// in-process switch. Stops cleanly on SIGTERM or SIGINT.
@@ -230,6 +239,11 @@ enum Cmd {
         /// The first VF's IPv4 address on the TAP fabric (VF i: IP+i); the VF answers ARP.
         #[arg(long, requires = "tap")]
         tap_ip: Option<std::net::Ipv4Addr>,
+        /// Microseconds a VF thread keeps polling its doorbell queue after a doorbell before
+        /// it sleeps (0: never poll). Like QEMU's poll-max-ns: a guest that posts again soon
+        /// is served without a wake-up.
+        #[arg(long, default_value_t = 32)]
+        busy_poll_us: u64,
     },
     /// Asks a running `vhca serve` through its control socket.
     Ctl {
@@ -467,6 +481,7 @@ fn main() -> ExitCode {
             udp_ip,
             tap,
             tap_ip,
+            busy_poll_us,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -486,6 +501,7 @@ fn main() -> ExitCode {
                     (None, Some(ip)) => vhca_vhost::serve::Network::Tap { taps: tap, ip },
                     (None, None) => vhca_vhost::serve::Network::Switch,
                 },
+                busy_poll: std::time::Duration::from_micros(busy_poll_us),
             };
             match vhca_vhost::serve::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -622,9 +638,19 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Bench {
-            json, vhost: true, ..
+            json,
+            vhost: true,
+            writes,
+            depth,
+            round_trips,
+            ..
         } => {
-            let cfg = vhca_guest::bench::BenchConfig::default();
+            let cfg = vhca_guest::bench::BenchConfig {
+                writes: writes.max(1),
+                depth: depth.max(1),
+                round_trips: round_trips.max(1),
+                ..Default::default()
+            };
             match vhca::vhost_bench::run(&cfg) {
                 Ok(rows) => {
                     if json {

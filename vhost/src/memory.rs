@@ -75,8 +75,57 @@ impl GuestMemory for VhostMemory {
     }
 
     // `volatile_slice` keeps its default (`None`): a `VolatileSlice<'_, ()>` would carry no
-    // dirty bitmap, so a memcpy through it would escape the migration log. Payload copies go
-    // through `read`/`write` instead.
+    // dirty bitmap, so a memcpy *into* it would escape the migration log. Payload copies lend
+    // the source through `with_volatile` (reading needs no log) and write through
+    // `write_from`, whose destination slice keeps its bitmap.
+
+    fn with_volatile(
+        &self,
+        gpa: u64,
+        len: usize,
+        f: &mut dyn FnMut(&vm_memory::VolatileSlice<'_, ()>),
+    ) -> Result<(), MemoryError> {
+        let mem = self.mem.memory();
+        let Ok(s) = mem.get_slice(GuestAddress(gpa), len) else {
+            // Not one contiguous mapping (crosses regions) or outside: read it piecewise.
+            let mut tmp = vec![0u8; len];
+            self.read(gpa, &mut tmp)?;
+            f(&vm_memory::VolatileSlice::from(&mut tmp[..]));
+            return Ok(());
+        };
+        let guard = s.ptr_guard_mut();
+        // SAFETY: `get_slice` checked that `len` bytes at this address are one mapped region
+        // of guest RAM; the map stays mapped while `mem` (the loaded memory map) lives, which
+        // outlasts `plain`. The slice only drops the bitmap type: `f` reads through it (a
+        // read needs no dirty-log mark), and it never escapes `f`.
+        let plain = unsafe { vm_memory::VolatileSlice::new(guard.as_ptr(), s.len()) };
+        f(&plain);
+        Ok(())
+    }
+
+    fn write_from(
+        &self,
+        gpa: u64,
+        src: &vm_memory::VolatileSlice<'_, ()>,
+    ) -> Result<(), MemoryError> {
+        let len = src.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let mem = self.mem.memory();
+        match mem.get_slice(GuestAddress(gpa), len) {
+            // One memcpy; `copy_to_volatile_slice` marks the destination's dirty bitmap.
+            Ok(d) => {
+                src.copy_to_volatile_slice(d);
+                Ok(())
+            }
+            Err(_) => {
+                let mut tmp = vec![0u8; len];
+                src.copy_to(&mut tmp[..]);
+                self.write(gpa, &tmp)
+            }
+        }
+    }
 
     fn atomic_update(&self, gpa: u64, op: &mut dyn FnMut(u64) -> u64) -> Result<u64, MemoryError> {
         let e = err(gpa, 8);

@@ -33,6 +33,11 @@ pub struct PfState {
     pub suspended: Vec<bool>,
     /// Packets dropped because their VF was suspended.
     pub dropped_suspended: u64,
+    /// When the timer thread, asleep on its condition variable, wakes up by itself; `None`
+    /// while it is awake (it reads the deadlines again before it sleeps). A batch notifies it
+    /// only when the next deadline moved before this: a wake-up per batch would cost a
+    /// context switch per doorbell on a loaded machine.
+    timer_sleeps_until: Option<Nanos>,
     epoch: Instant,
 }
 
@@ -44,6 +49,7 @@ impl PfState {
         PfState {
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
+            timer_sleeps_until: None,
             ports,
             fabric,
             epoch: Instant::now(),
@@ -169,6 +175,9 @@ pub struct Shared {
     /// Readable once the process is stopping (never consumed, so every epoll sees it).
     pub stop_fd: EventFd,
     stopping: AtomicBool,
+    /// How long a VF thread keeps looking at its doorbellq after the last doorbell before it
+    /// sleeps (0: never polls). See [`VfBackend`]'s `busy_poll_doorbells`.
+    pub busy_poll: Duration,
 }
 
 impl Shared {
@@ -192,6 +201,7 @@ impl Shared {
             timer: Condvar::new(),
             stop_fd: EventFd::new(EFD_NONBLOCK)?,
             stopping: AtomicBool::new(false),
+            busy_poll: Duration::ZERO,
         })
     }
 
@@ -225,7 +235,7 @@ impl Shared {
 
     /// The end of every batch, whoever ran it: completions of every touched VF go into its
     /// CQ rings; VFs other than `me` with events waiting are woken to deliver them on their
-    /// own eventq; the timer thread re-reads its deadline.
+    /// own eventq; the timer thread is woken if the batch left work due before it wakes.
     pub fn finish_batch(&self, st: &mut PfState, touched: &[bool], me: Option<usize>) {
         for (i, t) in touched.iter().enumerate() {
             if (!*t && Some(i) != me) || st.suspended.get(i).copied().unwrap_or(true) {
@@ -241,7 +251,13 @@ impl Shared {
                 }
             }
         }
-        self.timer.notify_all();
+        if let Some(until) = st.timer_sleeps_until {
+            let now = st.now();
+            if st.next_deadline(now).is_some_and(|t| t < until) {
+                st.timer_sleeps_until = None;
+                self.timer.notify_all();
+            }
+        }
     }
 
     /// Applies the published doorbells of every connected VF but `skip` (see
@@ -304,11 +320,14 @@ impl Shared {
                     let wait = next.map_or(Duration::from_secs(1), |t| {
                         Duration::from_nanos(t.0 - now.0).min(Duration::from_secs(1))
                     });
+                    st.timer_sleeps_until =
+                        Some(Nanos(now.0.saturating_add(wait.as_nanos() as u64)));
                     st = self
                         .timer
                         .wait_timeout(st, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    st.timer_sleeps_until = None;
                 }
             }
         }

@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub ctl: Option<PathBuf>,
     /// Where the VFs' packets go.
     pub network: Network,
+    /// How long a VF thread polls its doorbellq after a doorbell before it sleeps.
+    pub busy_poll: std::time::Duration,
 }
 
 /// The fabric a `vhca serve` process puts its VFs on.
@@ -177,7 +179,9 @@ impl Server {
             .collect::<Result<Vec<_>, ServeError>>()?;
         let wake_fds = fabric.wake_fds();
         let sockets: Vec<PathBuf> = (0..cfg.vfs).map(|i| cfg.vf_socket(i)).collect();
-        let shared = Arc::new(Shared::new(PfState::new(ports, fabric), sockets.clone())?);
+        let mut shared = Shared::new(PfState::new(ports, fabric), sockets.clone())?;
+        shared.busy_poll = cfg.busy_poll;
+        let shared = Arc::new(shared);
         let listeners = sockets
             .iter()
             .map(|p| bind_vhost(p))
