@@ -184,6 +184,11 @@ impl Migration {
         drv.frontend
             .set_features(drv.acked_features | LOG_ALL)
             .map_err(src("SET_FEATURES(LOG_ALL)"))?;
+        // SET_FEATURES has no reply: wait until the backend took it before copying anything,
+        // as QEMU does when it turns logging on (`enforce_reply`: a GET_FEATURES round trip).
+        drv.frontend
+            .get_features()
+            .map_err(src("GET_FEATURES after LOG_ALL"))?;
         // Round 0: everything.
         let t = Instant::now();
         let pages = m.copy_pages(drv, true)?;

@@ -47,6 +47,8 @@ pub struct VfBackend {
     mem: GuestMem,
     event_idx: AtomicBool,
     acked_features: AtomicU64,
+    /// `LOG_ALL` is acked: the port's memory marks payload copies in the dirty log.
+    logging: Arc<AtomicBool>,
     exit: (EventConsumer, EventNotifier),
     this: std::sync::Mutex<std::sync::Weak<VfBackend>>,
     /// The device-state transfer under way (`SET_DEVICE_STATE_FD` until `CHECK_DEVICE_STATE`).
@@ -120,6 +122,7 @@ impl VfBackend {
             mem,
             event_idx: AtomicBool::new(false),
             acked_features: AtomicU64::new(0),
+            logging: Arc::new(AtomicBool::new(false)),
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
             this: std::sync::Mutex::new(std::sync::Weak::new()),
             transfer: Mutex::new(None),
@@ -223,7 +226,11 @@ impl VfBackend {
     fn install(&self, s: DeviceStateV1) -> Result<(), StateError> {
         let mut st = self.shared.lock();
         let now = st.now();
-        let port = VfPort::load_state(s.port, VhostMemory::shared(self.mem.clone()), now)?;
+        let port = VfPort::load_state(
+            s.port,
+            VhostMemory::shared_with_logging(self.mem.clone(), self.logging.clone()),
+            now,
+        )?;
         let gid = port.identity().gid;
         tracing::info!(
             vf = self.index,
@@ -344,9 +351,10 @@ impl VfBackend {
     /// published doorbells are applied, so a receive a driver posted before its peer's send
     /// is on the queue when the datagram arrives (as with a hardware HCA, whose doorbell
     /// record is in memory it reads when a packet arrives).
-    pub fn drain_doorbells(&self, st: &mut PfState, vring: &Vring) -> io::Result<()> {
+    /// Returns whether it took any buffer.
+    pub fn drain_doorbells(&self, st: &mut PfState, vring: &Vring) -> io::Result<bool> {
         if !Self::ready(vring) {
-            return Ok(());
+            return Ok(false);
         }
         let mem = self.mem.memory();
         let chains: Vec<_> = vring
@@ -356,7 +364,7 @@ impl VfBackend {
             .map_err(other)?
             .collect();
         if chains.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let port = &mut st.ports[self.index];
         for chain in chains {
@@ -384,7 +392,8 @@ impl VfBackend {
             }
             vring.add_used(head, 0).map_err(other)?;
         }
-        Self::signal(vring)
+        Self::signal(vring)?;
+        Ok(true)
     }
 
     // ---- eventq -----------------------------------------------------------------------------
@@ -470,6 +479,10 @@ impl VhostUserBackend for VfBackend {
 
     fn acked_features(&self, features: u64) {
         self.acked_features.store(features, Ordering::Relaxed);
+        // Under the process lock: a payload copy runs entirely before or after the switch.
+        let _st = self.shared.lock();
+        self.logging
+            .store(features & LOG_ALL != 0, Ordering::Relaxed);
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -483,7 +496,10 @@ impl VhostUserBackend for VfBackend {
 
     fn reset_device(&self) {
         let mut st = self.shared.lock();
-        st.ports[self.index].reset(VhostMemory::shared(self.mem.clone()));
+        st.ports[self.index].reset(VhostMemory::shared_with_logging(
+            self.mem.clone(),
+            self.logging.clone(),
+        ));
         st.suspended[self.index] = false;
     }
 
@@ -602,7 +618,9 @@ impl VhostUserBackend for VfBackend {
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         let mut st = self.shared.lock();
-        st.ports[self.index].vf.set_memory(VhostMemory::shared(mem));
+        st.ports[self.index]
+            .vf
+            .set_memory(VhostMemory::shared_with_logging(mem, self.logging.clone()));
         Ok(())
     }
 

@@ -6,7 +6,8 @@
 //! vm-memory's `Bytes` API, so once a frontend installs a dirty log (`SET_LOG_BASE`, a later
 //! issue) each write marks its pages; nothing here writes through a raw pointer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use vhca_device::memory::{GuestMemory, MemoryError};
 use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vm_memory::bitmap::Bitmap as _;
@@ -29,16 +30,49 @@ pub fn empty_memory() -> GuestMem {
 /// a memory table update is seen by the next access.
 pub struct VhostMemory {
     mem: GuestMem,
+    /// The frontend asked for dirty logging (`LOG_ALL` acked). Payload copies skip the
+    /// bitmap while it is off: marking takes a lock per copy, and a log is only read once it
+    /// is on. Set by the backend under the process lock, which every device write holds.
+    logging: Arc<AtomicBool>,
 }
 
 impl VhostMemory {
     pub fn new(mem: GuestMem) -> VhostMemory {
-        VhostMemory { mem }
+        VhostMemory::with_logging(mem, Arc::new(AtomicBool::new(true)))
+    }
+
+    /// A view whose payload copies mark the dirty log only while `logging` is set.
+    pub fn with_logging(mem: GuestMem, logging: Arc<AtomicBool>) -> VhostMemory {
+        VhostMemory { mem, logging }
     }
 
     pub fn shared(mem: GuestMem) -> vhca_device::SharedMemory {
-        std::sync::Arc::new(VhostMemory::new(mem))
+        Arc::new(VhostMemory::new(mem))
     }
+
+    pub fn shared_with_logging(
+        mem: GuestMem,
+        logging: Arc<AtomicBool>,
+    ) -> vhca_device::SharedMemory {
+        Arc::new(VhostMemory::with_logging(mem, logging))
+    }
+}
+
+/// The host address of `len` bytes at `gpa` when they lie inside one region of `mem`.
+///
+/// The bytes-per-packet path avoids `get_slice` here: a slice carries a reference-counted
+/// handle to its region's dirty bitmap, and dropping it right after a payload memcpy is a
+/// locked instruction that waits for the copy's stores to drain.
+fn host_range(mem: &GuestMemoryMmapB, gpa: u64, len: usize) -> Option<*mut u8> {
+    use vm_memory::GuestMemoryRegion as _;
+    let region = mem.find_region(GuestAddress(gpa))?;
+    let offset = gpa.checked_sub(region.start_addr().0)?;
+    if offset.checked_add(len as u64)? > region.len() {
+        return None;
+    }
+    region
+        .get_host_address(vm_memory::MemoryRegionAddress(offset))
+        .ok()
 }
 
 fn err(gpa: u64, len: usize) -> MemoryError {
@@ -86,19 +120,18 @@ impl GuestMemory for VhostMemory {
         f: &mut dyn FnMut(&vm_memory::VolatileSlice<'_, ()>),
     ) -> Result<(), MemoryError> {
         let mem = self.mem.memory();
-        let Ok(s) = mem.get_slice(GuestAddress(gpa), len) else {
+        let Some(ptr) = host_range(&mem, gpa, len) else {
             // Not one contiguous mapping (crosses regions) or outside: read it piecewise.
             let mut tmp = vec![0u8; len];
             self.read(gpa, &mut tmp)?;
             f(&vm_memory::VolatileSlice::from(&mut tmp[..]));
             return Ok(());
         };
-        let guard = s.ptr_guard_mut();
-        // SAFETY: `get_slice` checked that `len` bytes at this address are one mapped region
-        // of guest RAM; the map stays mapped while `mem` (the loaded memory map) lives, which
-        // outlasts `plain`. The slice only drops the bitmap type: `f` reads through it (a
-        // read needs no dirty-log mark), and it never escapes `f`.
-        let plain = unsafe { vm_memory::VolatileSlice::new(guard.as_ptr(), s.len()) };
+        // SAFETY: `host_range` checked that the `len` bytes at `ptr` lie inside one mapped
+        // region of guest RAM, which stays mapped while `mem` (the loaded map) lives, and
+        // `mem` outlasts `plain`, which never escapes `f`. The slice has no dirty bitmap: `f`
+        // only reads through it, and a read needs no log mark.
+        let plain = unsafe { vm_memory::VolatileSlice::new(ptr, len) };
         f(&plain);
         Ok(())
     }
@@ -113,18 +146,22 @@ impl GuestMemory for VhostMemory {
             return Ok(());
         }
         let mem = self.mem.memory();
-        match mem.get_slice(GuestAddress(gpa), len) {
+        if self.logging.load(Ordering::Relaxed) {
             // One memcpy; `copy_to_volatile_slice` marks the destination's dirty bitmap.
-            Ok(d) => {
+            if let Ok(d) = mem.get_slice(GuestAddress(gpa), len) {
                 src.copy_to_volatile_slice(d);
-                Ok(())
+                return Ok(());
             }
-            Err(_) => {
-                let mut tmp = vec![0u8; len];
-                src.copy_to(&mut tmp[..]);
-                self.write(gpa, &tmp)
-            }
+        } else if let Some(ptr) = host_range(&mem, gpa, len) {
+            // SAFETY: as in `with_volatile`: one mapped region, mapped while `mem` lives. The
+            // slice has no bitmap, which is right only while nobody logs (checked above).
+            let plain = unsafe { vm_memory::VolatileSlice::new(ptr, len) };
+            src.copy_to_volatile_slice(plain);
+            return Ok(());
         }
+        let mut tmp = vec![0u8; len];
+        src.copy_to(&mut tmp[..]);
+        self.write(gpa, &tmp)
     }
 
     fn atomic_update(&self, gpa: u64, op: &mut dyn FnMut(u64) -> u64) -> Result<u64, MemoryError> {

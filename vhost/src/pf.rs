@@ -148,7 +148,8 @@ pub struct VfSlot {
     active: Mutex<Option<Active>>,
 }
 
-type Active = (Arc<VfBackend>, Vec<Vring>);
+/// Shared, so that a sweep takes it without copying the vring list.
+type Active = Arc<(Arc<VfBackend>, Vec<Vring>)>;
 
 impl VfSlot {
     /// Records the connection's backend and vrings (first event of a connection).
@@ -156,7 +157,7 @@ impl VfSlot {
         let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if a.is_none() {
             if let Some(b) = backend {
-                *a = Some((b.clone(), vrings.to_vec()));
+                *a = Some(Arc::new((b.clone(), vrings.to_vec())));
             }
         }
     }
@@ -272,13 +273,17 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            if let Some((b, vrings)) = active {
+            if let Some(active) = active {
+                let (b, vrings) = &*active;
                 if let Some(v) = vrings.get(DOORBELL_QUEUE) {
-                    if let Err(e) = b.drain_doorbells(st, v) {
-                        tracing::debug!(vf = i, error = %e, "doorbell sweep failed");
+                    match b.drain_doorbells(st, v) {
+                        // Keep the driver kicking under EVENT_IDX: the avail event moves on.
+                        Ok(true) => {
+                            let _ = v.enable_notification();
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!(vf = i, error = %e, "doorbell sweep failed"),
                     }
-                    // Keep the driver kicking under EVENT_IDX: the avail event moves on.
-                    let _ = v.enable_notification();
                 }
             }
         }
