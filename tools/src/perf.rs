@@ -470,10 +470,12 @@ impl Chan {
                         done: None,
                         total: *total,
                     };
+                    let t = Instant::now();
                     hook(node, p).map_err(PerfError::Hook)?;
-                    // Time the hook took (a migration's blackout) is not the peer stalling.
                     last_tick = Instant::now();
-                    last = last_tick;
+                    // Time the hook took (a migration's blackout) is not the peer stalling;
+                    // the hook being called is no progress either.
+                    last += t.elapsed();
                 }
             }
             if progress || node.rx_packets() != rx {

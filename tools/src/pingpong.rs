@@ -52,6 +52,8 @@ pub enum PingError {
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
     Hook(String),
+    #[error("bad options: {0}")]
+    Options(&'static str),
 }
 
 /// What the two sides exchange.
@@ -529,17 +531,28 @@ fn vf_mem(o: &Options) -> u64 {
     (16 << 20) + 2 * o.size as u64
 }
 
+/// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
+/// the link), and are refused rather than ignored.
+fn open_vf(vf: &Path, o: &Options) -> Result<vhca_guest::GuestContext, PingError> {
+    if o.tap.is_some() || o.pcap.is_some() {
+        return Err(PingError::Options(
+            "a TAP device or a capture is the serve process's, not a VF user's",
+        ));
+    }
+    Ok(connect_vf(vf, vf_mem(o))?)
+}
+
 /// [`server`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
-/// one the device reports. `o.tap` and `o.pcap` do not apply (the serve process owns the link).
+/// one the device reports.
 pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
-    let mut ctx = connect_vf(vf, vf_mem(o))?;
+    let mut ctx = open_vf(vf, o)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     server_on(&mut ctx, listener, o, &mut crate::endpoint::no_hook)
 }
 
 /// [`client`] on the VF behind the vhost-user socket `vf`.
 pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    let mut ctx = connect_vf(vf, vf_mem(o))?;
+    let mut ctx = open_vf(vf, o)?;
     client_on(
         &mut ctx,
         SocketAddr::from((server_addr, o.port)),

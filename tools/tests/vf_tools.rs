@@ -372,6 +372,36 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
     assert_eq!(done.last(), Some(&(o.iters as u64)));
 
+    // A write_bw server has no iterations of its own: it calls the hook while it waits for
+    // the client, here paused for 50 ms mid-run by its own hook so the wait is long enough.
+    let mut o = perf_opts(perf::Test::WriteBw);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
+    o.port = listener.local_addr().unwrap().port();
+    let cli = std::thread::spawn(move || {
+        let mut node = Node::new(node_ip, 64 << 20).expect("node");
+        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, o.port));
+        perf::client_on(&mut node, server, &o, &mut |_, p: Progress| {
+            if p.done >= Some(100) && p.done < Some(200) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        })
+    });
+    let mut ticks = Vec::new();
+    let r = perf::serve_on(&mut ctx, listener, &o, &mut |_, p: Progress| {
+        ticks.push(p);
+        Ok(())
+    })
+    .expect("write_bw server on the VF");
+    cli.join().expect("client thread").expect("node client");
+    assert_eq!(serde_json::to_value(&r).unwrap()["source"], "peer");
+    assert!(!ticks.is_empty());
+    assert!(ticks.iter().all(|p| *p
+        == Progress {
+            done: None,
+            total: o.iters as u64
+        }));
+
     // A hook's error ends the run with it.
     let o = ping_opts(false);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
