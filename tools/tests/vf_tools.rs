@@ -1,7 +1,8 @@
 //! `vhca pingpong --vf` and `vhca perf --vf`: the tools on a VF of a running `vhca serve
 //! --udp-ip` (a child process), through the guest driver, against the same tools on an
-//! in-process node with its own UDP socket on another loopback address: both directions, RC
-//! and UD, write_bw and send_bw. Then the library API with a hook between iterations.
+//! in-process node with its own UDP socket on another loopback address: both directions,
+//! pingpong RC and UD, all four perf tests. Then the library API with a hook between
+//! iterations.
 //!
 //! Every 127.0.0.0/8 address is local, so no root and no namespace: the serve process's VF
 //! sends from 127.0.78.x:4791, the node from 127.0.78.y:4791, through the kernel. Each test
@@ -220,10 +221,18 @@ fn perf_args(o: &perf::Options, port: u16) -> Vec<String> {
     ]
 }
 
-/// What both sides of a bandwidth test must agree on; `client` and `server` are the JSON
-/// reports of either side.
-fn check_bw(test: perf::Test, o: &perf::Options, client: &Value, server: &Value) {
+/// What both sides of a test must agree on; `client` and `server` are the JSON reports of
+/// either side.
+fn check_perf(test: perf::Test, o: &perf::Options, client: &Value, server: &Value) {
     let total = o.size as u64 * o.iters as u64;
+    if test == perf::Test::SendLat {
+        for r in [client, server] {
+            assert_eq!(r["iterations"], o.iters, "{r}");
+            assert_eq!(r["bytes_transferred"], total, "{r}");
+            assert!(r["t_typical_usec"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        return;
+    }
     assert_eq!(client["role"], "client");
     assert_eq!(server["role"], "server");
     assert_eq!(client["bytes"], o.size, "{client}");
@@ -235,11 +244,14 @@ fn check_bw(test: perf::Test, o: &perf::Options, client: &Value, server: &Value)
         assert_eq!(server["bytes_transferred"], total, "{server}");
     } else {
         // The server prints the client's report, as perftest's does.
+        // (One of the two went through printed JSON, which serde_json parses to within an
+        // ulp or so, hence no exact comparison.)
         assert_eq!(server["source"], "peer");
-        assert_eq!(
-            server["bw_average_mb_per_sec"],
-            client["bw_average_mb_per_sec"]
+        let (s, c) = (
+            server["bw_average_mb_per_sec"].as_f64().unwrap(),
+            client["bw_average_mb_per_sec"].as_f64().unwrap(),
         );
+        assert!((s - c).abs() <= c * 1e-12, "server {s}, client {c}");
     }
 }
 
@@ -257,7 +269,7 @@ fn perf_vf_client(test: perf::Test, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
     let client = json_of(vhca(&args));
     let server = srv.join().expect("server thread").expect("node server");
     let server = serde_json::to_value(&server).unwrap();
-    check_bw(test, &o, &client, &server);
+    check_perf(test, &o, &client, &server);
 }
 
 /// `vhca perf --vf` server against an in-process node client.
@@ -273,7 +285,7 @@ fn perf_vf_server(test: perf::Test, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
     let client = perf::client(node_ip, Ipv4Addr::LOCALHOST, &o).expect("node client");
     let server = json_of(child);
     drop(log);
-    check_bw(test, &o, &serde_json::to_value(&client).unwrap(), &server);
+    check_perf(test, &o, &serde_json::to_value(&client).unwrap(), &server);
 }
 
 #[test]
@@ -310,6 +322,54 @@ fn perf_send_bw_node_client_to_vf_server() {
         Ipv4Addr::new(127, 0, 78, 71),
         Ipv4Addr::new(127, 0, 78, 72),
     );
+}
+
+#[test]
+fn perf_read_bw_vf_client_to_node_server() {
+    perf_vf_client(
+        perf::Test::ReadBw,
+        Ipv4Addr::new(127, 0, 78, 91),
+        Ipv4Addr::new(127, 0, 78, 92),
+    );
+}
+
+#[test]
+fn perf_read_bw_node_client_to_vf_server() {
+    perf_vf_server(
+        perf::Test::ReadBw,
+        Ipv4Addr::new(127, 0, 78, 101),
+        Ipv4Addr::new(127, 0, 78, 102),
+    );
+}
+
+#[test]
+fn perf_send_lat_vf_client_to_node_server() {
+    perf_vf_client(
+        perf::Test::SendLat,
+        Ipv4Addr::new(127, 0, 78, 111),
+        Ipv4Addr::new(127, 0, 78, 112),
+    );
+}
+
+#[test]
+fn perf_send_lat_node_client_to_vf_server() {
+    perf_vf_server(
+        perf::Test::SendLat,
+        Ipv4Addr::new(127, 0, 78, 121),
+        Ipv4Addr::new(127, 0, 78, 122),
+    );
+}
+
+#[test]
+fn vf_mode_refuses_a_tap_or_a_capture() {
+    // The check comes before the socket is opened: the path need not exist.
+    let o = pingpong::Options {
+        pcap: Some("x.pcap".into()),
+        ..ping_opts(false)
+    };
+    let e = pingpong::vf_server(std::path::Path::new("/nonexistent/vf0.sock"), &o)
+        .expect_err("a capture is the serve process's");
+    assert!(matches!(e, pingpong::PingError::Options(_)), "{e}");
 }
 
 /// The library API a migration orchestrator uses: the same programs on a `GuestContext`, with
