@@ -98,6 +98,42 @@ pub const IDLE_TICK: Duration = Duration::from_millis(10);
 /// run with that message. The device is not in the middle of anything the program did: every
 /// work request it posted is either complete or still queued on the device, so a hook may
 /// stop, move and resume the VF (a live migration) and the run carries on.
+///
+/// A hook that live-migrates the VF while a ping-pong runs: pre-copy from iteration 100, a
+/// round every 100 iterations, the switch-over at 500 (the peer retransmits across the
+/// blackout). Needs the VF's address to follow it to the destination, which `vhca serve` does
+/// not do yet (docs/migration.md).
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use vhca::endpoint::{connect_vf, Progress};
+/// use vhca_guest::migrate::Migration;
+/// use vhca_guest::GuestContext;
+///
+/// let mut ctx = connect_vf("/run/src/vf0.sock".as_ref(), 32 << 20).unwrap();
+/// let mut mig: Option<Migration> = None;
+/// let mut hook = |c: &mut GuestContext, p: Progress| -> Result<(), String> {
+///     match p.done {
+///         Some(100) => mig = Some(Migration::begin(c.driver_mut(), "/run/dst/vf0.sock")
+///             .map_err(|e| e.to_string())?),
+///         Some(500) => {
+///             let m = mig.take().ok_or("not begun")?;
+///             let timeline = m.finish(c.driver_mut()).map_err(|e| e.to_string())?;
+///             eprintln!("{timeline}");
+///         }
+///         Some(n) if n % 100 == 0 => {
+///             if let Some(m) = mig.as_mut() {
+///                 m.round(c.driver()).map_err(|e| e.to_string())?;
+///             }
+///         }
+///         _ => {}
+///     }
+///     Ok(())
+/// };
+/// let server: SocketAddr = "10.77.0.2:18515".parse().unwrap();
+/// let o = vhca::pingpong::Options { iters: 1000, ..Default::default() };
+/// vhca::pingpong::client_on(&mut ctx, server, &o, &mut hook).unwrap();
+/// ```
 pub type Hook<'a, V> = &'a mut dyn FnMut(&mut V, Progress) -> Result<(), String>;
 
 /// A hook that does nothing.
