@@ -217,6 +217,18 @@ impl GuestContext {
         }
     }
 
+    /// The port's GID at `index` as the device reports it now (`ibv_query_gid`, a QUERY_GID
+    /// command). [`Verbs::gid`] answers from the configuration read at start-up; this asks the
+    /// device, so it is what a program advertises to its peer.
+    pub fn query_gid(&mut self, index: u32) -> VerbsResult<Gid> {
+        let b = self.exec(Command::QueryGid { index })?;
+        let g: [u8; 16] = b
+            .get(..16)
+            .and_then(|g| g.try_into().ok())
+            .ok_or(VerbsError::Invalid("QUERY_GID answer shorter than a GID"))?;
+        Ok(Gid(g))
+    }
+
     /// Whether this context registered `key` (and did not deregister it).
     pub fn owns_key(&self, key: MemKey) -> bool {
         self.mrs.contains(&key.0)

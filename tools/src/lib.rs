@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod endpoint;
 pub mod guest_pair;
 pub mod migrate;
 pub mod perf;

@@ -54,8 +54,13 @@ enum Cmd {
         /// The server to connect to; without it, act as the server.
         server: Option<std::net::Ipv4Addr>,
         /// This side's IPv4 address: the VF's GID is ::ffff:IP and RoCEv2 goes from IP:4791.
-        #[arg(long)]
-        ip: std::net::Ipv4Addr,
+        #[arg(long, required_unless_present = "vf")]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Run on the VF behind this vhost-user socket (a VF of a running `vhca serve
+        /// --udp-ip`) through the guest driver, instead of on a VF of this process: the VF's
+        /// GID is the one its device reports.
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["ip", "tap", "pcap"])]
+        vf: Option<PathBuf>,
         /// TCP port of the exchange.
         #[arg(short = 'p', long, default_value_t = vhca::pingpong::DEFAULT_PORT)]
         port: u16,
@@ -131,8 +136,13 @@ enum Cmd {
         /// The server to connect to; without it, act as the server.
         server: Option<std::net::Ipv4Addr>,
         /// This side's IPv4 address: the VF's GID is ::ffff:IP and RoCEv2 goes from IP:4791.
-        #[arg(long)]
-        ip: std::net::Ipv4Addr,
+        #[arg(long, required_unless_present = "vf")]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Run on the VF behind this vhost-user socket (a VF of a running `vhca serve
+        /// --udp-ip`) through the guest driver, instead of on a VF of this process: the VF's
+        /// GID is the one its device reports.
+        #[arg(long, value_name = "SOCKET", conflicts_with = "ip")]
+        vf: Option<PathBuf>,
         /// TCP port of the side channel.
         #[arg(short = 'p', long, default_value_t = vhca::perf::DEFAULT_PORT)]
         port: u16,
@@ -427,6 +437,7 @@ fn main() -> ExitCode {
         Cmd::Pingpong {
             server,
             ip,
+            vf,
             port,
             size,
             iters,
@@ -455,9 +466,13 @@ fn main() -> ExitCode {
                 qp_timeout,
                 ..Default::default()
             };
-            let r = match server {
-                Some(srv) => vhca::pingpong::client(ip, srv, &o),
-                None => vhca::pingpong::server(ip, &o),
+            // clap makes one of --ip and --vf present.
+            let r = match (vf, ip, server) {
+                (Some(vf), _, Some(srv)) => vhca::pingpong::vf_client(&vf, srv, &o),
+                (Some(vf), _, None) => vhca::pingpong::vf_server(&vf, &o),
+                (None, Some(ip), Some(srv)) => vhca::pingpong::client(ip, srv, &o),
+                (None, Some(ip), None) => vhca::pingpong::server(ip, &o),
+                (None, None, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
                 Ok(rep) => {
@@ -540,6 +555,7 @@ fn main() -> ExitCode {
             test,
             server,
             ip,
+            vf,
             port,
             size,
             iters,
@@ -570,9 +586,13 @@ fn main() -> ExitCode {
             o.out_reads = outs;
             o.timeout = std::time::Duration::from_secs(timeout);
             o.qp_timeout = qp_timeout;
-            let r = match server {
-                Some(srv) => vhca::perf::client(ip, srv, &o),
-                None => vhca::perf::server(ip, &o),
+            // clap makes one of --ip and --vf present.
+            let r = match (vf, ip, server) {
+                (Some(vf), _, Some(srv)) => vhca::perf::vf_client(&vf, srv, &o),
+                (Some(vf), _, None) => vhca::perf::vf_server(&vf, &o),
+                (None, Some(ip), Some(srv)) => vhca::perf::client(ip, srv, &o),
+                (None, Some(ip), None) => vhca::perf::server(ip, &o),
+                (None, None, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
                 Ok(rep) => {

@@ -36,14 +36,25 @@
 //!
 //! While it waits on the side channel a side keeps pumping its node, so a write_bw or read_bw
 //! server answers RDMA while it waits for the client's "finished" key message.
+//!
+//! The program runs on any [`Endpoint`]: an in-process [`Node`] with its own UDP socket
+//! (`--ip`) or a VF of a running `vhca serve` through the guest driver (`--vf SOCKET`,
+//! [`vf_client`], [`vf_server`]); [`client_on`] and [`serve_on`] take a [`Hook`] called between
+//! iterations. A VF's device runs in the serve process, so on a VF "progress" while waiting on
+//! the side channel is only a side-channel byte (its packets are not visible here): a write_bw
+//! or read_bw server on a VF needs a `--timeout` longer than the client's whole data phase.
 
 use serde::Serialize;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
 use vhca_fabric::node::{Node, MAX_WAIT};
+use vhca_guest::DriverError;
+
+use crate::endpoint::{connect_vf, no_hook, Endpoint, Hook, Progress, IDLE_TICK};
 
 pub const DEFAULT_PORT: u16 = 18515;
 /// The protocol version perftest v4.5-0.17 announces (its configure version).
@@ -90,6 +101,10 @@ pub enum PerfError {
     },
     #[error("bad options: {0}")]
     Options(String),
+    #[error("VF: {0}")]
+    Vf(#[from] DriverError),
+    #[error("hook: {0}")]
+    Hook(String),
 }
 
 /// The perftest binary a run is compatible with.
@@ -431,23 +446,40 @@ impl Chan {
     }
 
     /// Runs `step` (which returns `Ok(true)` when done) pumping the node in between; fails after
-    /// `timeout` without a packet or a side-channel byte.
-    fn pumping(
+    /// `timeout` without a packet or a side-channel byte. With `tick`, calls its hook about
+    /// every [`IDLE_TICK`] (a side that waits out its peer's data phase).
+    fn pumping<V: Endpoint>(
         &mut self,
-        node: &mut Node,
+        node: &mut V,
         what: &'static str,
+        mut tick: Option<(Hook<'_, V>, u64)>,
         mut step: impl FnMut(&mut TcpStream) -> Result<(bool, bool), PerfError>,
     ) -> Result<(), PerfError> {
         let mut last = Instant::now();
-        let mut rx = node.link.counters.rx_packets;
+        let mut last_tick = Instant::now();
+        let mut rx = node.rx_packets();
         loop {
             let (done, progress) = step(&mut self.sock)?;
             if done {
                 return Ok(());
             }
-            node.pump(MAX_WAIT)?;
-            if progress || node.link.counters.rx_packets != rx {
-                rx = node.link.counters.rx_packets;
+            node.idle(MAX_WAIT)?;
+            if let Some((hook, total)) = tick.as_mut() {
+                if last_tick.elapsed() >= IDLE_TICK {
+                    let p = Progress {
+                        done: None,
+                        total: *total,
+                    };
+                    let t = Instant::now();
+                    hook(node, p).map_err(PerfError::Hook)?;
+                    last_tick = Instant::now();
+                    // Time the hook took (a migration's blackout) is not the peer stalling;
+                    // the hook being called is no progress either.
+                    last += t.elapsed();
+                }
+            }
+            if progress || node.rx_packets() != rx {
+                rx = node.rx_packets();
                 last = Instant::now();
             } else if last.elapsed() > self.timeout {
                 return Err(PerfError::Stalled(self.timeout, what));
@@ -455,14 +487,14 @@ impl Chan {
         }
     }
 
-    fn write_blob(
+    fn write_blob<V: Endpoint>(
         &mut self,
-        node: &mut Node,
+        node: &mut V,
         b: &[u8],
         what: &'static str,
     ) -> Result<(), PerfError> {
         let mut off = 0;
-        self.pumping(node, what, |s| {
+        self.pumping(node, what, None, |s| {
             while off < b.len() {
                 match s.write(&b[off..]) {
                     Ok(0) => return Err(PerfError::Closed(what)),
@@ -476,15 +508,16 @@ impl Chan {
         })
     }
 
-    fn read_blob(
+    fn read_blob<V: Endpoint>(
         &mut self,
-        node: &mut Node,
+        node: &mut V,
         n: usize,
         what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
     ) -> Result<Vec<u8>, PerfError> {
         let mut buf = vec![0u8; n];
         let mut got = 0;
-        self.pumping(node, what, |s| {
+        self.pumping(node, what, tick, |s| {
             let before = got;
             while got < n {
                 match s.read(&mut buf[got..]) {
@@ -503,25 +536,36 @@ impl Chan {
     }
 
     /// One step: the client writes then reads, the server reads then writes.
-    fn xchg(
+    fn xchg<V: Endpoint>(
         &mut self,
-        node: &mut Node,
+        node: &mut V,
         mine: &[u8],
         what: &'static str,
     ) -> Result<Vec<u8>, PerfError> {
+        self.xchg_ticking(node, mine, what, None)
+    }
+
+    /// [`Chan::xchg`], calling `tick`'s hook while it waits for the peer's blob.
+    fn xchg_ticking<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        mine: &[u8],
+        what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<Vec<u8>, PerfError> {
         if self.client {
             self.write_blob(node, mine, what)?;
-            self.read_blob(node, mine.len(), what)
+            self.read_blob(node, mine.len(), what, tick)
         } else {
-            let theirs = self.read_blob(node, mine.len(), what)?;
+            let theirs = self.read_blob(node, mine.len(), what, tick)?;
             self.write_blob(node, mine, what)?;
             Ok(theirs)
         }
     }
 
-    fn keys(
+    fn keys<V: Endpoint>(
         &mut self,
-        node: &mut Node,
+        node: &mut V,
         mine: &KeyMsg,
         what: &'static str,
     ) -> Result<KeyMsg, PerfError> {
@@ -585,11 +629,11 @@ fn node_mem(size: u32) -> usize {
     (64usize << 20).max(4 * size as usize + (16 << 20))
 }
 
-fn create_resources(
-    node: &mut Node,
+fn create_resources<V: Endpoint>(
+    node: &mut V,
     o: &Options,
     cycle: u32,
-    ip: Ipv4Addr,
+    gid: Gid,
 ) -> Result<Res, PerfError> {
     let pd = node.alloc_pd()?;
     let send_cq = node.create_cq(o.tx_depth + 16)?;
@@ -631,11 +675,16 @@ fn create_resources(
         buf,
         half,
         key,
-        psn: random_psn(ip),
+        // Any address that differs between the two sides will do to vary the PSN.
+        psn: random_psn(
+            gid.to_ipv4()
+                .map(Ipv4Addr::from)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        ),
     })
 }
 
-fn my_key(node: &Node, r: &Res, o: &Options) -> KeyMsg {
+fn my_key(gid: Gid, r: &Res, o: &Options) -> KeyMsg {
     KeyMsg {
         lid: 0,
         out_reads: o.out_reads as u16,
@@ -644,14 +693,20 @@ fn my_key(node: &Node, r: &Res, o: &Options) -> KeyMsg {
         // rxe gives an MR without remote access R_Key 0; send tests advertise that.
         rkey: if o.test.is_send() { 0 } else { r.key.0 },
         vaddr: r.buf + r.half,
-        gid: node.vf.gid(),
+        gid,
         srqn: 0,
     }
 }
 
 /// `ctx_connect`: RTR with the peer's address, then RTS (perftest's bw server stops at RTR;
 /// RTS changes nothing on the wire for a side that never sends a request).
-fn connect(node: &mut Node, r: &Res, o: &Options, mtu: Mtu, rem: &KeyMsg) -> Result<(), PerfError> {
+fn connect<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    mtu: Mtu,
+    rem: &KeyMsg,
+) -> Result<(), PerfError> {
     use QpAttrMask as M;
     let mut a = QpAttr {
         qp_state: QpState::Rtr,
@@ -692,7 +747,13 @@ fn connect(node: &mut Node, r: &Res, o: &Options, mtu: Mtu, rem: &KeyMsg) -> Res
     Ok(())
 }
 
-fn post_recv(node: &mut Node, r: &Res, o: &Options, cyc: &Cycler, n: u64) -> Result<(), PerfError> {
+fn post_recv<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    cyc: &Cycler,
+    n: u64,
+) -> Result<(), PerfError> {
     node.post_recv(
         r.qpn,
         RecvWr {
@@ -709,8 +770,8 @@ fn post_recv(node: &mut Node, r: &Res, o: &Options, cyc: &Cycler, n: u64) -> Res
 
 /// Polls `cq` until at least one completion arrives; fails on an error completion or after
 /// `timeout` without one.
-fn wait_cq(
-    node: &mut Node,
+fn wait_cq<V: Endpoint>(
+    node: &mut V,
     cq: CqHandle,
     max: usize,
     out: &mut Vec<WorkCompletion>,
@@ -738,12 +799,13 @@ struct BwTimes {
     bytes: u64,
 }
 
-fn bw_client(
-    node: &mut Node,
+fn bw_client<V: Endpoint>(
+    node: &mut V,
     r: &Res,
     o: &Options,
     cycle: u32,
     rem: &KeyMsg,
+    hook: Hook<'_, V>,
 ) -> Result<BwTimes, PerfError> {
     let n = o.iters as u64;
     let cq_mod = o.cq_mod.unwrap_or(1) as u64;
@@ -795,11 +857,19 @@ fn bw_client(
             "waiting for send completions",
         )?;
         let now = start.elapsed().as_secs_f64();
+        let before = ccnt;
         for wc in &wcs {
             // Completions come in order; a signaled one completes every earlier request.
             let k = wc.wr_id.min(n - 1);
             t.completed[k as usize] = Some(now);
             ccnt = ccnt.max(k + 1);
+        }
+        if ccnt > before {
+            let p = Progress {
+                done: Some(ccnt),
+                total: n,
+            };
+            hook(node, p).map_err(PerfError::Hook)?;
         }
     }
     t.bytes = n * o.size as u64;
@@ -848,12 +918,13 @@ fn bw_numbers(t: &BwTimes, o: &Options) -> WireReport {
 }
 
 /// The send_bw server: counts `iters` receives, re-posting while more are due.
-fn send_bw_server(
-    node: &mut Node,
+fn send_bw_server<V: Endpoint>(
+    node: &mut V,
     r: &Res,
     o: &Options,
     cyc: &Cycler,
     mut posted: u64,
+    hook: Hook<'_, V>,
 ) -> Result<(f64, u64), PerfError> {
     let n = o.iters as u64;
     let (mut rcnt, mut bytes) = (0u64, 0u64);
@@ -877,6 +948,11 @@ fn send_bw_server(
                 posted += 1;
             }
         }
+        let p = Progress {
+            done: Some(rcnt),
+            total: n,
+        };
+        hook(node, p).map_err(PerfError::Hook)?;
     }
     Ok((
         first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0),
@@ -885,18 +961,20 @@ fn send_bw_server(
 }
 
 /// The send_lat ping-pong; returns the post times (seconds) and the bytes received.
-fn send_lat(
-    node: &mut Node,
+fn send_lat<V: Endpoint>(
+    node: &mut V,
     r: &Res,
     o: &Options,
     client: bool,
     recv_area: &Cycler,
     posted_recvs: u64,
+    hook: Hook<'_, V>,
 ) -> Result<(Vec<f64>, u64), PerfError> {
     let n = o.iters as u64;
     let (mut scnt, mut rcnt, mut bytes) = (0u64, 0u64, 0u64);
     let mut posted = Vec::with_capacity(n as usize);
     let mut wcs = Vec::with_capacity(1);
+    let mut iterations = 0u64;
     let start = Instant::now();
     while scnt < n || rcnt < n {
         if rcnt < n && !(client && scnt == 0) {
@@ -931,6 +1009,15 @@ fn send_lat(
                 o.timeout,
                 "waiting for a SEND's ACK",
             )?;
+        }
+        // An iteration is a SEND and a receive (the client's first round only sends).
+        if scnt.min(rcnt) > iterations {
+            iterations = scnt.min(rcnt);
+            let p = Progress {
+                done: Some(iterations),
+                total: n,
+            };
+            hook(node, p).map_err(PerfError::Hook)?;
         }
     }
     Ok((posted, bytes))
@@ -975,9 +1062,9 @@ fn encode_report(r: &WireReport) -> [[u8; 8]; 5] {
 }
 
 /// `xchg_bw_reports`: five 8-byte steps (iterations are 64-bit for peers ≥ 5.33).
-fn xchg_reports(
+fn xchg_reports<V: Endpoint>(
     chan: &mut Chan,
-    node: &mut Node,
+    node: &mut V,
     mine: &WireReport,
 ) -> Result<WireReport, PerfError> {
     let mut got = [0u64; 5];
@@ -1015,17 +1102,30 @@ fn print_dest(side: &str, k: &KeyMsg) {
     ));
 }
 
-/// One whole run over an established side channel.
+/// One whole run over an established side channel, on a new node at `ip`.
 fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<Report, PerfError> {
-    let o = o.effective()?;
+    // Bad options fail before the node (sized from them) is made.
+    o.effective()?;
     let mut node = Node::new(ip, node_mem(o.size))?;
+    session_on(&mut node, sock, client, o, &mut no_hook)
+}
+
+/// One whole run over an established side channel, on any device.
+fn session_on<V: Endpoint>(
+    node: &mut V,
+    sock: TcpStream,
+    client: bool,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PerfError> {
+    let o = o.effective()?;
     let mut chan = Chan::new(sock, client, o.timeout)?;
     let role = if client { "client" } else { "server" };
 
     // V: versions.
     let mut v = [0u8; VERSION_LEN];
     v[..VERSION.len()].copy_from_slice(VERSION.as_bytes());
-    let rv = chan.xchg(&mut node, &v, "the version exchange")?;
+    let rv = chan.xchg(node, &v, "the version exchange")?;
     let peer_version = String::from_utf8_lossy(&rv)
         .trim_end_matches('\0')
         .to_string();
@@ -1039,17 +1139,9 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
         return Err(PerfError::Version(peer_version));
     }
     // S1, S2: cycle buffer and cache line, the larger wins.
-    let rc = chan.xchg(
-        &mut node,
-        &PAGE_SIZE.to_be_bytes(),
-        "the system data exchange",
-    )?;
+    let rc = chan.xchg(node, &PAGE_SIZE.to_be_bytes(), "the system data exchange")?;
     let cycle = u32::from_be_bytes(rc.try_into().unwrap_or([0; 4])).max(PAGE_SIZE);
-    let rl = chan.xchg(
-        &mut node,
-        &CACHE_LINE.to_be_bytes(),
-        "the system data exchange",
-    )?;
+    let rl = chan.xchg(node, &CACHE_LINE.to_be_bytes(), "the system data exchange")?;
     let line = u32::from_be_bytes(rl.try_into().unwrap_or([0; 4]));
     if cycle > 1 << 20 || line > cycle {
         return Err(PerfError::Exchange {
@@ -1059,7 +1151,7 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
     }
     // M: MTU enums as "%d", two bytes; the smaller valid one wins.
     let m = [b'0' + o.mtu as u8, 0];
-    let rm = chan.xchg(&mut node, &m, "the MTU exchange")?;
+    let rm = chan.xchg(node, &m, "the MTU exchange")?;
     let rem_mtu = std::str::from_utf8(&rm[..1])
         .ok()
         .and_then(|s| s.parse::<u8>().ok())
@@ -1069,19 +1161,20 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
         _ => o.mtu,
     };
 
-    let r = create_resources(&mut node, &o, cycle, ip)?;
-    let mine = my_key(&node, &r, &o);
+    let gid = node.local_gid()?;
+    let r = create_resources(node, &o, cycle, gid)?;
+    let mine = my_key(gid, &r, &o);
     // K1: addresses.
-    let rem = chan.keys(&mut node, &mine, "the address exchange")?;
+    let rem = chan.keys(node, &mine, "the address exchange")?;
     if rem.gid.to_ipv4().is_none() {
         return Err(PerfError::GidType(rem.gid.0));
     }
     print_dest("local", &mine);
     print_dest("remote", &rem);
-    connect(&mut node, &r, &o, mtu, &rem)?;
+    connect(node, &r, &o, mtu, &rem)?;
     // K2: after RTR; K3: the addresses once more.
-    chan.keys(&mut node, &mine, "the handshake after RTR")?;
-    chan.keys(&mut node, &mine, "the second address exchange")?;
+    chan.keys(node, &mine, "the handshake after RTR")?;
+    chan.keys(node, &mine, "the second address exchange")?;
 
     let peer_version2 = peer_version.clone();
     let bw = |source, w: &WireReport, bytes, seconds| {
@@ -1108,13 +1201,13 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
             let mut posted = 0u64;
             if want_recvs {
                 while posted < o.rx_depth as u64 {
-                    post_recv(&mut node, &r, &o, &recv_area, posted)?;
+                    post_recv(node, &r, &o, &recv_area, posted)?;
                     posted += 1;
                 }
             }
-            chan.keys(&mut node, &mine, "the barrier before the data phase")?;
+            chan.keys(node, &mine, "the barrier before the data phase")?;
             if o.test == Test::SendLat {
-                let (times, bytes) = send_lat(&mut node, &r, &o, client, &recv_area, posted)?;
+                let (times, bytes) = send_lat(node, &r, &o, client, &recv_area, posted, hook)?;
                 let (min, max, typ, avg, stdev, p99, p999) = lat_numbers(&times);
                 Report::Lat(LatReport {
                     test: o.test,
@@ -1133,12 +1226,12 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
                     peer_version: peer_version.clone(),
                 })
             } else if client {
-                let t = bw_client(&mut node, &r, &o, cycle, &rem)?;
+                let t = bw_client(node, &r, &o, cycle, &rem, hook)?;
                 let w = bw_numbers(&t, &o);
                 let secs = t.completed[t.completed.len() - 1].unwrap_or(0.0) - t.posted[0];
                 bw("local", &w, t.bytes, secs)
             } else {
-                let (secs, bytes) = send_bw_server(&mut node, &r, &o, &recv_area, posted)?;
+                let (secs, bytes) = send_bw_server(node, &r, &o, &recv_area, posted, hook)?;
                 let s = secs.max(1e-9);
                 let avg = bytes as f64 / s / MB;
                 let w = WireReport {
@@ -1153,19 +1246,27 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
         }
         Test::WriteBw | Test::ReadBw => {
             if client {
-                let t = bw_client(&mut node, &r, &o, cycle, &rem)?;
+                let t = bw_client(node, &r, &o, cycle, &rem, hook)?;
                 let w = bw_numbers(&t, &o);
                 // K4: "finished", then the reports.
-                chan.keys(&mut node, &mine, "the end-of-test handshake")?;
-                xchg_reports(&mut chan, &mut node, &w)?;
+                chan.keys(node, &mine, "the end-of-test handshake")?;
+                xchg_reports(&mut chan, node, &w)?;
                 let secs = t.completed[t.completed.len() - 1].unwrap_or(0.0) - t.posted[0];
                 bw("local", &w, t.bytes, secs)
             } else {
                 // The server only waits (pumping) for the client's "finished" key message.
                 let start = Instant::now();
-                chan.keys(&mut node, &mine, "waiting for the client to finish")?;
+                // A hook gets its calls here: this side has no iterations of its own.
+                let total = o.iters as u64;
+                let b = chan.xchg_ticking(
+                    node,
+                    &mine.encode(),
+                    "waiting for the client to finish",
+                    Some((hook, total)),
+                )?;
+                KeyMsg::decode(&b)?;
                 let secs = start.elapsed().as_secs_f64();
-                let theirs = xchg_reports(&mut chan, &mut node, &WireReport::default())?;
+                let theirs = xchg_reports(&mut chan, node, &WireReport::default())?;
                 if theirs.size != o.size as u64 || theirs.iters != o.iters as u64 {
                     return Err(PerfError::Mismatch {
                         peer_size: theirs.size,
@@ -1180,12 +1281,12 @@ fn session(ip: Ipv4Addr, sock: TcpStream, client: bool, o: &Options) -> Result<R
     };
 
     // D: one more key message, then "done" from each side.
-    chan.keys(&mut node, &mine, "closing")?;
-    chan.write_blob(&mut node, b"done\0", "closing")?;
+    chan.keys(node, &mine, "closing")?;
+    chan.write_blob(node, b"done\0", "closing")?;
     // Take the peer's "done" too when it comes, so the socket closes cleanly (no RST); a peer
     // that already closed is fine.
     chan.timeout = Duration::from_secs(2);
-    let _ = chan.read_blob(&mut node, 5, "closing");
+    let _ = chan.read_blob(node, 5, "closing", None);
     Ok(report)
 }
 
@@ -1203,15 +1304,58 @@ pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
 
 /// Server on a listener the caller bound.
 pub fn serve(ip: Ipv4Addr, listener: TcpListener, o: &Options) -> Result<Report, PerfError> {
+    let (sock, _) = accept(listener, o)?;
+    session(ip, sock, false, o)
+}
+
+fn accept(listener: TcpListener, o: &Options) -> Result<(TcpStream, SocketAddr), PerfError> {
     // A line scripts wait for before they start the client.
     note(format!(
         "{} server listening on TCP port {}",
         o.test.binary(),
         listener.local_addr()?.port()
     ));
-    let (sock, _) = listener.accept()?;
-    drop(listener);
-    session(ip, sock, false, o)
+    Ok(listener.accept()?)
+}
+
+/// [`client`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
+/// one the device reports.
+pub fn vf_client(vf: &Path, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    o.effective()?;
+    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    client_on(&mut ctx, (server, o.port).into(), o, &mut no_hook)
+}
+
+/// [`server`] on the VF behind the vhost-user socket `vf`.
+pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PerfError> {
+    o.effective()?;
+    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
+    serve_on(&mut ctx, listener, o, &mut no_hook)
+}
+
+/// The client's run on any device against the server's side channel at `server` (`o.port`
+/// is not used); `hook` runs between iterations.
+pub fn client_on<V: Endpoint>(
+    node: &mut V,
+    server: SocketAddr,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PerfError> {
+    let sock = TcpStream::connect_timeout(&server, o.timeout)?;
+    session_on(node, sock, true, o, hook)
+}
+
+/// The server's run on any device for one client of `listener`; `hook` runs between
+/// iterations (on a write_bw or read_bw server, about every 10 ms while the client works).
+pub fn serve_on<V: Endpoint>(
+    node: &mut V,
+    listener: TcpListener,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PerfError> {
+    let (sock, _) = accept(listener, o)?;
+    session_on(node, sock, false, o, hook)
 }
 
 #[cfg(test)]

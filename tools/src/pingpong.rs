@@ -6,10 +6,15 @@
 //! QPN, PSN, GID as 32 hex digits), the server answers with its own after moving its QP to RTS,
 //! the client writes `"done\0"`. Sizes, iterations and MTU are not exchanged: start both sides
 //! with the same values.
+//!
+//! The program runs on any [`Endpoint`]: an in-process [`Node`] with its own UDP socket or TAP
+//! device (`--ip`), or a VF of a running `vhca serve` through the guest driver (`--vf SOCKET`,
+//! [`vf_server`], [`vf_client`]). [`server_on`] and [`client_on`] take a [`Hook`] called
+//! between iterations.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
@@ -17,6 +22,9 @@ use vhca_fabric::capture::Capture;
 use vhca_fabric::node::Node;
 use vhca_fabric::tap::TapError;
 use vhca_fabric::{Link, LinkCounters};
+use vhca_guest::DriverError;
+
+use crate::endpoint::{connect_vf, Endpoint, Hook, Progress};
 
 pub const DEFAULT_PORT: u16 = 18515;
 const MSG_LEN: usize = 52;
@@ -40,6 +48,12 @@ pub enum PingError {
     Completion(WorkCompletion),
     #[error("no progress for {0:?}")]
     Stalled(Duration),
+    #[error("VF: {0}")]
+    Vf(#[from] DriverError),
+    #[error("hook: {0}")]
+    Hook(String),
+    #[error("bad options: {0}")]
+    Options(&'static str),
 }
 
 /// What the two sides exchange.
@@ -140,8 +154,10 @@ pub struct Report {
     pub iters: u32,
     pub mbit_per_sec: f64,
     pub usec_per_iter: f64,
-    /// The link's counters at the end (RoCEv2 packets, not the TCP exchange).
-    pub link: LinkCounters,
+    /// The link's counters at the end (RoCEv2 packets, not the TCP exchange); absent on a
+    /// VF of a serve process, whose link this program cannot see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkCounters>,
 }
 
 impl Report {
@@ -163,6 +179,7 @@ struct Side {
     psn: Psn,
     ah: Option<AhHandle>,
     remote: Option<Dest>,
+    gid: Gid,
 }
 
 fn random_psn(ip: Ipv4Addr) -> Psn {
@@ -174,7 +191,8 @@ fn random_psn(ip: Ipv4Addr) -> Psn {
     Psn::new((t ^ u32::from(ip) as u64 ^ (t >> 24)) as u32)
 }
 
-fn setup<L: Link>(node: &mut Node<L>, o: &Options, ip: Ipv4Addr) -> Result<Side, PingError> {
+fn setup<V: Endpoint>(node: &mut V, o: &Options) -> Result<Side, PingError> {
+    let gid = node.local_gid()?;
     let pd = node.alloc_pd()?;
     let cq = node.create_cq(o.rx_depth + 1)?;
     let qpn = node.create_qp(QpInitAttr {
@@ -226,14 +244,20 @@ fn setup<L: Link>(node: &mut Node<L>, o: &Options, ip: Ipv4Addr) -> Result<Side,
         qpn,
         buf,
         key,
-        psn: random_psn(ip),
+        // Any address that differs between the two sides will do to vary the PSN.
+        psn: random_psn(
+            gid.to_ipv4()
+                .map(Ipv4Addr::from)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        ),
         ah: None,
         remote: None,
+        gid,
     })
 }
 
-fn connect<L: Link>(
-    node: &mut Node<L>,
+fn connect<V: Endpoint>(
+    node: &mut V,
     s: &mut Side,
     o: &Options,
     rem: Dest,
@@ -293,12 +317,7 @@ fn connect<L: Link>(
     Ok(())
 }
 
-fn post_recvs<L: Link>(
-    node: &mut Node<L>,
-    s: &Side,
-    o: &Options,
-    n: u32,
-) -> Result<u32, PingError> {
+fn post_recvs<V: Endpoint>(node: &mut V, s: &Side, o: &Options, n: u32) -> Result<u32, PingError> {
     let len = o.size + if o.ud { GRH } else { 0 };
     for i in 0..n {
         let wr = RecvWr {
@@ -316,7 +335,7 @@ fn post_recvs<L: Link>(
     Ok(n)
 }
 
-fn post_send<L: Link>(node: &mut Node<L>, s: &Side, o: &Options) -> Result<(), PingError> {
+fn post_send<V: Endpoint>(node: &mut V, s: &Side, o: &Options) -> Result<(), PingError> {
     let mut wr = SendWr::new(SEND_WRID, SendOp::Send).flags(SendFlags::SIGNALED);
     if o.ud {
         let rem = s.remote.expect("connected");
@@ -341,12 +360,12 @@ fn post_send<L: Link>(node: &mut Node<L>, s: &Side, o: &Options) -> Result<(), P
     Ok(())
 }
 
-fn my_dest<L: Link>(node: &Node<L>, s: &Side) -> Dest {
+fn my_dest(s: &Side) -> Dest {
     Dest {
         lid: 0,
         qpn: s.qpn,
         psn: s.psn,
-        gid: node.vf.gid(),
+        gid: s.gid,
     }
 }
 
@@ -357,13 +376,15 @@ fn read_exact_msg(sock: &mut TcpStream, n: usize) -> Result<Vec<u8>, PingError> 
 }
 
 /// The data phase of both tools: each side posts its next SEND once its previous SEND has
-/// completed and a receive has completed; the client starts.
-fn data_phase<L: Link>(
-    node: &mut Node<L>,
+/// completed and a receive has completed; the client starts. `hook` runs each time an
+/// iteration (a SEND and a receive) completed.
+fn data_phase<V: Endpoint>(
+    node: &mut V,
     s: &Side,
     o: &Options,
     client: bool,
     mut routs: u32,
+    hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
     let start = Instant::now();
     let mut pending = RECV_WRID;
@@ -374,6 +395,7 @@ fn data_phase<L: Link>(
     let (mut scnt, mut rcnt) = (0u32, 0u32);
     let mut wcs = Vec::with_capacity(2);
     let mut last_progress = Instant::now();
+    let mut iterations = 0u32;
     while rcnt < o.iters || scnt < o.iters {
         wcs.clear();
         node.poll_cq(s.cq, 2, &mut wcs)?;
@@ -405,6 +427,20 @@ fn data_phase<L: Link>(
                 pending = RECV_WRID | SEND_WRID;
             }
         }
+        if scnt.min(rcnt) > iterations {
+            iterations = scnt.min(rcnt);
+            hook(
+                node,
+                Progress {
+                    done: Some(iterations as u64),
+                    total: o.iters as u64,
+                },
+            )
+            .map_err(PingError::Hook)?;
+            // The hook may have taken a while (a migration's blackout): that is not the peer
+            // stalling.
+            last_progress = Instant::now();
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     let bytes = o.size as u64 * o.iters as u64 * 2;
@@ -414,7 +450,7 @@ fn data_phase<L: Link>(
         iters: o.iters,
         mbit_per_sec: bytes as f64 * 8.0 / secs / 1e6,
         usec_per_iter: secs * 1e6 / o.iters as f64,
-        link: node.link.counters(),
+        link: node.link_counters(),
     })
 }
 
@@ -450,31 +486,31 @@ trait RunOn<T> {
 }
 
 struct Server<'a> {
-    ip: Ipv4Addr,
     o: &'a Options,
 }
 
 struct Client<'a> {
-    ip: Ipv4Addr,
     server: Ipv4Addr,
     o: &'a Options,
 }
 
 impl RunOn<Report> for Server<'_> {
-    fn run<L: Link>(self, node: Node<L>) -> Result<Report, PingError> {
-        server_on(node, self.ip, self.o)
+    fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, self.o.port))?;
+        server_on(&mut node, listener, self.o, &mut crate::endpoint::no_hook)
     }
 }
 
 impl RunOn<Report> for Client<'_> {
-    fn run<L: Link>(self, node: Node<L>) -> Result<Report, PingError> {
-        client_on(node, self.ip, self.server, self.o)
+    fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
+        let server = SocketAddr::from((self.server, self.o.port));
+        client_on(&mut node, server, self.o, &mut crate::endpoint::no_hook)
     }
 }
 
 /// Server side: waits for one client on TCP `o.port`.
 pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    with_node(ip, o, Server { ip, o })
+    with_node(ip, o, Server { o })
 }
 
 /// Client side: connects to `server_addr:o.port` (TCP; the RoCEv2 peer is the GID the server
@@ -484,47 +520,92 @@ pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report
         ip,
         o,
         Client {
-            ip,
             server: server_addr,
             o,
         },
     )
 }
 
-fn server_on<L: Link>(mut node: Node<L>, ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    let mut s = setup(&mut node, o, ip)?;
-    let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
+/// Guest RAM a VF run needs: the buffer and the rings, with room to spare.
+fn vf_mem(o: &Options) -> u64 {
+    (16 << 20) + 2 * o.size as u64
+}
+
+/// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
+/// the link), and are refused rather than ignored.
+fn open_vf(vf: &Path, o: &Options) -> Result<vhca_guest::GuestContext, PingError> {
+    if o.tap.is_some() || o.pcap.is_some() {
+        return Err(PingError::Options(
+            "a TAP device or a capture is the serve process's, not a VF user's",
+        ));
+    }
+    Ok(connect_vf(vf, vf_mem(o))?)
+}
+
+/// [`server`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
+/// one the device reports.
+pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
+    let mut ctx = open_vf(vf, o)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
+    server_on(&mut ctx, listener, o, &mut crate::endpoint::no_hook)
+}
+
+/// [`client`] on the VF behind the vhost-user socket `vf`.
+pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+    let mut ctx = open_vf(vf, o)?;
+    client_on(
+        &mut ctx,
+        SocketAddr::from((server_addr, o.port)),
+        o,
+        &mut crate::endpoint::no_hook,
+    )
+}
+
+/// The server's run on any device, for one client of `listener` (`o.port` is not used: the
+/// listener is bound already). `hook` runs between iterations.
+pub fn server_on<V: Endpoint>(
+    node: &mut V,
+    listener: TcpListener,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PingError> {
+    let mut s = setup(node, o)?;
+    let routs = post_recvs(node, &s, o, o.rx_depth)?;
     // A line scripts wait for before they start the client (no sleeping on a guess).
-    eprintln!("vhca pingpong: listening on TCP port {}", o.port);
+    eprintln!(
+        "vhca pingpong: listening on TCP port {}",
+        listener.local_addr()?.port()
+    );
     let (mut sock, _) = listener.accept()?;
     drop(listener);
     let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
-    connect(&mut node, &mut s, o, rem)?;
-    sock.write_all(&my_dest(&node, &s).encode())?;
+    connect(node, &mut s, o, rem)?;
+    sock.write_all(&my_dest(&s).encode())?;
     let done = read_exact_msg(&mut sock, 5)?;
     if &done != b"done\0" {
         return Err(PingError::Exchange(String::from_utf8_lossy(&done).into()));
     }
     drop(sock);
-    data_phase(&mut node, &s, o, false, routs)
+    data_phase(node, &s, o, false, routs, hook)
 }
 
-fn client_on<L: Link>(
-    mut node: Node<L>,
-    ip: Ipv4Addr,
-    server_addr: Ipv4Addr,
+/// The client's run on any device, against the server's TCP address `server` (`o.port` is
+/// not used). `hook` runs between iterations.
+pub fn client_on<V: Endpoint>(
+    node: &mut V,
+    server: SocketAddr,
     o: &Options,
+    hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
-    let mut s = setup(&mut node, o, ip)?;
-    let routs = post_recvs(&mut node, &s, o, o.rx_depth)?;
-    let mut sock = TcpStream::connect((server_addr, o.port))?;
-    sock.write_all(&my_dest(&node, &s).encode())?;
+    let mut s = setup(node, o)?;
+    let routs = post_recvs(node, &s, o, o.rx_depth)?;
+    let mut sock = TcpStream::connect(server)?;
+    sock.write_all(&my_dest(&s).encode())?;
     let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
     sock.write_all(b"done\0")?;
     drop(sock);
-    connect(&mut node, &mut s, o, rem)?;
-    data_phase(&mut node, &s, o, true, routs)
+    connect(node, &mut s, o, rem)?;
+    data_phase(node, &s, o, true, routs, hook)
 }
 
 #[cfg(test)]
