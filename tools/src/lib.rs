@@ -5,6 +5,7 @@ pub mod bench;
 pub mod demo;
 pub mod guest_pair;
 pub mod migrate;
+pub mod migrate_attached;
 pub mod perf;
 pub mod pingpong;
 pub mod sim;

@@ -169,6 +169,9 @@ pub struct Shared {
     /// Readable once the process is stopping (never consumed, so every epoll sees it).
     pub stop_fd: EventFd,
     stopping: AtomicBool,
+    /// Written when the fabric's descriptors changed ([`Fabric::generation`]): the network
+    /// thread waits on the new set.
+    net_changed: EventFd,
 }
 
 impl Shared {
@@ -192,6 +195,7 @@ impl Shared {
             timer: Condvar::new(),
             stop_fd: EventFd::new(EFD_NONBLOCK)?,
             stopping: AtomicBool::new(false),
+            net_changed: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
@@ -314,20 +318,40 @@ impl Shared {
         }
     }
 
+    /// Tells the network thread that the fabric's descriptors changed (a link was released
+    /// or bound again); call after [`Fabric::release`] or an [`Fabric::attach`] that may bind.
+    pub fn fabric_changed(&self) {
+        let _ = self.net_changed.write(1);
+    }
+
     /// The network thread of a fabric that receives from outside the process: waits until one
-    /// of `fds` is readable (or the process stops), then runs a batch, which reads the
-    /// packets, hands them to their VFs and posts the completions.
-    pub fn network_loop(&self, fds: &[RawFd]) {
-        let epoll = match Self::network_epoll(fds, self.stop_raw_fd()) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "network thread cannot wait on the fabric");
-                return;
-            }
-        };
-        let mut events = vec![EpollEvent::default(); fds.len() + 1];
+    /// of the fabric's descriptors is readable (or the process stops), then runs a batch, which
+    /// reads the packets, hands them to their VFs and posts the completions. When the fabric's
+    /// descriptors change (a VF migrated in or out) it waits on the new set.
+    pub fn network_loop(&self) {
+        let mut generation = None;
+        let mut epoll = None;
+        let mut events = Vec::new();
         while !self.stopping() {
-            match epoll.wait(1000, &mut events) {
+            let (g, fds) = {
+                let st = self.lock();
+                (st.fabric.generation(), st.fabric.wake_fds())
+            };
+            if generation != Some(g) {
+                // A new epoll rather than DEL/ADD: a closed socket's descriptor number may
+                // already belong to its replacement.
+                match Self::network_epoll(&fds, self.stop_raw_fd(), self.net_changed.as_raw_fd()) {
+                    Ok(e) => epoll = Some(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "network thread cannot wait on the fabric");
+                        return;
+                    }
+                }
+                events = vec![EpollEvent::default(); fds.len() + 2];
+                generation = Some(g);
+            }
+            let Some(ep) = epoll.as_ref() else { return };
+            match ep.wait(1000, &mut events) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -336,6 +360,7 @@ impl Shared {
                     return;
                 }
             }
+            let _ = self.net_changed.read();
             if self.stopping() {
                 return;
             }
@@ -346,9 +371,9 @@ impl Shared {
         }
     }
 
-    fn network_epoll(fds: &[RawFd], stop: RawFd) -> std::io::Result<Epoll> {
+    fn network_epoll(fds: &[RawFd], stop: RawFd, changed: RawFd) -> std::io::Result<Epoll> {
         let epoll = Epoll::new()?;
-        for (i, fd) in fds.iter().chain(std::iter::once(&stop)).enumerate() {
+        for (i, fd) in fds.iter().chain([&stop, &changed]).enumerate() {
             epoll.ctl(
                 ControlOperation::Add,
                 *fd,
