@@ -279,6 +279,31 @@ enum Cmd {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=31))]
         qp_timeout: u8,
     },
+    /// Sends a gratuitous ARP for IP from MAC out of an interface (needs CAP_NET_RAW): after a
+    /// migration on the UDP fabric, switches learn where the VF's MAC went.
+    Announce {
+        /// The interface (run inside its network namespace).
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// aa:bb:cc:dd:ee:ff
+        #[arg(long, value_parser = parse_mac)]
+        mac: vhca_device::Mac,
+    },
+}
+
+fn parse_mac(s: &str) -> Result<vhca_device::Mac, String> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s}: {e}"))?;
+    Ok(vhca_device::Mac(
+        bytes
+            .try_into()
+            .map_err(|_| format!("{s}: a MAC has six bytes"))?,
+    ))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -559,6 +584,12 @@ fn main() -> ExitCode {
                 }),
             )
         }
+        Cmd::Announce { dev, ip, mac } => report(
+            "announce",
+            vhca_fabric::announce::gratuitous_arp(&dev, mac, ip)
+                .map(|()| String::new())
+                .map_err(|e| format!("{dev}: {e}")),
+        ),
         Cmd::Ctl {
             ctl,
             socket_dir,

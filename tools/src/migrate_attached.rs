@@ -228,6 +228,32 @@ fn wr_id(burst: u32, qp: usize, k: u64) -> u64 {
     u64::from(burst) << 40 | (qp as u64) << 8 | k
 }
 
+/// The order QP `qp` posts its WRs in (by index into the burst: 0 SEND … 6 CMP_SWAP). Each
+/// QP starts at another opcode (FETCH_ADD and CMP_SWAP stay together and in that order: the
+/// swap compares with the add's result): the last WRs of a send queue are the ones most likely
+/// still in flight at the stop, and so every opcode is last on some QP.
+fn send_order(qp: usize) -> Vec<u64> {
+    let units: [&[u64]; 6] = [&[0], &[1], &[2], &[3], &[4], &[5, 6]];
+    (0..units.len())
+        .flat_map(|i| units[(qp + i) % units.len()].iter().copied())
+        .collect()
+}
+
+/// The order QP `qp` posts its receives in (0: for the SEND, 1: the SEND_WITH_IMM, 2: the
+/// WRITE_WITH_IMM): the order the other side sends those in, since a QP's receives are
+/// consumed in order.
+fn recv_order(qp: usize) -> Vec<u64> {
+    send_order(qp)
+        .into_iter()
+        .filter_map(|k| match k {
+            0 => Some(0),
+            1 => Some(1),
+            3 => Some(2),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Writes this burst's data and atomic words on both sides, then posts every receive, then
 /// every WR of every opcode in both directions on every QP; does not wait.
 fn post_burst(
@@ -248,9 +274,13 @@ fn post_burst(
                 .map_err(v("writing the atomic word"))?;
         }
     }
+    // Receives first, one doorbell per queue, taken by the device before any send is rung:
+    // the sends then find their receives, and no doorbell buffer is still queued when the
+    // sends' doorbells go out (a full doorbell queue would make the driver wait).
     for (g, me) in [(&mut *a, sa), (&mut *b, sb)] {
+        g.hold_doorbells();
         for (qp, &qpn) in me.qpns.iter().enumerate() {
-            for k in 0..RECVS {
+            for k in recv_order(qp) {
                 // The WRITE_WITH_IMM's receive takes no data: the payload goes where the RETH
                 // says.
                 let sgl = if k < 2 {
@@ -273,6 +303,16 @@ fn post_burst(
             }
         }
     }
+    for g in [&mut *a, &mut *b] {
+        g.ring_held_doorbells().map_err(v("doorbells"))?;
+        g.driver_mut()
+            .flush_doorbells()
+            .map_err(v("doorbells taken"))?;
+    }
+    // Every WR's doorbell is held until all are written: the device then starts them all at
+    // once, rather than keeping pace with the posting (and finishing before the stop).
+    a.hold_doorbells();
+    b.hold_doorbells();
     for (g, me, other, dir) in [(&mut *a, sa, sb, 0u32), (&mut *b, sb, sa, 1)] {
         for (qp, &qpn) in me.qpns.iter().enumerate() {
             let (start, add, swap) = atomics(burst, qp, dir);
@@ -345,12 +385,13 @@ fn post_burst(
                 )
                 .sge(result(1)),
             ];
-            for wr in &wrs {
-                g.post_send(qpn, wr).map_err(v("POST_SEND"))?;
+            for k in send_order(qp) {
+                g.post_send(qpn, &wrs[k as usize]).map_err(v("POST_SEND"))?;
             }
         }
     }
-    Ok(())
+    a.ring_held_doorbells().map_err(v("doorbells"))?;
+    b.ring_held_doorbells().map_err(v("doorbells"))
 }
 
 /// What a completion of WR `k` must look like.
@@ -367,15 +408,10 @@ fn expected(k: u64, size: u32, imm_of: impl Fn(u32) -> u32) -> (WcOpcode, Option
     }
 }
 
-/// Polls until every WR of `burst` on this side completed (completions already taken are in
-/// `got`); each must be there exactly once, successful and as posted.
-fn collect(
-    g: &mut GuestContext,
-    me: &Side,
-    dir: u32,
-    burst: u32,
-    mut got: Vec<WorkCompletion>,
-) -> Result<(), String> {
+/// Polls until every WR of `burst` on this side completed; each must be there exactly once,
+/// successful and as posted.
+fn collect(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), String> {
+    let mut got: Vec<WorkCompletion> = Vec::new();
     let want = (SENDS + RECVS) as usize * me.qpns.len();
     let deadline = Instant::now() + Duration::from_secs(120);
     while got.len() < want {
@@ -477,16 +513,59 @@ fn burst(
     n: u32,
 ) -> Result<(), String> {
     post_burst(a, sa, b, sb, n)?;
-    collect(a, sa, 0, n, Vec::new())?;
-    collect(b, sb, 1, n, Vec::new())?;
+    collect(a, sa, 0, n)?;
+    collect(b, sb, 1, n)?;
     verify_data(a, sa, 0, n)?;
     verify_data(b, sb, 1, n)
 }
 
+/// Counts, from a saved device state, the WRs of burst `burst` the source VF had not completed:
+/// its own requests by opcode (indices 0..7: posted but unfinished, including WQEs whose
+/// doorbell it had not read yet) and its receives still waiting for the peer's SEND,
+/// SEND_WITH_IMM and WRITE_WITH_IMM (8..11); at 11, how many of all those the device had not
+/// yet read from the rings (doorbell not taken yet). `None` if the state does not decode.
+fn in_flight_at_stop(blob: &[u8], qpns: &[Qpn], burst: u32) -> Option<[usize; 12]> {
+    let state = vhca_vhost::migration::decode(blob).ok()?;
+    let (_, vf) = vhca_device::checkpoint::decode(&state.port.checkpoint).ok()?;
+    let mut counts = [0usize; 12];
+    let ours = |wr_id: u64| (wr_id >> 40) as u32 == burst;
+    for qp in &vf.qps {
+        for w in qp
+            .req
+            .sq
+            .iter()
+            .filter(|w| w.done.is_none() && ours(w.wr_id))
+        {
+            counts[(w.wr_id & 0xff) as usize % 11] += 1;
+        }
+        for r in qp.rq.iter().filter(|r| ours(r.wr_id)) {
+            counts[(r.wr_id & 0xff) as usize % 11] += 1;
+        }
+    }
+    // WQEs in the rings whose doorbell the device had not read: the last ones of the burst.
+    let posted = |per_burst: u64| (per_burst * (u64::from(burst) + 1)) as u32;
+    for ring in &state.port.qps {
+        let Some(qp) = qpns.iter().position(|q| q.0 == ring.qpn) else {
+            continue;
+        };
+        let unread = posted(SENDS).wrapping_sub(ring.sq_pi).min(SENDS as u32) as usize;
+        for k in &send_order(qp)[SENDS as usize - unread..] {
+            counts[*k as usize] += 1;
+        }
+        counts[11] += unread;
+        let unread = posted(RECVS).wrapping_sub(ring.rq_pi).min(RECVS as u32) as usize;
+        for k in &recv_order(qp)[RECVS as usize - unread..] {
+            counts[8 + *k as usize] += 1;
+        }
+        counts[11] += unread;
+    }
+    Some(counts)
+}
+
 /// Runs the migration; returns the report to print.
 pub fn run(o: &Options) -> Result<String, String> {
-    if o.qps == 0 || o.msg_size == 0 || o.msg_size > 1 << 16 {
-        return Err("--qps must be at least 1 and --size between 1 and 65536".into());
+    if o.qps == 0 || o.msg_size == 0 || o.msg_size > 1 << 20 {
+        return Err("--qps must be at least 1 and --size between 1 and 1048576".into());
     }
     let cfg = DriverConfig {
         mem_size: guest_ram(o.qps, o.msg_size),
@@ -541,27 +620,29 @@ pub fn run(o: &Options) -> Result<String, String> {
         }));
     }
 
-    // The burst in flight: posted on both sides, then the source stops at once.
+    // What the source still had to do when it stopped, read from the state it saved (the
+    // blob is only looked at, not changed).
     let stop_burst = n;
-    post_burst(&mut a, &sa, &mut b, &sb, stop_burst)?;
-    let (mut early_a, mut early_b) = (Vec::new(), Vec::new());
-    a.poll_cq(sa.cq, usize::MAX, &mut early_a)
-        .map_err(v("POLL_CQ"))?;
-    b.poll_cq(sb.cq, usize::MAX, &mut early_b)
-        .map_err(v("POLL_CQ"))?;
-    let posted = 2 * (SENDS + RECVS) as usize * o.qps as usize;
-    let done_before = early_a.len() + early_b.len();
-    // Which kinds of WR were still in flight when the source stopped (upper bound: some may
-    // have completed between this poll and the stop).
-    let mut in_flight = [0usize; 11];
-    for k in (0..SENDS).chain(8..8 + RECVS) {
-        let done = early_a
-            .iter()
-            .chain(&early_b)
-            .filter(|w| w.wr_id & 0xff == k)
-            .count();
-        in_flight[k as usize] = 2 * o.qps as usize - done;
+    let at_stop: Arc<Mutex<Option<[usize; 12]>>> = Arc::new(Mutex::new(None));
+    {
+        let at_stop = at_stop.clone();
+        let qpns = sa.qpns.clone();
+        m.tamper = Some(Box::new(move |blob: &mut Vec<u8>| {
+            let counts = in_flight_at_stop(blob, &qpns, stop_burst);
+            *at_stop.lock().unwrap_or_else(|e| e.into_inner()) = counts;
+        }));
     }
+
+    // The burst in flight: posted on both sides, then the source stops at once.
+    post_burst(&mut a, &sa, &mut b, &sb, stop_burst)?;
+    let stop = Instant::now();
+    let timeline = m.finish(a.driver_mut()).map_err(v("migration finish"))?;
+    collect(&mut a, &sa, 0, stop_burst)
+        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
+    let a_done = stop.elapsed();
+    collect(&mut b, &sb, 1, stop_burst)
+        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
+    let stall = stop.elapsed().max(a_done);
     let names = [
         "SEND",
         "SEND_WITH_IMM",
@@ -575,20 +656,19 @@ pub fn run(o: &Options) -> Result<String, String> {
         "RECV(SEND_WITH_IMM)",
         "RECV(WRITE_WITH_IMM)",
     ];
-    let in_flight: Vec<String> = in_flight
-        .iter()
-        .zip(names)
-        .filter(|(_, n)| !n.is_empty())
-        .map(|(c, n)| format!("{n} {c}"))
-        .collect();
-    let stop = Instant::now();
-    let timeline = m.finish(a.driver_mut()).map_err(v("migration finish"))?;
-    collect(&mut a, &sa, 0, stop_burst, early_a)
-        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
-    let a_done = stop.elapsed();
-    collect(&mut b, &sb, 1, stop_burst, early_b)
-        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
-    let stall = stop.elapsed().max(a_done);
+    let in_flight = match *at_stop.lock().unwrap_or_else(|e| e.into_inner()) {
+        Some(c) => format!(
+            "{} ({} of them not yet read from the rings)",
+            c.iter()
+                .zip(names)
+                .filter(|(_, n)| !n.is_empty())
+                .map(|(c, n)| format!("{n} {c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c[11]
+        ),
+        None => "unknown (the saved state did not decode)".into(),
+    };
     verify_data(&mut a, &sa, 0, stop_burst)?;
     verify_data(&mut b, &sb, 1, stop_burst)?;
     n += 1;
@@ -612,7 +692,7 @@ pub fn run(o: &Options) -> Result<String, String> {
          {} RC QP pairs at MTU {}, {} B messages, set up in {setup_took:?}\n\
          {timeline}\n\
          hook (between save and load): {hook}\n\
-         in flight at the stop: {} of {posted} WRs not completed ({})\n\
+         in flight at the stop (source VF's saved state): {}\n\
          stall (stop -> every WR in flight completed): {stall:?}\n\
          after: {} bursts of every RC opcode in both directions, every WR completed once, data and atomics checked\n",
         o.src.display(),
@@ -621,8 +701,7 @@ pub fn run(o: &Options) -> Result<String, String> {
         o.qps,
         o.mtu.bytes(),
         o.msg_size,
-        posted - done_before,
-        in_flight.join(", "),
+        in_flight,
         n + 1,
     ))
 }

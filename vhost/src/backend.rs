@@ -452,8 +452,9 @@ impl VhostUserBackend for VfBackend {
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         // The first GET_VRING_BASE suspends the whole VF: from now on nothing is written to
         // guest memory and nothing is sent, until a ring is kicked again (resume) or the
-        // state is saved and the frontend goes away.
-        let mut st = self.shared.lock();
+        // state is saved and the frontend goes away. Ahead of any pump: a migration's stop
+        // must not wait for traffic to pause.
+        let mut st = self.shared.lock_preempting();
         if !st.suspended[self.index] {
             tracing::info!(
                 vf = self.index,

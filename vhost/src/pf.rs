@@ -11,7 +11,7 @@ use crate::port::VfPort;
 use crate::protocol::DOORBELL_QUEUE;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vhca_device::Nanos;
@@ -33,6 +33,9 @@ pub struct PfState {
     pub suspended: Vec<bool>,
     /// Packets dropped because their VF was suspended.
     pub dropped_suspended: u64,
+    /// Threads waiting in [`Shared::lock_preempting`]: a pump in progress stops early for
+    /// them (the timer thread finishes its work later).
+    preempt: Arc<AtomicUsize>,
     epoch: Instant,
 }
 
@@ -44,6 +47,7 @@ impl PfState {
         PfState {
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
+            preempt: Arc::new(AtomicUsize::new(0)),
             ports,
             fabric,
             epoch: Instant::now(),
@@ -73,6 +77,11 @@ impl PfState {
     pub fn pump(&mut self, now: Nanos, touched: &mut [bool]) {
         let mut budget = PUMP_BUDGET;
         loop {
+            // Traffic that keeps flowing would keep the lock for a whole budget; someone who
+            // must stop a VF now (GET_VRING_BASE) goes first.
+            if self.preempt.load(Ordering::Acquire) > 0 {
+                return;
+            }
             let mut moved = false;
             for (i, p) in self.ports.iter_mut().enumerate() {
                 if self.suspended[i] {
@@ -172,6 +181,8 @@ pub struct Shared {
     /// Written when the fabric's descriptors changed ([`Fabric::generation`]): the network
     /// thread waits on the new set.
     net_changed: EventFd,
+    /// [`PfState`]'s preemption count, reachable without the lock.
+    preempt: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -189,7 +200,9 @@ impl Shared {
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
+        let preempt = state.preempt.clone();
         Ok(Shared {
+            preempt,
             state: Mutex::new(state),
             slots,
             timer: Condvar::new(),
@@ -203,6 +216,16 @@ impl Shared {
     /// between two whole operations at worst; keep serving.
     pub fn lock(&self) -> MutexGuard<'_, PfState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process lock, taken ahead of a pump in progress: the pump returns at its next
+    /// round instead of running out its budget (up to 65,536 packets). For what must happen
+    /// now whatever the traffic: suspending a VF for migration.
+    pub fn lock_preempting(&self) -> MutexGuard<'_, PfState> {
+        self.preempt.fetch_add(1, Ordering::AcqRel);
+        let g = self.lock();
+        self.preempt.fetch_sub(1, Ordering::AcqRel);
+        g
     }
 
     pub fn stopping(&self) -> bool {
