@@ -129,6 +129,12 @@ print(link.get("rx_packets", 0), link.get("tx_packets", 0), link.get("tx_errors"
       c["dropped_suspended"])'
 }
 
+# UDP datagrams the kernel dropped for want of receive-buffer room in namespace $1.
+rcvbuf_errors() {
+    # shellcheck disable=SC2016 # awk's own variables
+    ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
 # migrate NAME FROM TO ARGS...: one migration of the VF from side FROM to side TO.
 migrate() {
     local name=$1 from=$2 to=$3
@@ -141,8 +147,10 @@ migrate() {
         >"$WORK/$name.out" 2>"$WORK/$name.log" || { cat "$WORK/$name.out"; fail "$name"; }
     cat "$WORK/$name.out"
     grep -q "every WR completed once" "$WORK/$name.out" || fail "$name: no traffic check"
-    ip -n "${P}$from" -4 addr show dev vf0 | grep -q "$VF_IP" && fail "$name: $VF_IP still in ${P}$from"
-    ip -n "${P}$to" -4 addr show dev vf0 | grep -q "$VF_IP" || fail "$name: $VF_IP not in ${P}$to"
+    grep -q "$VF_IP/" <<<"$(ip -n "${P}$from" -4 addr show dev vf0)" &&
+        fail "$name: $VF_IP still in ${P}$from"
+    grep -q "$VF_IP/" <<<"$(ip -n "${P}$to" -4 addr show dev vf0)" ||
+        fail "$name: $VF_IP not in ${P}$to"
     local rx txerr drop
     read -r rx _ txerr _ <<<"$(counters "$to")"
     read -r _ _ _ drop <<<"$(counters "$from")"
@@ -152,25 +160,37 @@ migrate() {
     [ "$txerr" -eq 0 ] || fail "$name: ${P}$to had $txerr tx errors"
     read -r _ _ txerr _ <<<"$(counters peer)"
     [ "$txerr" -eq 0 ] || fail "$name: the peer had $txerr tx errors"
+    echo "$name: UDP receive-buffer drops (whole script so far): ${P}src $(rcvbuf_errors "$NS_SRC")," \
+        "${P}dst $(rcvbuf_errors "$NS_DST"), ${P}peer $(rcvbuf_errors "$NS_PEER")"
+    # The resumed VF told the peer where it stands (a NAK with its expected PSN per QP), through
+    # its new location; requests of the peer that met the stopped VF are sent again from there.
+    grep -Eq "the peer received [1-9][0-9]* sequence NAKs" "$WORK/$name.out" ||
+        fail "$name: no NAK of the resumed VF reached the peer"
     grep -q "UDP link bound to the VF's address.*$VF_IP" "$WORK/serve-$to.err.log" ||
         fail "$name: ${P}$to never bound $VF_IP"
     # The bridge forwards the VF's MAC to the new side's port.
-    bridge -n "$NS_BR" fdb show br br0 | grep -qi "^$VF_MAC dev p-$to " ||
-        fail "$name: the bridge does not send $VF_MAC to p-$to"
-    # Every opcode had WRs in flight when the source stopped.
-    python3 - "$WORK/$name.out" <<'EOF' || fail "$name: not every opcode was in flight at the stop"
+    # (The table is read whole first: with pipefail, `grep -q` closing the pipe early would
+    # fail the pipeline.)
+    local fdb
+    fdb=$(bridge -n "$NS_BR" fdb show br br0)
+    grep -qi "^$VF_MAC dev p-$to " <<<"$fdb" ||
+        fail "$name: the bridge does not send $VF_MAC to p-$to: $fdb"
+    # WRs were in flight when the source stopped: of every opcode with a few QPs (the device
+    # cannot finish 1.5 MiB per QP before the stop); with 1,024 QPs of 1 KiB each, how much of
+    # the burst the source got done first varies from run to run: some (reported above).
+    python3 - "$WORK/$name.out" "$IN_FLIGHT" <<'EOF' || fail "$name: not enough in flight at the stop"
 import re, sys
 line = next(l for l in open(sys.argv[1]) if l.startswith("in flight at the stop"))
 counts = dict((n, int(c)) for n, c in re.findall(r"([A-Z_()]+) (\d+)", line.split(": ", 1)[1].split(" (", 1)[0]))
 idle = [n for n, c in counts.items() if c == 0]
-if len(counts) != 10 or idle:
+if len(counts) != 10 or (idle if sys.argv[2] == "every-opcode" else not sum(counts.values())):
     sys.exit(f"nothing in flight: {idle} ({line.strip()})")
 EOF
 }
 
 # Six QPs, each posting the opcodes in another order (so each opcode is last on one of them),
 # 256 KiB messages: there is more to send than the source finishes before it stops.
-migrate six-qps src dst --qps 6 --size 262144 --mtu 1024
-migrate back-1024-qps dst src --qps 1024 --size 1024 --mtu 1024
+IN_FLIGHT=every-opcode migrate six-qps src dst --qps 6 --size 262144 --mtu 1024
+IN_FLIGHT=some migrate back-1024-qps dst src --qps 1024 --size 1024 --mtu 1024
 
 echo "netns-migrate: all passed"

@@ -562,6 +562,30 @@ fn in_flight_at_stop(blob: &[u8], qpns: &[Qpn], burst: u32) -> Option<[usize; 12
     Some(counts)
 }
 
+/// The transport counters of the VF behind socket `sock` (`DIR/vfN.sock`), from its process's
+/// control socket (`DIR/ctl.sock`, the default); `None` when that cannot be asked.
+fn vf_counters(sock: &std::path::Path) -> Option<serde_json::Value> {
+    let vf: usize = sock
+        .file_stem()?
+        .to_str()?
+        .strip_prefix("vf")?
+        .parse()
+        .ok()?;
+    let c = vhca_vhost::ctl::request(&sock.with_file_name("ctl.sock"), "counters").ok()?;
+    c["vfs"].get(vf).map(|v| v["device"].clone())
+}
+
+/// What a counter grew by between two snapshots.
+fn grew(before: &Option<serde_json::Value>, after: &Option<serde_json::Value>, k: &str) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) => match (b[k].as_u64(), a[k].as_u64()) {
+            (Some(b), Some(a)) => a.wrapping_sub(b).to_string(),
+            _ => "?".into(),
+        },
+        _ => "?".into(),
+    }
+}
+
 /// Runs the migration; returns the report to print.
 pub fn run(o: &Options) -> Result<String, String> {
     if o.qps == 0 || o.msg_size == 0 || o.msg_size > 1 << 20 {
@@ -633,6 +657,9 @@ pub fn run(o: &Options) -> Result<String, String> {
         }));
     }
 
+    // The transport counters around the migration: the migrating VF's travel in its state.
+    let (vf_before, peer_before) = (vf_counters(&o.src), vf_counters(&o.peer));
+
     // The burst in flight: posted on both sides, then the source stops at once.
     post_burst(&mut a, &sa, &mut b, &sb, stop_burst)?;
     let stop = Instant::now();
@@ -671,6 +698,15 @@ pub fn run(o: &Options) -> Result<String, String> {
     };
     verify_data(&mut a, &sa, 0, stop_burst)?;
     verify_data(&mut b, &sb, 1, stop_burst)?;
+    let (vf_after, peer_after) = (vf_counters(&o.dst), vf_counters(&o.peer));
+    let recovery = format!(
+        "recovery: the VF sent {} sequence NAKs and retransmitted {} packets; the peer received {} sequence NAKs, retransmitted {} packets, timed out {} times",
+        grew(&vf_before, &vf_after, "seq_naks_sent"),
+        grew(&vf_before, &vf_after, "retransmits"),
+        grew(&peer_before, &peer_after, "seq_naks_received"),
+        grew(&peer_before, &peer_after, "retransmits"),
+        grew(&peer_before, &peer_after, "retry_timeouts"),
+    );
     n += 1;
     // The same QPs, the VF now in the destination process: every opcode once more (a
     // duplicate completion of the burst in flight would show up here).
@@ -694,6 +730,7 @@ pub fn run(o: &Options) -> Result<String, String> {
          hook (between save and load): {hook}\n\
          in flight at the stop (source VF's saved state): {}\n\
          stall (stop -> every WR in flight completed): {stall:?}\n\
+         {recovery}\n\
          after: {} bursts of every RC opcode in both directions, every WR completed once, data and atomics checked\n",
         o.src.display(),
         o.dst.display(),
