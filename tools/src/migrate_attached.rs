@@ -17,7 +17,7 @@ use vhca_device::{
     AhAttr, CqHandle, MemKey, Mtu, Psn, QpAttr, QpAttrMask as M, QpCap, QpInitAttr, QpState,
     QpType, Qpn, RecvWr, SendOp, SendWr, Sge, Verbs, WcOpcode, WcStatus, WorkCompletion,
 };
-use vhca_guest::migrate::Migration;
+use vhca_guest::migrate::{MigrateError, Migration};
 use vhca_guest::programs::FULL_ACCESS;
 use vhca_guest::{DriverConfig, GuestContext};
 
@@ -663,7 +663,14 @@ pub fn run(o: &Options) -> Result<String, String> {
     // The burst in flight: posted on both sides, then the source stops at once.
     post_burst(&mut a, &sa, &mut b, &sb, stop_burst)?;
     let stop = Instant::now();
-    let timeline = m.finish(a.driver_mut()).map_err(v("migration finish"))?;
+    // A migration that fails after the stop leaves the VF running on the source: then the
+    // same checks run there, and the command fails after them.
+    let (timeline, aborted) = match m.finish(a.driver_mut()) {
+        Ok(t) => (Some(t), None),
+        Err(MigrateError::SourceResumed { cause }) => (None, Some(cause)),
+        Err(e) => return Err(format!("migration finish: {e}")),
+    };
+    let now_at = if aborted.is_some() { &o.src } else { &o.dst };
     collect(&mut a, &sa, 0, stop_burst)
         .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
     let a_done = stop.elapsed();
@@ -698,7 +705,7 @@ pub fn run(o: &Options) -> Result<String, String> {
     };
     verify_data(&mut a, &sa, 0, stop_burst)?;
     verify_data(&mut b, &sb, 1, stop_burst)?;
-    let (vf_after, peer_after) = (vf_counters(&o.dst), vf_counters(&o.peer));
+    let (vf_after, peer_after) = (vf_counters(now_at), vf_counters(&o.peer));
     let recovery = format!(
         "recovery: the VF sent {} sequence NAKs and retransmitted {} packets; the peer received {} sequence NAKs, retransmitted {} packets, timed out {} times",
         grew(&vf_before, &vf_after, "seq_naks_sent"),
@@ -723,6 +730,14 @@ pub fn run(o: &Options) -> Result<String, String> {
         Some(d) => format!("{d:?}"),
         None => "none".into(),
     };
+    if let Some(cause) = aborted {
+        return Err(format!(
+            "migration failed ({cause}); the source VF resumed and completed every WR in flight \
+             and another burst of every opcode, data checked (in flight at the stop: {in_flight}; \
+             {recovery}; stall {stall:?})"
+        ));
+    }
+    let timeline = timeline.map(|t| t.to_string()).unwrap_or_default();
     Ok(format!(
         "VF {ga:?} ({} -> {}), peer {gb:?} ({})\n\
          {} RC QP pairs at MTU {}, {} B messages, set up in {setup_took:?}\n\
