@@ -69,9 +69,9 @@ impl Side {
     fn read_back(&self, qp: usize) -> u64 {
         self.base(qp) + 5 * u64::from(self.size)
     }
-    /// The word the other side's atomics work on.
+    /// The word the other side's atomics work on (8-byte aligned, as atomics require).
     fn atomic_word(&self, qp: usize) -> u64 {
-        self.base(qp) + 6 * u64::from(self.size)
+        self.base(qp) + atomics_at(self.size)
     }
     /// Where this side's FETCH_ADD and CMP_SWAP return the old value.
     fn atomic_result(&self, qp: usize, k: u64) -> u64 {
@@ -79,8 +79,15 @@ impl Side {
     }
 }
 
+/// Offset of the atomic word in a QP's slice: after six messages, 8-byte aligned.
+fn atomics_at(size: u32) -> u64 {
+    (6 * u64::from(size)).next_multiple_of(8)
+}
+
+/// A QP's slice: six messages, the atomic word and the two atomic results; slices start
+/// 64-byte aligned.
 fn slice_len(size: u32) -> u64 {
-    (6 * u64::from(size) + 24).next_multiple_of(64)
+    (atomics_at(size) + 24).next_multiple_of(64)
 }
 
 /// Guest RAM for `qps` QPs: the buffer, each QP's rings (≤ 4 KiB apiece at depth 16) and the
