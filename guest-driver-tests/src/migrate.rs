@@ -136,7 +136,8 @@ pub struct Migration {
     log: GuestRam,
     timeline: Timeline,
     started: Instant,
-    /// Applied to the state blob between source and destination (fault tests).
+    /// Applied to the state blob between source and destination (fault tests; `vhca
+    /// migrate-attached` only reads it, to report what was in flight at the stop).
     pub tamper: Option<Tamper>,
     /// Run between the source's save and the destination's load; an error aborts the
     /// migration (the source resumes).
