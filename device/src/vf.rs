@@ -743,7 +743,7 @@ impl Vf {
             if let Some(qp) = self.qps.get_mut(n) {
                 if qp.qp_type() == QpType::Rc {
                     requester::resume(qp, now);
-                    responder::prompt_peer(qp);
+                    responder::prompt_peer(qp, &mut self.res);
                 }
             }
             self.schedule(n);

@@ -4,6 +4,7 @@
 //! [`world::World`] that pumps VFs through it in virtual time, and [`wire`]: the RoCEv2 byte
 //! format (Ethernet, ARP, IPv4/IPv6, UDP, BTH and the IB extended headers, ICRC, pcap).
 
+pub mod announce;
 pub mod capture;
 pub mod conn;
 pub mod context;

@@ -35,6 +35,8 @@ pub type UdpCounters = LinkCounters;
 pub struct UdpBridge {
     sock: UdpSocket,
     local: SocketAddr,
+    /// Sockets are bound with `IP_FREEBIND` (see [`UdpBridge::bind_freebind`]).
+    freebind: bool,
     /// Sending sockets bound to QPs' source ports (rxe's per-QP hash), made on first use;
     /// `None` where that port could not be bound (then the main socket's port is used).
     tx_socks: std::collections::HashMap<u16, Option<UdpSocket>>,
@@ -61,10 +63,31 @@ fn to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
 /// Sending sockets per source port at most; beyond, packets leave from the main socket.
 const MAX_TX_SOCKETS: usize = 256;
 
+/// A UDP socket bound to `ip:port` with `IP_FREEBIND`: the bind succeeds while no local
+/// interface holds `ip`, and datagrams to it arrive once one does.
+fn bind_freebind(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType};
+    let family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(io::Error::from)?;
+    setsockopt(&fd, sockopt::IpFreebind, &true).map_err(io::Error::from)?;
+    bind(fd.as_raw_fd(), &sockaddr(SocketAddr::new(ip, port))).map_err(io::Error::from)?;
+    Ok(UdpSocket::from(fd))
+}
+
 /// An unconnected UDP socket on `ip:port` with DF set (so the kernel writes IPv4 ID 0, which
-/// the ICRC covers) and buffers sized for a window of 4 KiB packets.
-fn open_socket(ip: IpAddr, port: u16) -> io::Result<UdpSocket> {
-    let sock = UdpSocket::bind(SocketAddr::new(ip, port))?;
+/// the ICRC covers) and buffers sized for a window of 4 KiB packets. `freebind`: bind even if
+/// no local interface holds `ip` (yet).
+fn open_socket(ip: IpAddr, port: u16, freebind: bool) -> io::Result<UdpSocket> {
+    let sock = if freebind {
+        bind_freebind(ip, port)?
+    } else {
+        UdpSocket::bind(SocketAddr::new(ip, port))?
+    };
     if ip.is_ipv4() {
         let val: libc::c_int = libc::IP_PMTUDISC_DO;
         // SAFETY: `sock` is an open socket for the duration of the call; the option value is a
@@ -103,11 +126,24 @@ impl UdpBridge {
 
     /// Binds `ip:port` (tests may use another port; RoCEv2 peers need 4791).
     pub fn bind_port(ip: IpAddr, port: u16) -> io::Result<UdpBridge> {
-        let sock = open_socket(ip, port)?;
+        UdpBridge::open(ip, port, false)
+    }
+
+    /// Binds `ip:4791` with `IP_FREEBIND`, so the bind succeeds before any local interface
+    /// holds `ip`: the destination of a migration listens for an address that arrives with
+    /// the VF (docs/migration.md). Nothing is received until the address is on an interface,
+    /// and sending fails (counted as tx errors) until then.
+    pub fn bind_freebind(ip: IpAddr) -> io::Result<UdpBridge> {
+        UdpBridge::open(ip, ROCE_V2_PORT, true)
+    }
+
+    fn open(ip: IpAddr, port: u16, freebind: bool) -> io::Result<UdpBridge> {
+        let sock = open_socket(ip, port, freebind)?;
         let local = sock.local_addr()?;
         Ok(UdpBridge {
             sock,
             local,
+            freebind,
             tx_socks: std::collections::HashMap::new(),
             tx: Vec::new(),
             rx: (0..BATCH).map(|_| vec![0u8; RX_BUF]).collect(),
@@ -144,7 +180,7 @@ impl UdpBridge {
             if self.tx_socks.len() >= MAX_TX_SOCKETS {
                 return main;
             }
-            let s = open_socket(self.local.ip(), sport).ok();
+            let s = open_socket(self.local.ip(), sport, self.freebind).ok();
             self.tx_socks.insert(sport, s);
         }
         match self.tx_socks.get(&sport) {

@@ -106,6 +106,8 @@ pub struct GuestContext {
     poll_mode: PollMode,
     last_error: Option<String>,
     async_events: Vec<Event>,
+    /// SQ/RQ doorbells held back by [`GuestContext::hold_doorbells`].
+    held: Option<Vec<Doorbell>>,
 }
 
 /// The object a command's NOT_FOUND/BUSY/EXHAUSTED is about.
@@ -165,6 +167,46 @@ impl GuestContext {
             poll_mode: PollMode::default(),
             last_error: None,
             async_events: Vec::new(),
+            held: None,
+        }
+    }
+
+    /// From now on, posting a WR writes its WQE but holds its doorbell back until
+    /// [`GuestContext::ring_held_doorbells`]: many WRs on many QPs then reach the device at
+    /// once, one doorbell per queue (as a provider batches `ibv_post_send` lists).
+    pub fn hold_doorbells(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+    }
+
+    /// Rings the held doorbells, the latest producer index of each queue only, and stops
+    /// holding.
+    pub fn ring_held_doorbells(&mut self) -> VerbsResult<()> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        // Producer indices only grow: the last record of a queue covers the earlier ones.
+        let mut last: HashMap<(u8, u32), usize> = HashMap::new();
+        for (i, d) in held.iter().enumerate() {
+            match *d {
+                Doorbell::Sq { qpn, .. } => last.insert((1, qpn), i),
+                Doorbell::Rq { qpn, .. } => last.insert((2, qpn), i),
+                _ => None,
+            };
+        }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
+        let records: Vec<Doorbell> = keep.into_iter().map(|i| held[i]).collect();
+        self.ring_doorbells(&records)
+    }
+
+    /// A posted WR's doorbell: rung now, or held.
+    fn post_doorbell(&mut self, d: Doorbell) -> VerbsResult<()> {
+        match self.held.as_mut() {
+            Some(h) => {
+                h.push(d);
+                Ok(())
+            }
+            None => self.ring_doorbells(&[d]),
         }
     }
 
@@ -789,7 +831,7 @@ impl Verbs for GuestContext {
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Sq { qpn: qpn.0, pi }])
+        self.post_doorbell(Doorbell::Sq { qpn: qpn.0, pi })
     }
 
     fn post_recv(&mut self, qpn: Qpn, wr: RecvWr) -> VerbsResult<()> {
@@ -813,8 +855,8 @@ impl Verbs for GuestContext {
             .ram()
             .write(slot, &wqe)
             .map_err(|_| VerbsError::Fault)?;
-        self.ring_doorbells(&[Doorbell::Rq { qpn: qpn.0, pi }])?;
-        if ud {
+        self.post_doorbell(Doorbell::Rq { qpn: qpn.0, pi })?;
+        if ud && self.held.is_none() {
             // A datagram that arrives before the device has read this doorbell finds no
             // receive and is dropped (UD has no RNR retry): return only once the device
             // has taken the doorbell, as `ibv_post_recv` promises.

@@ -53,6 +53,8 @@ pub enum MigrateError {
     },
     #[error("device state transfer: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the hook between save and load failed: {0}")]
+    Hook(String),
     #[error("migration failed ({cause}); the source VF resumed")]
     SourceResumed { cause: Box<MigrateError> },
 }
@@ -122,6 +124,11 @@ impl std::fmt::Display for Timeline {
 /// A change to the state blob in flight.
 pub type Tamper = Box<dyn FnMut(&mut Vec<u8>) + Send>;
 
+/// Runs after the source saved its state (it is stopped and has let go of its network
+/// address) and before the destination loads it: where an orchestrator moves the VF's
+/// address and MAC to the destination's host (docs/migration.md, UDP fabrics).
+pub type Hook = Box<dyn FnMut() -> Result<(), String> + Send>;
+
 /// A migration under way from a driver's VF to a destination VF socket.
 pub struct Migration {
     dest: Frontend,
@@ -129,8 +136,12 @@ pub struct Migration {
     log: GuestRam,
     timeline: Timeline,
     started: Instant,
-    /// Applied to the state blob between source and destination (fault tests).
+    /// Applied to the state blob between source and destination (fault tests; `vhca
+    /// migrate-attached` only reads it, to report what was in flight at the stop).
     pub tamper: Option<Tamper>,
+    /// Run between the source's save and the destination's load; an error aborts the
+    /// migration (the source resumes).
+    pub between: Option<Hook>,
 }
 
 fn needed() -> VhostUserProtocolFeatures {
@@ -169,6 +180,7 @@ impl Migration {
             },
             started,
             tamper: None,
+            between: None,
         };
         m.negotiate_dest(drv)?;
         drv.frontend
@@ -350,6 +362,9 @@ impl Migration {
         self.timeline.state_bytes = blob.len();
         if let Some(t) = self.tamper.as_mut() {
             t(&mut blob);
+        }
+        if let Some(h) = self.between.as_mut() {
+            h().map_err(MigrateError::Hook)?;
         }
         // The last dirty pages (the device wrote nothing since the stop).
         let t = Instant::now();

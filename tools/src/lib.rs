@@ -6,6 +6,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod guest_pair;
 pub mod migrate;
+pub mod migrate_attached;
 pub mod perf;
 pub mod pingpong;
 pub mod sim;

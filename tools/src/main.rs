@@ -270,6 +270,65 @@ enum Cmd {
         /// What to show.
         what: CtlWhat,
     },
+    /// A live migration between `vhca serve` processes that already run (other namespaces,
+    /// other hosts): plays the guest on the migrating VF and on its RC peer, migrates the VF
+    /// mid-traffic with WRs of every RC opcode in flight, runs --hook between the source's
+    /// save and the destination's load (move the VF's address there), checks every byte.
+    MigrateAttached {
+        /// VF socket of the migrating VF in the source process.
+        #[arg(long)]
+        src: PathBuf,
+        /// VF socket in the destination process.
+        #[arg(long)]
+        dst: PathBuf,
+        /// VF socket of the RC peer (a third process).
+        #[arg(long)]
+        peer: PathBuf,
+        /// RC QP pairs between the VF and its peer.
+        #[arg(long, default_value_t = 1)]
+        qps: u32,
+        /// Message size of every SEND, WRITE and READ.
+        #[arg(long, default_value_t = 4096)]
+        size: u32,
+        /// Path MTU: 256, 512, 1024, 2048 or 4096.
+        #[arg(long, default_value_t = 1024)]
+        mtu: u32,
+        /// Pre-copy rounds, each after a burst of every opcode.
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+        /// Shell command run after the source saved (and released) the VF and before the
+        /// destination loads it; gets VHCA_IP and VHCA_MAC.
+        #[arg(long)]
+        hook: Option<String>,
+        /// RC ACK timeout exponent (4.096 µs × 2^T): 7 retries must outlast the blackout.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=31))]
+        qp_timeout: u8,
+    },
+    /// Sends a gratuitous ARP for IP from MAC out of an interface (needs CAP_NET_RAW): after a
+    /// migration on the UDP fabric, switches learn where the VF's MAC went.
+    Announce {
+        /// The interface (run inside its network namespace).
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// aa:bb:cc:dd:ee:ff
+        #[arg(long, value_parser = parse_mac)]
+        mac: vhca_device::Mac,
+    },
+}
+
+fn parse_mac(s: &str) -> Result<vhca_device::Mac, String> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s}: {e}"))?;
+    Ok(vhca_device::Mac(
+        bytes
+            .try_into()
+            .map_err(|_| format!("{s}: a MAC has six bytes"))?,
+    ))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -527,6 +586,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::MigrateAttached {
+            src,
+            dst,
+            peer,
+            qps,
+            size,
+            mtu,
+            rounds,
+            hook,
+            qp_timeout,
+        } => {
+            let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
+                eprintln!("vhca migrate-attached: --mtu must be 256, 512, 1024, 2048 or 4096");
+                return ExitCode::FAILURE;
+            };
+            report(
+                "migrate-attached",
+                vhca::migrate_attached::run(&vhca::migrate_attached::Options {
+                    src,
+                    dst,
+                    peer,
+                    qps,
+                    msg_size: size,
+                    mtu,
+                    rounds,
+                    hook,
+                    qp_timeout,
+                }),
+            )
+        }
+        Cmd::Announce { dev, ip, mac } => report(
+            "announce",
+            vhca_fabric::announce::gratuitous_arp(&dev, mac, ip)
+                .map(|()| String::new())
+                .map_err(|e| format!("{dev}: {e}")),
+        ),
         Cmd::Ctl {
             ctl,
             socket_dir,

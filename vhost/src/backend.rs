@@ -239,7 +239,9 @@ impl VfBackend {
         );
         st.ports[self.index] = port;
         st.suspended[self.index] = true;
+        // On a UDP fabric this binds the slot's socket to the VF's own address.
         st.fabric.attach(gid, self.index);
+        self.shared.fabric_changed();
         Ok(())
     }
 
@@ -253,6 +255,11 @@ impl VfBackend {
             return false;
         }
         st.suspended[self.index] = false;
+        // A VF whose save released its address (the migration failed, it resumes here) takes
+        // it back; a no-op for one that kept or just loaded it.
+        let gid = st.ports[self.index].identity().gid;
+        st.fabric.attach(gid, self.index);
+        self.shared.fabric_changed();
         let now = st.now();
         st.ports[self.index].vf.resume(now);
         let mut touched = vec![false; st.ports.len()];
@@ -506,8 +513,9 @@ impl VhostUserBackend for VfBackend {
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         // The first GET_VRING_BASE suspends the whole VF: from now on nothing is written to
         // guest memory and nothing is sent, until a ring is kicked again (resume) or the
-        // state is saved and the frontend goes away.
-        let mut st = self.shared.lock();
+        // state is saved and the frontend goes away. Ahead of any pump: a migration's stop
+        // must not wait for traffic to pause.
+        let mut st = self.shared.lock_preempting();
         if !st.suspended[self.index] {
             tracing::info!(
                 vf = self.index,
@@ -540,18 +548,24 @@ impl VhostUserBackend for VfBackend {
         match direction {
             VhostTransferStateDirection::SAVE => {
                 let state = {
-                    let st = self.shared.lock();
+                    let mut st = self.shared.lock();
                     if !st.suspended[self.index] {
                         return Err(io::Error::other(
                             "device state requested while the VF runs (GET_VRING_BASE first)",
                         ));
                     }
                     let now = st.now();
-                    DeviceStateV1 {
+                    let state = DeviceStateV1 {
                         acked_features: self.acked_features_bits(),
                         saved_at_ns: now.0,
                         port: st.ports[self.index].save_state(now),
-                    }
+                    };
+                    // The VF is leaving: its address goes with it, and a destination on
+                    // this host can bind it only once this process let go of it
+                    // (docs/migration.md). A failed migration takes it back at resume.
+                    st.fabric.release(self.index);
+                    self.shared.fabric_changed();
+                    state
                 };
                 let vf = self.index;
                 let h = std::thread::Builder::new()

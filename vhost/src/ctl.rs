@@ -108,6 +108,7 @@ pub fn answer(shared: &Shared, cmd: &str) -> Result<Value, String> {
                 "backend": serde_json::to_value(&p.counters).unwrap_or_default(),
             })).collect::<Vec<_>>(),
             "switch": st.fabric.counters(),
+            "dropped_suspended": st.dropped_suspended,
         })),
         other => Err(format!(
             "unknown command {other:?} (known: vfs, qps, counters)"

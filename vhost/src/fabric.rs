@@ -30,6 +30,16 @@ pub trait Fabric: Send {
     fn wake_fds(&self) -> Vec<RawFd> {
         Vec::new()
     }
+    /// VF `port` left the process (its state was saved for a migration): give up its network
+    /// address, so the destination, possibly a process on the same host, can bind it.
+    /// [`Fabric::attach`] takes it again (the migration failed and the VF resumes here, or a
+    /// VF migrates back in).
+    fn release(&mut self, _port: PortId) {}
+    /// Changes whenever [`Fabric::wake_fds`] may have changed: the network thread waits on
+    /// the new set.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The in-process switch: an ideal link unless faults or latency are configured.
@@ -80,7 +90,8 @@ impl Fabric for SwitchFabric {
 /// port without a hairpin shortcut.
 pub struct LinkFabric {
     kind: &'static str,
-    links: Vec<Box<dyn Link>>,
+    /// `None`: released (the VF migrated away) or its address could not be bound.
+    links: Vec<Option<Box<dyn Link>>>,
     /// What each link is, for the counters (`127.0.0.1:4791`, `vhtap0`).
     names: Vec<String>,
     /// GID → port, from [`Fabric::attach`]: which link a packet leaves from.
@@ -92,19 +103,22 @@ pub struct LinkFabric {
     tx: Vec<Packet>,
     /// Packets a VF sent from a GID no link owns (dropped).
     unknown_source: u64,
+    /// Bumped when a link is released or bound again.
+    generation: u64,
 }
 
 impl LinkFabric {
     fn new(kind: &'static str, links: Vec<Box<dyn Link>>, names: Vec<String>) -> LinkFabric {
         LinkFabric {
             kind,
-            links,
+            links: links.into_iter().map(Some).collect(),
             names,
             ports: HashMap::new(),
             rx: VecDeque::new(),
             scratch: Vec::new(),
             tx: Vec::with_capacity(1),
             unknown_source: 0,
+            generation: 0,
         }
     }
 
@@ -132,9 +146,39 @@ impl LinkFabric {
         Ok(LinkFabric::new("tap", links, names))
     }
 
+    /// Binds UDP port `port` to `ip` unless it already is: a VF that migrated in brings its
+    /// own address, and the slot's socket follows it. `IP_FREEBIND`: the orchestrator may
+    /// move the address onto a local interface only after the state was loaded.
+    fn bind_udp(&mut self, port: PortId, ip: Ipv4Addr) {
+        let want = std::net::SocketAddr::new(IpAddr::V4(ip), vhca_fabric::wire::roce::ROCE_V2_PORT);
+        if self.names.get(port).is_some_and(|n| *n == want.to_string())
+            && self.links.get(port).is_some_and(Option::is_some)
+        {
+            return;
+        }
+        let Some(slot) = self.links.get_mut(port) else {
+            return;
+        };
+        // Close the old socket first: a VF moving back to this slot's own address must not
+        // find it taken by the slot itself.
+        *slot = None;
+        self.generation += 1;
+        match UdpBridge::bind_freebind(IpAddr::V4(ip)) {
+            Ok(b) => {
+                tracing::info!(port, local = %b.local_addr(), "UDP link bound to the VF's address");
+                self.names[port] = b.local_addr().to_string();
+                *slot = Some(Box::new(b));
+            }
+            Err(e) => {
+                tracing::warn!(port, %ip, error = %e, "cannot bind the VF's address; its packets are dropped")
+            }
+        }
+    }
+
     /// Reads whatever the links hold, without waiting.
     fn fill(&mut self) {
         for (port, l) in self.links.iter_mut().enumerate() {
+            let Some(l) = l else { continue };
             // A read error is a transient condition (e.g. ICMP port unreachable reported on
             // an unconnected socket); the transport retransmits.
             let _ = l.recv(Duration::ZERO, &mut self.scratch);
@@ -145,7 +189,30 @@ impl LinkFabric {
 
 impl Fabric for LinkFabric {
     fn attach(&mut self, gid: Gid, port: PortId) {
+        // The port answers to this GID only: a VF that migrated in replaces the slot's own.
+        self.ports.retain(|_, p| *p != port);
         self.ports.insert(gid, port);
+        if self.kind == "udp" {
+            if let Some(ip) = gid.to_ipv4() {
+                self.bind_udp(port, Ipv4Addr::from(ip));
+            }
+        }
+    }
+
+    fn release(&mut self, port: PortId) {
+        // TAP links stay: the device is the VF's own and nothing else binds it.
+        if self.kind == "udp" {
+            if let Some(l) = self.links.get_mut(port) {
+                if l.take().is_some() {
+                    tracing::info!(port, "UDP link released (VF migrating away)");
+                    self.generation += 1;
+                }
+            }
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn send(&mut self, _now: Nanos, pkt: Packet) {
@@ -153,6 +220,7 @@ impl Fabric for LinkFabric {
             .ports
             .get(&pkt.src_gid)
             .and_then(|p| self.links.get_mut(*p))
+            .and_then(Option::as_mut)
         else {
             self.unknown_source += 1;
             return;
@@ -179,7 +247,10 @@ impl Fabric for LinkFabric {
             .links
             .iter()
             .zip(&self.names)
-            .map(|(l, name)| serde_json::json!({ "local": name, "link": l.counters() }))
+            .map(|(l, name)| match l {
+                Some(l) => serde_json::json!({ "local": name, "link": l.counters() }),
+                None => serde_json::json!({ "local": name, "released": true }),
+            })
             .collect();
         serde_json::json!({
             self.kind: per_vf,
@@ -188,6 +259,6 @@ impl Fabric for LinkFabric {
     }
 
     fn wake_fds(&self) -> Vec<RawFd> {
-        self.links.iter().map(|l| l.raw_fd()).collect()
+        self.links.iter().flatten().map(|l| l.raw_fd()).collect()
     }
 }

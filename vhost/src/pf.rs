@@ -11,7 +11,7 @@ use crate::port::VfPort;
 use crate::protocol::DOORBELL_QUEUE;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vhca_device::Nanos;
@@ -38,6 +38,9 @@ pub struct PfState {
     /// only when the next deadline moved before this: a wake-up per batch would cost a
     /// context switch per doorbell on a loaded machine.
     timer_sleeps_until: Option<Nanos>,
+    /// Threads waiting in [`Shared::lock_preempting`]: a pump in progress stops early for
+    /// them (the timer thread finishes its work later).
+    preempt: Arc<AtomicUsize>,
     epoch: Instant,
 }
 
@@ -50,6 +53,7 @@ impl PfState {
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
             timer_sleeps_until: None,
+            preempt: Arc::new(AtomicUsize::new(0)),
             ports,
             fabric,
             epoch: Instant::now(),
@@ -79,6 +83,11 @@ impl PfState {
     pub fn pump(&mut self, now: Nanos, touched: &mut [bool]) {
         let mut budget = PUMP_BUDGET;
         loop {
+            // Traffic that keeps flowing would keep the lock for a whole budget; someone who
+            // must stop a VF now (GET_VRING_BASE) goes first.
+            if self.preempt.load(Ordering::Acquire) > 0 {
+                return;
+            }
             let mut moved = false;
             for (i, p) in self.ports.iter_mut().enumerate() {
                 if self.suspended[i] {
@@ -179,6 +188,11 @@ pub struct Shared {
     /// How long a VF thread keeps looking at its doorbellq after the last doorbell before it
     /// sleeps (0: never polls). See [`VfBackend`]'s `busy_poll_doorbells`.
     pub busy_poll: Duration,
+    /// Written when the fabric's descriptors changed ([`Fabric::generation`]): the network
+    /// thread waits on the new set.
+    net_changed: EventFd,
+    /// [`PfState`]'s preemption count, reachable without the lock.
+    preempt: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -196,13 +210,16 @@ impl Shared {
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
+        let preempt = state.preempt.clone();
         Ok(Shared {
+            preempt,
             state: Mutex::new(state),
             slots,
             timer: Condvar::new(),
             stop_fd: EventFd::new(EFD_NONBLOCK)?,
             stopping: AtomicBool::new(false),
             busy_poll: Duration::ZERO,
+            net_changed: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
@@ -210,6 +227,16 @@ impl Shared {
     /// between two whole operations at worst; keep serving.
     pub fn lock(&self) -> MutexGuard<'_, PfState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process lock, taken ahead of a pump in progress: the pump returns at its next
+    /// round instead of running out its budget (up to 65,536 packets). For what must happen
+    /// now whatever the traffic: suspending a VF for migration.
+    pub fn lock_preempting(&self) -> MutexGuard<'_, PfState> {
+        self.preempt.fetch_add(1, Ordering::AcqRel);
+        let g = self.lock();
+        self.preempt.fetch_sub(1, Ordering::AcqRel);
+        g
     }
 
     pub fn stopping(&self) -> bool {
@@ -338,20 +365,40 @@ impl Shared {
         }
     }
 
+    /// Tells the network thread that the fabric's descriptors changed (a link was released
+    /// or bound again); call after [`Fabric::release`] or an [`Fabric::attach`] that may bind.
+    pub fn fabric_changed(&self) {
+        let _ = self.net_changed.write(1);
+    }
+
     /// The network thread of a fabric that receives from outside the process: waits until one
-    /// of `fds` is readable (or the process stops), then runs a batch, which reads the
-    /// packets, hands them to their VFs and posts the completions.
-    pub fn network_loop(&self, fds: &[RawFd]) {
-        let epoll = match Self::network_epoll(fds, self.stop_raw_fd()) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(error = %e, "network thread cannot wait on the fabric");
-                return;
-            }
-        };
-        let mut events = vec![EpollEvent::default(); fds.len() + 1];
+    /// of the fabric's descriptors is readable (or the process stops), then runs a batch, which
+    /// reads the packets, hands them to their VFs and posts the completions. When the fabric's
+    /// descriptors change (a VF migrated in or out) it waits on the new set.
+    pub fn network_loop(&self) {
+        let mut generation = None;
+        let mut epoll = None;
+        let mut events = Vec::new();
         while !self.stopping() {
-            match epoll.wait(1000, &mut events) {
+            let (g, fds) = {
+                let st = self.lock();
+                (st.fabric.generation(), st.fabric.wake_fds())
+            };
+            if generation != Some(g) {
+                // A new epoll rather than DEL/ADD: a closed socket's descriptor number may
+                // already belong to its replacement.
+                match Self::network_epoll(&fds, self.stop_raw_fd(), self.net_changed.as_raw_fd()) {
+                    Ok(e) => epoll = Some(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "network thread cannot wait on the fabric");
+                        return;
+                    }
+                }
+                events = vec![EpollEvent::default(); fds.len() + 2];
+                generation = Some(g);
+            }
+            let Some(ep) = epoll.as_ref() else { return };
+            match ep.wait(1000, &mut events) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -360,6 +407,7 @@ impl Shared {
                     return;
                 }
             }
+            let _ = self.net_changed.read();
             if self.stopping() {
                 return;
             }
@@ -370,9 +418,9 @@ impl Shared {
         }
     }
 
-    fn network_epoll(fds: &[RawFd], stop: RawFd) -> std::io::Result<Epoll> {
+    fn network_epoll(fds: &[RawFd], stop: RawFd, changed: RawFd) -> std::io::Result<Epoll> {
         let epoll = Epoll::new()?;
-        for (i, fd) in fds.iter().chain(std::iter::once(&stop)).enumerate() {
+        for (i, fd) in fds.iter().chain([&stop, &changed]).enumerate() {
             epoll.ctl(
                 ControlOperation::Add,
                 *fd,

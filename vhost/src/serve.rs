@@ -212,7 +212,7 @@ impl Server {
             threads.push(
                 std::thread::Builder::new()
                     .name("vhca-net".into())
-                    .spawn(move || s.network_loop(&wake_fds))?,
+                    .spawn(move || s.network_loop())?,
             );
         }
         let s = shared.clone();
@@ -358,6 +358,11 @@ fn one_connection(
         let mut st = shared.lock();
         st.ports[index].reset(VhostMemory::shared(mem.clone()));
         st.suspended[index] = false;
+        // A slot whose VF migrated away gave up its address; a new guest takes it back if it
+        // is free (a VF migrating in rebinds to its own address when its state loads).
+        let gid = st.ports[index].identity().gid;
+        st.fabric.attach(gid, index);
+        shared.fabric_changed();
     }
     let backend =
         Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);

@@ -670,11 +670,12 @@ pub fn accepts_requests(state: QpState) -> bool {
 /// carrying the expected PSN, so a peer with requests outstanding resends from there at once
 /// instead of after its retransmit timer (rxe: 4.096 µs × 2^14 ≈ 67 ms). A peer with nothing
 /// outstanding ignores it.
-pub fn prompt_peer(qp: &mut Qp) {
+pub fn prompt_peer(qp: &mut Qp, res: &mut Resources) {
     if !accepts_requests(qp.state()) || qp.qp_type() != crate::verbs::QpType::Rc {
         return;
     }
     let e = qp.resp.epsn;
     qp.resp.nak_sent = true;
+    res.counters.seq_naks_sent += 1;
     qp.resp.nak(e, Syndrome::Nak(NakCode::PsnSequenceError));
 }
