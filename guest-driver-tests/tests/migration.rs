@@ -2,8 +2,10 @@
 //! guest driver plays QEMU's migration sequence with [`vhca_guest::migrate::Migration`].
 //!
 //! Both VFs of a connected pair move from process P1 to process P3 while their RC connection
-//! carries traffic; the same QPs carry on afterwards and every opcode still works. Faults: a
-//! corrupted state and a destination that dies leave the source running.
+//! carries traffic; the same QPs carry on afterwards and every opcode still works. The pair
+//! also moves back and forth between two processes 20 times: a VF whose state was saved is
+//! reset on disconnect and takes the next migration in. Faults: a corrupted state and a
+//! destination that dies leave the source running.
 
 use std::time::Duration;
 use vhca_device::{Mtu, Psn};
@@ -70,6 +72,62 @@ fn a_connected_pair_moves_to_another_process_mid_traffic() {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
         rc_every_opcode(&mut b, &eb, &mut a, &ea, size).unwrap();
     }
+}
+
+#[test]
+fn a_pair_moves_back_and_forth_twenty_times() {
+    let pa = ServeProcess::start(2, READY).expect("A starts");
+    let pb = ServeProcess::start(2, READY).expect("B starts");
+    let mut a = open(&pa, 0);
+    let mut b = open(&pa, 1);
+    let (ea, eb) = connected(&mut a, &mut b);
+    assert_eq!(
+        rc_pingpong(&mut a, &ea, &mut b, &eb, 256, 5).unwrap(),
+        2 * 256 * 5
+    );
+    let mut sizes = Vec::new();
+    for hop in 0..20u32 {
+        // Even hops go A -> B, odd ones back: each destination VF is the one that saved its
+        // state (or was left fresh) on the previous hop.
+        let to = if hop % 2 == 0 { &pb } else { &pa };
+        let mut ma = Migration::begin(a.driver_mut(), to.socket(0))
+            .unwrap_or_else(|e| panic!("hop {hop}: begin vf0: {e}"));
+        let mut mb = Migration::begin(b.driver_mut(), to.socket(1))
+            .unwrap_or_else(|e| panic!("hop {hop}: begin vf1: {e}"));
+        // Traffic between the copy rounds, as in a live migration.
+        let size = 1 + hop * 97;
+        assert_eq!(
+            rc_pingpong(&mut a, &ea, &mut b, &eb, size, 4).unwrap(),
+            2 * u64::from(size) * 4,
+            "hop {hop}: traffic during pre-copy"
+        );
+        ma.round(a.driver()).unwrap();
+        mb.round(b.driver()).unwrap();
+        let ta = ma
+            .finish(a.driver_mut())
+            .unwrap_or_else(|e| panic!("hop {hop}: finish vf0: {e}"));
+        let tb = mb
+            .finish(b.driver_mut())
+            .unwrap_or_else(|e| panic!("hop {hop}: finish vf1: {e}"));
+        sizes.push((ta.state_bytes, tb.state_bytes));
+        // After the hop: the same QPs, every message checked byte for byte (rc_pingpong and
+        // rc_every_opcode fail on any error completion).
+        assert_eq!(
+            rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 8).unwrap(),
+            2 * 4096 * 8,
+            "hop {hop}: traffic after"
+        );
+        rc_every_opcode(&mut a, &ea, &mut b, &eb, 64 + hop)
+            .unwrap_or_else(|e| panic!("hop {hop}: every opcode a->b: {e}"));
+        rc_every_opcode(&mut b, &eb, &mut a, &ea, 4096)
+            .unwrap_or_else(|e| panic!("hop {hop}: every opcode b->a: {e}"));
+    }
+    // An idle pair's state does not grow from hop to hop (nothing accumulates).
+    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    assert!(
+        last.0 <= first.0 + 16 && last.1 <= first.1 + 16,
+        "state sizes over the hops: {sizes:?}"
+    );
 }
 
 #[test]

@@ -114,9 +114,15 @@ enum Cmd {
         /// Pre-copy rounds while traffic runs.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
-        /// Ping-pong message size during the migration.
+        /// Message size of the traffic on every QP (at most 32 KiB).
         #[arg(long, default_value_t = 1024)]
         size: u32,
+        /// Connected RC QP pairs between the two VFs, each carrying traffic.
+        #[arg(long, default_value_t = 1)]
+        qps: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
@@ -395,11 +401,18 @@ fn main() -> ExitCode {
             });
             report("guest-pair", r)
         }
-        Cmd::Migrate { rounds, size } => report(
+        Cmd::Migrate {
+            rounds,
+            size,
+            qps,
+            json,
+        } => report(
             "migrate",
             vhca::migrate::run(&vhca::migrate::Options {
                 rounds,
                 msg_size: size,
+                qps,
+                json,
             }),
         ),
         Cmd::State { op } => match run_state(op) {
