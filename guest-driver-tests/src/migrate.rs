@@ -11,7 +11,9 @@
 //!
 //! Guest RAM is a memfd; the destination's RAM is a second memfd ([`GuestRam::twin`]).
 //! Device writes are found through the vhost-user dirty log; the guest CPU's own writes
-//! (which QEMU learns from KVM's dirty log) are found by comparing pages with the copy.
+//! through [`GuestRam`]'s dirty log (what KVM's dirty log is to QEMU). Only pages one of the
+//! two logs marked are copied. [`Migration::verify_pages`] compares all RAM after the last
+//! copy, to prove that no write escaped both logs.
 
 use crate::driver::GuestDriver;
 use crate::error::DriverError;
@@ -76,11 +78,29 @@ fn dst(step: &'static str) -> impl FnOnce(vhost::Error) -> MigrateError {
 /// One pre-copy round.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Round {
-    /// Pages the device marked in the dirty log.
+    /// Pages the device marked in the vhost-user dirty log.
     pub device_pages: u64,
-    /// Pages copied: every page whose content changed (device or guest CPU writes).
-    pub cpu_pages: u64,
+    /// Pages the guest CPU wrote (the CPU dirty log).
+    pub guest_pages: u64,
+    /// Pages copied: those either log marked (round 0: all).
+    pub copied_pages: u64,
     pub took: Duration,
+}
+
+/// Where the blackout went, step by step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Steps {
+    /// GET_VRING_BASE on every ring (the first one suspends the source VF).
+    pub stop: Duration,
+    /// SET_DEVICE_STATE_FD(SAVE), reading the state, CHECK_DEVICE_STATE on the source.
+    pub save: Duration,
+    /// The last dirty pages (the stop-and-copy round).
+    pub copy: Duration,
+    /// SET_DEVICE_STATE_FD(LOAD), writing the state, CHECK_DEVICE_STATE on the destination
+    /// (which decodes, validates and installs it).
+    pub load: Duration,
+    /// The destination's rings set up and kicked.
+    pub start: Duration,
 }
 
 /// What a migration did, for the timeline `vhca migrate` prints.
@@ -92,8 +112,13 @@ pub struct Timeline {
     pub last: Round,
     pub state_bytes: usize,
     pub vring_bases: Vec<u32>,
-    /// From the first GET_VRING_BASE to the destination's rings kicked.
+    /// From the first GET_VRING_BASE to the destination's rings kicked (without the page
+    /// verification, which a real migration does not do).
     pub blackout: Duration,
+    pub steps: Steps,
+    /// With [`Migration::verify_pages`]: pages that differed after the last copy (0 unless a
+    /// write escaped both dirty logs).
+    pub missed_pages: Option<u64>,
     pub total: Duration,
 }
 
@@ -103,18 +128,26 @@ impl std::fmt::Display for Timeline {
         for (i, r) in self.rounds.iter().enumerate() {
             writeln!(
                 f,
-                "round {i}: {} pages in the device dirty log, {} pages copied, {:?}",
-                r.device_pages, r.cpu_pages, r.took
+                "round {i}: {} pages in the device dirty log, {} written by the guest, {} copied, {:?}",
+                r.device_pages, r.guest_pages, r.copied_pages, r.took
             )?;
         }
         writeln!(
             f,
-            "stop-and-copy: {} pages in the device dirty log, {} pages copied",
-            self.last.device_pages, self.last.cpu_pages
+            "stop-and-copy: {} pages in the device dirty log, {} written by the guest, {} copied",
+            self.last.device_pages, self.last.guest_pages, self.last.copied_pages
         )?;
+        if let Some(m) = self.missed_pages {
+            writeln!(f, "pages missed by both dirty logs: {m}")?;
+        }
         writeln!(f, "device state: {} bytes", self.state_bytes)?;
         writeln!(f, "vring bases: {:?}", self.vring_bases)?;
-        writeln!(f, "blackout (stop -> resume): {:?}", self.blackout)?;
+        let s = &self.steps;
+        writeln!(
+            f,
+            "blackout (stop -> resume): {:?} (stop {:?}, save {:?}, copy {:?}, load {:?}, start {:?})",
+            self.blackout, s.stop, s.save, s.copy, s.load, s.start
+        )?;
         write!(f, "total: {:?}", self.total)
     }
 }
@@ -131,6 +164,9 @@ pub struct Migration {
     started: Instant,
     /// Applied to the state blob between source and destination (fault tests).
     pub tamper: Option<Tamper>,
+    /// After the last copy, compare all RAM with the destination's and count the pages that
+    /// differ ([`Timeline::missed_pages`]); its time is left out of the blackout.
+    pub verify_pages: bool,
 }
 
 fn needed() -> VhostUserProtocolFeatures {
@@ -169,6 +205,7 @@ impl Migration {
             },
             started,
             tamper: None,
+            verify_pages: false,
         };
         m.negotiate_dest(drv)?;
         drv.frontend
@@ -184,13 +221,17 @@ impl Migration {
         drv.frontend
             .set_features(drv.acked_features | LOG_ALL)
             .map_err(src("SET_FEATURES(LOG_ALL)"))?;
-        // Round 0: everything.
+        // Round 0: everything; both logs count from here.
         let t = Instant::now();
-        let pages = m.copy_pages(drv, true)?;
+        drv.ram.take_dirty(|_| {});
+        let pages = drv.ram.size() / PAGE_SIZE;
+        for p in 0..pages {
+            m.copy_page(drv, p)?;
+        }
         m.timeline.rounds.push(Round {
-            device_pages: 0,
-            cpu_pages: pages,
+            copied_pages: pages,
             took: t.elapsed(),
+            ..Round::default()
         });
         Ok(m)
     }
@@ -234,35 +275,51 @@ impl Migration {
         Ok(())
     }
 
-    /// Takes and clears the device's dirty bits; copies those pages and every page whose
-    /// content differs. Returns the pages copied; `all` copies everything.
-    fn copy_pages(&mut self, drv: &GuestDriver, all: bool) -> Result<u64, MigrateError> {
-        let pages = drv.ram.size() / PAGE_SIZE;
-        let src = drv.ram.mem();
-        let dstm = self.dest_ram.mem();
-        let mut buf = vec![0u8; PAGE_SIZE as usize];
-        let mut old = vec![0u8; PAGE_SIZE as usize];
-        let mut copied = 0;
-        for p in 0..pages {
-            let gpa = GuestAddress(p * PAGE_SIZE);
-            src.read_slice(&mut buf, gpa)
-                .map_err(|e| DriverError::Memory(e.to_string()))?;
-            if !all {
-                dstm.read_slice(&mut old, gpa)
-                    .map_err(|e| DriverError::Memory(e.to_string()))?;
-                if old == buf {
-                    continue;
-                }
-            }
-            dstm.write_slice(&buf, gpa)
-                .map_err(|e| DriverError::Memory(e.to_string()))?;
-            copied += 1;
-        }
-        Ok(copied)
+    fn copy_page(&self, drv: &GuestDriver, page: u64) -> Result<(), MigrateError> {
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        let gpa = GuestAddress(page * PAGE_SIZE);
+        drv.ram
+            .mem()
+            .read_slice(&mut buf, gpa)
+            .map_err(|e| DriverError::Memory(e.to_string()))?;
+        self.dest_ram
+            .mem()
+            .write_slice(&buf, gpa)
+            .map_err(|e| DriverError::Memory(e.to_string()))?;
+        Ok(())
     }
 
-    /// Reads and clears the device's dirty log; returns the pages it marked.
-    fn take_log(&self) -> Result<u64, MigrateError> {
+    /// Takes and clears both dirty logs and copies every page either marked.
+    fn copy_dirty(&mut self, drv: &GuestDriver) -> Result<Round, MigrateError> {
+        let t = Instant::now();
+        let pages = drv.ram.size() / PAGE_SIZE;
+        let mut dirty = vec![0u64; pages.div_ceil(64) as usize];
+        let device_pages = self.take_log(&mut dirty)?;
+        let mut guest_pages = 0;
+        drv.ram.take_dirty(|p| {
+            guest_pages += 1;
+            dirty[(p / 64) as usize] |= 1 << (p % 64);
+        });
+        let mut copied_pages = 0;
+        for (w, &word) in dirty.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                self.copy_page(drv, w as u64 * 64 + u64::from(bits.trailing_zeros()))?;
+                copied_pages += 1;
+                bits &= bits - 1;
+            }
+        }
+        Ok(Round {
+            device_pages,
+            guest_pages,
+            copied_pages,
+            took: t.elapsed(),
+        })
+    }
+
+    /// Reads and clears the device's dirty log into `dirty` (one bit per page of RAM);
+    /// returns the pages it marked.
+    fn take_log(&self, dirty: &mut [u64]) -> Result<u64, MigrateError> {
         let mem = self.log.mem();
         let mut marked = 0u64;
         let words = self.log.size() / 8;
@@ -273,21 +330,47 @@ impl Migration {
             let word = slice
                 .get_atomic_ref::<AtomicU64>(0)
                 .map_err(|e| DriverError::Memory(e.to_string()))?;
-            marked += u64::from(word.swap(0, Ordering::AcqRel).count_ones());
+            let bits = word.swap(0, Ordering::AcqRel);
+            if bits == 0 {
+                continue;
+            }
+            marked += u64::from(bits.count_ones());
+            match dirty.get_mut(w as usize) {
+                Some(d) => *d |= bits,
+                None => {
+                    return Err(DriverError::Memory(format!(
+                        "the device marked pages beyond guest RAM (log word {w})"
+                    ))
+                    .into())
+                }
+            }
         }
         Ok(marked)
     }
 
+    /// Pages whose content differs between the source and the destination.
+    fn differing_pages(&self, drv: &GuestDriver) -> Result<u64, MigrateError> {
+        let mut a = vec![0u8; PAGE_SIZE as usize];
+        let mut b = vec![0u8; PAGE_SIZE as usize];
+        let mut differ = 0;
+        for p in 0..drv.ram.size() / PAGE_SIZE {
+            let gpa = GuestAddress(p * PAGE_SIZE);
+            drv.ram
+                .mem()
+                .read_slice(&mut a, gpa)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            self.dest_ram
+                .mem()
+                .read_slice(&mut b, gpa)
+                .map_err(|e| DriverError::Memory(e.to_string()))?;
+            differ += u64::from(a != b);
+        }
+        Ok(differ)
+    }
+
     /// One pre-copy round: the pages dirtied since the last one.
     pub fn round(&mut self, drv: &GuestDriver) -> Result<Round, MigrateError> {
-        let t = Instant::now();
-        let device_pages = self.take_log()?;
-        let copied = self.copy_pages(drv, false)?;
-        let r = Round {
-            device_pages,
-            cpu_pages: copied,
-            took: t.elapsed(),
-        };
+        let r = self.copy_dirty(drv)?;
         self.timeline.rounds.push(r);
         Ok(r)
     }
@@ -308,9 +391,10 @@ impl Migration {
             }
         }
         self.timeline.vring_bases = bases.clone();
+        self.timeline.steps.stop = stop.elapsed();
         match self.switch_over(drv, &bases) {
-            Ok(()) => {
-                self.timeline.blackout = stop.elapsed();
+            Ok(verify) => {
+                self.timeline.blackout = stop.elapsed().saturating_sub(verify);
                 self.timeline.total = self.started.elapsed();
                 let Migration {
                     dest,
@@ -326,7 +410,13 @@ impl Migration {
         }
     }
 
-    fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<(), MigrateError> {
+    /// Save, last copy, load, start; returns the time the page verification took.
+    fn switch_over(
+        &mut self,
+        drv: &GuestDriver,
+        bases: &[u32],
+    ) -> Result<Duration, MigrateError> {
+        let t = Instant::now();
         // SAVE: the source writes the state to a pipe from a thread of its own.
         let (rx, tx) = pipe()?;
         let mut rx = std::fs::File::from(rx);
@@ -343,18 +433,20 @@ impl Migration {
             .check_device_state()
             .map_err(src("CHECK_DEVICE_STATE"))?;
         self.timeline.state_bytes = blob.len();
+        self.timeline.steps.save = t.elapsed();
         if let Some(t) = self.tamper.as_mut() {
             t(&mut blob);
         }
         // The last dirty pages (the device wrote nothing since the stop).
+        self.timeline.last = self.copy_dirty(drv)?;
+        self.timeline.steps.copy = self.timeline.last.took;
+        let mut verify = Duration::ZERO;
+        if self.verify_pages {
+            let t = Instant::now();
+            self.timeline.missed_pages = Some(self.differing_pages(drv)?);
+            verify = t.elapsed();
+        }
         let t = Instant::now();
-        let device_pages = self.take_log()?;
-        let cpu_pages = self.copy_pages(drv, false)?;
-        self.timeline.last = Round {
-            device_pages,
-            cpu_pages,
-            took: t.elapsed(),
-        };
         // LOAD on the destination, written from a thread while the backend reads.
         let (rx, tx) = pipe()?;
         let mut tx = std::fs::File::from(tx);
@@ -373,10 +465,13 @@ impl Migration {
             .check_device_state()
             .map_err(dst("CHECK_DEVICE_STATE"))?;
         wrote?;
+        self.timeline.steps.load = t.elapsed();
+        let t = Instant::now();
         // The destination's rings, with the source's bases, then a kick on each.
         let base = self.dest_ram.host_base();
         start_rings(&mut self.dest, drv, base, bases).map_err(|(step, e)| dst(step)(e))?;
-        Ok(())
+        self.timeline.steps.start = t.elapsed();
+        Ok(verify)
     }
 
     /// After a failure: logging off, the source's rings restarted where they stopped.

@@ -122,10 +122,12 @@ fn a_pair_moves_back_and_forth_twenty_times() {
         rc_every_opcode(&mut b, &eb, &mut a, &ea, 4096)
             .unwrap_or_else(|e| panic!("hop {hop}: every opcode b->a: {e}"));
     }
-    // An idle pair's state does not grow from hop to hop (nothing accumulates).
-    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    // Nothing accumulates from hop to hop. The first hops grow the state a little: each one's
+    // READs and atomics fill the responders' resources (kept for replaying duplicates, at
+    // most max_dest_rd_atomic = 16 per QP); once those are full the size stays put.
+    let (mid, last) = (sizes[9], sizes[sizes.len() - 1]);
     assert!(
-        last.0 <= first.0 + 16 && last.1 <= first.1 + 16,
+        last.0 <= mid.0 + 4 && last.1 <= mid.1 + 4,
         "state sizes over the hops: {sizes:?}"
     );
 }

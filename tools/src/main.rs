@@ -123,6 +123,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// After the last copy, compare all guest RAM with the destination's; fail if a page
+        /// differs (its time is not counted in the blackout).
+        #[arg(long)]
+        verify_pages: bool,
     },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
@@ -406,6 +410,7 @@ fn main() -> ExitCode {
             size,
             qps,
             json,
+            verify_pages,
         } => report(
             "migrate",
             vhca::migrate::run(&vhca::migrate::Options {
@@ -413,6 +418,7 @@ fn main() -> ExitCode {
                 msg_size: size,
                 qps,
                 json,
+                verify_pages,
             }),
         ),
         Cmd::State { op } => match run_state(op) {

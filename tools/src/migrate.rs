@@ -26,12 +26,15 @@ pub struct Options {
     pub msg_size: u32,
     pub qps: u32,
     pub json: bool,
+    /// Compare all guest RAM after the last copy (outside the blackout figure).
+    pub verify_pages: bool,
 }
 
 /// One pre-copy round in the report.
 #[derive(Debug, Serialize)]
 pub struct RoundReport {
     pub device_pages: u64,
+    pub guest_pages: u64,
     pub copied_pages: u64,
     pub us: u64,
 }
@@ -40,7 +43,8 @@ impl From<&Round> for RoundReport {
     fn from(r: &Round) -> Self {
         RoundReport {
             device_pages: r.device_pages,
-            copied_pages: r.cpu_pages,
+            guest_pages: r.guest_pages,
+            copied_pages: r.copied_pages,
             us: r.took.as_micros() as u64,
         }
     }
@@ -59,6 +63,10 @@ pub struct VfReport {
     pub state_bytes_per_qp: f64,
     /// First GET_VRING_BASE → the destination's rings kicked.
     pub blackout_us: u64,
+    /// The blackout's steps: stop, save, copy, load, start (`vhca_guest::migrate::Steps`).
+    pub blackout_steps_us: [u64; 5],
+    /// With `--verify-pages`: pages that differed after the last copy (must be 0).
+    pub missed_pages: Option<u64>,
     pub total_ms: u64,
 }
 
@@ -72,6 +80,15 @@ impl VfReport {
             state_bytes: t.state_bytes,
             state_bytes_per_qp: t.state_bytes as f64 / f64::from(qps),
             blackout_us: t.blackout.as_micros() as u64,
+            blackout_steps_us: [
+                t.steps.stop,
+                t.steps.save,
+                t.steps.copy,
+                t.steps.load,
+                t.steps.start,
+            ]
+            .map(|d| d.as_micros() as u64),
+            missed_pages: t.missed_pages,
             total_ms: t.total.as_millis() as u64,
         }
     }
@@ -111,21 +128,32 @@ impl std::fmt::Display for Report {
             for (i, r) in v.rounds.iter().enumerate() {
                 writeln!(
                     f,
-                    "  round {i}: {} pages in the device dirty log, {} pages copied, {} us",
-                    r.device_pages, r.copied_pages, r.us
+                    "  round {i}: {} pages in the device dirty log, {} written by the guest, {} copied, {} us",
+                    r.device_pages, r.guest_pages, r.copied_pages, r.us
                 )?;
             }
             writeln!(
                 f,
-                "  stop-and-copy: {} pages in the device dirty log, {} pages copied, {} us",
-                v.stop_and_copy.device_pages, v.stop_and_copy.copied_pages, v.stop_and_copy.us
+                "  stop-and-copy: {} pages in the device dirty log, {} written by the guest, {} copied, {} us",
+                v.stop_and_copy.device_pages,
+                v.stop_and_copy.guest_pages,
+                v.stop_and_copy.copied_pages,
+                v.stop_and_copy.us
             )?;
+            if let Some(m) = v.missed_pages {
+                writeln!(f, "  pages missed by both dirty logs: {m}")?;
+            }
             writeln!(
                 f,
                 "  device state: {} bytes ({:.1} per QP)",
                 v.state_bytes, v.state_bytes_per_qp
             )?;
-            writeln!(f, "  blackout (stop -> resume): {} us", v.blackout_us)?;
+            let [stop, save, copy, load, start] = v.blackout_steps_us;
+            writeln!(
+                f,
+                "  blackout (stop -> resume): {} us (stop {stop}, save {save}, copy {copy}, load {load}, start {start})",
+                v.blackout_us
+            )?;
             writeln!(f, "  total: {} ms", v.total_ms)?;
         }
         writeln!(
@@ -186,6 +214,8 @@ pub fn measure(o: &Options) -> Result<Report, String> {
         .map_err(|x| e("begin vf0")(x.to_string()))?;
     let mut mb = Migration::begin(b.driver_mut(), dst.socket(1))
         .map_err(|x| e("begin vf1")(x.to_string()))?;
+    ma.verify_pages = o.verify_pages;
+    mb.verify_pages = o.verify_pages;
     for r in 0..o.rounds {
         bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, 1 + r)
             .map_err(|x| e("traffic during pre-copy")(x.to_string()))?;
@@ -227,6 +257,11 @@ pub fn measure(o: &Options) -> Result<Report, String> {
             .map_err(|x| e("every opcode after")(x.to_string()))?;
     }
     drop(src);
+    for (vf, t) in [(0, &ta), (1, &tb)] {
+        if let Some(m) = t.missed_pages.filter(|&m| m > 0) {
+            return Err(format!("vf{vf}: {m} pages escaped both dirty logs"));
+        }
+    }
     Ok(Report {
         qps: o.qps,
         msg_size: size,
