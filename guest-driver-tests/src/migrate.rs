@@ -225,9 +225,7 @@ impl Migration {
         let t = Instant::now();
         drv.ram.take_dirty(|_| {});
         let pages = drv.ram.size() / PAGE_SIZE;
-        for p in 0..pages {
-            m.copy_page(drv, p)?;
-        }
+        m.copy_run(drv, 0, pages)?;
         m.timeline.rounds.push(Round {
             copied_pages: pages,
             took: t.elapsed(),
@@ -275,17 +273,14 @@ impl Migration {
         Ok(())
     }
 
-    fn copy_page(&self, drv: &GuestDriver, page: u64) -> Result<(), MigrateError> {
-        let mut buf = [0u8; PAGE_SIZE as usize];
-        let gpa = GuestAddress(page * PAGE_SIZE);
-        drv.ram
-            .mem()
-            .read_slice(&mut buf, gpa)
-            .map_err(|e| DriverError::Memory(e.to_string()))?;
-        self.dest_ram
-            .mem()
-            .write_slice(&buf, gpa)
-            .map_err(|e| DriverError::Memory(e.to_string()))?;
+    /// Copies `count` pages from `first` on, in one volatile copy (no bounce buffer).
+    fn copy_run(&self, drv: &GuestDriver, first: u64, count: u64) -> Result<(), MigrateError> {
+        let gpa = GuestAddress(first * PAGE_SIZE);
+        let len = (count * PAGE_SIZE) as usize;
+        let err = |e: vm_memory::GuestMemoryError| DriverError::Memory(e.to_string());
+        let from = drv.ram.mem().get_slice(gpa, len).map_err(err)?;
+        let to = self.dest_ram.mem().get_slice(gpa, len).map_err(err)?;
+        from.copy_to_volatile_slice(to);
         Ok(())
     }
 
@@ -300,14 +295,25 @@ impl Migration {
             guest_pages += 1;
             dirty[(p / 64) as usize] |= 1 << (p % 64);
         });
+        // Runs of consecutive dirty pages go in one copy each.
         let mut copied_pages = 0;
-        for (w, &word) in dirty.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                self.copy_page(drv, w as u64 * 64 + u64::from(bits.trailing_zeros()))?;
-                copied_pages += 1;
-                bits &= bits - 1;
+        let mut run: Option<(u64, u64)> = None;
+        for p in 0..pages {
+            if dirty[(p / 64) as usize] & (1 << (p % 64)) == 0 {
+                continue;
             }
+            copied_pages += 1;
+            run = match run {
+                Some((first, n)) if first + n == p => Some((first, n + 1)),
+                Some((first, n)) => {
+                    self.copy_run(drv, first, n)?;
+                    Some((p, 1))
+                }
+                None => Some((p, 1)),
+            };
+        }
+        if let Some((first, n)) = run {
+            self.copy_run(drv, first, n)?;
         }
         Ok(Round {
             device_pages,
@@ -411,11 +417,7 @@ impl Migration {
     }
 
     /// Save, last copy, load, start; returns the time the page verification took.
-    fn switch_over(
-        &mut self,
-        drv: &GuestDriver,
-        bases: &[u32],
-    ) -> Result<Duration, MigrateError> {
+    fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<Duration, MigrateError> {
         let t = Instant::now();
         // SAVE: the source writes the state to a pipe from a thread of its own.
         let (rx, tx) = pipe()?;

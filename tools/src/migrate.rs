@@ -256,7 +256,10 @@ pub fn measure(o: &Options) -> Result<Report, String> {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, s)
             .map_err(|x| e("every opcode after")(x.to_string()))?;
     }
-    drop(src);
+    if std::env::var_os("VHCA_MIGRATE_LOGS").is_some() {
+        let (mut src, mut dst) = (src, dst);
+        eprintln!("source:\n{}\ndestination:\n{}", src.log(), dst.log());
+    }
     for (vf, t) in [(0, &ta), (1, &tb)] {
         if let Some(m) = t.missed_pages.filter(|&m| m > 0) {
             return Err(format!("vf{vf}: {m} pages escaped both dirty logs"));

@@ -176,13 +176,17 @@ impl VfBackend {
     /// Installs a loaded state: the VF takes the source's identity and objects, stays
     /// suspended until its rings are kicked, then resumes.
     fn install(&self, s: DeviceStateV1) -> Result<(), StateError> {
-        let mut st = self.shared.lock();
+        let t = std::time::Instant::now();
+        let mut st = self.shared.lock_urgent();
+        let locked = t.elapsed();
         let now = st.now();
         let port = VfPort::load_state(s.port, VhostMemory::shared(self.mem.clone()), now)?;
         let gid = port.identity().gid;
         tracing::info!(
             vf = self.index,
             ?gid,
+            lock_us = locked.as_micros() as u64,
+            install_us = (t.elapsed() - locked).as_micros() as u64,
             "device state loaded; VF waits for its rings"
         );
         st.ports[self.index] = port;
@@ -446,7 +450,7 @@ impl VhostUserBackend for VfBackend {
         // The first GET_VRING_BASE suspends the whole VF: from now on nothing is written to
         // guest memory and nothing is sent, until a ring is kicked again (resume) or the
         // state is saved and the frontend goes away.
-        let mut st = self.shared.lock();
+        let mut st = self.shared.lock_urgent();
         if !st.suspended[self.index] {
             tracing::info!(
                 vf = self.index,
@@ -478,8 +482,14 @@ impl VhostUserBackend for VfBackend {
         }
         match direction {
             VhostTransferStateDirection::SAVE => {
+                let t = std::time::Instant::now();
                 let state = {
-                    let st = self.shared.lock();
+                    let st = self.shared.lock_urgent();
+                    tracing::info!(
+                        vf = self.index,
+                        lock_us = t.elapsed().as_micros() as u64,
+                        "capturing the device state"
+                    );
                     if !st.suspended[self.index] {
                         return Err(io::Error::other(
                             "device state requested while the VF runs (GET_VRING_BASE first)",
@@ -493,13 +503,23 @@ impl VhostUserBackend for VfBackend {
                     }
                 };
                 let vf = self.index;
+                let captured = t.elapsed();
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{vf}-save"))
                     .spawn(move || {
+                        let t = std::time::Instant::now();
                         let blob = migration::encode(&state);
+                        let encoded = t.elapsed();
                         let mut f = file;
                         f.write_all(&blob)?;
-                        tracing::info!(vf, bytes = blob.len(), "device state saved");
+                        tracing::info!(
+                            vf,
+                            bytes = blob.len(),
+                            capture_us = captured.as_micros() as u64,
+                            encode_us = encoded.as_micros() as u64,
+                            write_us = (t.elapsed() - encoded).as_micros() as u64,
+                            "device state saved"
+                        );
                         Ok(blob.len())
                     })?;
                 *transfer = Some(Transfer::Save(h));
@@ -507,7 +527,18 @@ impl VhostUserBackend for VfBackend {
             VhostTransferStateDirection::LOAD => {
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{}-load", self.index))
-                    .spawn(move || migration::decode(&migration::read_all(file)?))?;
+                    .spawn(move || {
+                        let t = std::time::Instant::now();
+                        let blob = migration::read_all(file)?;
+                        let read = t.elapsed();
+                        let s = migration::decode(&blob);
+                        tracing::info!(
+                            read_us = read.as_micros() as u64,
+                            decode_us = (t.elapsed() - read).as_micros() as u64,
+                            "device state read"
+                        );
+                        s
+                    })?;
                 *transfer = Some(Transfer::Load(h));
             }
         }

@@ -11,7 +11,7 @@ use crate::port::VfPort;
 use crate::protocol::DOORBELL_QUEUE;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vhca_device::Nanos;
@@ -33,6 +33,10 @@ pub struct PfState {
     pub suspended: Vec<bool>,
     /// Packets dropped because their VF was suspended.
     pub dropped_suspended: u64,
+    /// Set while a migration step waits for the lock ([`Shared::lock_urgent`]): a pump
+    /// stops early, as if its budget were spent, and leaves the rest to the timer thread.
+    /// Without it a VF's stop waited for a whole batch (thousands of packets).
+    pub preempt: Arc<AtomicUsize>,
     epoch: Instant,
 }
 
@@ -44,6 +48,7 @@ impl PfState {
         PfState {
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
+            preempt: Arc::new(AtomicUsize::new(0)),
             ports,
             fabric,
             epoch: Instant::now(),
@@ -73,12 +78,15 @@ impl PfState {
     pub fn pump(&mut self, now: Nanos, touched: &mut [bool]) {
         let mut budget = PUMP_BUDGET;
         loop {
+            if self.preempt.load(Ordering::Relaxed) > 0 {
+                return;
+            }
             let mut moved = false;
             for (i, p) in self.ports.iter_mut().enumerate() {
                 if self.suspended[i] {
                     continue;
                 }
-                while budget > 0 {
+                while budget > 0 && !self.preempt.load(Ordering::Relaxed) > 0 {
                     let Some(pkt) = p.vf.poll_transmit(now) else {
                         break;
                     };
@@ -88,7 +96,7 @@ impl PfState {
                     budget -= 1;
                 }
             }
-            while budget > 0 {
+            while budget > 0 && !self.preempt.load(Ordering::Relaxed) > 0 {
                 let Some((port, pkt)) = self.fabric.poll_deliver(now) else {
                     break;
                 };
@@ -164,6 +172,8 @@ impl VfSlot {
 /// The process: state, per-VF slots, the timer thread's condition variable, the stop signal.
 pub struct Shared {
     pub state: Mutex<PfState>,
+    /// `PfState::preempt`, reachable without the lock.
+    preempt: Arc<AtomicUsize>,
     pub slots: Vec<VfSlot>,
     pub timer: Condvar,
     /// Readable once the process is stopping (never consumed, so every epoll sees it).
@@ -187,6 +197,7 @@ impl Shared {
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Shared {
+            preempt: state.preempt.clone(),
             state: Mutex::new(state),
             slots,
             timer: Condvar::new(),
@@ -199,6 +210,17 @@ impl Shared {
     /// between two whole operations at worst; keep serving.
     pub fn lock(&self) -> MutexGuard<'_, PfState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process lock for a migration step (stop, save, install) that the guest's blackout
+    /// waits on: a pump running meanwhile ends early so the step gets the lock within a
+    /// packet or so; the timer thread picks up the rest.
+    pub fn lock_urgent(&self) -> MutexGuard<'_, PfState> {
+        // A count: two VFs of the process may stop at once.
+        self.preempt.fetch_add(1, Ordering::Relaxed);
+        let g = self.lock();
+        self.preempt.fetch_sub(1, Ordering::Relaxed);
+        g
     }
 
     pub fn stopping(&self) -> bool {
