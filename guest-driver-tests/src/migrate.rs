@@ -94,10 +94,11 @@ pub struct Steps {
     pub stop: Duration,
     /// SET_DEVICE_STATE_FD(SAVE), reading the state, CHECK_DEVICE_STATE on the source.
     pub save: Duration,
-    /// The last dirty pages (the stop-and-copy round).
+    /// The last dirty pages (the stop-and-copy round), while the destination loads: part of
+    /// `load`.
     pub copy: Duration,
     /// SET_DEVICE_STATE_FD(LOAD), writing the state, CHECK_DEVICE_STATE on the destination
-    /// (which decodes, validates and installs it).
+    /// (which decodes, validates, builds and installs the VF), with the last copy meanwhile.
     pub load: Duration,
     /// The destination's rings set up and kicked.
     pub start: Duration,
@@ -145,8 +146,8 @@ impl std::fmt::Display for Timeline {
         let s = &self.steps;
         writeln!(
             f,
-            "blackout (stop -> resume): {:?} (stop {:?}, save {:?}, copy {:?}, load {:?}, start {:?})",
-            self.blackout, s.stop, s.save, s.copy, s.load, s.start
+            "blackout (stop -> resume): {:?} (stop {:?}, save {:?}, load {:?} with copy {:?}, start {:?})",
+            self.blackout, s.stop, s.save, s.load, s.copy, s.start
         )?;
         write!(f, "total: {:?}", self.total)
     }
@@ -439,17 +440,11 @@ impl Migration {
         if let Some(t) = self.tamper.as_mut() {
             t(&mut blob);
         }
-        // The last dirty pages (the device wrote nothing since the stop).
-        self.timeline.last = self.copy_dirty(drv)?;
-        self.timeline.steps.copy = self.timeline.last.took;
-        let mut verify = Duration::ZERO;
-        if self.verify_pages {
-            let t = Instant::now();
-            self.timeline.missed_pages = Some(self.differing_pages(drv)?);
-            verify = t.elapsed();
-        }
+        // LOAD on the destination, written from a thread while the backend reads; the last
+        // dirty pages go over meanwhile (the device wrote nothing since the stop, and the
+        // destination decodes and builds its VF without reading guest RAM, which it first
+        // touches when its rings start).
         let t = Instant::now();
-        // LOAD on the destination, written from a thread while the backend reads.
         let (rx, tx) = pipe()?;
         let mut tx = std::fs::File::from(tx);
         self.dest
@@ -460,14 +455,23 @@ impl Migration {
             )
             .map_err(dst("SET_DEVICE_STATE_FD(LOAD)"))?;
         let writer = std::thread::spawn(move || tx.write_all(&blob));
+        let copied = self.copy_dirty(drv);
+        let mut verify = Duration::ZERO;
+        if self.verify_pages && copied.is_ok() {
+            let v = Instant::now();
+            self.timeline.missed_pages = Some(self.differing_pages(drv)?);
+            verify = v.elapsed();
+        }
         let wrote = writer
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("state writer panicked")));
+        self.timeline.last = copied?;
+        self.timeline.steps.copy = self.timeline.last.took;
         self.dest
             .check_device_state()
             .map_err(dst("CHECK_DEVICE_STATE"))?;
         wrote?;
-        self.timeline.steps.load = t.elapsed();
+        self.timeline.steps.load = t.elapsed().saturating_sub(verify);
         let t = Instant::now();
         // The destination's rings, with the source's bases, then a kick on each.
         let base = self.dest_ram.host_base();

@@ -127,6 +127,10 @@ enum Cmd {
         /// differs (its time is not counted in the blackout).
         #[arg(long)]
         verify_pages: bool,
+        /// Move the VFs one after the other (each VF's blackout without the other's migration
+        /// competing for the CPUs) instead of stopping both at once as a VM's devices are.
+        #[arg(long)]
+        sequential: bool,
     },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
@@ -411,6 +415,7 @@ fn main() -> ExitCode {
             qps,
             json,
             verify_pages,
+            sequential,
         } => report(
             "migrate",
             vhca::migrate::run(&vhca::migrate::Options {
@@ -419,6 +424,7 @@ fn main() -> ExitCode {
                 qps,
                 json,
                 verify_pages,
+                sequential,
             }),
         ),
         Cmd::State { op } => match run_state(op) {

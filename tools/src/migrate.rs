@@ -28,6 +28,8 @@ pub struct Options {
     pub json: bool,
     /// Compare all guest RAM after the last copy (outside the blackout figure).
     pub verify_pages: bool,
+    /// Move the VFs one after the other instead of together.
+    pub sequential: bool,
 }
 
 /// One pre-copy round in the report.
@@ -63,8 +65,11 @@ pub struct VfReport {
     pub state_bytes_per_qp: f64,
     /// First GET_VRING_BASE → the destination's rings kicked.
     pub blackout_us: u64,
-    /// The blackout's steps: stop, save, copy, load, start (`vhca_guest::migrate::Steps`).
-    pub blackout_steps_us: [u64; 5],
+    /// The blackout's steps: stop, save, load, start (`vhca_guest::migrate::Steps`); they add
+    /// up to the blackout.
+    pub blackout_steps_us: [u64; 4],
+    /// The last page copy, which runs during the load.
+    pub copy_us: u64,
     /// With `--verify-pages`: pages that differed after the last copy (must be 0).
     pub missed_pages: Option<u64>,
     pub total_ms: u64,
@@ -80,14 +85,9 @@ impl VfReport {
             state_bytes: t.state_bytes,
             state_bytes_per_qp: t.state_bytes as f64 / f64::from(qps),
             blackout_us: t.blackout.as_micros() as u64,
-            blackout_steps_us: [
-                t.steps.stop,
-                t.steps.save,
-                t.steps.copy,
-                t.steps.load,
-                t.steps.start,
-            ]
-            .map(|d| d.as_micros() as u64),
+            blackout_steps_us: [t.steps.stop, t.steps.save, t.steps.load, t.steps.start]
+                .map(|d| d.as_micros() as u64),
+            copy_us: t.steps.copy.as_micros() as u64,
             missed_pages: t.missed_pages,
             total_ms: t.total.as_millis() as u64,
         }
@@ -98,6 +98,8 @@ impl VfReport {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub qps: u32,
+    /// The VFs were moved one after the other (`--sequential`), not together.
+    pub sequential: bool,
     pub msg_size: u32,
     pub setup_ms: u64,
     pub vfs: Vec<VfReport>,
@@ -148,17 +150,22 @@ impl std::fmt::Display for Report {
                 "  device state: {} bytes ({:.1} per QP)",
                 v.state_bytes, v.state_bytes_per_qp
             )?;
-            let [stop, save, copy, load, start] = v.blackout_steps_us;
+            let [stop, save, load, start] = v.blackout_steps_us;
             writeln!(
                 f,
-                "  blackout (stop -> resume): {} us (stop {stop}, save {save}, copy {copy}, load {load}, start {start})",
-                v.blackout_us
+                "  blackout (stop -> resume): {} us (stop {stop}, save {save}, load {load} with the last copy {}, start {start})",
+                v.blackout_us, v.copy_us
             )?;
             writeln!(f, "  total: {} ms", v.total_ms)?;
         }
         writeln!(
             f,
-            "pair blackout (first stop -> both resumed): {} us",
+            "pair blackout (first stop -> both resumed, {}): {} us",
+            if self.sequential {
+                "one after the other"
+            } else {
+                "together"
+            },
             self.pair_blackout_us
         )?;
         writeln!(
@@ -233,11 +240,16 @@ pub fn measure(o: &Options) -> Result<Report, String> {
     let posted = post_batch(&mut a, &sa, &mut b, &sb, 0..in_flight, tag + 1, 0x3c, size)
         .map_err(|x| e("posting across the stop")(x.to_string()))?;
     let stop = Instant::now();
-    let (ta, tb) = std::thread::scope(|s| {
-        let fa = s.spawn(|| ma.finish(a.driver_mut()));
-        let tb = mb.finish(b.driver_mut());
-        (fa.join(), tb)
-    });
+    let (ta, tb) = if o.sequential {
+        let ta = Ok(ma.finish(a.driver_mut()));
+        (ta, mb.finish(b.driver_mut()))
+    } else {
+        std::thread::scope(|s| {
+            let fa = s.spawn(|| ma.finish(a.driver_mut()));
+            let tb = mb.finish(b.driver_mut());
+            (fa.join(), tb)
+        })
+    };
     let resumed = Instant::now();
     let ta = ta
         .map_err(|_| "the migration thread of vf0 panicked".to_string())?
@@ -267,6 +279,7 @@ pub fn measure(o: &Options) -> Result<Report, String> {
     }
     Ok(Report {
         qps: o.qps,
+        sequential: o.sequential,
         msg_size: size,
         setup_ms,
         vfs: vec![VfReport::new(0, o.qps, &ta), VfReport::new(1, o.qps, &tb)],

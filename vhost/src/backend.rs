@@ -52,7 +52,8 @@ pub struct VfBackend {
 /// A device-state transfer running on its own thread.
 enum Transfer {
     Save(JoinHandle<Result<usize, StateError>>),
-    Load(JoinHandle<Result<DeviceStateV1, StateError>>),
+    /// Decodes, validates and builds the port off the lock; CHECK only swaps it in.
+    Load(JoinHandle<Result<VfPort, StateError>>),
 }
 
 /// The vhost-user feature bit a frontend sets while it logs dirty pages (VHOST_F_LOG_ALL).
@@ -173,26 +174,32 @@ impl VfBackend {
         Ok(())
     }
 
-    /// Installs a loaded state: the VF takes the source's identity and objects, stays
+    /// Builds the port a state describes (checking everything), off the process lock. Its
+    /// clock reads `now` at load time; the VF stays suspended until its rings are kicked, and
+    /// resuming restarts its timers.
+    fn build(shared: &Shared, mem: &GuestMem, s: DeviceStateV1) -> Result<VfPort, StateError> {
+        Ok(VfPort::load_state(
+            s.port,
+            VhostMemory::shared(mem.clone()),
+            shared.now(),
+        )?)
+    }
+
+    /// Installs a loaded port: the VF takes the source's identity and objects, stays
     /// suspended until its rings are kicked, then resumes.
-    fn install(&self, s: DeviceStateV1) -> Result<(), StateError> {
+    fn install(&self, port: VfPort) {
         let t = std::time::Instant::now();
         let mut st = self.shared.lock_urgent();
-        let locked = t.elapsed();
-        let now = st.now();
-        let port = VfPort::load_state(s.port, VhostMemory::shared(self.mem.clone()), now)?;
         let gid = port.identity().gid;
-        tracing::info!(
-            vf = self.index,
-            ?gid,
-            lock_us = locked.as_micros() as u64,
-            install_us = (t.elapsed() - locked).as_micros() as u64,
-            "device state loaded; VF waits for its rings"
-        );
         st.ports[self.index] = port;
         st.suspended[self.index] = true;
         st.fabric.attach(gid, self.index);
-        Ok(())
+        tracing::info!(
+            vf = self.index,
+            ?gid,
+            install_us = t.elapsed().as_micros() as u64,
+            "device state loaded; VF waits for its rings"
+        );
     }
 
     /// A suspended VF whose rings run again (a kick after SET_VRING_*): resume it.
@@ -525,19 +532,21 @@ impl VhostUserBackend for VfBackend {
                 *transfer = Some(Transfer::Save(h));
             }
             VhostTransferStateDirection::LOAD => {
+                let (shared, mem, vf) = (self.shared.clone(), self.mem.clone(), self.index);
                 let h = std::thread::Builder::new()
-                    .name(format!("vhca-vf{}-load", self.index))
+                    .name(format!("vhca-vf{vf}-load"))
                     .spawn(move || {
                         let t = std::time::Instant::now();
                         let blob = migration::read_all(file)?;
                         let read = t.elapsed();
-                        let s = migration::decode(&blob);
+                        let port = Self::build(&shared, &mem, migration::decode(&blob)?);
                         tracing::info!(
+                            vf,
                             read_us = read.as_micros() as u64,
-                            decode_us = (t.elapsed() - read).as_micros() as u64,
+                            build_us = (t.elapsed() - read).as_micros() as u64,
                             "device state read"
                         );
-                        s
+                        port
                     })?;
                 *transfer = Some(Transfer::Load(h));
             }
@@ -562,7 +571,7 @@ impl VhostUserBackend for VfBackend {
             Some(Transfer::Load(h)) => h
                 .join()
                 .unwrap_or_else(|_| Err(StateError::Protocol("load thread panicked".into())))
-                .and_then(|s| self.install(s)),
+                .map(|port| self.install(port)),
         };
         r.map_err(|e| {
             tracing::error!(vf = self.index, error = %e, "device state transfer failed");

@@ -55,6 +55,11 @@ impl PfState {
         }
     }
 
+    /// When the process's clock started.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// Monotonic time since the process started.
     pub fn now(&self) -> Nanos {
         Nanos(self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64)
@@ -174,6 +179,8 @@ pub struct Shared {
     pub state: Mutex<PfState>,
     /// `PfState::preempt`, reachable without the lock.
     preempt: Arc<AtomicUsize>,
+    /// `PfState`'s clock origin, to read the clock without the lock.
+    epoch: Instant,
     pub slots: Vec<VfSlot>,
     pub timer: Condvar,
     /// Readable once the process is stopping (never consumed, so every epoll sees it).
@@ -198,6 +205,7 @@ impl Shared {
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Shared {
             preempt: state.preempt.clone(),
+            epoch: state.epoch,
             state: Mutex::new(state),
             slots,
             timer: Condvar::new(),
@@ -210,6 +218,11 @@ impl Shared {
     /// between two whole operations at worst; keep serving.
     pub fn lock(&self) -> MutexGuard<'_, PfState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`PfState::now`] without the lock.
+    pub fn now(&self) -> Nanos {
+        Nanos(self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64)
     }
 
     /// The process lock for a migration step (stop, save, install) that the guest's blackout
