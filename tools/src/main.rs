@@ -131,6 +131,10 @@ enum Cmd {
         /// competing for the CPUs) instead of stopping both at once as a VM's devices are.
         #[arg(long)]
         sequential: bool,
+        /// Print both vhca serve processes' logs to stderr afterwards (the device side's
+        /// capture, encode, decode and install times).
+        #[arg(long)]
+        serve_logs: bool,
     },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
@@ -416,6 +420,7 @@ fn main() -> ExitCode {
             json,
             verify_pages,
             sequential,
+            serve_logs,
         } => report(
             "migrate",
             vhca::migrate::run(&vhca::migrate::Options {
@@ -425,6 +430,7 @@ fn main() -> ExitCode {
                 json,
                 verify_pages,
                 sequential,
+                serve_logs,
             }),
         ),
         Cmd::State { op } => match run_state(op) {

@@ -30,6 +30,8 @@ pub struct Options {
     pub verify_pages: bool,
     /// Move the VFs one after the other instead of together.
     pub sequential: bool,
+    /// Print both `vhca serve` processes' logs (their save/load timings) to stderr.
+    pub serve_logs: bool,
 }
 
 /// One pre-copy round in the report.
@@ -268,7 +270,7 @@ pub fn measure(o: &Options) -> Result<Report, String> {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, s)
             .map_err(|x| e("every opcode after")(x.to_string()))?;
     }
-    if std::env::var_os("VHCA_MIGRATE_LOGS").is_some() {
+    if o.serve_logs {
         let (mut src, mut dst) = (src, dst);
         eprintln!("source:\n{}\ndestination:\n{}", src.log(), dst.log());
     }
