@@ -421,7 +421,7 @@ impl Migration {
     fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<Duration, MigrateError> {
         let t = Instant::now();
         // SAVE: the source writes the state to a pipe from a thread of its own.
-        let (rx, tx) = pipe()?;
+        let (rx, tx, _) = pipe()?;
         let mut rx = std::fs::File::from(rx);
         drv.frontend
             .set_device_state_fd(
@@ -445,7 +445,7 @@ impl Migration {
         // destination decodes and builds its VF without reading guest RAM, which it first
         // touches when its rings start).
         let t = Instant::now();
-        let (rx, tx) = pipe()?;
+        let (rx, tx, cap) = pipe()?;
         let mut tx = std::fs::File::from(tx);
         self.dest
             .set_device_state_fd(
@@ -454,7 +454,15 @@ impl Migration {
                 rx,
             )
             .map_err(dst("SET_DEVICE_STATE_FD(LOAD)"))?;
-        let writer = std::thread::spawn(move || tx.write_all(&blob));
+        // A state that fits the pipe is written at once, so the destination reads and
+        // builds while the pages are copied; a larger one is written from a thread.
+        let (written, writer) = if blob.len() <= cap {
+            let r = tx.write_all(&blob);
+            drop(tx);
+            (Some(r), None)
+        } else {
+            (None, Some(std::thread::spawn(move || tx.write_all(&blob))))
+        };
         let copied = self.copy_dirty(drv);
         let mut verify = Duration::ZERO;
         if self.verify_pages && copied.is_ok() {
@@ -462,9 +470,13 @@ impl Migration {
             self.timeline.missed_pages = Some(self.differing_pages(drv)?);
             verify = v.elapsed();
         }
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("state writer panicked")));
+        let wrote = match (written, writer) {
+            (Some(r), _) => r,
+            (None, Some(w)) => w
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("state writer panicked"))),
+            (None, None) => Ok(()),
+        };
         self.timeline.last = copied?;
         self.timeline.steps.copy = self.timeline.last.took;
         self.dest
@@ -500,8 +512,19 @@ impl Migration {
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(std::io::Error::from)
+/// Bytes a state pipe is asked to hold (Linux's default limit for unprivileged processes,
+/// `/proc/sys/fs/pipe-max-size`).
+const PIPE_BYTES: usize = 1 << 20;
+
+/// A pipe for the device state, as large as the system allows up to [`PIPE_BYTES`]: a state
+/// that fits goes through in one write, without the writer and the reader taking turns every
+/// 64 KiB (1.5–2.3 ms for 140 kB on a busy machine). Returns the pipe's capacity.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd, usize)> {
+    let (rx, tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let cap = rustix::pipe::fcntl_setpipe_size(&tx, PIPE_BYTES)
+        .or_else(|_| rustix::pipe::fcntl_getpipe_size(&tx))
+        .unwrap_or(0);
+    Ok((rx, tx, cap))
 }
 
 /// SET_VRING_NUM/BASE/ADDR/KICK/CALL and ENABLE on every ring, then a kick on each.
