@@ -191,9 +191,11 @@ impl VfBackend {
         let t = std::time::Instant::now();
         let mut st = self.shared.lock_urgent();
         let gid = port.identity().gid;
-        st.ports[self.index] = port;
+        let old = std::mem::replace(&mut st.ports[self.index], port);
         st.suspended[self.index] = true;
         st.fabric.attach(gid, self.index);
+        drop(st);
+        drop(old); // a port that had objects is freed outside the lock
         tracing::info!(
             vf = self.index,
             ?gid,
@@ -448,9 +450,12 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn reset_device(&self) {
-        let mut st = self.shared.lock();
-        st.ports[self.index].reset(VhostMemory::shared(self.mem.clone()));
-        st.suspended[self.index] = false;
+        let old = {
+            let mut st = self.shared.lock();
+            st.suspended[self.index] = false;
+            st.ports[self.index].reset_keeping_old(VhostMemory::shared(self.mem.clone()))
+        };
+        drop(old); // outside the lock
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
