@@ -96,6 +96,8 @@ fn a_pair_moves_back_and_forth_twenty_times() {
             .unwrap_or_else(|e| panic!("hop {hop}: begin vf0: {e}"));
         let mut mb = Migration::begin(b.driver_mut(), to.socket(1))
             .unwrap_or_else(|e| panic!("hop {hop}: begin vf1: {e}"));
+        ma.verify_pages = true;
+        mb.verify_pages = true;
         // Traffic between the copy rounds, as in a live migration.
         let size = 1 + hop * 97;
         assert_eq!(
@@ -111,6 +113,16 @@ fn a_pair_moves_back_and_forth_twenty_times() {
         let tb = mb
             .finish(b.driver_mut())
             .unwrap_or_else(|e| panic!("hop {hop}: finish vf1: {e}"));
+        assert_eq!(
+            ta.missed_pages,
+            Some(0),
+            "hop {hop}: vf0 page escaped the logs"
+        );
+        assert_eq!(
+            tb.missed_pages,
+            Some(0),
+            "hop {hop}: vf1 page escaped the logs"
+        );
         sizes.push((ta.state_bytes, tb.state_bytes));
         // After the hop: the same QPs, every message checked byte for byte (rc_pingpong and
         // rc_every_opcode fail on any error completion).
