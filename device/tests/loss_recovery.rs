@@ -136,6 +136,72 @@ fn lost_ack_is_recovered_by_the_timer() {
     assert_eq!(net.vf(0).counters().retransmits, 1);
 }
 
+/// A migration stopped the requester while its SEND's ACK was on the way (dropped), and the
+/// requester resumed and resent while the responder was still stopped (dropped too). When the
+/// responder resumes, its prompt completes the SEND at once: no retransmit timer.
+#[test]
+fn a_resumed_responder_completes_a_send_whose_ack_was_lost() {
+    let (mut net, a, b) = pair();
+    let dst = net.rbuf(1, 16);
+    let stopped = Rc::new(Cell::new(true));
+    let s = stopped.clone();
+    // While "stopped", everything b sends is lost.
+    net.set_hook(move |p| {
+        if p.from == 1 && s.get() {
+            vec![]
+        } else {
+            vec![p.pkt.clone()]
+        }
+    });
+    net.post_recv(&b, 1, vec![dst.sge()]);
+    net.post_send(&a, SendWr::new(1, SendOp::Send).inline(b"abc"));
+    while net.step() {}
+    assert_eq!(one(net.recv_wcs(&b)).byte_len, 3, "the SEND arrived");
+    assert!(net.send_wcs(&a).is_empty(), "its ACK did not");
+    stopped.set(false);
+    let now = net.now;
+    net.vf(1).resume(now);
+    while net.step() {}
+    assert_eq!(one(net.send_wcs(&a)).status, WcStatus::Success);
+    assert_eq!(net.now, Nanos(0), "no timer ran");
+    assert_eq!(net.vf(0).counters().retransmits, 0);
+}
+
+/// Both ends migrate: the requester resumes first and resends into a responder that is still
+/// stopped (lost); when the responder resumes, its prompt makes the requester resend at once.
+#[test]
+fn a_requester_that_resumed_first_resends_when_its_peer_resumes() {
+    let (mut net, a, b) = pair();
+    let dst = net.rbuf(1, 16);
+    let stopped = Rc::new(Cell::new(true));
+    let s = stopped.clone();
+    // While "stopped", everything sent to b is lost.
+    net.set_hook(move |p| {
+        if p.from == 0 && s.get() {
+            vec![]
+        } else {
+            vec![p.pkt.clone()]
+        }
+    });
+    net.post_recv(&b, 1, vec![dst.sge()]);
+    net.post_send(&a, SendWr::new(1, SendOp::Send).inline(b"abc"));
+    while net.step() {}
+    let now = net.now;
+    net.vf(0).resume(now);
+    while net.step() {}
+    assert_eq!(
+        net.sent_with(O::RC_SEND_ONLY).len(),
+        2,
+        "sent, resent, both lost"
+    );
+    stopped.set(false);
+    net.vf(1).resume(now);
+    while net.step() {}
+    assert_eq!(one(net.send_wcs(&a)).status, WcStatus::Success);
+    assert_eq!(net.read(1, dst.addr, 3), b"abc");
+    assert_eq!(net.now, Nanos(0), "no timer ran");
+}
+
 #[test]
 fn lost_request_is_recovered_by_the_timer() {
     let (mut net, a, b) = pair();

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod context;
 pub mod driver;
 pub mod error;
+pub mod many;
 pub mod memory;
 pub mod migrate;
 pub mod programs;

@@ -11,7 +11,7 @@ use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
 };
@@ -30,6 +30,9 @@ pub struct GuestRam {
     size: u64,
     /// Free ranges: start → length, non-overlapping and coalesced.
     free: BTreeMap<u64, u64>,
+    /// The guest CPU's dirty log, one bit per page, set by every write through this type: what
+    /// KVM's dirty log tells QEMU. (Device writes go to the vhost-user log instead.)
+    dirty: Vec<AtomicU64>,
 }
 
 impl GuestRam {
@@ -54,11 +57,13 @@ impl GuestRam {
         .map_err(|e| DriverError::Memory(format!("mmap guest memory: {e}")))?;
         let mut free = BTreeMap::new();
         free.insert(RESERVED_LOW, size - RESERVED_LOW);
+        let pages = size / PAGE_SIZE;
         Ok(GuestRam {
             file,
             mem,
             size,
             free,
+            dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -144,6 +149,28 @@ impl GuestRam {
         }
     }
 
+    /// Marks the pages of `[addr, addr + len)` in the CPU dirty log (the range is checked).
+    fn mark(&self, addr: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        for p in addr / PAGE_SIZE..=(addr + len - 1) / PAGE_SIZE {
+            self.dirty[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Takes and clears the CPU dirty log: `f` gets every page written since the last call.
+    pub fn take_dirty(&self, mut f: impl FnMut(u64)) {
+        for (w, word) in self.dirty.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as u64;
+                f(w as u64 * 64 + b);
+                bits &= bits - 1;
+            }
+        }
+    }
+
     pub fn zero(&self, addr: u64, len: u64) -> Result<(), DriverError> {
         self.check(addr, len)?;
         let zeros = [0u8; 4096];
@@ -158,6 +185,7 @@ impl GuestRam {
 
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), DriverError> {
         self.check(addr, data.len() as u64)?;
+        self.mark(addr, data.len() as u64);
         self.mem
             .write_slice(data, GuestAddress(addr))
             .map_err(|_| DriverError::OutsideMemory {
@@ -179,6 +207,8 @@ impl GuestRam {
     }
 
     pub fn store_u16(&self, addr: u64, v: u16, order: Ordering) -> Result<(), DriverError> {
+        self.check(addr, 2)?;
+        self.mark(addr, 2);
         self.mem
             .store(v, GuestAddress(addr), order)
             .map_err(|_| DriverError::OutsideMemory { addr, len: 2 })
@@ -227,6 +257,24 @@ mod tests {
             ram.alloc(2 << 20, 16),
             Err(DriverError::OutOfMemory(_))
         ));
+    }
+
+    #[test]
+    fn writes_mark_their_pages_in_the_dirty_log() {
+        let ram = GuestRam::new(1 << 20).unwrap();
+        let taken = |r: &GuestRam| {
+            let mut v = Vec::new();
+            r.take_dirty(|p| v.push(p));
+            v
+        };
+        taken(&ram);
+        ram.write(4095, &[1, 2]).unwrap();
+        ram.store_u16(70 * 4096, 9, Ordering::Release).unwrap();
+        ram.zero(100 * 4096, 3 * 4096).unwrap();
+        assert_eq!(taken(&ram), vec![0, 1, 70, 100, 101, 102]);
+        assert_eq!(taken(&ram), Vec::<u64>::new(), "taking clears the log");
+        let _ = ram.read(0, 64).unwrap();
+        assert_eq!(taken(&ram), Vec::<u64>::new(), "reads do not dirty");
     }
 
     #[test]

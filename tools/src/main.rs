@@ -119,9 +119,27 @@ enum Cmd {
         /// Pre-copy rounds while traffic runs.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
-        /// Ping-pong message size during the migration.
+        /// Message size of the traffic on every QP (at most 32 KiB).
         #[arg(long, default_value_t = 1024)]
         size: u32,
+        /// Connected RC QP pairs between the two VFs, each carrying traffic.
+        #[arg(long, default_value_t = 1)]
+        qps: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// After the last copy, compare all guest RAM with the destination's; fail if a page
+        /// differs (its time is not counted in the blackout).
+        #[arg(long)]
+        verify_pages: bool,
+        /// Move the VFs one after the other (each VF's blackout without the other's migration
+        /// competing for the CPUs) instead of stopping both at once as a VM's devices are.
+        #[arg(long)]
+        sequential: bool,
+        /// Print both vhca serve processes' logs to stderr afterwards (the device side's
+        /// capture, encode, decode and install times).
+        #[arg(long)]
+        serve_logs: bool,
     },
     /// Checkpoint files: inspect, convert, diff, validate (docs/checkpoint-format.md).
     State {
@@ -479,11 +497,24 @@ fn main() -> ExitCode {
             });
             report("guest-pair", r)
         }
-        Cmd::Migrate { rounds, size } => report(
+        Cmd::Migrate {
+            rounds,
+            size,
+            qps,
+            json,
+            verify_pages,
+            sequential,
+            serve_logs,
+        } => report(
             "migrate",
             vhca::migrate::run(&vhca::migrate::Options {
                 rounds,
                 msg_size: size,
+                qps,
+                json,
+                verify_pages,
+                sequential,
+                serve_logs,
             }),
         ),
         Cmd::State { op } => match run_state(op) {

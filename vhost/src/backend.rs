@@ -58,7 +58,8 @@ pub struct VfBackend {
 /// A device-state transfer running on its own thread.
 enum Transfer {
     Save(JoinHandle<Result<usize, StateError>>),
-    Load(JoinHandle<Result<DeviceStateV1, StateError>>),
+    /// Decodes, validates and builds the port off the lock; CHECK only swaps it in.
+    Load(JoinHandle<Result<VfPort, StateError>>),
 }
 
 /// The vhost-user feature bit a frontend sets while it logs dirty pages (VHOST_F_LOG_ALL).
@@ -221,28 +222,41 @@ impl VfBackend {
         Ok(())
     }
 
-    /// Installs a loaded state: the VF takes the source's identity and objects, stays
-    /// suspended until its rings are kicked, then resumes.
-    fn install(&self, s: DeviceStateV1) -> Result<(), StateError> {
-        let mut st = self.shared.lock();
-        let now = st.now();
-        let port = VfPort::load_state(
+    /// Builds the port a state describes (checking everything), off the process lock. Its
+    /// clock reads `now` at load time; the VF stays suspended until its rings are kicked, and
+    /// resuming restarts its timers.
+    fn build(
+        shared: &Shared,
+        mem: &GuestMem,
+        logging: &Arc<AtomicBool>,
+        s: DeviceStateV1,
+    ) -> Result<VfPort, StateError> {
+        Ok(VfPort::load_state(
             s.port,
-            VhostMemory::shared_with_logging(self.mem.clone(), self.logging.clone()),
-            now,
-        )?;
+            VhostMemory::shared_with_logging(mem.clone(), logging.clone()),
+            shared.now(),
+        )?)
+    }
+
+    /// Installs a loaded port: the VF takes the source's identity and objects, stays
+    /// suspended until its rings are kicked, then resumes.
+    fn install(&self, port: VfPort) {
+        let t = std::time::Instant::now();
+        let mut st = self.shared.lock_urgent();
         let gid = port.identity().gid;
-        tracing::info!(
-            vf = self.index,
-            ?gid,
-            "device state loaded; VF waits for its rings"
-        );
-        st.ports[self.index] = port;
+        let old = std::mem::replace(&mut st.ports[self.index], port);
         st.suspended[self.index] = true;
         // On a UDP fabric this binds the slot's socket to the VF's own address.
         st.fabric.attach(gid, self.index);
         self.shared.fabric_changed();
-        Ok(())
+        drop(st);
+        drop(old); // a port that had objects is freed outside the lock
+        tracing::info!(
+            vf = self.index,
+            ?gid,
+            install_us = t.elapsed().as_micros() as u64,
+            "device state loaded; VF waits for its rings"
+        );
     }
 
     /// A suspended VF whose rings run again (a kick after SET_VRING_*): resume it.
@@ -502,12 +516,15 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn reset_device(&self) {
-        let mut st = self.shared.lock();
-        st.ports[self.index].reset(VhostMemory::shared_with_logging(
-            self.mem.clone(),
-            self.logging.clone(),
-        ));
-        st.suspended[self.index] = false;
+        let old = {
+            let mut st = self.shared.lock();
+            st.suspended[self.index] = false;
+            st.ports[self.index].reset_keeping_old(VhostMemory::shared_with_logging(
+                self.mem.clone(),
+                self.logging.clone(),
+            ))
+        };
+        drop(old); // outside the lock
     }
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
@@ -515,7 +532,7 @@ impl VhostUserBackend for VfBackend {
         // guest memory and nothing is sent, until a ring is kicked again (resume) or the
         // state is saved and the frontend goes away. Ahead of any pump: a migration's stop
         // must not wait for traffic to pause.
-        let mut st = self.shared.lock_preempting();
+        let mut st = self.shared.lock_urgent();
         if !st.suspended[self.index] {
             tracing::info!(
                 vf = self.index,
@@ -547,8 +564,14 @@ impl VhostUserBackend for VfBackend {
         }
         match direction {
             VhostTransferStateDirection::SAVE => {
+                let t = std::time::Instant::now();
                 let state = {
-                    let mut st = self.shared.lock();
+                    let mut st = self.shared.lock_urgent();
+                    tracing::info!(
+                        vf = self.index,
+                        lock_us = t.elapsed().as_micros() as u64,
+                        "capturing the device state"
+                    );
                     if !st.suspended[self.index] {
                         return Err(io::Error::other(
                             "device state requested while the VF runs (GET_VRING_BASE first)",
@@ -568,21 +591,45 @@ impl VhostUserBackend for VfBackend {
                     state
                 };
                 let vf = self.index;
+                let captured = t.elapsed();
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{vf}-save"))
                     .spawn(move || {
+                        let t = std::time::Instant::now();
                         let blob = migration::encode(&state);
+                        let encoded = t.elapsed();
                         let mut f = file;
                         f.write_all(&blob)?;
-                        tracing::info!(vf, bytes = blob.len(), "device state saved");
+                        tracing::info!(
+                            vf,
+                            bytes = blob.len(),
+                            capture_us = captured.as_micros() as u64,
+                            encode_us = encoded.as_micros() as u64,
+                            write_us = (t.elapsed() - encoded).as_micros() as u64,
+                            "device state saved"
+                        );
                         Ok(blob.len())
                     })?;
                 *transfer = Some(Transfer::Save(h));
             }
             VhostTransferStateDirection::LOAD => {
+                let (shared, mem, vf) = (self.shared.clone(), self.mem.clone(), self.index);
+                let logging = self.logging.clone();
                 let h = std::thread::Builder::new()
-                    .name(format!("vhca-vf{}-load", self.index))
-                    .spawn(move || migration::decode(&migration::read_all(file)?))?;
+                    .name(format!("vhca-vf{vf}-load"))
+                    .spawn(move || {
+                        let t = std::time::Instant::now();
+                        let blob = migration::read_all(file)?;
+                        let read = t.elapsed();
+                        let port = Self::build(&shared, &mem, &logging, migration::decode(&blob)?);
+                        tracing::info!(
+                            vf,
+                            read_us = read.as_micros() as u64,
+                            build_us = (t.elapsed() - read).as_micros() as u64,
+                            "device state read"
+                        );
+                        port
+                    })?;
                 *transfer = Some(Transfer::Load(h));
             }
         }
@@ -606,7 +653,7 @@ impl VhostUserBackend for VfBackend {
             Some(Transfer::Load(h)) => h
                 .join()
                 .unwrap_or_else(|_| Err(StateError::Protocol("load thread panicked".into())))
-                .and_then(|s| self.install(s)),
+                .map(|port| self.install(port)),
         };
         r.map_err(|e| {
             tracing::error!(vf = self.index, error = %e, "device state transfer failed");

@@ -38,9 +38,10 @@ pub struct PfState {
     /// only when the next deadline moved before this: a wake-up per batch would cost a
     /// context switch per doorbell on a loaded machine.
     timer_sleeps_until: Option<Nanos>,
-    /// Threads waiting in [`Shared::lock_preempting`]: a pump in progress stops early for
-    /// them (the timer thread finishes its work later).
-    preempt: Arc<AtomicUsize>,
+    /// Set while a migration step waits for the lock ([`Shared::lock_urgent`]): a pump
+    /// stops early, as if its budget were spent, and leaves the rest to the timer thread.
+    /// Without it a VF's stop waited for a whole batch (thousands of packets).
+    pub preempt: Arc<AtomicUsize>,
     epoch: Instant,
 }
 
@@ -58,6 +59,11 @@ impl PfState {
             fabric,
             epoch: Instant::now(),
         }
+    }
+
+    /// When the process's clock started.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     /// Monotonic time since the process started.
@@ -85,7 +91,7 @@ impl PfState {
         loop {
             // Traffic that keeps flowing would keep the lock for a whole budget; someone who
             // must stop a VF now (GET_VRING_BASE) goes first.
-            if self.preempt.load(Ordering::Acquire) > 0 {
+            if self.preempt.load(Ordering::Relaxed) > 0 {
                 return;
             }
             let mut moved = false;
@@ -93,7 +99,7 @@ impl PfState {
                 if self.suspended[i] {
                     continue;
                 }
-                while budget > 0 {
+                while budget > 0 && self.preempt.load(Ordering::Relaxed) == 0 {
                     let Some(pkt) = p.vf.poll_transmit(now) else {
                         break;
                     };
@@ -103,7 +109,7 @@ impl PfState {
                     budget -= 1;
                 }
             }
-            while budget > 0 {
+            while budget > 0 && self.preempt.load(Ordering::Relaxed) == 0 {
                 let Some((port, pkt)) = self.fabric.poll_deliver(now) else {
                     break;
                 };
@@ -180,6 +186,10 @@ impl VfSlot {
 /// The process: state, per-VF slots, the timer thread's condition variable, the stop signal.
 pub struct Shared {
     pub state: Mutex<PfState>,
+    /// `PfState::preempt`, reachable without the lock.
+    preempt: Arc<AtomicUsize>,
+    /// `PfState`'s clock origin, to read the clock without the lock.
+    epoch: Instant,
     pub slots: Vec<VfSlot>,
     pub timer: Condvar,
     /// Readable once the process is stopping (never consumed, so every epoll sees it).
@@ -191,8 +201,6 @@ pub struct Shared {
     /// Written when the fabric's descriptors changed ([`Fabric::generation`]): the network
     /// thread waits on the new set.
     net_changed: EventFd,
-    /// [`PfState`]'s preemption count, reachable without the lock.
-    preempt: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -210,9 +218,9 @@ impl Shared {
                 })
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let preempt = state.preempt.clone();
         Ok(Shared {
-            preempt,
+            preempt: state.preempt.clone(),
+            epoch: state.epoch,
             state: Mutex::new(state),
             slots,
             timer: Condvar::new(),
@@ -229,13 +237,19 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The process lock, taken ahead of a pump in progress: the pump returns at its next
-    /// round instead of running out its budget (up to 65,536 packets). For what must happen
-    /// now whatever the traffic: suspending a VF for migration.
-    pub fn lock_preempting(&self) -> MutexGuard<'_, PfState> {
-        self.preempt.fetch_add(1, Ordering::AcqRel);
+    /// [`PfState::now`] without the lock.
+    pub fn now(&self) -> Nanos {
+        Nanos(self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64)
+    }
+
+    /// The process lock for a migration step (stop, save, install) that the guest's blackout
+    /// waits on: a pump running meanwhile ends early so the step gets the lock within a
+    /// packet or so; the timer thread picks up the rest.
+    pub fn lock_urgent(&self) -> MutexGuard<'_, PfState> {
+        // A count: two VFs of the process may stop at once.
+        self.preempt.fetch_add(1, Ordering::Relaxed);
         let g = self.lock();
-        self.preempt.fetch_sub(1, Ordering::AcqRel);
+        self.preempt.fetch_sub(1, Ordering::Relaxed);
         g
     }
 

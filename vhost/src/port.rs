@@ -155,9 +155,18 @@ impl VfPort {
     /// Back to a fresh VF with the same identity (a new frontend, or RESET_DEVICE): every
     /// object, ring and pending event is gone; the counters stay.
     pub fn reset(&mut self, mem: SharedMemory) {
+        drop(self.reset_keeping_old(mem));
+    }
+
+    /// [`VfPort::reset`], handing back the old port so the caller can drop it after releasing
+    /// the process lock: freeing a VF of 16,384 QPs takes tens of milliseconds, which another
+    /// VF's migration stop would otherwise wait out.
+    pub fn reset_keeping_old(&mut self, mem: SharedMemory) -> VfPort {
         let counters = std::mem::take(&mut self.counters);
-        *self = VfPort::new(*self.vf.identity(), mem);
+        let mut old = std::mem::replace(self, VfPort::new(*self.vf.identity(), mem));
         self.counters = counters;
+        old.counters = PortCounters::default();
+        old
     }
 
     pub fn identity(&self) -> &VfIdentity {

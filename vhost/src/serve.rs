@@ -337,11 +337,12 @@ fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
         slot.connected.store(false, Ordering::Release);
         *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // The next frontend finds a fresh VF (same identity, no objects).
-        {
+        let old = {
             let mut st = shared.lock();
-            st.ports[index].reset(VhostMemory::shared(empty_memory()));
             st.suspended[index] = false;
-        }
+            st.ports[index].reset_keeping_old(VhostMemory::shared(empty_memory()))
+        };
+        drop(old); // outside the lock
         tracing::info!(vf = index, "frontend disconnected; VF reset");
     }
     let _ = std::fs::remove_file(&slot.socket);
@@ -354,16 +355,18 @@ fn one_connection(
 ) -> Result<(), String> {
     let slot = &shared.slots[index];
     let mem = empty_memory();
-    {
+    let old = {
         let mut st = shared.lock();
-        st.ports[index].reset(VhostMemory::shared(mem.clone()));
         st.suspended[index] = false;
+        let old = st.ports[index].reset_keeping_old(VhostMemory::shared(mem.clone()));
         // A slot whose VF migrated away gave up its address; a new guest takes it back if it
         // is free (a VF migrating in rebinds to its own address when its state loads).
         let gid = st.ports[index].identity().gid;
         st.fabric.attach(gid, index);
         shared.fabric_changed();
-    }
+        old
+    };
+    drop(old); // outside the lock
     let backend =
         Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);
     backend.set_self();

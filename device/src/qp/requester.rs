@@ -963,6 +963,10 @@ pub fn resume(qp: &mut Qp, now: Nanos) {
         return;
     }
     rewind(qp);
+    // Not a retry the peer asked for: if the peer is itself still stopped (both ends of a
+    // connection migrating), this resend is lost, and the peer's prompt NAK when it resumes
+    // must start another one rather than be taken for the echo of this one.
+    qp.req.retrying_from = None;
     qp.req.rnr_until = None;
     qp.req.deadline = ack_timeout_ns(qp.attr.timeout).map(|t| now.saturating_add(t));
 }

@@ -666,15 +666,22 @@ pub fn accepts_requests(state: QpState) -> bool {
     )
 }
 
-/// After a migration: tell the peer where this responder stands with a PSN sequence error NAK
-/// carrying the expected PSN, so a peer with requests outstanding resends from there at once
-/// instead of after its retransmit timer (rxe: 4.096 µs × 2^14 ≈ 67 ms). A peer with nothing
-/// outstanding ignores it.
+/// After a migration: tell the peer where this responder stands — an ACK of the last PSN
+/// received and a PSN sequence error NAK carrying the expected PSN — so a peer with requests
+/// outstanding completes or resends them at once instead of after its retransmit timer (rxe:
+/// 4.096 µs × 2^14 ≈ 67 ms). A peer with nothing outstanding ignores both.
 pub fn prompt_peer(qp: &mut Qp, res: &mut Resources) {
     if !accepts_requests(qp.state()) || qp.qp_type() != crate::verbs::QpType::Rc {
         return;
     }
     let e = qp.resp.epsn;
+    // An ACK of everything received first: a request that arrived while the requester was
+    // stopped had its ACK dropped, and the NAK alone cannot complete it — when nothing is
+    // missing, the NAK names the requester's next PSN, which a requester drops as a ghost
+    // response (IBA 9.7.5.1.5), so the request would wait for the ACK timeout. Then the
+    // NAK, for requests the responder never saw. A requester drops whichever of the two lies
+    // outside its window.
+    qp.resp.ack(e.sub(1));
     qp.resp.nak_sent = true;
     res.counters.seq_naks_sent += 1;
     qp.resp.nak(e, Syndrome::Nak(NakCode::PsnSequenceError));
