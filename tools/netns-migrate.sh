@@ -19,6 +19,7 @@
 #    port: the VF's MAC and address move together, as an SR-IOV VF's do between two hosts.
 #    Every WR must complete once and successfully, data compared.
 # 2. The same VF back from DST to SRC (A -> B -> A) with 1,024 QP pairs.
+# 3. The TAP fabric (below).
 # After each run the counters must show the traffic on the new side's socket and no errors.
 #
 # Usage: tools/netns-migrate.sh [path/to/vhca]   (default: target/release/vhca)
@@ -43,7 +44,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    for ns in "$NS_SRC" "$NS_DST" "$NS_PEER" "$NS_BR"; do ip netns del "$ns" 2>/dev/null || true; done
+    for ns in "$NS_SRC" "$NS_DST" "$NS_PEER" "$NS_BR" "${P}tap"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -192,5 +193,43 @@ EOF
 # 256 KiB messages: there is more to send than the source finishes before it stops.
 IN_FLIGHT=every-opcode migrate six-qps src dst --qps 6 --size 262144 --mtu 1024
 IN_FLIGHT=some migrate back-1024-qps dst src --qps 1024 --size 1024 --mtu 1024
+
+# 3. The TAP fabric: three `vhca serve --tap` processes in one namespace, each VF on its own
+#    TAP on bridge tbr0 with its own MAC and address, which the kernel does not hold. The VF of
+#    the first moves to the second: at load the destination's TAP takes the VF's MAC and
+#    address and sends a gratuitous ARP (no hook: nothing to move in the kernel), the source's
+#    TAP goes silent. The bridge must then send the VF's MAC to the destination's TAP.
+NS_TAP=${P}tap
+echo "== TAP fabric: three vhca serve --tap in $NS_TAP on bridge tbr0"
+ip netns add "$NS_TAP"
+ip -n "$NS_TAP" link set lo up
+ip -n "$NS_TAP" link add tbr0 type bridge
+ip -n "$NS_TAP" link set tbr0 up
+for name in src dst peer; do
+    ip -n "$NS_TAP" tuntap add dev "t-$name" mode tap
+    ip -n "$NS_TAP" link set "t-$name" mtu 9000 master tbr0 up
+done
+for side in src:4:10.79.0.11 dst:5:10.79.0.12 peer:6:10.79.0.13; do
+    IFS=: read -r name pf ip <<<"$side"
+    : >"$WORK/tserve-$name.log"
+    ip netns exec "$NS_TAP" timeout 600 env RUST_LOG=info "$VHCA" serve --pf-index "$pf" \
+        --tap "t-$name" --tap-ip "$ip" --socket-dir "$WORK/t$name" >"$WORK/tserve-$name.log" \
+        2>"$WORK/tserve-$name.err.log" &
+    PIDS+=("$!")
+    wait_for "$WORK/tserve-$name.log" "ready"
+done
+TAP_MAC=$("$VHCA" ctl --json --socket-dir "$WORK/tsrc" vfs |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["mac"])')
+timeout 300 "$VHCA" migrate-attached --src "$WORK/tsrc/vf0.sock" --dst "$WORK/tdst/vf0.sock" \
+    --peer "$WORK/tpeer/vf0.sock" --qps 6 --size 262144 --mtu 1024 \
+    >"$WORK/tap.out" 2>"$WORK/tap.log" || { cat "$WORK/tap.out"; fail "tap migration"; }
+cat "$WORK/tap.out"
+grep -q "every WR completed once" "$WORK/tap.out" || fail "tap: no traffic check"
+grep -q "TAP link took the VF's MAC and address" "$WORK/tserve-dst.err.log" ||
+    fail "tap: the destination's TAP did not take the VF's identity"
+grep -q "TAP link silent" "$WORK/tserve-src.err.log" || fail "tap: the source's TAP kept talking"
+fdb=$(bridge -n "$NS_TAP" fdb show br tbr0)
+grep -qi "^$TAP_MAC dev t-dst " <<<"$fdb" || fail "tap: the bridge does not send $TAP_MAC to t-dst: $fdb"
+echo "tap: the bridge sends the VF's MAC $TAP_MAC to t-dst"
 
 echo "netns-migrate: all passed"

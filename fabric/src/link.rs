@@ -44,4 +44,15 @@ pub trait Link: Send {
 
     /// Records every packet sent and received from now on.
     fn set_capture(&mut self, capture: Capture);
+
+    /// Another VF now stands behind this link (a migration brought its MAC and address):
+    /// answer as that VF from now on and announce it, so switches learn where its MAC went.
+    /// Links whose address the kernel owns (UDP) have nothing to do.
+    fn adopt(&mut self, _mac: vhca_device::Mac, _ip: std::net::Ipv4Addr) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// While silent the link sends nothing and drops what arrives: its VF migrated away and
+    /// its MAC lives on another port now (or will again here if the migration fails).
+    fn set_silent(&mut self, _silent: bool) {}
 }

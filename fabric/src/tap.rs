@@ -138,6 +138,13 @@ impl Endpoint {
         self.mac
     }
 
+    /// Takes another VF's MAC and address (a migration). Neighbours stay: they are the same
+    /// hosts, reached the same way.
+    pub fn set_identity(&mut self, mac: Mac, ip: Ipv4Addr) {
+        self.mac = mac;
+        self.ip = ip;
+    }
+
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
     }
@@ -410,6 +417,8 @@ pub struct TapBridge {
     rx_buf: Vec<u8>,
     capture: Option<Capture>,
     announced: bool,
+    /// The VF migrated away: nothing is sent, arriving frames are read and dropped.
+    silent: bool,
 }
 
 impl TapBridge {
@@ -424,6 +433,7 @@ impl TapBridge {
             rx_buf: vec![0u8; RX_BUF],
             capture: None,
             announced: false,
+            silent: false,
         };
         t.try_announce();
         Ok(t)
@@ -480,6 +490,10 @@ impl TapBridge {
 
 impl Link for TapBridge {
     fn send(&mut self, pkts: &mut Vec<Packet>) -> io::Result<()> {
+        if self.silent {
+            pkts.clear();
+            return Ok(());
+        }
         if !self.announced {
             self.try_announce();
         }
@@ -492,6 +506,19 @@ impl Link for TapBridge {
     }
 
     fn recv(&mut self, timeout: Duration, out: &mut Vec<Packet>) -> io::Result<usize> {
+        if self.silent {
+            // Drain the device so a waiting thread is not woken again for the same frames.
+            let mut n = 0;
+            while n < RX_BATCH {
+                match self.dev.read(&mut self.rx_buf) {
+                    Ok(_) => n += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(n);
+        }
         if !self.announced {
             self.try_announce();
         }
@@ -534,6 +561,16 @@ impl Link for TapBridge {
 
     fn set_capture(&mut self, capture: Capture) {
         self.capture = Some(capture);
+    }
+
+    fn adopt(&mut self, mac: Mac, ip: Ipv4Addr) -> io::Result<()> {
+        self.silent = false;
+        self.ep.set_identity(mac, ip);
+        self.announce()
+    }
+
+    fn set_silent(&mut self, silent: bool) {
+        self.silent = silent;
     }
 }
 
@@ -649,6 +686,30 @@ mod tests {
         assert!(deliver(&mut b, out, &mut got).is_empty());
         assert_eq!(b.neighbor(IP_A), Some(moved));
         assert_eq!(b.counters.arp_replies_sent, 0);
+    }
+
+    #[test]
+    fn an_endpoint_that_adopts_a_migrated_vf_answers_as_it() {
+        // The destination slot's endpoint had an identity of its own; the VF (MAC_B, IP_B)
+        // migrates in.
+        let mut dst = Endpoint::new(Mac([2, 0, 0, 0, 0, 0x44]), Ipv4Addr::new(10, 77, 0, 9));
+        dst.set_identity(MAC_B, IP_B);
+        let mut out = Vec::new();
+        dst.announce(&mut out);
+        assert_eq!(&out[0][6..12], &MAC_B.0, "announced from the VF's MAC");
+        // A peer that ARPs for the VF's address (the sample packets go to IP_B) gets the VF's
+        // MAC from the destination, and its packets are delivered there.
+        let mut peer = Endpoint::new(MAC_A, IP_A);
+        let mut req = Vec::new();
+        let p = sample(ALL_OPCODES[0], 8, false);
+        peer.send(Instant::now(), p.clone(), &mut req);
+        let mut got = Vec::new();
+        let reply = deliver(&mut dst, req, &mut got);
+        assert_eq!(reply.len(), 1, "the destination answers for {IP_B}");
+        let frames = deliver(&mut peer, reply, &mut got);
+        assert_eq!(peer.neighbor(IP_B), Some(MAC_B));
+        deliver(&mut dst, frames, &mut got);
+        assert_eq!(got, vec![p]);
     }
 
     #[test]

@@ -243,11 +243,14 @@ impl VfBackend {
     fn install(&self, port: VfPort) {
         let t = std::time::Instant::now();
         let mut st = self.shared.lock_urgent();
-        let gid = port.identity().gid;
+        let (gid, mac) = (port.identity().gid, port.identity().mac);
         let old = std::mem::replace(&mut st.ports[self.index], port);
         st.suspended[self.index] = true;
-        // On a UDP fabric this binds the slot's socket to the VF's own address.
+        // On a UDP fabric this binds the slot's socket to the VF's own address; a TAP takes
+        // the VF's MAC and address and sends a gratuitous ARP, so the bridge learns the MAC's
+        // new port.
         st.fabric.attach(gid, self.index);
+        st.fabric.adopt(self.index, mac, gid);
         self.shared.fabric_changed();
         drop(st);
         drop(old); // a port that had objects is freed outside the lock

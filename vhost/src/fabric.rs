@@ -35,6 +35,9 @@ pub trait Fabric: Send {
     /// [`Fabric::attach`] takes it again (the migration failed and the VF resumes here, or a
     /// VF migrates back in).
     fn release(&mut self, _port: PortId) {}
+    /// A VF with this MAC and GID migrated into `port` (after [`Fabric::attach`]): links that
+    /// carry a MAC of their own take the VF's and announce it (TAP: a gratuitous ARP).
+    fn adopt(&mut self, _port: PortId, _mac: Mac, _gid: Gid) {}
     /// Changes whenever [`Fabric::wake_fds`] may have changed: the network thread waits on
     /// the new set.
     fn generation(&self) -> u64 {
@@ -197,10 +200,37 @@ impl Fabric for LinkFabric {
                 self.bind_udp(port, Ipv4Addr::from(ip));
             }
         }
+        if self.kind == "tap" {
+            // A VF resuming here after a failed migration speaks again.
+            if let Some(Some(l)) = self.links.get_mut(port) {
+                l.set_silent(false);
+            }
+        }
+    }
+
+    fn adopt(&mut self, port: PortId, mac: Mac, gid: Gid) {
+        let (Some(Some(l)), Some(ip)) = (self.links.get_mut(port), gid.to_ipv4()) else {
+            return;
+        };
+        let ip = Ipv4Addr::from(ip);
+        match l.adopt(mac, ip) {
+            Ok(()) if self.kind == "tap" => {
+                tracing::info!(port, %ip, ?mac, "TAP link took the VF's MAC and address, announced")
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(port, error = %e, "cannot announce the VF's address"),
+        }
     }
 
     fn release(&mut self, port: PortId) {
-        // TAP links stay: the device is the VF's own and nothing else binds it.
+        // A TAP stays open (closing a device vhca created would delete it) but goes silent:
+        // the VF's MAC is about to appear on another port of the bridge.
+        if self.kind == "tap" {
+            if let Some(Some(l)) = self.links.get_mut(port) {
+                l.set_silent(true);
+                tracing::info!(port, "TAP link silent (VF migrating away)");
+            }
+        }
         if self.kind == "udp" {
             if let Some(l) = self.links.get_mut(port) {
                 if l.take().is_some() {
