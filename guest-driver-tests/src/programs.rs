@@ -99,6 +99,32 @@ pub fn rc_pair<A: Verbs, B: Verbs>(
 
 /// RESET → INIT → RTR → RTS against `peer`, with `ibv_rc_pingpong`'s attributes.
 pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) -> VerbsResult<()> {
+    let path = RcPath {
+        mtu,
+        timeout: 14,
+        hop_limit: 1,
+    };
+    rc_connect_qp(v, me.qpn, me.psn, peer, path)
+}
+
+/// What differs between the programs' RC connections.
+#[derive(Clone, Copy, Debug)]
+pub struct RcPath {
+    pub mtu: Mtu,
+    /// ACK timeout exponent: 4.096 µs × 2^timeout, 7 retries.
+    pub timeout: u8,
+    pub hop_limit: u8,
+}
+
+/// RESET → INIT → RTR → RTS of QP `qpn` (sending from `my_psn`) against `peer`: full remote
+/// access, 16 outstanding READs/atomics each way, RNR and retry counts of 7.
+pub fn rc_connect_qp<V: Verbs>(
+    v: &mut V,
+    qpn: Qpn,
+    my_psn: Psn,
+    peer: PeerInfo,
+    path: RcPath,
+) -> VerbsResult<()> {
     let mut a = QpAttr {
         qp_state: QpState::Init,
         pkey_index: 0,
@@ -107,23 +133,23 @@ pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) 
         ..QpAttr::default()
     };
     v.modify_qp(
-        me.qpn,
+        qpn,
         &a,
         M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
     )?;
     a.qp_state = QpState::Rtr;
-    a.path_mtu = mtu;
+    a.path_mtu = path.mtu;
     a.dest_qp_num = peer.qpn;
     a.rq_psn = peer.psn;
     a.max_dest_rd_atomic = 16;
     a.min_rnr_timer = 12;
     a.ah_attr = AhAttr {
         dgid: peer.gid,
-        hop_limit: 1,
+        hop_limit: path.hop_limit,
         ..AhAttr::default()
     };
     v.modify_qp(
-        me.qpn,
+        qpn,
         &a,
         M::STATE
             | M::AV
@@ -134,13 +160,13 @@ pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) 
             | M::MIN_RNR_TIMER,
     )?;
     a.qp_state = QpState::Rts;
-    a.timeout = 14;
+    a.timeout = path.timeout;
     a.retry_cnt = 7;
     a.rnr_retry = 7;
-    a.sq_psn = me.psn;
+    a.sq_psn = my_psn;
     a.max_rd_atomic = 16;
     v.modify_qp(
-        me.qpn,
+        qpn,
         &a,
         M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
     )

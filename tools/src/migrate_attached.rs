@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vhca_device::{
-    AhAttr, CqHandle, MemKey, Mtu, Psn, QpAttr, QpAttrMask as M, QpCap, QpInitAttr, QpState,
-    QpType, Qpn, RecvWr, SendOp, SendWr, Sge, Verbs, WcOpcode, WcStatus, WorkCompletion,
+    CqHandle, MemKey, Mtu, Psn, QpCap, QpInitAttr, QpType, Qpn, RecvWr, SendOp, SendWr, Sge, Verbs,
+    WcOpcode, WcStatus, WorkCompletion,
 };
 use vhca_guest::migrate::{MigrateError, Migration};
-use vhca_guest::programs::FULL_ACCESS;
+use vhca_guest::programs::{rc_connect_qp, PeerInfo, RcPath, FULL_ACCESS};
 use vhca_guest::{DriverConfig, GuestContext};
 
 pub struct Options {
@@ -153,53 +153,17 @@ fn connect(
     gid: vhca_device::Gid,
     o: &Options,
 ) -> Result<(), String> {
-    let mut a = QpAttr {
-        qp_state: QpState::Init,
-        port_num: 1,
-        qp_access_flags: FULL_ACCESS,
-        ..QpAttr::default()
+    let peer = PeerInfo {
+        qpn: peer.0,
+        psn: peer.1,
+        gid,
     };
-    g.modify_qp(
-        qpn,
-        &a,
-        M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
-    )
-    .map_err(v("INIT"))?;
-    a.qp_state = QpState::Rtr;
-    a.path_mtu = o.mtu;
-    a.dest_qp_num = peer.0;
-    a.rq_psn = peer.1;
-    a.max_dest_rd_atomic = 16;
-    a.min_rnr_timer = 12;
-    a.ah_attr = AhAttr {
-        dgid: gid,
+    let path = RcPath {
+        mtu: o.mtu,
+        timeout: o.qp_timeout,
         hop_limit: 64,
-        ..AhAttr::default()
     };
-    g.modify_qp(
-        qpn,
-        &a,
-        M::STATE
-            | M::AV
-            | M::PATH_MTU
-            | M::DEST_QPN
-            | M::RQ_PSN
-            | M::MAX_DEST_RD_ATOMIC
-            | M::MIN_RNR_TIMER,
-    )
-    .map_err(v("RTR"))?;
-    a.qp_state = QpState::Rts;
-    a.timeout = o.qp_timeout;
-    a.retry_cnt = 7;
-    a.rnr_retry = 7;
-    a.sq_psn = my_psn;
-    a.max_rd_atomic = 16;
-    g.modify_qp(
-        qpn,
-        &a,
-        M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
-    )
-    .map_err(v("RTS"))
+    rc_connect_qp(g, qpn, my_psn, peer, path).map_err(v("connecting a QP"))
 }
 
 /// Starting PSNs: spread over the space, some near the wrap.
