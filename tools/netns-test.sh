@@ -79,9 +79,9 @@ done
 ip -n "$NS_A" link set vhca-va mtu 9000 up
 ip -n "$NS_B" link set vhca-vb mtu 9000 up
 
-pingpong udp-4k "$NS_A" "$NS_B" "--ip 10.88.0.1 -n 500" "10.88.0.1 --ip 10.88.0.2 -n 500"
-pingpong udp-64k "$NS_A" "$NS_B" "--ip 10.88.0.1 -s 65536 -m 4096 -n 200" \
-    "10.88.0.1 --ip 10.88.0.2 -s 65536 -m 4096 -n 200"
+pingpong udp-4k "$NS_A" "$NS_B" "--ip 10.88.0.1 -n 500 -u 16" "10.88.0.1 --ip 10.88.0.2 -n 500 -u 16"
+pingpong udp-64k "$NS_A" "$NS_B" "--ip 10.88.0.1 -s 65536 -m 4096 -n 200 -u 16" \
+    "10.88.0.1 --ip 10.88.0.2 -s 65536 -m 4096 -n 200 -u 16"
 
 echo "== vhca bench --udp across the veth pair"
 timeout 120 "$VHCA" bench --udp --ips 10.88.0.1,10.88.0.2 --netns "$NS_A,$NS_B" --millis 1500 ||
@@ -116,10 +116,13 @@ for t in vhtap0 vhtap1; do
 done
 ip -n "$NS_T" link set vbr0 mtu 9000 up
 
-pingpong tap-4k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -n 500 --pcap $WORK/tap.pcap" \
-    "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -n 500"
-pingpong tap-64k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -s 65536 -m 4096 -n 100" \
-    "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -s 65536 -m 4096 -n 100"
+# -u 16: 7 retries of 268 ms. The CI machine has two cores that QEMU/TCG and builds may share
+# with this test; rxe's (and ibv_rc_pingpong's) 67 ms would give up after half a second of a
+# starved process.
+pingpong tap-4k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -n 500 -u 16 --pcap $WORK/tap.pcap" \
+    "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -n 500 -u 16"
+pingpong tap-64k "$NS_T" "$NS_T" "--tap vhtap0 --ip 10.99.0.2 -s 65536 -m 4096 -n 100 -u 16" \
+    "127.0.0.1 --tap vhtap1 --ip 10.99.0.3 -s 65536 -m 4096 -n 100 -u 16"
 
 echo "== two vhca serve processes (--tap) on vbr0, guests attached over vhost-user"
 for side in c d; do
