@@ -64,6 +64,9 @@ pub struct MigrationReport {
     pub stop_copy_pages: u64,
     /// From the first GET_VRING_BASE to the destination's rings kicked.
     pub blackout_ms: f64,
+    /// When the switch-over began (the stop), milliseconds since the Unix epoch: lines it up
+    /// with a capture of the traffic.
+    pub stop_unix_ms: f64,
     /// The --migrate-hook command's run time (inside the blackout).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook_ms: Option<f64>,
@@ -129,6 +132,7 @@ pub struct Migrator {
     longest_pause: Duration,
     switch_call: Option<usize>,
     resumed: Option<Instant>,
+    stop_wall: Option<std::time::SystemTime>,
     timeline: Option<Timeline>,
     hook_took: Arc<Mutex<Option<Duration>>>,
 }
@@ -156,6 +160,7 @@ impl Migrator {
             longest_pause: Duration::ZERO,
             switch_call: None,
             resumed: None,
+            stop_wall: None,
             timeline: None,
             hook_took: Arc::new(Mutex::new(None)),
         })
@@ -236,6 +241,7 @@ impl Migrator {
             }));
         }
         self.switch_call = Some(idx);
+        self.stop_wall = Some(std::time::SystemTime::now());
         let timeline = m
             .finish(c.driver_mut())
             .map_err(|e| format!("migration: {e}"))?;
@@ -290,6 +296,10 @@ impl Migrator {
             state_bytes: t.state_bytes,
             stop_copy_pages: t.last.cpu_pages,
             blackout_ms: ms(t.blackout),
+            stop_unix_ms: self
+                .stop_wall
+                .and_then(|w| w.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, ms),
             hook_ms,
             typical_gap_ms: typical,
             migrated_iteration_ms: migrated,
