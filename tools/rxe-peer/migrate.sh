@@ -112,10 +112,13 @@ cat >"$work/move.sh" <<EOF
 #!/bin/sh
 set -e
 [ "\$VHCA_IP" = "$VF_IP" ] && [ "\$VHCA_MAC" = "$VF_MAC" ]
-# One ip process per namespace (the hook runs inside the blackout).
+# The hook runs inside the blackout: one ip process per namespace, and the gratuitous ARP
+# goes out while the destination loads (the bridge floods frames for the MAC once the source's
+# port is down, and learns the new port from the announcement or the VF's first frames).
 printf 'addr del %s/24 dev vf0\nlink set vf0 down\n' "\$VHCA_IP" | ip -n "\$1" -b -
 printf 'link set vf0 up\naddr add %s/24 dev vf0\n' "\$VHCA_IP" | ip -n "\$2" -b -
-ip netns exec "\$2" "$vhca" announce --dev vf0 --ip "\$VHCA_IP" --mac "\$VHCA_MAC"
+ip netns exec "\$2" "$vhca" announce --dev vf0 --ip "\$VHCA_IP" --mac "\$VHCA_MAC" \
+    >>"$work/announce.log" 2>&1 </dev/null &
 EOF
 chmod +x "$work/move.sh"
 

@@ -327,7 +327,7 @@ enum Cmd {
 struct MigrateArgs {
     /// Live-migrate the VF (`--vf`) to this VF socket of another `vhca serve` mid-run, then
     /// carry on there; prints a migration report (blackout, the stall the traffic saw).
-    #[arg(long, value_name = "SOCKET", requires_all = ["vf", "migrate_at"])]
+    #[arg(long, value_name = "SOCKET", requires_all = ["vf", "migrate_at"], conflicts_with = "ip")]
     migrate_to: Option<PathBuf>,
     /// Switch over when this many iterations completed (on a write_bw/read_bw server, which
     /// has none of its own: at its N-th 10 ms tick while it waits).
