@@ -23,12 +23,15 @@
 # Checked: both sides exit 0 (the rdma-core tools and perftest exit non-zero on any error
 # completion; ibv_rc_pingpong's data is not compared by either side, ib_write_bw's neither);
 # vhca's report shows the iterations and bytes asked for and a migration that happened; the
-# guest printed its result line/row; the VF's address ends in DST only; rxe counts no ICRC
-# drop. Printed per run: blackout, the stall vhca's side saw (longest gap between consecutive
-# completions around the switch-over), the wire silence toward rxe across the switch-over (from
-# a capture on the guest's TAP: the gap between the VF's last packet to the guest before the
-# stop and its first after), and rxe's counters over the run (rcvd_seq_err: the resumed VF's
-# NAKs it received; completer_retry_err beyond those: its own retransmit timer, 67 ms, fired).
+# guest printed its result line/row; the VF's address ends in DST only and DST bound it; the
+# gratuitous ARPs went out without error; rxe counts no ICRC drop. Printed per run (and as a
+# summary table): the blackout; the stall vhca's side saw (longest gap between consecutive
+# completions from 5 before the switch-over to 20 after it; not on a write_bw server, which has
+# no completions of its own); from a capture on the guest's TAP, the longest gap between
+# consecutive new request packets (either direction) ending after the stop, which is the stall
+# rxe's traffic saw on the wire, and rxe's retransmissions after the stop (the first one before
+# the resume's NAK could reach it means its 67 ms retransmit timer fired inside the blackout);
+# rxe's counters over the run. The figures are reported, not judged (docs/benchmarks.md).
 # Needs root, the host packages of build.sh, qemu-system-x86, iproute2, tshark (dumpcap).
 set -euo pipefail
 
@@ -350,6 +353,7 @@ grc=$?
 set -e
 pids=()
 [ "$grc" = 0 ] || fail "guest run.sh exit $grc"
+[ ! -s "$work/announce.log" ] || fail "vhca announce: $(cat "$work/announce.log")"
 icrc=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-ICRC-ERRORS \([0-9]*\).*/\1/p' | tail -n1)
 tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
