@@ -29,8 +29,10 @@ rxe_peer_wait() {
 }
 
 # rxe_peer_field LOG MARKER N : the text after the N-th "MARKER " line of LOG (e.g. an exit code).
+# (awk reads the file itself: an early exit must not leave a writer in a pipe to die of SIGPIPE,
+# which pipefail would turn into a failure once the log outgrows the pipe's buffer.)
 rxe_peer_field() {
-    tr -d '\r' <"$1" | awk -v m="$2 " -v n="$3" 'index($0, m) == 1 { if (++c == n) { print substr($0, length(m) + 1); exit } }'
+    awk -v m="$2 " -v n="$3" '{ sub(/\r$/, "") } index($0, m) == 1 { if (++c == n) { print substr($0, length(m) + 1); exit } }' "$1"
 }
 
 # rxe_peer_send RUNDIR LINE : writes one control line ("go", "run BASE64", "poweroff") to a

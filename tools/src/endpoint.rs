@@ -101,8 +101,9 @@ pub const IDLE_TICK: Duration = Duration::from_millis(10);
 ///
 /// A hook that live-migrates the VF while a ping-pong runs: pre-copy from iteration 100, a
 /// round every 100 iterations, the switch-over at 500 (the peer retransmits across the
-/// blackout). Needs the VF's address to follow it to the destination, which `vhca serve` does
-/// not do yet (docs/migration.md).
+/// blackout). On the UDP fabric the VF's address must follow it to the destination
+/// (docs/migration.md, "UDP fabrics"); `vhca pingpong/perf --vf S --migrate-to D --migrate-at N`
+/// is this hook, with a report ([`crate::vf_migrate`]).
 ///
 /// ```no_run
 /// use std::net::SocketAddr;

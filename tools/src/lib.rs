@@ -12,4 +12,5 @@ pub mod pingpong;
 pub mod sim;
 pub mod state;
 pub mod udp_bench;
+pub mod vf_migrate;
 pub mod vhost_bench;

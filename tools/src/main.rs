@@ -94,6 +94,8 @@ enum Cmd {
         qp_timeout: u8,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        migrate: MigrateArgs,
     },
     /// A live migration over vhost-user as QEMU drives it: a source and a destination `vhca
     /// serve`, a connected RC pair under traffic, pre-copy rounds from the dirty log, device
@@ -205,6 +207,8 @@ enum Cmd {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        migrate: MigrateArgs,
     },
     /// In-process bandwidth, message rate and latency beside this machine's memcpy bandwidth.
     Bench {
@@ -334,6 +338,78 @@ enum Cmd {
         #[arg(long, value_parser = parse_mac)]
         mac: vhca_device::Mac,
     },
+}
+
+/// Live migration of the `--vf` VF in the middle of a `pingpong` or `perf` run.
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// Live-migrate the VF (`--vf`) to this VF socket of another `vhca serve` mid-run, then
+    /// carry on there; prints a migration report (blackout, the stall the traffic saw).
+    #[arg(long, value_name = "SOCKET", requires_all = ["vf", "migrate_at"], conflicts_with = "ip")]
+    migrate_to: Option<PathBuf>,
+    /// Switch over when this many iterations completed (on a write_bw/read_bw server, which
+    /// has none of its own: at its N-th 10 ms tick while it waits).
+    #[arg(long, value_name = "N", requires = "migrate_to")]
+    migrate_at: Option<u64>,
+    /// Begin pre-copy (dirty logging, full RAM copy) at this count (default: N/2).
+    #[arg(long, value_name = "M", requires = "migrate_to")]
+    migrate_precopy_from: Option<u64>,
+    /// Dirty-page pre-copy rounds between the beginning and the switch-over.
+    #[arg(long, value_name = "R", default_value_t = 1, requires = "migrate_to")]
+    migrate_rounds: u32,
+    /// Shell command run between the source's save and the destination's load, with VHCA_IP
+    /// and VHCA_MAC (move the VF's address and MAC there, as `migrate-attached --hook`).
+    #[arg(long, value_name = "CMD", requires = "migrate_to")]
+    migrate_hook: Option<String>,
+}
+
+impl MigrateArgs {
+    fn migrator(&self) -> Result<Option<vhca::vf_migrate::Migrator>, String> {
+        let (Some(dst), Some(at)) = (&self.migrate_to, self.migrate_at) else {
+            return Ok(None);
+        };
+        vhca::vf_migrate::Migrator::new(vhca::vf_migrate::MigrateOptions {
+            dst: dst.clone(),
+            at,
+            precopy_from: self.migrate_precopy_from,
+            rounds: self.migrate_rounds,
+            hook: self.migrate_hook.clone(),
+        })
+        .map(Some)
+    }
+}
+
+/// Prints a run's report (`json`: one object, with the migration's under "migration") and
+/// the migration's lines on stderr; fails when a migration was asked for and did not happen.
+fn print_run<R: serde::Serialize>(
+    rep: &R,
+    text: String,
+    json: bool,
+    mig: Option<&vhca::vf_migrate::Migrator>,
+) -> ExitCode {
+    let m = match mig.map(|m| m.report()).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("migration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(m) = &m {
+        eprint!("{}", m.lines());
+    }
+    if json {
+        let mut v = serde_json::to_value(rep).unwrap_or_default();
+        if let (Some(m), Some(o)) = (&m, v.as_object_mut()) {
+            o.insert(
+                "migration".into(),
+                serde_json::to_value(m).unwrap_or_default(),
+            );
+        }
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+    } else {
+        print!("{text}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn parse_mac(s: &str) -> Result<vhca_device::Mac, String> {
@@ -539,10 +615,18 @@ fn main() -> ExitCode {
             pcap,
             qp_timeout,
             json,
+            migrate,
         } => {
             let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
                 eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
                 return ExitCode::from(2);
+            };
+            let mut mig = match migrate.migrator() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("pingpong: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let o = vhca::pingpong::Options {
                 port,
@@ -557,22 +641,21 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             // clap makes one of --ip and --vf present.
-            let r = match (vf, ip, server) {
-                (Some(vf), _, Some(srv)) => vhca::pingpong::vf_client(&vf, srv, &o),
-                (Some(vf), _, None) => vhca::pingpong::vf_server(&vf, &o),
-                (None, Some(ip), Some(srv)) => vhca::pingpong::client(ip, srv, &o),
-                (None, Some(ip), None) => vhca::pingpong::server(ip, &o),
-                (None, None, _) => unreachable!("clap requires --ip without --vf"),
+            let r = match (vf, ip, server, mig.as_mut()) {
+                (Some(vf), _, Some(srv), Some(m)) => {
+                    vhca::pingpong::vf_client_with(&vf, srv, &o, &mut |c, p| m.hook(c, p))
+                }
+                (Some(vf), _, None, Some(m)) => {
+                    vhca::pingpong::vf_server_with(&vf, &o, &mut |c, p| m.hook(c, p))
+                }
+                (Some(vf), _, Some(srv), None) => vhca::pingpong::vf_client(&vf, srv, &o),
+                (Some(vf), _, None, None) => vhca::pingpong::vf_server(&vf, &o),
+                (None, Some(ip), Some(srv), _) => vhca::pingpong::client(ip, srv, &o),
+                (None, Some(ip), None, _) => vhca::pingpong::server(ip, &o),
+                (None, None, _, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
-                Ok(rep) => {
-                    if json {
-                        println!("{}", serde_json::to_string(&rep).unwrap_or_default());
-                    } else {
-                        print!("{}", rep.lines());
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(rep) => print_run(&rep, rep.lines(), json, mig.as_ref()),
                 Err(e) => {
                     eprintln!("pingpong failed: {e}");
                     ExitCode::FAILURE
@@ -696,10 +779,18 @@ fn main() -> ExitCode {
             timeout,
             qp_timeout,
             json,
+            migrate,
         } => {
             let Some(mtu) = vhca_device::Mtu::from_bytes(mtu) else {
                 eprintln!("bad MTU {mtu}: use 256, 512, 1024, 2048 or 4096");
                 return ExitCode::from(2);
+            };
+            let mut mig = match migrate.migrator() {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("perf: {e}");
+                    return ExitCode::from(2);
+                }
             };
             let mut o = vhca::perf::Options::new(test);
             o.port = port;
@@ -713,22 +804,21 @@ fn main() -> ExitCode {
             o.timeout = std::time::Duration::from_secs(timeout);
             o.qp_timeout = qp_timeout;
             // clap makes one of --ip and --vf present.
-            let r = match (vf, ip, server) {
-                (Some(vf), _, Some(srv)) => vhca::perf::vf_client(&vf, srv, &o),
-                (Some(vf), _, None) => vhca::perf::vf_server(&vf, &o),
-                (None, Some(ip), Some(srv)) => vhca::perf::client(ip, srv, &o),
-                (None, Some(ip), None) => vhca::perf::server(ip, &o),
-                (None, None, _) => unreachable!("clap requires --ip without --vf"),
+            let r = match (vf, ip, server, mig.as_mut()) {
+                (Some(vf), _, Some(srv), Some(m)) => {
+                    vhca::perf::vf_client_with(&vf, srv, &o, &mut |c, p| m.hook(c, p))
+                }
+                (Some(vf), _, None, Some(m)) => {
+                    vhca::perf::vf_server_with(&vf, &o, &mut |c, p| m.hook(c, p))
+                }
+                (Some(vf), _, Some(srv), None) => vhca::perf::vf_client(&vf, srv, &o),
+                (Some(vf), _, None, None) => vhca::perf::vf_server(&vf, &o),
+                (None, Some(ip), Some(srv), _) => vhca::perf::client(ip, srv, &o),
+                (None, Some(ip), None, _) => vhca::perf::server(ip, &o),
+                (None, None, _, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
-                Ok(rep) => {
-                    if json {
-                        println!("{}", serde_json::to_string(&rep).unwrap_or_default());
-                    } else {
-                        print!("{}", rep.table());
-                    }
-                    ExitCode::SUCCESS
-                }
+                Ok(rep) => print_run(&rep, rep.table(), json, mig.as_ref()),
                 Err(e) => {
                     eprintln!("perf {} failed: {e}", test.binary());
                     ExitCode::FAILURE

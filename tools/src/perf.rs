@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
 use vhca_fabric::node::{Node, MAX_WAIT};
-use vhca_guest::DriverError;
+use vhca_guest::{DriverError, GuestContext};
 
 use crate::endpoint::{connect_vf, no_hook, Endpoint, Hook, Progress, IDLE_TICK};
 
@@ -1321,17 +1321,37 @@ fn accept(listener: TcpListener, o: &Options) -> Result<(TcpStream, SocketAddr),
 /// [`client`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
 /// one the device reports.
 pub fn vf_client(vf: &Path, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    vf_client_with(vf, server, o, &mut no_hook)
+}
+
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+pub fn vf_client_with(
+    vf: &Path,
+    server: Ipv4Addr,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PerfError> {
     o.effective()?;
     let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
-    client_on(&mut ctx, (server, o.port).into(), o, &mut no_hook)
+    client_on(&mut ctx, (server, o.port).into(), o, hook)
 }
 
 /// [`server`] on the VF behind the vhost-user socket `vf`.
 pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PerfError> {
+    vf_server_with(vf, o, &mut no_hook)
+}
+
+/// [`vf_server`] with a hook between iterations (on a write_bw or read_bw server, about every
+/// 10 ms while the client works).
+pub fn vf_server_with(
+    vf: &Path,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PerfError> {
     o.effective()?;
     let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
-    serve_on(&mut ctx, listener, o, &mut no_hook)
+    serve_on(&mut ctx, listener, o, hook)
 }
 
 /// The client's run on any device against the server's side channel at `server` (`o.port`

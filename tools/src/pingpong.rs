@@ -22,7 +22,7 @@ use vhca_fabric::capture::Capture;
 use vhca_fabric::node::Node;
 use vhca_fabric::tap::TapError;
 use vhca_fabric::{Link, LinkCounters};
-use vhca_guest::DriverError;
+use vhca_guest::{DriverError, GuestContext};
 
 use crate::endpoint::{connect_vf, Endpoint, Hook, Progress};
 
@@ -533,7 +533,7 @@ fn vf_mem(o: &Options) -> u64 {
 
 /// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
 /// the link), and are refused rather than ignored.
-fn open_vf(vf: &Path, o: &Options) -> Result<vhca_guest::GuestContext, PingError> {
+fn open_vf(vf: &Path, o: &Options) -> Result<GuestContext, PingError> {
     if o.tap.is_some() || o.pcap.is_some() {
         return Err(PingError::Options(
             "a TAP device or a capture is the serve process's, not a VF user's",
@@ -545,20 +545,34 @@ fn open_vf(vf: &Path, o: &Options) -> Result<vhca_guest::GuestContext, PingError
 /// [`server`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
 /// one the device reports.
 pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
+    vf_server_with(vf, o, &mut crate::endpoint::no_hook)
+}
+
+/// [`vf_server`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+pub fn vf_server_with(
+    vf: &Path,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PingError> {
     let mut ctx = open_vf(vf, o)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
-    server_on(&mut ctx, listener, o, &mut crate::endpoint::no_hook)
+    server_on(&mut ctx, listener, o, hook)
 }
 
 /// [`client`] on the VF behind the vhost-user socket `vf`.
 pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+    vf_client_with(vf, server_addr, o, &mut crate::endpoint::no_hook)
+}
+
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+pub fn vf_client_with(
+    vf: &Path,
+    server_addr: Ipv4Addr,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PingError> {
     let mut ctx = open_vf(vf, o)?;
-    client_on(
-        &mut ctx,
-        SocketAddr::from((server_addr, o.port)),
-        o,
-        &mut crate::endpoint::no_hook,
-    )
+    client_on(&mut ctx, SocketAddr::from((server_addr, o.port)), o, hook)
 }
 
 /// The server's run on any device, for one client of `listener` (`o.port` is not used: the

@@ -492,3 +492,127 @@ fn hooks_run_between_iterations_on_a_guest_context() {
         Err(pingpong::PingError::Stalled(_))
     ));
 }
+
+/// The migration report inside a tool's JSON: it happened, with a blackout.
+fn check_migration<'a>(r: &'a Value, counting: &str) -> &'a Value {
+    let m = &r["migration"];
+    assert_eq!(m["counting"], counting, "{r}");
+    assert!(m["blackout_ms"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(m["state_bytes"].as_u64().unwrap() > 0, "{r}");
+    m
+}
+
+/// `vhca pingpong --vf --migrate-to`: the VF moves to another serve process at iteration 50 of
+/// 100 (same host: the source releases the VF's address at the save, the destination binds
+/// it at the load) and the run finishes there; the node server sees every iteration.
+#[test]
+fn pingpong_vf_client_migrates_mid_run() {
+    let (src_ip, dst_ip, node_ip) = (
+        Ipv4Addr::new(127, 0, 78, 41),
+        Ipv4Addr::new(127, 0, 78, 42),
+        Ipv4Addr::new(127, 0, 78, 43),
+    );
+    let (src, dst) = (serve(src_ip), serve(dst_ip));
+    let o = ping_opts(false);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
+    let port = listener.local_addr().unwrap().port();
+    let so = o.clone();
+    let srv = std::thread::spawn(move || {
+        let mut node = Node::new(node_ip, 64 << 20).expect("node");
+        pingpong::server_on(&mut node, listener, &so, &mut vhca::endpoint::no_hook)
+    });
+    let mut args = vec!["pingpong".into(), "--vf".into()];
+    args.push(src.socket(0).display().to_string());
+    args.push("127.0.0.1".into());
+    args.extend(ping_args(&o, port));
+    args.extend([
+        "--migrate-to".into(),
+        dst.socket(0).display().to_string(),
+        "--migrate-at".into(),
+        "50".into(),
+        "--migrate-hook".into(),
+        "test \"$VHCA_IP\" = 127.0.78.41".into(),
+    ]);
+    let client = json_of(vhca(&args));
+    let server = srv.join().expect("server thread").expect("node server");
+    check_ping(&client, &o);
+    let m = check_migration(&client, "iterations");
+    assert_eq!(m["at"], 50, "{client}");
+    assert_eq!(m["precopy_from"], 25, "{client}");
+    assert_eq!(m["precopy_rounds"], 1, "{client}");
+    assert!(m["hook_ms"].as_f64().unwrap() > 0.0, "{client}");
+    // The stall is at least the migrated iteration, which spans the blackout.
+    let (stall, it, blackout) = (
+        m["stall_ms"].as_f64().unwrap(),
+        m["migrated_iteration_ms"].as_f64().unwrap(),
+        m["blackout_ms"].as_f64().unwrap(),
+    );
+    assert!(stall >= it && it >= blackout, "{client}");
+    assert_eq!(server.iters, o.iters);
+}
+
+/// `vhca perf write_bw --vf --migrate-to` as the server, which has no iterations of its own:
+/// it migrates at its third 10 ms tick of the client's data phase.
+#[test]
+fn perf_write_bw_vf_server_migrates_mid_run() {
+    let (src_ip, dst_ip, node_ip) = (
+        Ipv4Addr::new(127, 0, 78, 51),
+        Ipv4Addr::new(127, 0, 78, 52),
+        Ipv4Addr::new(127, 0, 78, 53),
+    );
+    let (src, dst) = (serve(src_ip), serve(dst_ip));
+    let mut o = perf_opts(perf::Test::WriteBw);
+    // Long enough a data phase (about 200 MB) for three ticks and the pre-copy.
+    o.iters = 50_000;
+    o.port = free_port();
+    let mut args = vec!["perf".into(), "write_bw".into(), "--vf".into()];
+    args.push(src.socket(0).display().to_string());
+    args.extend(perf_args(&o, o.port));
+    args.extend([
+        "--migrate-to".into(),
+        dst.socket(0).display().to_string(),
+        "--migrate-at".into(),
+        "3".into(),
+    ]);
+    let mut child = vhca(&args);
+    let log = wait_listening(&mut child);
+    let client = perf::client(node_ip, Ipv4Addr::LOCALHOST, &o).expect("node client");
+    let server = json_of(child);
+    drop(log);
+    check_perf(
+        perf::Test::WriteBw,
+        &o,
+        &serde_json::to_value(&client).unwrap(),
+        &server,
+    );
+    let m = check_migration(&server, "hook calls");
+    assert_eq!(m["at"], 3, "{server}");
+    // No completions of its own: no stall figures on this side.
+    assert!(m.get("stall_ms").is_none(), "{server}");
+}
+
+#[test]
+fn migrate_options_need_a_vf_and_an_iteration() {
+    let out = vhca(&[
+        "pingpong".into(),
+        "--ip".into(),
+        "127.0.78.61".into(),
+        "--migrate-to".into(),
+        "/nonexistent".into(),
+        "--migrate-at".into(),
+        "5".into(),
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+    let out = vhca(&[
+        "pingpong".into(),
+        "--vf".into(),
+        "/nonexistent".into(),
+        "--migrate-to".into(),
+        "/nonexistent".into(),
+    ])
+    .wait_with_output()
+    .unwrap();
+    assert!(!out.status.success());
+}
