@@ -294,7 +294,7 @@ impl Migrator {
             precopy_pause_ms: ms(self.longest_pause),
             ram_bytes: t.ram_bytes,
             state_bytes: t.state_bytes,
-            stop_copy_pages: t.last.cpu_pages,
+            stop_copy_pages: t.last.copied_pages,
             blackout_ms: ms(t.blackout),
             stop_unix_ms: self
                 .stop_wall
