@@ -127,6 +127,11 @@ pub struct Options {
     /// ibv_rc_pingpong uses 14 (67 ms). With retry_cnt 7, a peer that stalls for more than
     /// 8 timeouts fails the QP with RETRY_EXC_ERR (rxe itself treats 7 as infinite).
     pub qp_timeout: u8,
+    /// How long an RC side keeps its QP answering after its last completion. ibv_rc_pingpong
+    /// has no closing handshake: if the ACK of a side's last SEND is lost and the other side
+    /// has already exited, that side retransmits into nothing (rxe retries forever). Staying
+    /// a moment re-ACKs such a retransmission; the report's time does not include it.
+    pub linger: Duration,
 }
 
 impl Default for Options {
@@ -142,6 +147,7 @@ impl Default for Options {
             tap: None,
             pcap: None,
             qp_timeout: 14,
+            linger: Duration::from_secs(1),
         }
     }
 }
@@ -443,6 +449,15 @@ fn data_phase<V: Endpoint>(
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    if !o.ud {
+        let until = Instant::now() + o.linger;
+        while let Some(left) = until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
+            node.idle(left)?;
+        }
+    }
     let bytes = o.size as u64 * o.iters as u64 * 2;
     Ok(Report {
         bytes,
