@@ -101,23 +101,40 @@ pub fn rc_pair<A: Verbs, B: Verbs>(
 pub fn rc_connect<V: Verbs>(v: &mut V, me: &Endpoint, peer: PeerInfo, mtu: Mtu) -> VerbsResult<()> {
     let path = RcPath {
         mtu,
-        timeout: 14,
-        hop_limit: 1,
+        ..RcPath::default()
     };
     rc_connect_qp(v, me.qpn, me.psn, peer, path)
 }
 
-/// What differs between the programs' RC connections.
+/// What differs between the programs' RC connections (rdma-core's and perftest's tools each
+/// set their own).
 #[derive(Clone, Copy, Debug)]
 pub struct RcPath {
     pub mtu: Mtu,
     /// ACK timeout exponent: 4.096 µs × 2^timeout, 7 retries.
     pub timeout: u8,
     pub hop_limit: u8,
+    /// READs/atomics this QP answers at once (`max_dest_rd_atomic`).
+    pub dest_rd_atomic: u8,
+    /// READs/atomics this QP keeps outstanding (`max_rd_atomic`).
+    pub rd_atomic: u8,
+}
+
+impl Default for RcPath {
+    /// `ibv_rc_pingpong`'s timeout and hop limit, 16 READs/atomics each way.
+    fn default() -> RcPath {
+        RcPath {
+            mtu: Mtu::Mtu1024,
+            timeout: 14,
+            hop_limit: 1,
+            dest_rd_atomic: 16,
+            rd_atomic: 16,
+        }
+    }
 }
 
 /// RESET → INIT → RTR → RTS of QP `qpn` (sending from `my_psn`) against `peer`: full remote
-/// access, 16 outstanding READs/atomics each way, RNR and retry counts of 7.
+/// access, then [`rc_rtr_rts`].
 pub fn rc_connect_qp<V: Verbs>(
     v: &mut V,
     qpn: Qpn,
@@ -125,7 +142,7 @@ pub fn rc_connect_qp<V: Verbs>(
     peer: PeerInfo,
     path: RcPath,
 ) -> VerbsResult<()> {
-    let mut a = QpAttr {
+    let a = QpAttr {
         qp_state: QpState::Init,
         pkey_index: 0,
         port_num: 1,
@@ -137,11 +154,26 @@ pub fn rc_connect_qp<V: Verbs>(
         &a,
         M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
     )?;
-    a.qp_state = QpState::Rtr;
+    rc_rtr_rts(v, qpn, my_psn, peer, path)
+}
+
+/// INIT → RTR → RTS of QP `qpn` (sending from `my_psn`) against `peer`: RNR and retry counts
+/// of 7, the rest from `path`.
+pub fn rc_rtr_rts<V: Verbs>(
+    v: &mut V,
+    qpn: Qpn,
+    my_psn: Psn,
+    peer: PeerInfo,
+    path: RcPath,
+) -> VerbsResult<()> {
+    let mut a = QpAttr {
+        qp_state: QpState::Rtr,
+        ..QpAttr::default()
+    };
     a.path_mtu = path.mtu;
     a.dest_qp_num = peer.qpn;
     a.rq_psn = peer.psn;
-    a.max_dest_rd_atomic = 16;
+    a.max_dest_rd_atomic = path.dest_rd_atomic;
     a.min_rnr_timer = 12;
     a.ah_attr = AhAttr {
         dgid: peer.gid,
@@ -164,7 +196,7 @@ pub fn rc_connect_qp<V: Verbs>(
     a.retry_cnt = 7;
     a.rnr_retry = 7;
     a.sq_psn = my_psn;
-    a.max_rd_atomic = 16;
+    a.max_rd_atomic = path.rd_atomic;
     v.modify_qp(
         qpn,
         &a,

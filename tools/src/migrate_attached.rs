@@ -162,6 +162,7 @@ fn connect(
         mtu: o.mtu,
         timeout: o.qp_timeout,
         hop_limit: 64,
+        ..RcPath::default()
     };
     rc_connect_qp(g, qpn, my_psn, peer, path).map_err(v("connecting a QP"))
 }

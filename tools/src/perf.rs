@@ -55,6 +55,7 @@ use vhca_fabric::node::{Node, MAX_WAIT};
 use vhca_guest::{DriverError, GuestContext};
 
 use crate::endpoint::{connect_vf, no_hook, Endpoint, Hook, Progress, IDLE_TICK};
+use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
 /// The protocol version perftest v4.5-0.17 announces (its configure version).
@@ -707,43 +708,19 @@ fn connect<V: Endpoint>(
     mtu: Mtu,
     rem: &KeyMsg,
 ) -> Result<(), PerfError> {
-    use QpAttrMask as M;
-    let mut a = QpAttr {
-        qp_state: QpState::Rtr,
-        path_mtu: mtu,
-        dest_qp_num: Qpn(rem.qpn),
-        rq_psn: Psn::new(rem.psn),
-        max_dest_rd_atomic: o.out_reads,
-        min_rnr_timer: 12,
-        ah_attr: AhAttr {
-            dgid: rem.gid,
-            hop_limit: 0xff,
-            ..AhAttr::default()
-        },
-        ..QpAttr::default()
+    let peer = PeerInfo {
+        qpn: Qpn(rem.qpn),
+        psn: Psn::new(rem.psn),
+        gid: rem.gid,
     };
-    node.modify_qp(
-        r.qpn,
-        &a,
-        M::STATE
-            | M::AV
-            | M::PATH_MTU
-            | M::DEST_QPN
-            | M::RQ_PSN
-            | M::MAX_DEST_RD_ATOMIC
-            | M::MIN_RNR_TIMER,
-    )?;
-    a.qp_state = QpState::Rts;
-    a.timeout = o.qp_timeout;
-    a.retry_cnt = 7;
-    a.rnr_retry = 7;
-    a.sq_psn = r.psn;
-    a.max_rd_atomic = (rem.out_reads.clamp(1, 128)) as u8;
-    node.modify_qp(
-        r.qpn,
-        &a,
-        M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
-    )?;
+    let path = RcPath {
+        mtu,
+        timeout: o.qp_timeout,
+        hop_limit: 0xff,
+        dest_rd_atomic: o.out_reads,
+        rd_atomic: rem.out_reads.clamp(1, 128) as u8,
+    };
+    rc_rtr_rts(node, r.qpn, r.psn, peer, path)?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use vhca_fabric::{Link, LinkCounters};
 use vhca_guest::{DriverError, GuestContext};
 
 use crate::endpoint::{connect_vf, Endpoint, Hook, Progress};
+use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
 const MSG_LEN: usize = 52;
@@ -285,39 +286,20 @@ fn connect<V: Endpoint>(
             },
         )?);
     } else {
-        a.qp_state = QpState::Rtr;
-        a.path_mtu = o.mtu;
-        a.dest_qp_num = rem.qpn;
-        a.rq_psn = rem.psn;
-        a.max_dest_rd_atomic = 1;
-        a.min_rnr_timer = 12;
-        a.ah_attr = AhAttr {
-            dgid: rem.gid,
-            hop_limit: 1,
-            ..AhAttr::default()
+        // ibv_rc_pingpong's attributes: one READ/atomic each way.
+        let peer = PeerInfo {
+            qpn: rem.qpn,
+            psn: rem.psn,
+            gid: rem.gid,
         };
-        node.modify_qp(
-            s.qpn,
-            &a,
-            M::STATE
-                | M::AV
-                | M::PATH_MTU
-                | M::DEST_QPN
-                | M::RQ_PSN
-                | M::MAX_DEST_RD_ATOMIC
-                | M::MIN_RNR_TIMER,
-        )?;
-        a.qp_state = QpState::Rts;
-        a.timeout = o.qp_timeout;
-        a.retry_cnt = 7;
-        a.rnr_retry = 7;
-        a.sq_psn = s.psn;
-        a.max_rd_atomic = 1;
-        node.modify_qp(
-            s.qpn,
-            &a,
-            M::STATE | M::TIMEOUT | M::RETRY_CNT | M::RNR_RETRY | M::SQ_PSN | M::MAX_QP_RD_ATOMIC,
-        )?;
+        let path = RcPath {
+            mtu: o.mtu,
+            timeout: o.qp_timeout,
+            hop_limit: 1,
+            dest_rd_atomic: 1,
+            rd_atomic: 1,
+        };
+        rc_rtr_rts(node, s.qpn, s.psn, peer, path)?;
     }
     s.remote = Some(rem);
     Ok(())
