@@ -641,18 +641,17 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             // clap makes one of --ip and --vf present.
-            let r = match (vf, ip, server, mig.as_mut()) {
-                (Some(vf), _, Some(srv), Some(m)) => {
-                    vhca::pingpong::vf_client_with(&vf, srv, &o, &mut |c, p| m.hook(c, p))
-                }
-                (Some(vf), _, None, Some(m)) => {
-                    vhca::pingpong::vf_server_with(&vf, &o, &mut |c, p| m.hook(c, p))
-                }
-                (Some(vf), _, Some(srv), None) => vhca::pingpong::vf_client(&vf, srv, &o),
-                (Some(vf), _, None, None) => vhca::pingpong::vf_server(&vf, &o),
-                (None, Some(ip), Some(srv), _) => vhca::pingpong::client(ip, srv, &o),
-                (None, Some(ip), None, _) => vhca::pingpong::server(ip, &o),
-                (None, None, _, _) => unreachable!("clap requires --ip without --vf"),
+            // Without --migrate-to the hook does nothing.
+            let mut hook = |c: &mut vhca_guest::GuestContext, p| match mig.as_mut() {
+                Some(m) => m.hook(c, p),
+                None => Ok(()),
+            };
+            let r = match (vf, ip, server) {
+                (Some(vf), _, Some(srv)) => vhca::pingpong::vf_client_with(&vf, srv, &o, &mut hook),
+                (Some(vf), _, None) => vhca::pingpong::vf_server_with(&vf, &o, &mut hook),
+                (None, Some(ip), Some(srv)) => vhca::pingpong::client(ip, srv, &o),
+                (None, Some(ip), None) => vhca::pingpong::server(ip, &o),
+                (None, None, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
                 Ok(rep) => print_run(&rep, rep.lines(), json, mig.as_ref()),
@@ -804,18 +803,17 @@ fn main() -> ExitCode {
             o.timeout = std::time::Duration::from_secs(timeout);
             o.qp_timeout = qp_timeout;
             // clap makes one of --ip and --vf present.
-            let r = match (vf, ip, server, mig.as_mut()) {
-                (Some(vf), _, Some(srv), Some(m)) => {
-                    vhca::perf::vf_client_with(&vf, srv, &o, &mut |c, p| m.hook(c, p))
-                }
-                (Some(vf), _, None, Some(m)) => {
-                    vhca::perf::vf_server_with(&vf, &o, &mut |c, p| m.hook(c, p))
-                }
-                (Some(vf), _, Some(srv), None) => vhca::perf::vf_client(&vf, srv, &o),
-                (Some(vf), _, None, None) => vhca::perf::vf_server(&vf, &o),
-                (None, Some(ip), Some(srv), _) => vhca::perf::client(ip, srv, &o),
-                (None, Some(ip), None, _) => vhca::perf::server(ip, &o),
-                (None, None, _, _) => unreachable!("clap requires --ip without --vf"),
+            // Without --migrate-to the hook does nothing.
+            let mut hook = |c: &mut vhca_guest::GuestContext, p| match mig.as_mut() {
+                Some(m) => m.hook(c, p),
+                None => Ok(()),
+            };
+            let r = match (vf, ip, server) {
+                (Some(vf), _, Some(srv)) => vhca::perf::vf_client_with(&vf, srv, &o, &mut hook),
+                (Some(vf), _, None) => vhca::perf::vf_server_with(&vf, &o, &mut hook),
+                (None, Some(ip), Some(srv)) => vhca::perf::client(ip, srv, &o),
+                (None, Some(ip), None) => vhca::perf::server(ip, &o),
+                (None, None, _) => unreachable!("clap requires --ip without --vf"),
             };
             match r {
                 Ok(rep) => print_run(&rep, rep.table(), json, mig.as_ref()),
