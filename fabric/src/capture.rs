@@ -2,15 +2,13 @@
 //!
 //! * TAP bridge: the frames as they cross the TAP device, ARP included ([`Capture::frame`]).
 //! * UDP bridge: each datagram inside synthesized Ethernet/IPv4/UDP headers
-//!   ([`Capture::udp`], see [`crate::wire::pcap`] for what is made up).
+//!   ([`Capture::udp`], see [`vhca_wire::pcap`] for what is made up).
 //! * In-process [`crate::World`]: every packet a VF transmits, as the frame
-//!   [`crate::wire::emit_frame`] makes of it, stamped with the virtual clock ([`world_tap`]).
+//!   [`vhca_wire::emit_frame`] makes of it, stamped with the virtual clock ([`world_tap`]).
 //!
 //! A capture that cannot be written is not worth failing the traffic for: the first error is
 //! kept ([`Capture::error`]) and later records are skipped.
 
-use crate::wire::pcap::{synth_mac, PcapWriter};
-use crate::wire::roce::{self, FrameParams, Ipv4Ident};
 use crate::world::Tap;
 use std::fs::File;
 use std::io::{self, BufWriter};
@@ -18,6 +16,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vhca_device::{Nanos, Packet};
+use vhca_wire::pcap::{synth_mac, PcapWriter};
+use vhca_wire::roce::{self, FrameParams, Ipv4Ident};
 
 /// A pcap file being written.
 pub struct Capture {

@@ -19,12 +19,10 @@
 //! received packet's original IP header (raw sockets rebuild it from the parsed fields, ID
 //! lost), so the ICRC could not be verified. RoCEv2 frames therefore bypass a socket layer in
 //! both directions, and the ARP that decides where they go lives next to them: a few dozen
-//! lines of RFC 826 on `wire::arp`. smoltcp's wire types serve the ICMP echo replies.
+//! lines of RFC 826 on `vhca_wire::arp`. smoltcp's wire types serve the ICMP echo replies.
 
 use crate::capture::Capture;
 use crate::link::{Link, LinkCounters};
-use crate::wire::roce::{self, FrameParams, Ipv4Ident};
-use crate::wire::{arp, ethernet, WireError};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -35,6 +33,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::{Mac, Packet};
+use vhca_wire::roce::{self, FrameParams, Ipv4Ident};
+use vhca_wire::{arp, ethernet, WireError};
 
 /// How long to wait for an ARP reply before asking again.
 pub const ARP_RETRY: Duration = Duration::from_secs(1);
@@ -577,7 +577,7 @@ impl Link for TapBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::roce::tests::{sample, ALL_OPCODES};
+    use vhca_wire::testing::{sample, ALL_OPCODES};
 
     const MAC_A: Mac = Mac([2, 0x56, 0x48, 0x43, 0, 3]);
     const MAC_B: Mac = Mac([2, 0x56, 0x48, 0x43, 0, 1]);

@@ -13,13 +13,13 @@
 
 use crate::capture::Capture;
 use crate::link::{Link, LinkCounters};
-use crate::wire::roce::{self, Ipv4Ident, ROCE_V2_PORT};
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 use vhca_device::Packet;
+use vhca_wire::roce::{self, Ipv4Ident, ROCE_V2_PORT};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use vhca_device::packet::{Bth, ExtHeaders, Opcode, Payload};
 use vhca_device::{Gid, Packet, Psn, Qpn};
 use vhca_fabric::udp::UdpBridge;
-use vhca_fabric::wire::roce::{self, Ipv4Ident};
+use vhca_wire::roce::{self, Ipv4Ident};
 
 #[test]
 fn packets_leave_from_their_qps_source_port_with_a_valid_icrc() {

@@ -210,8 +210,8 @@ pub fn datagram_bytes() -> usize {
 }
 
 fn roce(cfg: &UdpBenchConfig) -> Result<(Rate, u64, u64), UdpBenchError> {
-    let la = bind(cfg, false, vhca_fabric::wire::ROCE_V2_PORT)?;
-    let lb = bind(cfg, true, vhca_fabric::wire::ROCE_V2_PORT)?;
+    let la = bind(cfg, false, vhca_wire::ROCE_V2_PORT)?;
+    let lb = bind(cfg, true, vhca_wire::ROCE_V2_PORT)?;
     let buf = 4 << 20;
     let mut a = Node::with_link(cfg.a, la, 32 << 20)?;
     let mut b = BackgroundNode::spawn(Node::with_link(cfg.b, lb, 32 << 20)?);

@@ -153,7 +153,7 @@ impl LinkFabric {
     /// own address, and the slot's socket follows it. `IP_FREEBIND`: the orchestrator may
     /// move the address onto a local interface only after the state was loaded.
     fn bind_udp(&mut self, port: PortId, ip: Ipv4Addr) {
-        let want = std::net::SocketAddr::new(IpAddr::V4(ip), vhca_fabric::wire::roce::ROCE_V2_PORT);
+        let want = std::net::SocketAddr::new(IpAddr::V4(ip), vhca_wire::roce::ROCE_V2_PORT);
         if self.names.get(port).is_some_and(|n| *n == want.to_string())
             && self.links.get(port).is_some_and(Option::is_some)
         {

@@ -1,5 +1,5 @@
 //! The decoder's fuzz oracle, shared by the libFuzzer target (`fuzz/`) and the stable
-//! proptest (`fabric/tests/wire_fuzz.rs`).
+//! proptest (`wire/tests/wire_fuzz.rs`).
 //!
 //! Properties: no input makes decoding panic; whatever decodes re-encodes without error, and
 //! the re-encoding decodes to an equal packet with a valid ICRC.
@@ -9,8 +9,8 @@
 //! transport decoder behind them instead of spending itself on the IP checksum and the ICRC.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use vhca_fabric::wire::roce::{self, Ipv4Ident, ROCE_V2_PORT};
-use vhca_fabric::wire::{ethernet, icrc, ipv4, ipv6, udp};
+use vhca_wire::roce::{self, Ipv4Ident, ROCE_V2_PORT};
+use vhca_wire::{ethernet, icrc, ipv4, ipv6, udp};
 
 /// Runs one input through the decoders; panics when a property fails.
 pub fn check(data: &[u8]) {

@@ -141,7 +141,7 @@ impl Repr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::WireError;
+    use crate::WireError;
 
     const BYTES: [u8; 18] = [
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // dst

@@ -1,5 +1,10 @@
-//! RoCEv2 on the wire: byte views and parsed representations of every header a vhca frame
-//! carries, the ICRC, and the conversion between the device's [`vhca_device::Packet`] and bytes.
+//! vhca-wire: RoCEv2 on the wire. Byte views and parsed representations of every header a
+//! vhca frame carries, the ICRC, the conversion between the device's [`vhca_device::Packet`]
+//! and bytes, and a pcap writer.
+//!
+//! Pure format: no sockets, no files, no system calls (addresses are `std::net` value types,
+//! the pcap writer writes to any [`std::io::Write`]). `vhca-fabric` puts the bytes on UDP
+//! sockets and TAP devices; the fuzz targets and the format tests need nothing else.
 //!
 //! Shape (after smoltcp's `wire/`): each header module has
 //! * a zero-copy view `Packet<T: AsRef<[u8]>>` (`Frame` for Ethernet) over a byte buffer:
@@ -33,6 +38,9 @@ pub mod pcap;
 pub mod reth;
 pub mod roce;
 pub mod udp;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use roce::{
     emit_frame, emit_udp_payload, parse_frame, parse_udp_payload, FrameParams, IcrcStatus,
@@ -81,7 +89,7 @@ pub enum WireError {
     Unencodable(&'static str),
 }
 
-/// Result of the wire module.
+/// Result of the wire format's fallible operations.
 pub type Result<T> = core::result::Result<T, WireError>;
 
 /// Fails with [`WireError::Truncated`] unless `buf` holds at least `need` bytes.

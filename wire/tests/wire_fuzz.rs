@@ -3,7 +3,7 @@
 //!
 //! `VHCA_FUZZ_CASES` sets the number of cases per property (default 512, quick enough for
 //! every `cargo test`); for a long run: `VHCA_FUZZ_CASES=2000000 cargo test --release -p
-//! vhca-fabric --test wire_fuzz`.
+//! vhca-wire --test wire_fuzz`.
 
 #[path = "common/roce_oracle.rs"]
 mod roce_oracle;
@@ -16,7 +16,7 @@ use vhca_device::packet::{
     Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Opcode, Payload, Reth, Syndrome,
 };
 use vhca_device::{Gid, Mac, MemKey, Msn, Packet, Psn, Qpn};
-use vhca_fabric::wire::roce::{self, FrameParams, Ipv4Ident};
+use vhca_wire::roce::{self, FrameParams, Ipv4Ident};
 
 fn cases() -> u32 {
     std::env::var("VHCA_FUZZ_CASES")

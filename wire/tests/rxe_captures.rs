@@ -4,7 +4,7 @@
 use std::path::Path;
 use vhca_device::packet::Opcode;
 use vhca_device::Gid;
-use vhca_fabric::wire::roce;
+use vhca_wire::roce;
 
 fn load(path: &Path) -> Vec<u8> {
     let text = std::fs::read_to_string(path).unwrap();
