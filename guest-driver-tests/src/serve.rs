@@ -167,6 +167,19 @@ impl ServeProcess {
         self.dir.path().join(format!("vf{vf}.sock"))
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; its exit status, or
+    /// `None` if it is still running then (the drop kills it).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        // The process's stderr closes as it exits; wait_for_log then reaps it.
+        let _ = self.wait_for_log("\u{0}", timeout);
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
