@@ -2,7 +2,7 @@
 """Turns a capture from `RXE_PEER_CAPTURE=FILE tools/rxe-peer/interop.sh` into hex fixtures:
 the first frame rxe (10.77.0.2) sent of every opcode, plus its NAKs, for fabric's wire tests.
 
-    tools/rxe-peer/fixtures.py CAPTURE.pcap fabric/tests/fixtures/rxe
+    tools/rxe-peer/fixtures.py CAPTURE.pcap wire/tests/fixtures/rxe
 """
 import struct
 import sys

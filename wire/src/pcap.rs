@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use vhca_device::{Mac, Packet};
 
-/// pcap magic number for microsecond timestamps, written in the host's byte order as the
-/// format asks (readers detect the order from it).
+/// pcap magic number for microsecond timestamps. Every field of the file is written
+/// little-endian whatever the host; readers detect the order from the magic.
 const MAGIC_USEC: u32 = 0xa1b2_c3d4;
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u32 = 1;
