@@ -13,8 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use vhca::endpoint::{connect_vf, Progress};
-use vhca::{perf, pingpong};
+use vhca::interop::endpoint::{connect_vf, Progress};
+use vhca::interop::{perf, pingpong};
 use vhca_device::Gid;
 use vhca_fabric::node::Node;
 use vhca_guest::serve::ServeProcess;
@@ -120,7 +120,12 @@ fn ping_vf_client(ud: bool, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
     let so = o.clone();
     let srv = std::thread::spawn(move || {
         let mut node = Node::new(node_ip, 64 << 20).expect("node");
-        pingpong::server_on(&mut node, listener, &so, &mut vhca::endpoint::no_hook)
+        pingpong::server_on(
+            &mut node,
+            listener,
+            &so,
+            &mut vhca::interop::endpoint::no_hook,
+        )
     });
     let mut args = vec!["pingpong".into(), "--vf".into()];
     args.push(p.socket(0).display().to_string());
@@ -389,14 +394,19 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     let so = o.clone();
     let srv = std::thread::spawn(move || {
         let mut node = Node::new(node_ip, 64 << 20).expect("node");
-        pingpong::server_on(&mut node, listener, &so, &mut vhca::endpoint::no_hook)
+        pingpong::server_on(
+            &mut node,
+            listener,
+            &so,
+            &mut vhca::interop::endpoint::no_hook,
+        )
     });
     let mut seen = Vec::new();
     let r = pingpong::client_on(&mut ctx, server, &o, &mut |c, p: Progress| {
         // The device answers commands between iterations: the GID is the serve address.
         let gid = c.query_gid(0).map_err(|e| e.to_string())?;
         if gid != Gid::from_ipv4(vf_ip.octets()) {
-            return Err(format!("GID {gid:?}"));
+            return Err(format!("GID {gid:?}").into());
         }
         seen.push(p);
         Ok(())
@@ -472,7 +482,12 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     };
     let srv = std::thread::spawn(move || {
         let mut node = Node::new(node_ip, 64 << 20).expect("node");
-        pingpong::server_on(&mut node, listener, &so, &mut vhca::endpoint::no_hook)
+        pingpong::server_on(
+            &mut node,
+            listener,
+            &so,
+            &mut vhca::interop::endpoint::no_hook,
+        )
     });
     let e = pingpong::client_on(&mut ctx, server, &o, &mut |_, p: Progress| {
         if p.done == Some(10) {
@@ -483,7 +498,7 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     })
     .expect_err("the hook stops the run");
     assert!(
-        matches!(&e, pingpong::PingError::Hook(m) if m == "stop here"),
+        matches!(&e, pingpong::PingError::Hook(m) if m.to_string() == "stop here"),
         "{e}"
     );
     // The server, left waiting, gives up.
@@ -519,7 +534,12 @@ fn pingpong_vf_client_migrates_mid_run() {
     let so = o.clone();
     let srv = std::thread::spawn(move || {
         let mut node = Node::new(node_ip, 64 << 20).expect("node");
-        pingpong::server_on(&mut node, listener, &so, &mut vhca::endpoint::no_hook)
+        pingpong::server_on(
+            &mut node,
+            listener,
+            &so,
+            &mut vhca::interop::endpoint::no_hook,
+        )
     });
     let mut args = vec!["pingpong".into(), "--vf".into()];
     args.push(src.socket(0).display().to_string());

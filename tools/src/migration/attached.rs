@@ -13,13 +13,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use thiserror::Error;
 use vhca_device::{
     CqHandle, MemKey, Mtu, Psn, QpCap, QpInitAttr, QpType, Qpn, RecvWr, SendOp, SendWr, Sge, Verbs,
-    WcOpcode, WcStatus, WorkCompletion,
+    VerbsError, WcOpcode, WcStatus, WorkCompletion,
 };
 use vhca_guest::migrate::{MigrateError, Migration};
 use vhca_guest::programs::{rc_connect_qp, PeerInfo, RcPath, FULL_ACCESS};
-use vhca_guest::{DriverConfig, GuestContext};
+use vhca_guest::{DriverConfig, DriverError, GuestContext};
+
+use crate::migration::hook_command::HookCommand;
 
 pub struct Options {
     pub src: PathBuf,
@@ -98,19 +101,100 @@ fn guest_ram(qps: u32, size: u32) -> u64 {
     (buf + rings + (16 << 20)).next_multiple_of(1 << 20)
 }
 
-fn v<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// What went wrong; a failed check says which side, QP and WR.
+#[derive(Debug, Error)]
+pub enum AttachedError {
+    #[error("--qps must be at least 1 and --size between 1 and 1048576")]
+    Options,
+    #[error("guest on {}: {source}", path.display())]
+    Guest {
+        path: PathBuf,
+        #[source]
+        source: DriverError,
+    },
+    #[error("{what}: {source}")]
+    Verbs {
+        what: &'static str,
+        #[source]
+        source: VerbsError,
+    },
+    #[error("{what}: {source}")]
+    Driver {
+        what: &'static str,
+        #[source]
+        source: DriverError,
+    },
+    #[error("{what}: {source}")]
+    Migration {
+        what: &'static str,
+        #[source]
+        source: MigrateError,
+    },
+    /// A step of the run failed (`phase`: when).
+    #[error("{phase}: {source}")]
+    During {
+        phase: &'static str,
+        #[source]
+        source: Box<AttachedError>,
+    },
+    /// A completion, a byte or an atomic word is not what the run must have produced.
+    #[error("{0}")]
+    Check(String),
+    /// The migration failed after the stop; the source resumed and every check passed there.
+    #[error(
+        "migration failed ({cause}); the source VF resumed and completed every WR in flight \
+         and another burst of every opcode, data checked (in flight at the stop: {in_flight}; \
+         {recovery}; stall {stall:?})"
+    )]
+    SourceResumed {
+        #[source]
+        cause: Box<MigrateError>,
+        in_flight: String,
+        recovery: String,
+        stall: Duration,
+    },
 }
 
-fn setup(g: &mut GuestContext, o: &Options) -> Result<Side, String> {
+/// `result.ctx("step")`: the error of a step, with what the step was.
+trait Ctx<T> {
+    fn ctx(self, what: &'static str) -> Result<T, AttachedError>;
+}
+
+impl<T> Ctx<T> for Result<T, VerbsError> {
+    fn ctx(self, what: &'static str) -> Result<T, AttachedError> {
+        self.map_err(|source| AttachedError::Verbs { what, source })
+    }
+}
+
+impl<T> Ctx<T> for Result<T, DriverError> {
+    fn ctx(self, what: &'static str) -> Result<T, AttachedError> {
+        self.map_err(|source| AttachedError::Driver { what, source })
+    }
+}
+
+impl<T> Ctx<T> for Result<T, MigrateError> {
+    fn ctx(self, what: &'static str) -> Result<T, AttachedError> {
+        self.map_err(|source| AttachedError::Migration { what, source })
+    }
+}
+
+/// `result.during("phase")`: a step's error, with the phase of the run it failed in.
+fn during(phase: &'static str) -> impl FnOnce(AttachedError) -> AttachedError {
+    move |e| AttachedError::During {
+        phase,
+        source: Box::new(e),
+    }
+}
+
+fn setup(g: &mut GuestContext, o: &Options) -> Result<Side, AttachedError> {
     let size = o.msg_size;
     let slice = slice_len(size);
     let len = slice * u64::from(o.qps);
-    let pd = g.alloc_pd().map_err(v("ALLOC_PD"))?;
+    let pd = g.alloc_pd().ctx("ALLOC_PD")?;
     let depth = (SENDS + RECVS) as u32 * o.qps + 64;
-    let cq = g.create_cq(depth).map_err(v("CREATE_CQ"))?;
-    let buf = g.alloc_buf(len).map_err(v("guest buffer"))?;
-    let key = g.reg_mr(pd, buf, len, FULL_ACCESS).map_err(v("REG_MR"))?;
+    let cq = g.create_cq(depth).ctx("CREATE_CQ")?;
+    let buf = g.alloc_buf(len).ctx("guest buffer")?;
+    let key = g.reg_mr(pd, buf, len, FULL_ACCESS).ctx("REG_MR")?;
     let mut qpns = Vec::with_capacity(o.qps as usize);
     for _ in 0..o.qps {
         let qpn = g
@@ -129,7 +213,7 @@ fn setup(g: &mut GuestContext, o: &Options) -> Result<Side, String> {
                 },
                 sq_sig_all: true,
             })
-            .map_err(v("CREATE_QP"))?;
+            .ctx("CREATE_QP")?;
         qpns.push(qpn);
     }
     Ok(Side {
@@ -152,7 +236,7 @@ fn connect(
     my_psn: Psn,
     gid: vhca_device::Gid,
     o: &Options,
-) -> Result<(), String> {
+) -> Result<(), AttachedError> {
     let peer = PeerInfo {
         qpn: peer.0,
         psn: peer.1,
@@ -164,7 +248,7 @@ fn connect(
         hop_limit: 64,
         ..RcPath::default()
     };
-    rc_connect_qp(g, qpn, my_psn, peer, path).map_err(v("connecting a QP"))
+    rc_connect_qp(g, qpn, my_psn, peer, path).ctx("connecting a QP")
 }
 
 /// Starting PSNs: spread over the space, some near the wrap.
@@ -234,16 +318,16 @@ fn post_burst(
     b: &mut GuestContext,
     sb: &Side,
     burst: u32,
-) -> Result<(), String> {
+) -> Result<(), AttachedError> {
     let size = sa.size;
     for (g, me, dir) in [(&mut *a, sa, 0u32), (&mut *b, sb, 1)] {
         for qp in 0..me.qpns.len() {
             g.write_buf(me.src(qp), &pattern(burst, qp, dir, size))
-                .map_err(v("writing the data"))?;
+                .ctx("writing the data")?;
             // This side's word is the other side's target.
             let (start, _, _) = atomics(burst, qp, 1 - dir);
             g.write_buf(me.atomic_word(qp), &start.to_le_bytes())
-                .map_err(v("writing the atomic word"))?;
+                .ctx("writing the atomic word")?;
         }
     }
     // Receives first, one doorbell per queue, taken by the device before any send is rung:
@@ -271,15 +355,13 @@ fn post_burst(
                         sgl,
                     },
                 )
-                .map_err(v("POST_RECV"))?;
+                .ctx("POST_RECV")?;
             }
         }
     }
     for g in [&mut *a, &mut *b] {
-        g.ring_held_doorbells().map_err(v("doorbells"))?;
-        g.driver_mut()
-            .flush_doorbells()
-            .map_err(v("doorbells taken"))?;
+        g.ring_held_doorbells().ctx("doorbells")?;
+        g.driver_mut().flush_doorbells().ctx("doorbells taken")?;
     }
     // Every WR's doorbell is held until all are written: the device then starts them all at
     // once, rather than keeping pace with the posting (and finishing before the stop).
@@ -358,12 +440,12 @@ fn post_burst(
                 .sge(result(1)),
             ];
             for k in send_order(qp) {
-                g.post_send(qpn, &wrs[k as usize]).map_err(v("POST_SEND"))?;
+                g.post_send(qpn, &wrs[k as usize]).ctx("POST_SEND")?;
             }
         }
     }
-    a.ring_held_doorbells().map_err(v("doorbells"))?;
-    b.ring_held_doorbells().map_err(v("doorbells"))
+    a.ring_held_doorbells().ctx("doorbells")?;
+    b.ring_held_doorbells().ctx("doorbells")
 }
 
 /// What a completion of WR `k` must look like.
@@ -382,20 +464,20 @@ fn expected(k: u64, size: u32, imm_of: impl Fn(u32) -> u32) -> (WcOpcode, Option
 
 /// Polls until every WR of `burst` on this side completed; each must be there exactly once,
 /// successful and as posted.
-fn collect(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), String> {
+fn collect(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), AttachedError> {
     let mut got: Vec<WorkCompletion> = Vec::new();
     let want = (SENDS + RECVS) as usize * me.qpns.len();
     let deadline = Instant::now() + Duration::from_secs(120);
     while got.len() < want {
         let before = got.len();
         g.poll_cq(me.cq, want - got.len(), &mut got)
-            .map_err(v("POLL_CQ"))?;
+            .ctx("POLL_CQ")?;
         if got.len() == before {
             if Instant::now() > deadline {
-                return Err(format!(
+                return Err(AttachedError::Check(format!(
                     "side {dir}, burst {burst}: {} of {want} completions after 120 s",
                     got.len()
-                ));
+                )));
             }
             std::thread::yield_now();
         }
@@ -404,7 +486,9 @@ fn collect(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), 
     let mut seen = std::collections::HashSet::new();
     for wc in &got {
         if wc.status != WcStatus::Success {
-            return Err(format!("side {dir}: an error completion: {wc:?}"));
+            return Err(AttachedError::Check(format!(
+                "side {dir}: an error completion: {wc:?}"
+            )));
         }
         let (b, qp, k) = (
             (wc.wr_id >> 40) as u32,
@@ -412,24 +496,24 @@ fn collect(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), 
             wc.wr_id & 0xff,
         );
         if b != burst || index.get(&wc.qpn) != Some(&qp) || !seen.insert(wc.wr_id) {
-            return Err(format!(
+            return Err(AttachedError::Check(format!(
                 "side {dir}, burst {burst}: unexpected or duplicate completion {wc:?}"
-            ));
+            )));
         }
         // The immediates come from the other side.
         let (op, imm_want, len) = expected(k, me.size, |kk| imm(burst, qp, 1 - dir, kk));
         let len_ok = k < 8 || wc.byte_len == len;
         if wc.opcode != op || (k >= 8 && wc.imm != imm_want) || !len_ok {
-            return Err(format!(
+            return Err(AttachedError::Check(format!(
                 "side {dir}: completion {wc:?} is not what WR {k} of QP {qp} should give"
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// Compares every byte this side received, read back and got from its atomics in `burst`.
-fn verify_data(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), String> {
+fn verify_data(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<(), AttachedError> {
     let size = me.size as usize;
     for qp in 0..me.qpns.len() {
         let theirs = pattern(burst, qp, 1 - dir, me.size);
@@ -439,16 +523,20 @@ fn verify_data(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<
             (2, "WRITE"),
             (3, "WRITE_WITH_IMM"),
         ] {
-            let got = g.read_buf(me.landing(qp, k), size).map_err(v("read"))?;
+            let got = g.read_buf(me.landing(qp, k), size).ctx("read")?;
             if got != theirs {
-                return Err(format!("side {dir}, QP {qp}: the {what} data differs"));
+                return Err(AttachedError::Check(format!(
+                    "side {dir}, QP {qp}: the {what} data differs"
+                )));
             }
         }
-        if g.read_buf(me.read_back(qp), size).map_err(v("read"))? != theirs {
-            return Err(format!("side {dir}, QP {qp}: the READ returned other data"));
+        if g.read_buf(me.read_back(qp), size).ctx("read")? != theirs {
+            return Err(AttachedError::Check(format!(
+                "side {dir}, QP {qp}: the READ returned other data"
+            )));
         }
-        let word = |g: &mut GuestContext, at| -> Result<u64, String> {
-            let b = g.read_buf(at, 8).map_err(v("read"))?;
+        let word = |g: &mut GuestContext, at| -> Result<u64, AttachedError> {
+            let b = g.read_buf(at, 8).ctx("read")?;
             Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
         };
         // My atomics on the other side's word: FETCH_ADD saw the start, CMP_SWAP saw
@@ -459,18 +547,18 @@ fn verify_data(g: &mut GuestContext, me: &Side, dir: u32, burst: u32) -> Result<
             word(g, me.atomic_result(qp, 1))?,
         );
         if fa != start || cs != start + add {
-            return Err(format!(
+            return Err(AttachedError::Check(format!(
                 "side {dir}, QP {qp}: FETCH_ADD returned {fa:#x} (want {start:#x}), CMP_SWAP {cs:#x} (want {:#x})",
                 start + add
-            ));
+            )));
         }
         // The other side's atomics on my word: swapped exactly once.
         let (_, _, swapped) = atomics(burst, qp, 1 - dir);
         let w = word(g, me.atomic_word(qp))?;
         if w != swapped {
-            return Err(format!(
+            return Err(AttachedError::Check(format!(
                 "side {dir}, QP {qp}: the atomic word is {w:#x}, want {swapped:#x}"
-            ));
+            )));
         }
     }
     Ok(())
@@ -483,7 +571,7 @@ fn burst(
     b: &mut GuestContext,
     sb: &Side,
     n: u32,
-) -> Result<(), String> {
+) -> Result<(), AttachedError> {
     post_burst(a, sa, b, sb, n)?;
     collect(a, sa, 0, n)?;
     collect(b, sb, 1, n)?;
@@ -559,16 +647,19 @@ fn grew(before: &Option<serde_json::Value>, after: &Option<serde_json::Value>, k
 }
 
 /// Runs the migration; returns the report to print.
-pub fn run(o: &Options) -> Result<String, String> {
+pub fn run(o: &Options) -> Result<String, AttachedError> {
     if o.qps == 0 || o.msg_size == 0 || o.msg_size > 1 << 20 {
-        return Err("--qps must be at least 1 and --size between 1 and 1048576".into());
+        return Err(AttachedError::Options);
     }
     let cfg = DriverConfig {
         mem_size: guest_ram(o.qps, o.msg_size),
         ..DriverConfig::small()
     };
     let connect_guest = |p: &PathBuf| {
-        GuestContext::connect(p, &cfg).map_err(|e| format!("guest on {}: {e}", p.display()))
+        GuestContext::connect(p, &cfg).map_err(|source| AttachedError::Guest {
+            path: p.clone(),
+            source,
+        })
     };
     let mut a = connect_guest(&o.src)?;
     let mut b = connect_guest(&o.peer)?;
@@ -583,37 +674,20 @@ pub fn run(o: &Options) -> Result<String, String> {
     }
     let setup_took = t.elapsed();
     let mut n = 0;
-    burst(&mut a, &sa, &mut b, &sb, n).map_err(|e| format!("before the migration: {e}"))?;
+    burst(&mut a, &sa, &mut b, &sb, n).map_err(during("before the migration"))?;
     n += 1;
 
-    let mut m = Migration::begin(a.driver_mut(), &o.dst).map_err(v("migration begin"))?;
+    let mut m = Migration::begin(a.driver_mut(), &o.dst).ctx("migration begin")?;
     for _ in 0..o.rounds {
-        burst(&mut a, &sa, &mut b, &sb, n).map_err(|e| format!("during pre-copy: {e}"))?;
+        burst(&mut a, &sa, &mut b, &sb, n).map_err(during("during pre-copy"))?;
         n += 1;
-        m.round(a.driver()).map_err(v("pre-copy round"))?;
+        m.round(a.driver()).ctx("pre-copy round")?;
     }
     let hook_took = Arc::new(Mutex::new(None));
     if let Some(cmd) = o.hook.clone() {
-        let took = hook_took.clone();
-        let (ip, mac) = (
-            ga.to_ipv4().map(std::net::Ipv4Addr::from),
-            a.driver().config().mac,
-        );
-        m.between = Some(Box::new(move || {
-            let t = Instant::now();
-            let mut c = std::process::Command::new("sh");
-            c.args(["-c", &cmd]).env("VHCA_MAC", mac.to_string());
-            if let Some(ip) = ip {
-                c.env("VHCA_IP", ip.to_string());
-            }
-            let st = c.status().map_err(|e| format!("running `{cmd}`: {e}"))?;
-            *took.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.elapsed());
-            if st.success() {
-                Ok(())
-            } else {
-                Err(format!("`{cmd}` exited with {st}"))
-            }
-        }));
+        let ip = ga.to_ipv4().map(std::net::Ipv4Addr::from);
+        let mac = a.driver().config().mac;
+        m.between = Some(HookCommand { cmd, ip, mac }.into_migration_hook(hook_took.clone()));
     }
 
     // What the source still had to do when it stopped, read from the state it saved (the
@@ -640,13 +714,11 @@ pub fn run(o: &Options) -> Result<String, String> {
     let (timeline, aborted) = match m.finish(a.driver_mut()) {
         Ok(t) => (Some(t), None),
         Err(MigrateError::SourceResumed { cause }) => (None, Some(cause)),
-        Err(e) => return Err(format!("migration finish: {e}")),
+        Err(e) => return Err(e).ctx("migration finish"),
     };
     let now_at = if aborted.is_some() { &o.src } else { &o.dst };
-    collect(&mut a, &sa, 0, stop_burst)
-        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
-    collect(&mut b, &sb, 1, stop_burst)
-        .map_err(|e| format!("the burst in flight at the stop: {e}"))?;
+    collect(&mut a, &sa, 0, stop_burst).map_err(during("the burst in flight at the stop"))?;
+    collect(&mut b, &sb, 1, stop_burst).map_err(during("the burst in flight at the stop"))?;
     // Until the guests saw the last completion (polled side by side, so an upper bound).
     let stall = stop.elapsed();
     let names = [
@@ -689,25 +761,26 @@ pub fn run(o: &Options) -> Result<String, String> {
     n += 1;
     // The same QPs, the VF now in the destination process: every opcode once more (a
     // duplicate completion of the burst in flight would show up here).
-    burst(&mut a, &sa, &mut b, &sb, n).map_err(|e| format!("after the migration: {e}"))?;
+    burst(&mut a, &sa, &mut b, &sb, n).map_err(during("after the migration"))?;
     let mut extra = Vec::new();
-    a.poll_cq(sa.cq, usize::MAX, &mut extra)
-        .map_err(v("POLL_CQ"))?;
-    b.poll_cq(sb.cq, usize::MAX, &mut extra)
-        .map_err(v("POLL_CQ"))?;
+    a.poll_cq(sa.cq, usize::MAX, &mut extra).ctx("POLL_CQ")?;
+    b.poll_cq(sb.cq, usize::MAX, &mut extra).ctx("POLL_CQ")?;
     if !extra.is_empty() {
-        return Err(format!("completions nobody asked for: {extra:?}"));
+        return Err(AttachedError::Check(format!(
+            "completions nobody asked for: {extra:?}"
+        )));
     }
     let hook = match *hook_took.lock().unwrap_or_else(|e| e.into_inner()) {
         Some(d) => format!("{d:?}"),
         None => "none".into(),
     };
     if let Some(cause) = aborted {
-        return Err(format!(
-            "migration failed ({cause}); the source VF resumed and completed every WR in flight \
-             and another burst of every opcode, data checked (in flight at the stop: {in_flight}; \
-             {recovery}; stall {stall:?})"
-        ));
+        return Err(AttachedError::SourceResumed {
+            cause,
+            in_flight,
+            recovery,
+            stall,
+        });
     }
     let timeline = timeline.map(|t| t.to_string()).unwrap_or_default();
     Ok(format!(

@@ -54,7 +54,9 @@ use vhca_device::*;
 use vhca_fabric::node::{Node, MAX_WAIT};
 use vhca_guest::{DriverError, GuestContext};
 
-use crate::endpoint::{connect_vf, no_hook, Endpoint, Hook, Progress, IDLE_TICK};
+use crate::interop::endpoint::{
+    connect_vf, no_hook, Endpoint, Hook, HookError, Progress, IDLE_TICK,
+};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
@@ -105,7 +107,7 @@ pub enum PerfError {
     #[error("VF: {0}")]
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
-    Hook(String),
+    Hook(#[source] HookError),
 }
 
 /// The perftest binary a run is compatible with.
@@ -1301,7 +1303,7 @@ pub fn vf_client(vf: &Path, server: Ipv4Addr, o: &Options) -> Result<Report, Per
     vf_client_with(vf, server, o, &mut no_hook)
 }
 
-/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
 pub fn vf_client_with(
     vf: &Path,
     server: Ipv4Addr,
