@@ -561,13 +561,19 @@ fn pingpong_vf_client_migrates_mid_run() {
     assert_eq!(m["precopy_from"], 25, "{client}");
     assert_eq!(m["precopy_rounds"], 1, "{client}");
     assert!(m["hook_ms"].as_f64().unwrap() > 0.0, "{client}");
-    // The stall is at least the migrated iteration, which spans the blackout.
-    let (stall, it, blackout) = (
+    // What the report guarantees by construction, not by timing: the stall is the longest
+    // gap of a window that contains the migrated iteration's gap, and that gap (switch-over
+    // completion to the next) contains the resume-to-completion gap (resume to the same
+    // next completion). Each figure is positive.
+    let (stall, it, resume, blackout) = (
         m["stall_ms"].as_f64().unwrap(),
         m["migrated_iteration_ms"].as_f64().unwrap(),
+        m["resume_to_completion_ms"].as_f64().unwrap(),
         m["blackout_ms"].as_f64().unwrap(),
     );
-    assert!(stall >= it && it >= blackout, "{client}");
+    assert!(stall >= it, "{client}");
+    assert!(it >= resume, "{client}");
+    assert!(resume > 0.0 && blackout > 0.0, "{client}");
     assert_eq!(server.iters, o.iters);
 }
 
