@@ -12,8 +12,8 @@ pub struct MigrateArgs {
     /// carry on there; prints a migration report (blackout, the stall the traffic saw).
     #[arg(long, value_name = "SOCKET", requires_all = ["vf", "migrate_at"], conflicts_with = "ip")]
     migrate_to: Option<PathBuf>,
-    /// Switch over when this many iterations completed (a side with no iterations of its
-    /// own, a perf write_bw/read_bw server: at its N-th 10 ms tick while it waits).
+    /// Switch over when this many iterations completed (on a side without iterations of its
+    /// own: at its N-th 10 ms tick while it waits).
     #[arg(long, value_name = "N", requires = "migrate_to", value_parser = clap::value_parser!(u64).range(1..))]
     migrate_at: Option<u64>,
     /// Begin pre-copy (dirty logging, full RAM copy) at this count (default: N/2).
