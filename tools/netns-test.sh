@@ -3,7 +3,7 @@
 #
 #   1. UDP bridge: namespaces vhca-a and vhca-b joined by a veth pair (10.88.0.1/24 and
 #      10.88.0.2/24, MTU 9000); `vhca pingpong` server in A, client in B: 4 KiB at MTU 1024,
-#      then 64 KiB at MTU 4096. Then `vhca bench --udp` across the same pair. Then two
+#      then 64 KiB at MTU 4096. Then `vhca bench udp` across the same pair. Then two
 #      `vhca serve --udp-ip` processes, one per namespace, with `vhca guest-pair` attached to
 #      a VF of each over vhost-user: RC ping-pong and every RC opcode across the veth.
 #   2. TAP bridge: namespace vhca-t with a Linux bridge vbr0 and two TAPs, one per vhca
@@ -83,9 +83,9 @@ pingpong udp-4k "$NS_A" "$NS_B" "--ip 10.88.0.1 -n 500 -u 16" "10.88.0.1 --ip 10
 pingpong udp-64k "$NS_A" "$NS_B" "--ip 10.88.0.1 -s 65536 -m 4096 -n 200 -u 16" \
     "10.88.0.1 --ip 10.88.0.2 -s 65536 -m 4096 -n 200 -u 16"
 
-echo "== vhca bench --udp across the veth pair"
-timeout 120 "$VHCA" bench --udp --ips 10.88.0.1,10.88.0.2 --netns "$NS_A,$NS_B" --millis 1500 ||
-    fail "bench --udp"
+echo "== vhca bench udp across the veth pair"
+timeout 120 "$VHCA" bench udp --ips 10.88.0.1,10.88.0.2 --netns "$NS_A,$NS_B" --millis 1500 ||
+    fail "bench udp"
 
 echo "== two vhca serve processes (--udp-ip) in the two namespaces, guests attached over vhost-user"
 # The VF sockets are filesystem paths, so a guest in the root namespace reaches both

@@ -5,9 +5,32 @@
 //! tools/netns-test.sh checks two serve processes across a veth pair.
 
 use std::path::PathBuf;
-use vhca_device::{Mtu, Psn};
+use thiserror::Error;
+use vhca_device::{Mtu, Psn, VerbsError};
 use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
-use vhca_guest::{DriverConfig, GuestContext};
+use vhca_guest::{DriverConfig, DriverError, GuestContext};
+
+/// What failed, and in which step.
+#[derive(Debug, Error)]
+pub enum GuestPairError {
+    #[error("guest on {}: {source}", path.display())]
+    Guest {
+        path: PathBuf,
+        #[source]
+        source: DriverError,
+    },
+    #[error("{what}: {source}")]
+    Step {
+        what: String,
+        #[source]
+        source: VerbsError,
+    },
+}
+
+fn step(what: impl Into<String>) -> impl FnOnce(VerbsError) -> GuestPairError {
+    let what = what.into();
+    move |source| GuestPairError::Step { what, source }
+}
 
 pub struct Options {
     pub a: PathBuf,
@@ -18,10 +41,13 @@ pub struct Options {
 }
 
 /// Runs the check; returns the report to print.
-pub fn run(o: &Options) -> Result<String, String> {
+pub fn run(o: &Options) -> Result<String, GuestPairError> {
     let cfg = DriverConfig::small();
     let connect = |p: &PathBuf| {
-        GuestContext::connect(p, &cfg).map_err(|e| format!("guest on {}: {e}", p.display()))
+        GuestContext::connect(p, &cfg).map_err(|source| GuestPairError::Guest {
+            path: p.clone(),
+            source,
+        })
     };
     let mut a = connect(&o.a)?;
     let mut b = connect(&o.b)?;
@@ -34,12 +60,11 @@ pub fn run(o: &Options) -> Result<String, String> {
         (Psn(0xfffff0), Psn(0x42)),
         o.mtu,
     )
-    .map_err(|e| format!("connecting the RC pair: {e}"))?;
-    let bytes = rc_pingpong(&mut a, &ea, &mut b, &eb, size, o.iters)
-        .map_err(|e| format!("ping-pong: {e}"))?;
+    .map_err(step("connecting the RC pair"))?;
+    let bytes = rc_pingpong(&mut a, &ea, &mut b, &eb, size, o.iters).map_err(step("ping-pong"))?;
     for s in [0, 1, size] {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, s)
-            .map_err(|e| format!("every RC opcode at {s} B: {e}"))?;
+            .map_err(step(format!("every RC opcode at {s} B")))?;
     }
     Ok(format!(
         "A {:?} QP 0x{:06x} <-> B {:?} QP 0x{:06x}: ping-pong {} B in {} round trips, every RC opcode at 0, 1 and {size} B: ok\n",

@@ -2,7 +2,21 @@
 
 use serde_json::Value;
 use std::fmt::Write as _;
+use thiserror::Error;
 use vhca_device::checkpoint::{self, CheckpointError, Codec, VfStateV1};
+
+/// Why a checkpoint could not be compared or made.
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// A decoded state that does not encode as JSON (it would compare as nothing).
+    #[error("encoding the state as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The sample's workload could not be set up.
+    #[error("setting up the sample's traffic: {0}")]
+    Sample(#[from] vhca_device::VerbsError),
+}
 
 /// A one-screen summary of a checkpoint.
 pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
@@ -73,8 +87,8 @@ pub fn validate(blob: &[u8]) -> Result<(), CheckpointError> {
     checkpoint::validate(&s)
 }
 
-fn to_value(s: &VfStateV1) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
+fn to_value(s: &VfStateV1) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(s)
 }
 
 fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
@@ -106,17 +120,17 @@ fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 }
 
 /// The fields that differ between two checkpoints, as JSON paths.
-pub fn diff(a: &[u8], b: &[u8]) -> Result<Vec<String>, CheckpointError> {
+pub fn diff(a: &[u8], b: &[u8]) -> Result<Vec<String>, StateError> {
     let (_, sa) = checkpoint::decode(a)?;
     let (_, sb) = checkpoint::decode(b)?;
     let mut out = Vec::new();
-    walk("", &to_value(&sa), &to_value(&sb), &mut out);
+    walk("", &to_value(&sa)?, &to_value(&sb)?, &mut out);
     Ok(out)
 }
 
 /// A checkpoint of a VF in the middle of RC traffic: a small fixed demo plan run for a moment
 /// of virtual time, then pf0/vf0 saved. For trying the tools.
-pub fn sample(codec: Codec) -> Vec<u8> {
+pub fn sample(codec: Codec) -> Result<Vec<u8>, StateError> {
     use rand::SeedableRng;
     use vhca_fabric::{World, WorldConfig};
     let plan = crate::demo::plan(50);
@@ -127,7 +141,7 @@ pub fn sample(codec: Codec) -> Vec<u8> {
         ..Default::default()
     });
     let mut c = crate::sim::check::Checker::default();
-    let mut flows = crate::sim::flow::build(&mut w, &plan, &mut rng).unwrap_or_default();
+    let mut flows = crate::sim::flow::build(&mut w, &plan, &mut rng)?;
     for _ in 0..40 {
         for f in flows.iter_mut() {
             f.post_ready(&mut w, &mut rng, &mut c);
@@ -138,7 +152,7 @@ pub fn sample(codec: Codec) -> Vec<u8> {
         }
     }
     let a = w.vfs()[0];
-    checkpoint::save(w.vf(a), w.now, codec)
+    Ok(checkpoint::save(w.vf(a), w.now, codec))
 }
 
 #[cfg(test)]
@@ -147,7 +161,7 @@ mod tests {
 
     #[test]
     fn inspect_convert_diff_validate_on_a_live_checkpoint() {
-        let bin = sample(Codec::Binary);
+        let bin = sample(Codec::Binary).unwrap();
         let text = inspect(&bin).unwrap();
         assert!(text.contains("valid: yes"), "{text}");
         assert!(text.contains("QP 0x000011"), "{text}");

@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
-use vhca::perf::{self, Options, Report, Test};
+use vhca::interop::perf::{self, Options, Report, Test};
 
 fn run(test: Test, size: u32, iters: u32, host: u8) -> (Report, Report) {
     let mut o = Options::new(test);

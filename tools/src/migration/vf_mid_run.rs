@@ -10,16 +10,19 @@
 //! (the programs call their hook each time their iteration count advances), so the gaps
 //! between consecutive calls around the switch-over are the stall the peer's traffic saw.
 //! A side with no iterations of its own (an `ib_write_bw` server) calls its hook every
-//! [`IDLE_TICK`](crate::endpoint::IDLE_TICK) instead: there N counts those calls, and no stall
+//! [`IDLE_TICK`](crate::interop::endpoint::IDLE_TICK) instead: there N counts those calls, and no stall
 //! is measured on that side (its peer's completions are not visible to it).
 //!
-//! [`Hook`]: crate::endpoint::Hook
+//! [`Hook`]: crate::interop::endpoint::Hook
 
-use crate::endpoint::Progress;
+use crate::interop::endpoint::Progress;
+use crate::migration::hook_command::HookCommand;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use thiserror::Error;
+use vhca_guest::migrate::MigrateError;
 use vhca_guest::migrate::{Migration, Timeline};
 use vhca_guest::GuestContext;
 
@@ -38,6 +41,30 @@ pub struct MigrateOptions {
     /// Shell command run between the source's save and the destination's load, with
     /// `VHCA_IP` and `VHCA_MAC` (as `vhca migrate-attached --hook`).
     pub hook: Option<String>,
+}
+
+/// Options that cannot work together (a usage error).
+#[derive(Debug, Error)]
+pub enum MigrateOptionsError {
+    #[error("--migrate-at must be at least 1")]
+    AtZero,
+    #[error("--migrate-precopy-from must not be after --migrate-at")]
+    PrecopyAfterSwitch,
+}
+
+/// What went wrong with the migration under the run.
+#[derive(Debug, Error)]
+pub enum VfMigrateError {
+    #[error("migration begin: {0}")]
+    Begin(#[source] MigrateError),
+    #[error("pre-copy round: {0}")]
+    Round(#[source] MigrateError),
+    #[error("QUERY_GID: {0}")]
+    QueryGid(#[source] vhca_device::VerbsError),
+    #[error("migration: {0}")]
+    Finish(#[source] MigrateError),
+    #[error("the run ended before the migration at {at} (it reached {reached})")]
+    NotReached { at: u64, reached: u64 },
 }
 
 /// Completions counted after the switch-over for the stall window.
@@ -142,12 +169,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Migrator {
-    pub fn new(o: MigrateOptions) -> Result<Migrator, String> {
+    pub fn new(o: MigrateOptions) -> Result<Migrator, MigrateOptionsError> {
         if o.at == 0 {
-            return Err("--migrate-at must be at least 1".into());
+            return Err(MigrateOptionsError::AtZero);
         }
         if o.precopy_from.is_some_and(|p| p > o.at) {
-            return Err("--migrate-precopy-from must not be after --migrate-at".into());
+            return Err(MigrateOptionsError::PrecopyAfterSwitch);
         }
         Ok(Migrator {
             o,
@@ -176,8 +203,8 @@ impl Migrator {
         begin + span * u64::from(i + 1) / (u64::from(self.o.rounds) + 1)
     }
 
-    /// The [`Hook`](crate::endpoint::Hook) of the run.
-    pub fn hook(&mut self, c: &mut GuestContext, p: Progress) -> Result<(), String> {
+    /// The [`Hook`](crate::interop::endpoint::Hook) of the run.
+    pub fn hook(&mut self, c: &mut GuestContext, p: Progress) -> Result<(), VfMigrateError> {
         let now = Instant::now();
         let n = match p.done {
             Some(n) => n,
@@ -190,8 +217,7 @@ impl Migrator {
         self.calls.push((now, n));
         let idx = self.calls.len() - 1;
         if matches!(self.stage, Stage::Idle) && n >= self.precopy_from() {
-            let m = Migration::begin(c.driver_mut(), &self.o.dst)
-                .map_err(|e| format!("migration begin: {e}"))?;
+            let m = Migration::begin(c.driver_mut(), &self.o.dst).map_err(VfMigrateError::Begin)?;
             self.begun_at = Some((idx, n));
             self.stage = Stage::Copying(Box::new(m));
             self.longest_pause = self.longest_pause.max(now.elapsed());
@@ -201,8 +227,7 @@ impl Migrator {
             if self.next_round < self.o.rounds && n >= self.round_at(begin, self.next_round) {
                 if let Stage::Copying(m) = &mut self.stage {
                     let t = Instant::now();
-                    m.round(c.driver())
-                        .map_err(|e| format!("pre-copy round: {e}"))?;
+                    m.round(c.driver()).map_err(VfMigrateError::Round)?;
                     self.longest_pause = self.longest_pause.max(t.elapsed());
                     self.next_round += 1;
                 }
@@ -216,35 +241,19 @@ impl Migrator {
             unreachable!("checked above")
         };
         if let Some(cmd) = self.o.hook.clone() {
-            let took = self.hook_took.clone();
             // The device's GID (the serve process chose the VF's address).
             let ip = c
                 .query_gid(0)
-                .map_err(|e| format!("QUERY_GID: {e}"))?
+                .map_err(VfMigrateError::QueryGid)?
                 .to_ipv4()
                 .map(std::net::Ipv4Addr::from);
             let mac = c.driver().config().mac;
-            m.between = Some(Box::new(move || {
-                let t = Instant::now();
-                let mut sh = std::process::Command::new("sh");
-                sh.args(["-c", &cmd]).env("VHCA_MAC", mac.to_string());
-                if let Some(ip) = ip {
-                    sh.env("VHCA_IP", ip.to_string());
-                }
-                let st = sh.status().map_err(|e| format!("running `{cmd}`: {e}"))?;
-                *took.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.elapsed());
-                if st.success() {
-                    Ok(())
-                } else {
-                    Err(format!("`{cmd}` exited with {st}"))
-                }
-            }));
+            m.between =
+                Some(HookCommand { cmd, ip, mac }.into_migration_hook(self.hook_took.clone()));
         }
         self.switch_call = Some(idx);
         self.stop_wall = Some(std::time::SystemTime::now());
-        let timeline = m
-            .finish(c.driver_mut())
-            .map_err(|e| format!("migration: {e}"))?;
+        let timeline = m.finish(c.driver_mut()).map_err(VfMigrateError::Finish)?;
         self.resumed = Some(Instant::now());
         self.timeline = Some(timeline);
         Ok(())
@@ -252,13 +261,12 @@ impl Migrator {
 
     /// The report once the run ended; an error if the switch-over never happened (the run
     /// ended first).
-    pub fn report(&self) -> Result<MigrationReport, String> {
+    pub fn report(&self) -> Result<MigrationReport, VfMigrateError> {
         let (Some(t), Some(k)) = (&self.timeline, self.switch_call) else {
-            return Err(format!(
-                "the run ended before the migration at {} (it reached {})",
-                self.o.at,
-                self.calls.last().map_or(0, |c| c.1)
-            ));
+            return Err(VfMigrateError::NotReached {
+                at: self.o.at,
+                reached: self.calls.last().map_or(0, |c| c.1),
+            });
         };
         let gap = |i: usize| ms(self.calls[i + 1].0 - self.calls[i].0);
         let (mut typical, mut migrated, mut after, mut stall) = (None, None, None, None);

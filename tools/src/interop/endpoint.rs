@@ -12,9 +12,11 @@
 //! runs (`vhca_guest::migrate::Migration` needs the context's `&mut GuestDriver`, which the
 //! hook gets as `&mut GuestContext`).
 
+use crate::migration::vf_mid_run::VfMigrateError;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
+use thiserror::Error;
 use vhca_device::{Gid, Verbs, VerbsResult};
 use vhca_fabric::node::Node;
 use vhca_fabric::{Link, LinkCounters};
@@ -103,17 +105,17 @@ pub const IDLE_TICK: Duration = Duration::from_millis(10);
 /// round every 100 iterations, the switch-over at 500 (the peer retransmits across the
 /// blackout). On the UDP fabric the VF's address must follow it to the destination
 /// (docs/migration.md, "UDP fabrics"); `vhca pingpong/perf --vf S --migrate-to D --migrate-at N`
-/// is this hook, with a report ([`crate::vf_migrate`]).
+/// is this hook, with a report ([`crate::migration::vf_mid_run`]).
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
-/// use vhca::endpoint::{connect_vf, Progress};
+/// use vhca::interop::endpoint::{connect_vf, HookError, Progress};
 /// use vhca_guest::migrate::Migration;
 /// use vhca_guest::GuestContext;
 ///
 /// let mut ctx = connect_vf("/run/src/vf0.sock".as_ref(), 32 << 20).unwrap();
 /// let mut mig: Option<Migration> = None;
-/// let mut hook = |c: &mut GuestContext, p: Progress| -> Result<(), String> {
+/// let mut hook = |c: &mut GuestContext, p: Progress| -> Result<(), HookError> {
 ///     match p.done {
 ///         Some(100) => mig = Some(Migration::begin(c.driver_mut(), "/run/dst/vf0.sock")
 ///             .map_err(|e| e.to_string())?),
@@ -132,13 +134,36 @@ pub const IDLE_TICK: Duration = Duration::from_millis(10);
 ///     Ok(())
 /// };
 /// let server: SocketAddr = "10.77.0.2:18515".parse().unwrap();
-/// let o = vhca::pingpong::Options { iters: 1000, ..Default::default() };
-/// vhca::pingpong::client_on(&mut ctx, server, &o, &mut hook).unwrap();
+/// let o = vhca::interop::pingpong::Options { iters: 1000, ..Default::default() };
+/// vhca::interop::pingpong::client_on(&mut ctx, server, &o, &mut hook).unwrap();
 /// ```
-pub type Hook<'a, V> = &'a mut dyn FnMut(&mut V, Progress) -> Result<(), String>;
+pub type Hook<'a, V> = &'a mut dyn FnMut(&mut V, Progress) -> Result<(), HookError>;
+
+/// Why a [`Hook`] ended the run.
+#[derive(Debug, Error)]
+pub enum HookError {
+    /// The live migration the hook drives failed (`--migrate-to`).
+    #[error(transparent)]
+    Migration(#[from] VfMigrateError),
+    /// Another hook's reason (a test's, a program's).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for HookError {
+    fn from(s: String) -> HookError {
+        HookError::Other(s)
+    }
+}
+
+impl From<&str> for HookError {
+    fn from(s: &str) -> HookError {
+        HookError::Other(s.into())
+    }
+}
 
 /// A hook that does nothing.
-pub fn no_hook<V>(_: &mut V, _: Progress) -> Result<(), String> {
+pub fn no_hook<V>(_: &mut V, _: Progress) -> Result<(), HookError> {
     Ok(())
 }
 

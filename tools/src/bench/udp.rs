@@ -1,4 +1,4 @@
-//! `vhca bench --udp`: RoCEv2 over the UDP bridge beside plain UDP, measured in one run.
+//! `vhca bench udp`: RoCEv2 over the UDP bridge beside plain UDP, measured in one run.
 //!
 //! * RoCEv2: two [`Node`]s on kernel UDP sockets; A keeps `depth` 64 KiB RDMA WRITEs in
 //!   flight to B (path MTU 4096: 16 datagrams of 4 KiB payload each), B is pumped by a thread
@@ -32,12 +32,12 @@ const BLAST_PORT: u16 = 4792;
 
 #[derive(Debug, Error)]
 pub enum UdpBenchError {
-    #[error("bad --ips {0:?}: use A,B (two IPv4 addresses)")]
-    BadIps(String),
-    #[error("bad --netns {0:?}: use NSA,NSB")]
-    BadNetns(String),
     #[error("network namespace {ns}: {err}")]
-    Netns { ns: String, err: io::Error },
+    Netns {
+        ns: String,
+        #[source]
+        err: io::Error,
+    },
     #[error("network: {0}")]
     Io(#[from] io::Error),
     #[error("verbs: {0}")]
@@ -58,34 +58,6 @@ pub struct UdpBenchConfig {
     pub duration: Duration,
     /// WRITEs in flight.
     pub depth: usize,
-}
-
-impl UdpBenchConfig {
-    /// From the command line's `--ips A,B`, `--netns NSA,NSB` and `--millis`.
-    pub fn parse(
-        ips: &str,
-        netns: Option<&str>,
-        millis: u64,
-    ) -> Result<UdpBenchConfig, UdpBenchError> {
-        let bad = || UdpBenchError::BadIps(ips.to_string());
-        let (a, b) = ips.split_once(',').ok_or_else(bad)?;
-        let netns = match netns {
-            Some(n) => {
-                let (x, y) = n
-                    .split_once(',')
-                    .ok_or_else(|| UdpBenchError::BadNetns(n.to_string()))?;
-                Some((x.to_string(), y.to_string()))
-            }
-            None => None,
-        };
-        Ok(UdpBenchConfig {
-            a: a.trim().parse().map_err(|_| bad())?,
-            b: b.trim().parse().map_err(|_| bad())?,
-            netns,
-            duration: Duration::from_millis(millis.max(100)),
-            depth: 8,
-        })
-    }
 }
 
 /// One side of the comparison.

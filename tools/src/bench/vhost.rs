@@ -1,13 +1,26 @@
-//! `vhca bench --vhost`: bandwidth and latency through the vhost-user path (guest driver → VF →
+//! `vhca bench vhost`: bandwidth and latency through the vhost-user path (guest driver → VF →
 //! VF → guest driver, a real `vhca serve` process) beside the same measurement in-process.
 
 use serde::Serialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use thiserror::Error;
 use vhca_fabric::{Context, World, WorldConfig};
-use vhca_guest::bench::{self, BenchConfig, BenchReport};
-use vhca_guest::serve::ServeProcess;
+use vhca_guest::bench::{self, BenchConfig, BenchError, BenchReport};
+use vhca_guest::serve::{ServeError, ServeProcess};
+
+#[derive(Debug, Error)]
+pub enum VhostBenchError {
+    #[error("the in-process VFs: {0}")]
+    Setup(#[source] vhca_device::VerbsError),
+    #[error("in-process: {0}")]
+    InProcess(#[source] BenchError),
+    #[error("starting vhca serve: {0}")]
+    Serve(#[source] ServeError),
+    #[error("through vhost-user: {0}")]
+    VhostUser(#[source] BenchError),
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PathResult {
@@ -31,27 +44,27 @@ fn result(path: &'static str, cfg: &BenchConfig, r: &BenchReport) -> PathResult 
 }
 
 /// Both paths with the same program (`vhca_guest::bench::run`) and configuration.
-pub fn run(cfg: &BenchConfig) -> Result<Vec<PathResult>, String> {
+pub fn run(cfg: &BenchConfig) -> Result<Vec<PathResult>, VhostBenchError> {
     // In process: two VFs of two PFs on an ideal in-process link.
     let mut w = World::new(WorldConfig {
         vf_mem_bytes: 64 << 20,
         ..Default::default()
     });
     let (p0, p1) = (w.add_pf(1), w.add_pf(1));
-    let a = w.add_vf(p0).map_err(|e| e.to_string())?;
-    let b = w.add_vf(p1).map_err(|e| e.to_string())?;
+    let a = w.add_vf(p0).map_err(VhostBenchError::Setup)?;
+    let b = w.add_vf(p1).map_err(VhostBenchError::Setup)?;
     let w = Rc::new(RefCell::new(w));
     let (mut ca, mut cb) = (Context::open(&w, a), Context::open(&w, b));
-    let inproc = bench::run(&mut ca, &mut cb, cfg).map_err(|e| e.to_string())?;
+    let inproc = bench::run(&mut ca, &mut cb, cfg).map_err(VhostBenchError::InProcess)?;
     // Through vhost-user: this very binary serves two VFs.
     if std::env::var_os("VHCA_BIN").is_none() {
         if let Ok(me) = std::env::current_exe() {
             std::env::set_var("VHCA_BIN", me);
         }
     }
-    let serve = ServeProcess::start(2, Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    let vhost =
-        bench::vhost_user(&serve.socket(0), &serve.socket(1), cfg).map_err(|e| e.to_string())?;
+    let serve = ServeProcess::start(2, Duration::from_secs(60)).map_err(VhostBenchError::Serve)?;
+    let vhost = bench::vhost_user(&serve.socket(0), &serve.socket(1), cfg)
+        .map_err(VhostBenchError::VhostUser)?;
     drop(serve);
     Ok(vec![
         result("in-process", cfg, &inproc),

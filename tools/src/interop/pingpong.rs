@@ -24,7 +24,7 @@ use vhca_fabric::tap::TapError;
 use vhca_fabric::{Link, LinkCounters};
 use vhca_guest::{DriverError, GuestContext};
 
-use crate::endpoint::{connect_vf, Endpoint, Hook, Progress};
+use crate::interop::endpoint::{connect_vf, Endpoint, Hook, HookError, Progress};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
@@ -52,7 +52,7 @@ pub enum PingError {
     #[error("VF: {0}")]
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
-    Hook(String),
+    Hook(#[source] HookError),
     #[error("bad options: {0}")]
     Options(&'static str),
 }
@@ -494,14 +494,24 @@ struct Client<'a> {
 impl RunOn<Report> for Server<'_> {
     fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, self.o.port))?;
-        server_on(&mut node, listener, self.o, &mut crate::endpoint::no_hook)
+        server_on(
+            &mut node,
+            listener,
+            self.o,
+            &mut crate::interop::endpoint::no_hook,
+        )
     }
 }
 
 impl RunOn<Report> for Client<'_> {
     fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
         let server = SocketAddr::from((self.server, self.o.port));
-        client_on(&mut node, server, self.o, &mut crate::endpoint::no_hook)
+        client_on(
+            &mut node,
+            server,
+            self.o,
+            &mut crate::interop::endpoint::no_hook,
+        )
     }
 }
 
@@ -542,10 +552,10 @@ fn open_vf(vf: &Path, o: &Options) -> Result<GuestContext, PingError> {
 /// [`server`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
 /// one the device reports.
 pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
-    vf_server_with(vf, o, &mut crate::endpoint::no_hook)
+    vf_server_with(vf, o, &mut crate::interop::endpoint::no_hook)
 }
 
-/// [`vf_server`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+/// [`vf_server`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
 pub fn vf_server_with(
     vf: &Path,
     o: &Options,
@@ -558,10 +568,10 @@ pub fn vf_server_with(
 
 /// [`client`] on the VF behind the vhost-user socket `vf`.
 pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    vf_client_with(vf, server_addr, o, &mut crate::endpoint::no_hook)
+    vf_client_with(vf, server_addr, o, &mut crate::interop::endpoint::no_hook)
 }
 
-/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::vf_migrate`]).
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
 pub fn vf_client_with(
     vf: &Path,
     server_addr: Ipv4Addr,

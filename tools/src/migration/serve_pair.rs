@@ -14,12 +14,13 @@
 
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use vhca_device::Mtu;
+use thiserror::Error;
+use vhca_device::{Mtu, VerbsError};
 use vhca_guest::many::{post_batch, qp_set_traffic, ram_needed, rc_qp_sets, BATCH};
-use vhca_guest::migrate::{Migration, Round, Timeline};
+use vhca_guest::migrate::{MigrateError, Migration, Round, Timeline};
 use vhca_guest::programs::rc_every_opcode;
-use vhca_guest::serve::ServeProcess;
-use vhca_guest::{DriverConfig, GuestContext};
+use vhca_guest::serve::{ServeError, ServeProcess};
+use vhca_guest::{DriverConfig, DriverError, GuestContext};
 
 pub struct Options {
     pub rounds: u32,
@@ -183,14 +184,66 @@ impl std::fmt::Display for Report {
     }
 }
 
-fn e(what: &str) -> impl Fn(String) -> String + '_ {
-    move |x| format!("{what}: {x}")
+/// What went wrong, and in which step.
+#[derive(Debug, Error)]
+pub enum ServePairError {
+    #[error("--qps must be at least 1")]
+    NoQps,
+    #[error("{what}: {source}")]
+    Serve {
+        what: &'static str,
+        #[source]
+        source: ServeError,
+    },
+    #[error("{what}: {source}")]
+    Guest {
+        what: &'static str,
+        #[source]
+        source: DriverError,
+    },
+    #[error("{what}: {source}")]
+    Verbs {
+        what: &'static str,
+        #[source]
+        source: VerbsError,
+    },
+    #[error("{what}: {source}")]
+    Migration {
+        what: &'static str,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("the migration thread of vf0 panicked")]
+    Panicked,
+    #[error("vf{vf}: {pages} pages escaped both dirty logs")]
+    MissedPages { vf: usize, pages: u64 },
+    #[error("encoding the report: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
+/// `result.ctx("step")`: the error of a step, with what the step was.
+trait Ctx<T> {
+    fn ctx(self, what: &'static str) -> Result<T, ServePairError>;
+}
+
+macro_rules! ctx_for {
+    ($err:ty, $variant:ident) => {
+        impl<T> Ctx<T> for Result<T, $err> {
+            fn ctx(self, what: &'static str) -> Result<T, ServePairError> {
+                self.map_err(|source| ServePairError::$variant { what, source })
+            }
+        }
+    };
+}
+ctx_for!(ServeError, Serve);
+ctx_for!(DriverError, Guest);
+ctx_for!(VerbsError, Verbs);
+ctx_for!(MigrateError, Migration);
+
 /// Runs the whole scenario; returns the report.
-pub fn measure(o: &Options) -> Result<Report, String> {
+pub fn measure(o: &Options) -> Result<Report, ServePairError> {
     if o.qps == 0 {
-        return Err("--qps must be at least 1".into());
+        return Err(ServePairError::NoQps);
     }
     if std::env::var_os("VHCA_BIN").is_none() {
         if let Ok(me) = std::env::current_exe() {
@@ -206,41 +259,32 @@ pub fn measure(o: &Options) -> Result<Report, String> {
         .mem_size
         .max(((8 << 20) + ram_needed(n, size)).next_multiple_of(1 << 20));
     cfg.command_timeout = Duration::from_secs(30);
-    let src = ServeProcess::start(2, ready).map_err(|x| e("source vhca serve")(x.to_string()))?;
-    let dst =
-        ServeProcess::start(2, ready).map_err(|x| e("destination vhca serve")(x.to_string()))?;
-    let mut a =
-        GuestContext::connect(src.socket(0), &cfg).map_err(|x| e("guest on vf0")(x.to_string()))?;
-    let mut b =
-        GuestContext::connect(src.socket(1), &cfg).map_err(|x| e("guest on vf1")(x.to_string()))?;
+    let src = ServeProcess::start(2, ready).ctx("source vhca serve")?;
+    let dst = ServeProcess::start(2, ready).ctx("destination vhca serve")?;
+    let mut a = GuestContext::connect(src.socket(0), &cfg).ctx("guest on vf0")?;
+    let mut b = GuestContext::connect(src.socket(1), &cfg).ctx("guest on vf1")?;
     let t = Instant::now();
-    let (sa, sb) = rc_qp_sets(&mut a, &mut b, n, size, Mtu::Mtu1024)
-        .map_err(|x| e("creating and connecting the QPs")(x.to_string()))?;
+    let (sa, sb) =
+        rc_qp_sets(&mut a, &mut b, n, size, Mtu::Mtu1024).ctx("creating and connecting the QPs")?;
     let setup_ms = t.elapsed().as_millis() as u64;
-    let mut bytes = qp_set_traffic(&mut a, &sa, &mut b, &sb, size, 0)
-        .map_err(|x| e("traffic before")(x.to_string()))?;
-    let mut ma = Migration::begin(a.driver_mut(), dst.socket(0))
-        .map_err(|x| e("begin vf0")(x.to_string()))?;
-    let mut mb = Migration::begin(b.driver_mut(), dst.socket(1))
-        .map_err(|x| e("begin vf1")(x.to_string()))?;
+    let mut bytes = qp_set_traffic(&mut a, &sa, &mut b, &sb, size, 0).ctx("traffic before")?;
+    let mut ma = Migration::begin(a.driver_mut(), dst.socket(0)).ctx("begin vf0")?;
+    let mut mb = Migration::begin(b.driver_mut(), dst.socket(1)).ctx("begin vf1")?;
     ma.verify_pages = o.verify_pages;
     mb.verify_pages = o.verify_pages;
     for r in 0..o.rounds {
-        bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, 1 + r)
-            .map_err(|x| e("traffic during pre-copy")(x.to_string()))?;
-        ma.round(a.driver())
-            .map_err(|x| e("round vf0")(x.to_string()))?;
-        mb.round(b.driver())
-            .map_err(|x| e("round vf1")(x.to_string()))?;
+        bytes +=
+            qp_set_traffic(&mut a, &sa, &mut b, &sb, size, 1 + r).ctx("traffic during pre-copy")?;
+        ma.round(a.driver()).ctx("round vf0")?;
+        mb.round(b.driver()).ctx("round vf1")?;
     }
     // The last completions before the stop, then messages left in flight across it.
     let tag = 1 + o.rounds;
-    bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, tag)
-        .map_err(|x| e("traffic before the stop")(x.to_string()))?;
+    bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, tag).ctx("traffic before the stop")?;
     let last_before = Instant::now();
     let in_flight = n.min(BATCH);
     let posted = post_batch(&mut a, &sa, &mut b, &sb, 0..in_flight, tag + 1, 0x3c, size)
-        .map_err(|x| e("posting across the stop")(x.to_string()))?;
+        .ctx("posting across the stop")?;
     let stop = Instant::now();
     let (ta, tb) = if o.sequential {
         let ta = Ok(ma.finish(a.driver_mut()));
@@ -254,21 +298,19 @@ pub fn measure(o: &Options) -> Result<Report, String> {
     };
     let resumed = Instant::now();
     let ta = ta
-        .map_err(|_| "the migration thread of vf0 panicked".to_string())?
-        .map_err(|x| e("finish vf0")(x.to_string()))?;
-    let tb = tb.map_err(|x| e("finish vf1")(x.to_string()))?;
+        .map_err(|_| ServePairError::Panicked)?
+        .ctx("finish vf0")?;
+    let tb = tb.ctx("finish vf1")?;
     let first_after = posted
         .complete(&mut a, &sa, &mut b, &sb)
-        .map_err(|x| e("messages in flight across the stop")(x.to_string()))?;
+        .ctx("messages in flight across the stop")?;
     let drained = Instant::now();
     bytes += in_flight as u64 * u64::from(size);
     // The same QPs, now in the destination process, carry on; every opcode on QP 0.
-    bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, tag + 2)
-        .map_err(|x| e("traffic after")(x.to_string()))?;
+    bytes += qp_set_traffic(&mut a, &sa, &mut b, &sb, size, tag + 2).ctx("traffic after")?;
     let (ea, eb) = (sa.endpoint(0), sb.endpoint(0));
     for s in [0, 1, size] {
-        rc_every_opcode(&mut a, &ea, &mut b, &eb, s)
-            .map_err(|x| e("every opcode after")(x.to_string()))?;
+        rc_every_opcode(&mut a, &ea, &mut b, &eb, s).ctx("every opcode after")?;
     }
     if o.serve_logs {
         let (mut src, mut dst) = (src, dst);
@@ -276,7 +318,7 @@ pub fn measure(o: &Options) -> Result<Report, String> {
     }
     for (vf, t) in [(0, &ta), (1, &tb)] {
         if let Some(m) = t.missed_pages.filter(|&m| m > 0) {
-            return Err(format!("vf{vf}: {m} pages escaped both dirty logs"));
+            return Err(ServePairError::MissedPages { vf, pages: m });
         }
     }
     Ok(Report {
@@ -296,12 +338,12 @@ pub fn measure(o: &Options) -> Result<Report, String> {
 }
 
 /// [`measure`], rendered as text or JSON.
-pub fn run(o: &Options) -> Result<String, String> {
+pub fn run(o: &Options) -> Result<String, ServePairError> {
     let r = measure(o)?;
     if o.json {
         serde_json::to_string_pretty(&r)
             .map(|s| s + "\n")
-            .map_err(|x| x.to_string())
+            .map_err(ServePairError::Json)
     } else {
         Ok(r.to_string())
     }

@@ -1,0 +1,437 @@
+//! `vhca perf`: clients and servers that interoperate with perftest's `ib_send_bw`,
+//! `ib_write_bw`, `ib_read_bw` and `ib_send_lat` (perftest v4.5-0.17, protocol version "6.06"),
+//! RC over RoCEv2 with the GID-based ("Ethernet") side channel on TCP port 18515.
+//!
+//! The side channel (facts file A.2) has no framing: every step is a fixed-size blob; the
+//! client writes then reads, the server reads then writes. The steps, in order:
+//!
+//! | step | size | content |
+//! | --- | --- | --- |
+//! | V  | 16  | version string `"6.06"`, NUL padded |
+//! | S1 | 4   | cycle buffer (page size), big-endian; both take the larger |
+//! | S2 | 4   | cache line size, big-endian; both take the larger |
+//! | M  | 2   | `"%d"` of the port's `ibv_mtu` enum (3 = 1024); both take the smaller |
+//! | K  | 108 | key message: `lid:out_reads:qpn:psn:rkey:vaddr:gid[16]:srqn:` in hex |
+//! | R  | 5×8 | bandwidth report: size, iterations (u64 BE), peak, average, message rate (f64 BE) |
+//! | D  | 108 + 5 | one more K, then `"done\0"` from each side |
+//!
+//! and the sequences of the four binaries:
+//!
+//! * `ib_send_bw`, `ib_send_lat`: V S1 S2 M K K K K (data) K(D) done. The first K carries the
+//!   QP's address, then both connect (RTR/RTS), the second is the handshake "after RTR", the
+//!   third re-sends the addresses, the fourth is the barrier after the receivers posted their
+//!   receives (the client sends only after it).
+//! * `ib_write_bw`, `ib_read_bw`: V S1 S2 M K K K (data) K R R R R R K(D) done. The client starts
+//!   its RDMA right after the third K; the server does nothing but wait in the fourth K for the
+//!   client to finish, then receives the client's report (and sends an unused one back), prints
+//!   the client's numbers and closes.
+//!
+//! Data phases follow perftest's defaults: bandwidth clients keep up to `tx_depth` (128) work
+//! requests outstanding and ask for a completion every `cq_mod` (100) of them (every one for
+//! messages above 8 KiB) and on the last; the send_bw server pre-posts `rx_depth` (512, at most
+//! the iteration count) receives and re-posts as they complete; send_lat is a ping-pong in which
+//! each side posts its next SEND once a message arrived (the client starts) and waits for that
+//! SEND's completion. Remote addresses cycle through the peer's buffer in cache-line-aligned
+//! steps within the cycle buffer, as perftest's do, so either side can be the real tool.
+//!
+//! While it waits on the side channel a side keeps pumping its node, so a write_bw or read_bw
+//! server answers RDMA while it waits for the client's "finished" key message.
+//!
+//! The program runs on any [`Endpoint`]: an in-process [`Node`] with its own UDP socket
+//! (`--ip`) or a VF of a running `vhca serve` through the guest driver (`--vf SOCKET`,
+//! [`vf_client`], [`vf_server`]); [`client_on`] and [`serve_on`] take a [`Hook`] called between
+//! iterations. A VF's device runs in the serve process, so on a VF "progress" while waiting on
+//! the side channel is only a side-channel byte (its packets are not visible here): a write_bw
+//! or read_bw server on a VF needs a `--timeout` longer than the client's whole data phase.
+
+use serde::Serialize;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use vhca_device::*;
+use vhca_fabric::node::{Node, MAX_WAIT};
+use vhca_guest::{DriverError, GuestContext};
+
+use crate::interop::endpoint::{
+    connect_vf, no_hook, Endpoint, Hook, HookError, Progress, IDLE_TICK,
+};
+use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
+
+mod bw;
+mod lat;
+mod report;
+mod session;
+mod setup;
+mod side_channel;
+
+use bw::*;
+use lat::*;
+use report::*;
+pub use report::{BwReport, LatReport, Report, WireReport};
+use session::*;
+use setup::*;
+pub use side_channel::KeyMsg;
+use side_channel::*;
+
+pub const DEFAULT_PORT: u16 = 18515;
+/// The protocol version perftest v4.5-0.17 announces (its configure version).
+pub const VERSION: &str = "6.06";
+const VERSION_LEN: usize = 16;
+/// perftest refuses peers older than this.
+const MIN_PEER_VERSION: f64 = 5.70;
+/// `KEY_MSG_SIZE_GID`: 107 characters and a NUL.
+pub const KEY_MSG_LEN: usize = 108;
+const PAGE_SIZE: u32 = 4096;
+const CACHE_LINE: u32 = 64;
+/// Above this message size perftest asks for a completion on every work request.
+const CQ_MOD_SIZE_LIMIT: u32 = 8192;
+/// Above this many iterations perftest skips the peak computation (`noPeak`).
+const PEAK_ITERS_LIMIT: u32 = 20000;
+/// perftest's latency report drops this many of the largest samples.
+const LAT_MEASURE_TAIL: usize = 2;
+const RECV_WRID: u64 = u64::MAX;
+
+#[derive(Debug, Error)]
+pub enum PerfError {
+    #[error("network: {0}")]
+    Io(#[from] io::Error),
+    #[error("verbs: {0}")]
+    Verbs(#[from] VerbsError),
+    #[error("peer's perftest version {0:?} is not supported (need 5.70 or newer)")]
+    Version(String),
+    #[error("bad {what} from the peer: {text:?}")]
+    Exchange { what: &'static str, text: String },
+    #[error("the peer's GID {0:02x?} is not IPv4-mapped (vhca's is): GID types differ")]
+    GidType([u8; 16]),
+    #[error("work completion failed: {0:?}")]
+    Completion(WorkCompletion),
+    #[error("no progress for {0:?} while {1}")]
+    Stalled(Duration, &'static str),
+    #[error("the peer closed the side channel during {0}")]
+    Closed(&'static str),
+    #[error("the peer reported {peer_size} B x {peer_iters} iterations, this side ran {size} B x {iters}")]
+    Mismatch {
+        peer_size: u64,
+        peer_iters: u64,
+        size: u64,
+        iters: u64,
+    },
+    #[error("bad options: {0}")]
+    Options(String),
+    #[error("VF: {0}")]
+    Vf(#[from] DriverError),
+    #[error("hook: {0}")]
+    Hook(#[source] HookError),
+}
+
+/// The perftest binary a run is compatible with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    /// ib_send_bw
+    #[value(name = "send_bw", alias = "ib_send_bw")]
+    SendBw,
+    /// ib_write_bw
+    #[value(name = "write_bw", alias = "ib_write_bw")]
+    WriteBw,
+    /// ib_read_bw
+    #[value(name = "read_bw", alias = "ib_read_bw")]
+    ReadBw,
+    /// ib_send_lat
+    #[value(name = "send_lat", alias = "ib_send_lat")]
+    SendLat,
+}
+
+impl Test {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Test::SendBw => "ib_send_bw",
+            Test::WriteBw => "ib_write_bw",
+            Test::ReadBw => "ib_read_bw",
+            Test::SendLat => "ib_send_lat",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Test::SendBw => "Send BW Test",
+            Test::WriteBw => "RDMA_Write BW Test",
+            Test::ReadBw => "RDMA_Read BW Test",
+            Test::SendLat => "Send Latency Test",
+        }
+    }
+
+    pub fn is_bw(self) -> bool {
+        self != Test::SendLat
+    }
+
+    fn is_send(self) -> bool {
+        matches!(self, Test::SendBw | Test::SendLat)
+    }
+
+    /// perftest's default message size (`DEF_SIZE_BW`, `DEF_SIZE_LAT`).
+    pub fn default_size(self) -> u32 {
+        if self.is_bw() {
+            65536
+        } else {
+            2
+        }
+    }
+
+    /// perftest's default iteration count (`DEF_ITERS_WB` for write_bw, else `DEF_ITERS`).
+    pub fn default_iters(self) -> u32 {
+        if self == Test::WriteBw {
+            5000
+        } else {
+            1000
+        }
+    }
+
+    /// Remote access the QP grants (`ctx_modify_qp_to_init`).
+    fn qp_access(self) -> Access {
+        match self {
+            Test::SendBw | Test::SendLat => Access::REMOTE_WRITE | Access::LOCAL_WRITE,
+            Test::WriteBw => Access::REMOTE_WRITE,
+            Test::ReadBw => Access::REMOTE_READ,
+        }
+    }
+
+    /// Access of the buffer's memory region (`create_single_mr`).
+    fn mr_access(self) -> Access {
+        match self {
+            Test::SendBw | Test::SendLat => Access::LOCAL_WRITE,
+            Test::WriteBw => Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+            Test::ReadBw => Access::LOCAL_WRITE | Access::REMOTE_READ,
+        }
+    }
+}
+
+/// Options; both sides must use the same size and iteration count (perftest does not exchange
+/// them).
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub test: Test,
+    pub port: u16,
+    pub size: u32,
+    pub iters: u32,
+    /// This port's MTU (the peer's may lower it).
+    pub mtu: Mtu,
+    /// Outstanding work requests of a bandwidth client (`-t`).
+    pub tx_depth: u32,
+    /// Receives a SEND receiver keeps posted (`-r`).
+    pub rx_depth: u32,
+    /// Completion moderation (`-Q`); `None` = perftest's default.
+    pub cq_mod: Option<u32>,
+    /// Outstanding RDMA READs this side accepts/issues (ib_read_bw; `-o`).
+    pub out_reads: u8,
+    /// Give up after this long without progress (no completion, no packet, no side-channel
+    /// byte).
+    pub timeout: Duration,
+    /// The RC local ACK timeout exponent (4.096 µs × 2^t; perftest's `-u`, default 14).
+    pub qp_timeout: u8,
+}
+
+impl Options {
+    pub fn new(test: Test) -> Options {
+        Options {
+            test,
+            port: DEFAULT_PORT,
+            size: test.default_size(),
+            iters: test.default_iters(),
+            mtu: Mtu::Mtu1024,
+            tx_depth: if test.is_bw() { 128 } else { 1 },
+            rx_depth: 512,
+            cq_mod: None,
+            out_reads: 128,
+            timeout: Duration::from_secs(120),
+            qp_timeout: 14,
+        }
+    }
+
+    /// perftest's `force_dependecies` for what this implementation uses.
+    fn effective(&self) -> Result<Options, PerfError> {
+        let mut o = *self;
+        if o.iters < 5 {
+            return Err(PerfError::Options("at least 5 iterations".into()));
+        }
+        if o.size == 0 || o.size > 0x80_0000 {
+            return Err(PerfError::Options("size must be 1 B .. 8 MiB".into()));
+        }
+        if !o.test.is_bw() {
+            o.tx_depth = 1;
+        }
+        o.tx_depth = o.tx_depth.clamp(1, o.iters);
+        o.rx_depth = o.rx_depth.clamp(1, o.iters);
+        if o.test.is_send() && o.rx_depth % 2 == 1 {
+            o.rx_depth += 1;
+        }
+        let mut cq_mod = o.cq_mod.unwrap_or(100).max(1);
+        if o.size > CQ_MOD_SIZE_LIMIT && o.cq_mod.is_none() {
+            cq_mod = 1;
+        }
+        if !o.test.is_bw() {
+            cq_mod = 1;
+        }
+        o.cq_mod = Some(cq_mod.min(o.tx_depth));
+        if o.test != Test::ReadBw {
+            o.out_reads = 1;
+        }
+        o.out_reads = o.out_reads.max(1);
+        Ok(o)
+    }
+}
+
+/// Client: connects to `server:o.port`.
+pub fn client(ip: Ipv4Addr, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    let sock = TcpStream::connect_timeout(&(server, o.port).into(), o.timeout)?;
+    session(ip, sock, true, o)
+}
+
+/// Server: accepts one client on TCP `o.port` (all addresses), runs one test.
+pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
+    serve(ip, listener, o)
+}
+
+/// Server on a listener the caller bound.
+pub fn serve(ip: Ipv4Addr, listener: TcpListener, o: &Options) -> Result<Report, PerfError> {
+    let (sock, _) = accept(listener, o)?;
+    session(ip, sock, false, o)
+}
+
+fn accept(listener: TcpListener, o: &Options) -> Result<(TcpStream, SocketAddr), PerfError> {
+    // A line scripts wait for before they start the client.
+    note(format!(
+        "{} server listening on TCP port {}",
+        o.test.binary(),
+        listener.local_addr()?.port()
+    ));
+    Ok(listener.accept()?)
+}
+
+/// [`client`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
+/// one the device reports.
+pub fn vf_client(vf: &Path, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    vf_client_with(vf, server, o, &mut no_hook)
+}
+
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
+pub fn vf_client_with(
+    vf: &Path,
+    server: Ipv4Addr,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PerfError> {
+    o.effective()?;
+    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    client_on(&mut ctx, (server, o.port).into(), o, hook)
+}
+
+/// [`server`] on the VF behind the vhost-user socket `vf`.
+pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PerfError> {
+    vf_server_with(vf, o, &mut no_hook)
+}
+
+/// [`vf_server`] with a hook between iterations (on a write_bw or read_bw server, about every
+/// 10 ms while the client works).
+pub fn vf_server_with(
+    vf: &Path,
+    o: &Options,
+    hook: Hook<'_, GuestContext>,
+) -> Result<Report, PerfError> {
+    o.effective()?;
+    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
+    serve_on(&mut ctx, listener, o, hook)
+}
+
+/// The client's run on any device against the server's side channel at `server` (`o.port`
+/// is not used); `hook` runs between iterations.
+pub fn client_on<V: Endpoint>(
+    node: &mut V,
+    server: SocketAddr,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PerfError> {
+    let sock = TcpStream::connect_timeout(&server, o.timeout)?;
+    session_on(node, sock, true, o, hook)
+}
+
+/// The server's run on any device for one client of `listener`; `hook` runs between
+/// iterations (on a write_bw or read_bw server, about every 10 ms while the client works).
+pub fn serve_on<V: Endpoint>(
+    node: &mut V,
+    listener: TcpListener,
+    o: &Options,
+    hook: Hook<'_, V>,
+) -> Result<Report, PerfError> {
+    let (sock, _) = accept(listener, o)?;
+    session_on(node, sock, false, o, hook)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_message_matches_the_seen_bytes() {
+        // Facts A.2: an ib_send_bw key message from rxe.
+        let seen = b"0000:0001:000013:f4baa6:00000442:00007f10985c3000:00:00:00:00:00:00:00:00:00:00:ff:ff:0a:4d:00:03:00000000:";
+        let k = KeyMsg {
+            lid: 0,
+            out_reads: 1,
+            qpn: 0x13,
+            psn: 0xf4baa6,
+            rkey: 0x442,
+            vaddr: 0x7f10985c3000,
+            gid: Gid::from_ipv4([10, 77, 0, 3]),
+            srqn: 0,
+        };
+        let b = k.encode();
+        assert_eq!(seen.len(), KEY_MSG_LEN - 1);
+        assert_eq!(&b[..KEY_MSG_LEN - 1], &seen[..]);
+        assert_eq!(b[KEY_MSG_LEN - 1], 0);
+        assert_eq!(KeyMsg::decode(&b).unwrap(), k);
+        // Upper case parses as well (perftest uses strtol).
+        let upper = String::from_utf8_lossy(seen).to_uppercase();
+        assert_eq!(KeyMsg::decode(upper.as_bytes()).unwrap(), k);
+        assert!(KeyMsg::decode(b"0000:0001:zz").is_err());
+    }
+
+    #[test]
+    fn reports_are_big_endian() {
+        let w = WireReport {
+            size: 4096,
+            iters: 200,
+            bw_peak: 1.5,
+            bw_avg: 1.0,
+            msg_rate: 0.25,
+        };
+        let b = encode_report(&w);
+        assert_eq!(b[0], [0, 0, 0, 0, 0, 0, 0x10, 0]);
+        assert_eq!(b[1], [0, 0, 0, 0, 0, 0, 0, 200]);
+        assert_eq!(b[2], 1.5f64.to_bits().to_be_bytes());
+    }
+
+    #[test]
+    fn addresses_cycle_like_perftest() {
+        let c = Cycler::new(0x1000, 100, 4096);
+        assert_eq!(c.addr(0), 0x1000);
+        assert_eq!(c.addr(1), 0x1000 + 128);
+        assert_eq!(c.addr(32), 0x1000);
+        let big = Cycler::new(0x1000, 4096, 4096);
+        assert_eq!(big.addr(5), 0x1000);
+    }
+
+    #[test]
+    fn latency_numbers() {
+        let posted: Vec<f64> = (0..10).map(|i| i as f64 * 2e-6).collect();
+        let (min, max, typ, avg, stdev, _, _) = lat_numbers(&posted);
+        for x in [min, max, typ, avg] {
+            assert!((x - 1.0).abs() < 1e-9, "{x}");
+        }
+        assert!(stdev < 1e-9);
+    }
+}

@@ -1,0 +1,199 @@
+//! Connection set-up: the run's PD, CQ, MR and QP, its key message, RTR/RTS, receives and
+//! completion polling; and the remote-address cycle of the data phases.
+
+use super::*;
+
+/// `INC`: the step between messages in a cycled buffer.
+pub(super) fn inc(size: u32) -> u64 {
+    if size > CACHE_LINE {
+        (size as u64).next_multiple_of(CACHE_LINE as u64)
+    } else {
+        CACHE_LINE as u64
+    }
+}
+
+/// Message addresses cycle through `cycle` bytes from `base` when a message fits twice.
+pub(super) struct Cycler {
+    pub(super) base: u64,
+    pub(super) step: u64,
+    pub(super) slots: u64,
+}
+
+impl Cycler {
+    pub(super) fn new(base: u64, size: u32, cycle: u32) -> Cycler {
+        let step = inc(size);
+        let slots = if size <= cycle / 2 {
+            (cycle as u64 / step).max(1)
+        } else {
+            1
+        };
+        Cycler { base, step, slots }
+    }
+
+    pub(super) fn addr(&self, n: u64) -> u64 {
+        self.base + (n % self.slots) * self.step
+    }
+}
+
+pub(super) struct Res {
+    pub(super) send_cq: CqHandle,
+    pub(super) recv_cq: CqHandle,
+    pub(super) qpn: Qpn,
+    pub(super) buf: u64,
+    /// `BUFF_SIZE` rounded to the cache line: the local half, then the half the peer targets.
+    pub(super) half: u64,
+    pub(super) key: MemKey,
+    pub(super) psn: Psn,
+}
+
+pub(super) fn random_psn(ip: Ipv4Addr) -> Psn {
+    // perftest draws lrand48(); any 24-bit value that differs run to run will do.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Psn::new((t ^ (t >> 24) ^ (t >> 48) ^ u32::from(ip) as u64) as u32)
+}
+
+pub(super) fn node_mem(size: u32) -> usize {
+    (64usize << 20).max(4 * size as usize + (16 << 20))
+}
+
+pub(super) fn create_resources<V: Endpoint>(
+    node: &mut V,
+    o: &Options,
+    cycle: u32,
+    gid: Gid,
+) -> Result<Res, PerfError> {
+    let pd = node.alloc_pd()?;
+    let send_cq = node.create_cq(o.tx_depth + 16)?;
+    let recv_cq = node.create_cq(o.rx_depth + 16)?;
+    let qpn = node.create_qp(QpInitAttr {
+        qp_type: QpType::Rc,
+        pd,
+        send_cq,
+        recv_cq,
+        srq: None,
+        cap: QpCap {
+            max_send_wr: o.tx_depth + 1,
+            max_recv_wr: o.rx_depth + 1,
+            max_send_sge: 1,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+        },
+        sq_sig_all: false,
+    })?;
+    let half = (o.size.max(cycle) as u64).next_multiple_of(CACHE_LINE as u64);
+    let buf = node.alloc_buf(2 * half)?;
+    let key = node.reg_mr(pd, buf, 2 * half, o.test.mr_access())?;
+    let a = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: 0,
+        port_num: 1,
+        qp_access_flags: o.test.qp_access(),
+        ..QpAttr::default()
+    };
+    node.modify_qp(
+        qpn,
+        &a,
+        QpAttrMask::STATE | QpAttrMask::PKEY_INDEX | QpAttrMask::PORT | QpAttrMask::ACCESS_FLAGS,
+    )?;
+    Ok(Res {
+        send_cq,
+        recv_cq,
+        qpn,
+        buf,
+        half,
+        key,
+        // Any address that differs between the two sides will do to vary the PSN.
+        psn: random_psn(
+            gid.to_ipv4()
+                .map(Ipv4Addr::from)
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        ),
+    })
+}
+
+pub(super) fn my_key(gid: Gid, r: &Res, o: &Options) -> KeyMsg {
+    KeyMsg {
+        lid: 0,
+        out_reads: o.out_reads as u16,
+        qpn: r.qpn.0,
+        psn: r.psn.0,
+        // rxe gives an MR without remote access R_Key 0; send tests advertise that.
+        rkey: if o.test.is_send() { 0 } else { r.key.0 },
+        vaddr: r.buf + r.half,
+        gid,
+        srqn: 0,
+    }
+}
+
+/// `ctx_connect`: RTR with the peer's address, then RTS (perftest's bw server stops at RTR;
+/// RTS changes nothing on the wire for a side that never sends a request).
+pub(super) fn connect<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    mtu: Mtu,
+    rem: &KeyMsg,
+) -> Result<(), PerfError> {
+    let peer = PeerInfo {
+        qpn: Qpn(rem.qpn),
+        psn: Psn::new(rem.psn),
+        gid: rem.gid,
+    };
+    let path = RcPath {
+        mtu,
+        timeout: o.qp_timeout,
+        hop_limit: 0xff,
+        dest_rd_atomic: o.out_reads,
+        rd_atomic: rem.out_reads.clamp(1, 128) as u8,
+    };
+    rc_rtr_rts(node, r.qpn, r.psn, peer, path)?;
+    Ok(())
+}
+
+pub(super) fn post_recv<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    cyc: &Cycler,
+    n: u64,
+) -> Result<(), PerfError> {
+    node.post_recv(
+        r.qpn,
+        RecvWr {
+            wr_id: RECV_WRID,
+            sgl: vec![Sge {
+                addr: cyc.addr(n),
+                len: o.size,
+                lkey: r.key,
+            }],
+        },
+    )?;
+    Ok(())
+}
+
+/// Polls `cq` until at least one completion arrives; fails on an error completion or after
+/// `timeout` without one.
+pub(super) fn wait_cq<V: Endpoint>(
+    node: &mut V,
+    cq: CqHandle,
+    max: usize,
+    out: &mut Vec<WorkCompletion>,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<(), PerfError> {
+    out.clear();
+    let start = Instant::now();
+    while out.is_empty() {
+        node.poll_cq(cq, max, out)?;
+        if out.is_empty() && start.elapsed() > timeout {
+            return Err(PerfError::Stalled(timeout, what));
+        }
+    }
+    if let Some(bad) = out.iter().find(|wc| wc.status != WcStatus::Success) {
+        return Err(PerfError::Completion(*bad));
+    }
+    Ok(())
+}
