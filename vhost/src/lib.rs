@@ -10,9 +10,9 @@
 
 pub mod backend;
 pub mod ctl;
+pub mod device_state;
 pub mod fabric;
 pub mod memory;
-pub mod migration;
 pub mod pf;
 pub mod port;
 pub mod protocol;

@@ -6,7 +6,7 @@
 //! slot's wake eventfd, tells this VF's worker thread that another thread left events for it.
 
 use crate::memory::{GuestMem, VhostMemory};
-use crate::migration::{self, DeviceStateV1, StateError};
+use crate::device_state::{self, DeviceStateV1, StateError};
 use crate::pf::{PfState, Shared};
 use crate::port::VfPort;
 use crate::protocol::command::{opcode, Response, Status, HEADER_SIZE};
@@ -599,7 +599,7 @@ impl VhostUserBackend for VfBackend {
                     .name(format!("vhca-vf{vf}-save"))
                     .spawn(move || {
                         let t = std::time::Instant::now();
-                        let blob = migration::encode(&state);
+                        let blob = device_state::encode(&state);
                         let encoded = t.elapsed();
                         let mut f = file;
                         f.write_all(&blob)?;
@@ -622,9 +622,9 @@ impl VhostUserBackend for VfBackend {
                     .name(format!("vhca-vf{vf}-load"))
                     .spawn(move || {
                         let t = std::time::Instant::now();
-                        let blob = migration::read_all(file)?;
+                        let blob = device_state::read_all(file)?;
                         let read = t.elapsed();
-                        let port = Self::build(&shared, &mem, &logging, migration::decode(&blob)?);
+                        let port = Self::build(&shared, &mem, &logging, device_state::decode(&blob)?);
                         tracing::info!(
                             vf,
                             read_us = read.as_micros() as u64,

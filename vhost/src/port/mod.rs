@@ -18,6 +18,8 @@ use vhca_device::{
     Qpn, SharedMemory, SrqHandle, Vf, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
 };
 
+pub mod state;
+
 /// Events kept while the driver has no eventq buffer posted (docs/device-protocol.md §9).
 pub const MAX_PENDING_EVENTS: usize = 1024;
 /// Largest page list REG_MR reads (8 MiB of addresses: 4 GiB in 4 KiB pages, 1 PiB in 1 GiB).
@@ -1437,5 +1439,3 @@ mod tests {
         assert_eq!(moved, vec![11, 12]);
     }
 }
-#[path = "port_state.rs"]
-pub mod state;
