@@ -4,7 +4,7 @@
 //! `{"cmd":"vfs"|"qps"|"counters"}`, the server answers one JSON line `{"ok":true,"result":…}`
 //! or `{"ok":false,"error":"…"}` and closes.
 
-use crate::pf::Shared;
+use crate::shared::Shared;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

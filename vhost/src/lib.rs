@@ -11,9 +11,12 @@
 pub mod backend;
 pub mod ctl;
 pub mod device_state;
+pub mod doorbellq;
 pub mod fabric;
 pub mod memory;
 pub mod pf;
 pub mod port;
 pub mod protocol;
 pub mod serve;
+pub mod shared;
+pub mod vring;
