@@ -1,6 +1,6 @@
-//! The doorbellq's buffers into port doorbells. Any thread may drain any VF's doorbellq (under
-//! the process lock): before packets move, every VF's published doorbells are applied
-//! ([`crate::shared::Shared::sweep_doorbells`]), as well as by the VF's own thread on a kick.
+//! The doorbellq's buffers into port doorbells: the VF's own thread drains its doorbellq on a
+//! kick, and any thread drains every VF's before it moves packets (`Shared::sweep_doorbells`).
+//! Kept apart from the backend so the process's shared state can do that without it.
 
 use crate::memory::GuestMem;
 use crate::pf::PfState;

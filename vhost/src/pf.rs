@@ -1,6 +1,6 @@
 //! A PF's plain state: every VF's [`VfPort`], the fabric between them and the clock, and the
 //! sans-I/O steps over them (timers, moving packets, deadlines). No threads, locks or
-//! descriptors: [`crate::shared`] puts this behind the process lock and runs it.
+//! descriptors: the `shared` module puts this behind the process lock and runs it.
 
 use crate::fabric::Fabric;
 use crate::port::VfPort;
@@ -28,8 +28,8 @@ pub struct PfState {
     /// only when the next deadline moved before this: a wake-up per batch would cost a
     /// context switch per doorbell on a loaded machine.
     pub(crate) timer_sleeps_until: Option<Nanos>,
-    /// Set while a migration step waits for the lock ([`crate::shared::Shared::lock_urgent`]): a pump
-    /// stops early, as if its budget were spent, and leaves the rest to the timer thread.
+    /// Set while a migration step waits for the lock (`Shared::lock_urgent`): a pump stops
+    /// early, as if its budget were spent, and leaves the rest to the timer thread.
     /// Without it a VF's stop waited for a whole batch (thousands of packets).
     pub preempt: Arc<AtomicUsize>,
     epoch: Instant,

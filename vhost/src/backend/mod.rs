@@ -6,7 +6,7 @@
 //! slot's wake eventfd, tells this VF's worker thread that another thread left events for it.
 //!
 //! This module answers the frontend's messages (features, config, memory, vring stop, reset);
-//! [`queues`] does the work on the three queues, [`transfer`] the device-state transfer of a
+//! `queues` does the work on the three queues, `transfer` the device-state transfer of a
 //! migration, and [`crate::doorbellq`] the doorbell buffers (which other threads drain too).
 
 mod queues;
