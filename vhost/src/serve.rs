@@ -7,14 +7,15 @@
 //! - the timer thread: VF timers (retransmit, RNR) and pumps that ran out of budget;
 //! - the control socket thread: answers `vhca ctl`.
 //!
-//! All VFs, the fabric and the clock live behind one mutex ([`crate::pf::Shared`]).
+//! All VFs, the fabric and the clock live behind one mutex ([`crate::shared::Shared`]).
 
 use crate::backend::{VfBackend, WAKE_EVENT};
 use crate::ctl;
 use crate::fabric::{Fabric, LinkFabric, SwitchFabric};
 use crate::memory::{empty_memory, VhostMemory};
-use crate::pf::{PfState, Shared};
+use crate::pf::PfState;
 use crate::port::VfPort;
+use crate::shared::Shared;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -369,7 +370,6 @@ fn one_connection(
     drop(old); // outside the lock
     let backend =
         Arc::new(VfBackend::new(index, shared.clone(), mem.clone()).map_err(|e| e.to_string())?);
-    backend.set_self();
     let mut daemon = VhostUserDaemon::new(format!("vhca-vf{index}-conn"), backend, mem)
         .map_err(|e| e.to_string())?;
     for h in daemon.get_epoll_handlers() {

@@ -2,7 +2,7 @@
 
 use super::server::error_line;
 use super::Request;
-use crate::pf::Shared;
+use crate::shared::Shared;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;

@@ -12,7 +12,7 @@ pub mod server;
 pub use answer::answer;
 pub use render::render_text;
 
-use crate::pf::Shared;
+use crate::shared::Shared;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -132,7 +132,7 @@ fn during(phase: &'static str) -> impl FnOnce(AttachedError) -> AttachedError {
 /// SEND_WITH_IMM and WRITE_WITH_IMM (8..11); at 11, how many of all those the device had not
 /// yet read from the rings (doorbell not taken yet). `None` if the state does not decode.
 fn in_flight_at_stop(blob: &[u8], qpns: &[Qpn], burst: u32) -> Option<[usize; 12]> {
-    let state = vhca_vhost::migration::decode(blob).ok()?;
+    let state = vhca_vhost::device_state::decode(blob).ok()?;
     let (_, vf) = vhca_device::checkpoint::decode(&state.port.checkpoint).ok()?;
     let mut counts = [0usize; 12];
     let ours = |wr_id: u64| (wr_id >> 40) as u32 == burst;

@@ -1,0 +1,211 @@
+//! The device-state transfer of one VF (docs/migration.md): `SET_DEVICE_STATE_FD` starts it,
+//! `CHECK_DEVICE_STATE` ends it. The state is captured (SAVE) or installed (LOAD) under the
+//! process lock; encoding, writing, reading, decoding and building the port run on a thread of
+//! their own, off the lock.
+
+use crate::device_state::{self, DeviceStateV1, StateError};
+use crate::memory::{GuestMem, VhostMemory};
+use crate::port::VfPort;
+use crate::shared::Shared;
+use std::io::{self, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use vhost::vhost_user::message::{VhostTransferStateDirection, VhostTransferStatePhase};
+
+/// A device-state transfer running on its own thread.
+enum Transfer {
+    Save(JoinHandle<Result<usize, StateError>>),
+    /// Decodes, validates and builds the port off the lock; CHECK only swaps it in.
+    Load(JoinHandle<Result<VfPort, StateError>>),
+}
+
+/// One VF's device-state transfers, one at a time.
+pub struct StateTransfer {
+    index: usize,
+    shared: Arc<Shared>,
+    mem: GuestMem,
+    /// The backend's `LOG_ALL` switch, for the memory of a loaded port.
+    logging: Arc<AtomicBool>,
+    /// The transfer under way (`SET_DEVICE_STATE_FD` until `CHECK_DEVICE_STATE`).
+    running: Mutex<Option<Transfer>>,
+}
+
+impl StateTransfer {
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        mem: GuestMem,
+        logging: Arc<AtomicBool>,
+    ) -> StateTransfer {
+        StateTransfer {
+            index,
+            shared,
+            mem,
+            logging,
+            running: Mutex::new(None),
+        }
+    }
+
+    /// Builds the port a state describes (checking everything), off the process lock. Its
+    /// clock reads `now` at load time; the VF stays suspended until its rings are kicked, and
+    /// resuming restarts its timers.
+    fn build(
+        shared: &Shared,
+        mem: &GuestMem,
+        logging: &Arc<AtomicBool>,
+        s: DeviceStateV1,
+    ) -> Result<VfPort, StateError> {
+        Ok(VfPort::load_state(
+            s.port,
+            VhostMemory::shared_with_logging(mem.clone(), logging.clone()),
+            shared.now(),
+        )?)
+    }
+
+    /// Installs a loaded port: the VF takes the source's identity and objects, stays
+    /// suspended until its rings are kicked, then resumes.
+    fn install(&self, port: VfPort) {
+        let t = std::time::Instant::now();
+        let mut st = self.shared.lock_urgent();
+        let (gid, mac) = (port.identity().gid, port.identity().mac);
+        let old = std::mem::replace(&mut st.ports[self.index], port);
+        st.suspended[self.index] = true;
+        // On a UDP fabric this binds the slot's socket to the VF's own address; a TAP takes
+        // the VF's MAC and address and sends a gratuitous ARP, so the bridge learns the MAC's
+        // new port.
+        st.fabric.attach(gid, self.index);
+        st.fabric.adopt(self.index, mac, gid);
+        self.shared.fabric_changed();
+        drop(st);
+        drop(old); // a port that had objects is freed outside the lock
+        tracing::info!(
+            vf = self.index,
+            ?gid,
+            install_us = t.elapsed().as_micros() as u64,
+            "device state loaded; VF waits for its rings"
+        );
+    }
+
+    /// `SET_DEVICE_STATE_FD`: starts saving the VF's state into `file` or loading it from
+    /// there. `acked_features` goes into a saved state.
+    pub fn start(
+        &self,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        file: std::fs::File,
+        acked_features: u64,
+    ) -> io::Result<Option<std::fs::File>> {
+        if phase != VhostTransferStatePhase::STOPPED {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "only the STOPPED phase is supported",
+            ));
+        }
+        let mut transfer = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if transfer.is_some() {
+            return Err(io::Error::other(
+                "a device-state transfer is already under way",
+            ));
+        }
+        match direction {
+            VhostTransferStateDirection::SAVE => {
+                let t = std::time::Instant::now();
+                let state = {
+                    let mut st = self.shared.lock_urgent();
+                    tracing::info!(
+                        vf = self.index,
+                        lock_us = t.elapsed().as_micros() as u64,
+                        "capturing the device state"
+                    );
+                    if !st.suspended[self.index] {
+                        return Err(io::Error::other(
+                            "device state requested while the VF runs (GET_VRING_BASE first)",
+                        ));
+                    }
+                    let now = st.now();
+                    let state = DeviceStateV1 {
+                        acked_features,
+                        saved_at_ns: now.0,
+                        port: st.ports[self.index].save_state(now),
+                    };
+                    // The VF is leaving: its address goes with it, and a destination on
+                    // this host can bind it only once this process let go of it
+                    // (docs/migration.md). A failed migration takes it back at resume.
+                    st.fabric.release(self.index);
+                    self.shared.fabric_changed();
+                    state
+                };
+                let vf = self.index;
+                let captured = t.elapsed();
+                let h = std::thread::Builder::new()
+                    .name(format!("vhca-vf{vf}-save"))
+                    .spawn(move || {
+                        let t = std::time::Instant::now();
+                        let blob = device_state::encode(&state);
+                        let encoded = t.elapsed();
+                        let mut f = file;
+                        f.write_all(&blob)?;
+                        tracing::info!(
+                            vf,
+                            bytes = blob.len(),
+                            capture_us = captured.as_micros() as u64,
+                            encode_us = encoded.as_micros() as u64,
+                            write_us = (t.elapsed() - encoded).as_micros() as u64,
+                            "device state saved"
+                        );
+                        Ok(blob.len())
+                    })?;
+                *transfer = Some(Transfer::Save(h));
+            }
+            VhostTransferStateDirection::LOAD => {
+                let (shared, mem, vf) = (self.shared.clone(), self.mem.clone(), self.index);
+                let logging = self.logging.clone();
+                let h = std::thread::Builder::new()
+                    .name(format!("vhca-vf{vf}-load"))
+                    .spawn(move || {
+                        let t = std::time::Instant::now();
+                        let blob = device_state::read_all(file)?;
+                        let read = t.elapsed();
+                        let port =
+                            Self::build(&shared, &mem, &logging, device_state::decode(&blob)?);
+                        tracing::info!(
+                            vf,
+                            read_us = read.as_micros() as u64,
+                            build_us = (t.elapsed() - read).as_micros() as u64,
+                            "device state read"
+                        );
+                        port
+                    })?;
+                *transfer = Some(Transfer::Load(h));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `CHECK_DEVICE_STATE`: waits for the transfer's thread; a load installs its port.
+    pub fn check(&self) -> io::Result<()> {
+        let t = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let r = match t {
+            None => Err(StateError::Protocol(
+                "CHECK_DEVICE_STATE without a transfer".into(),
+            )),
+            Some(Transfer::Save(h)) => h
+                .join()
+                .unwrap_or_else(|_| Err(StateError::Protocol("save thread panicked".into())))
+                .map(|_| ()),
+            Some(Transfer::Load(h)) => h
+                .join()
+                .unwrap_or_else(|_| Err(StateError::Protocol("load thread panicked".into())))
+                .map(|port| self.install(port)),
+        };
+        r.map_err(|e| {
+            tracing::error!(vf = self.index, error = %e, "device state transfer failed");
+            io::Error::other(e.to_string())
+        })
+    }
+}
