@@ -3,6 +3,7 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 use vhca_device::checkpoint::{self, CheckpointError, Codec, VfStateV1};
+use vhca_device::VfLimits;
 
 /// A one-screen summary of a checkpoint.
 pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
@@ -52,7 +53,7 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
             q.resp.out.len()
         );
     }
-    match checkpoint::validate(&s) {
+    match checkpoint::validate(&s, &VfLimits::default()) {
         Ok(()) => out.push_str("valid: yes\n"),
         Err(e) => {
             let _ = writeln!(out, "valid: NO: {e}");
@@ -64,13 +65,15 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
 /// Re-encodes a checkpoint with another codec (the state is validated first).
 pub fn convert(blob: &[u8], to: Codec) -> Result<Vec<u8>, CheckpointError> {
     let (_, s) = checkpoint::decode(blob)?;
-    checkpoint::validate(&s)?;
+    checkpoint::validate(&s, &VfLimits::default())?;
     Ok(checkpoint::encode(&s, to))
 }
 
+/// Whether the blob would restore on a destination with the default limits (a real restore
+/// into a scratch VF: what `vhca migrate` would accept).
 pub fn validate(blob: &[u8]) -> Result<(), CheckpointError> {
     let (_, s) = checkpoint::decode(blob)?;
-    checkpoint::validate(&s)
+    checkpoint::validate(&s, &VfLimits::default())
 }
 
 fn to_value(s: &VfStateV1) -> Value {
