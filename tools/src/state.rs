@@ -175,5 +175,9 @@ mod tests {
         bad[n - 1] ^= 1;
         assert!(validate(&bad).is_err());
         assert!(validate(&bin).is_ok());
+        // A number restore could not place (issue 9): validate refuses it too.
+        let mut huge = checkpoint::decode(&bin).unwrap().1;
+        huge.cqs.push((4_000_000_000, huge.cqs[0].1.clone()));
+        assert!(validate(&checkpoint::encode(&huge, Codec::Binary)).is_err());
     }
 }
