@@ -10,14 +10,15 @@
 //! put into a VF, so a bad blob is an error value, never a panic or a half-built VF.
 
 use crate::cq::Cq;
-use crate::memory::SharedMemory;
+use crate::memory::{SharedMemory, VecMemory};
 use crate::mr::{Mr, MrMap, MR_PAGE_SHIFTS};
-use crate::qp::requester::SendWqe;
-use crate::qp::responder::{InMessage, Outgoing};
+use crate::qp::requester::{SendWqe, MAX_PKT_PER_ACK};
+use crate::qp::responder::{InMessage, Outgoing, RdAtomicResource};
 use crate::qp::Qp;
 use crate::resources::{Ah, Counters, Pd};
 use crate::srq::Srq;
-use crate::types::{CqHandle, Nanos, Psn, Qpn};
+use crate::table;
+use crate::types::{CqHandle, Nanos, PdHandle, Psn, Qpn};
 use crate::verbs::{AsyncEvent, QpState, QpType, RecvWr, SendOp, VfLimits};
 use crate::vf::{Vf, VfIdentity, FIRST_QPN};
 use serde::{Deserialize, Serialize};
@@ -215,46 +216,89 @@ pub fn decode(blob: &[u8]) -> Result<(Header, VfStateV1), CheckpointError> {
     Ok((h, state))
 }
 
-/// Checks every object and cross-reference of a state; what `restore` relies on.
-pub fn validate(s: &VfStateV1) -> Result<(), CheckpointError> {
-    let l: &VfLimits = &s.identity.limits;
-    let nodup = |v: &mut Vec<u32>, what: &str| -> Result<(), CheckpointError> {
-        v.sort_unstable();
-        if v.windows(2).any(|w| w[0] == w[1]) {
-            return invalid(format!("{what} number used twice"));
+/// Every limit of `own` (a blob's) within `dest` (the destination's policy), field by field:
+/// a blob may not grant its VF more than the destination allows its own VFs.
+fn limits_within(own: &VfLimits, dest: &VfLimits) -> Result<(), CheckpointError> {
+    let fields: [(&str, u64, u64); 15] = [
+        ("max_qp", own.max_qp.into(), dest.max_qp.into()),
+        ("max_qp_wr", own.max_qp_wr.into(), dest.max_qp_wr.into()),
+        ("max_sge", own.max_sge.into(), dest.max_sge.into()),
+        (
+            "max_inline_data",
+            own.max_inline_data.into(),
+            dest.max_inline_data.into(),
+        ),
+        ("max_cq", own.max_cq.into(), dest.max_cq.into()),
+        ("max_cqe", own.max_cqe.into(), dest.max_cqe.into()),
+        ("max_mr", own.max_mr.into(), dest.max_mr.into()),
+        ("max_mr_size", own.max_mr_size, dest.max_mr_size),
+        ("max_pd", own.max_pd.into(), dest.max_pd.into()),
+        ("max_srq", own.max_srq.into(), dest.max_srq.into()),
+        ("max_srq_wr", own.max_srq_wr.into(), dest.max_srq_wr.into()),
+        ("max_ah", own.max_ah.into(), dest.max_ah.into()),
+        (
+            "max_qp_rd_atom",
+            own.max_qp_rd_atom.into(),
+            dest.max_qp_rd_atom.into(),
+        ),
+        (
+            "max_qp_init_rd_atom",
+            own.max_qp_init_rd_atom.into(),
+            dest.max_qp_init_rd_atom.into(),
+        ),
+        ("max_msg_sz", own.max_msg_sz.into(), dest.max_msg_sz.into()),
+    ];
+    for (name, own, dest) in fields {
+        if own > dest {
+            return invalid(format!(
+                "limit {name} {own} is above the destination's {dest}"
+            ));
         }
-        Ok(())
-    };
-    if s.pds.len() as u64 > l.max_pd as u64
-        || s.mrs.len() as u64 > l.max_mr as u64
-        || s.cqs.len() as u64 > l.max_cq as u64
-        || s.srqs.len() as u64 > l.max_srq as u64
-        || s.ahs.len() as u64 > l.max_ah as u64
-        || s.qps.len() as u64 > l.max_qp as u64
-    {
-        return invalid("more objects than the VF's limits allow");
     }
-    let mut pds = s.pds.clone();
-    nodup(&mut pds, "PD")?;
-    if pds.first() == Some(&0) {
-        return invalid("PD number 0");
+    Ok(())
+}
+
+/// The sorted numbers of one kind of object, each checked to lie in the range its table may
+/// hold (`table::numbers`) and to be used once.
+fn numbers_of(
+    what: &str,
+    nums: impl Iterator<Item = u32>,
+    first: u32,
+    limit: u32,
+) -> Result<Vec<u32>, CheckpointError> {
+    let range = table::numbers(first, limit);
+    // Bounded by the payload: one entry per object the blob decoded into.
+    let mut v: Vec<u32> = nums.collect();
+    if v.len() as u64 > limit as u64 {
+        return invalid(format!("{} {what}s, the VF's limit is {limit}", v.len()));
     }
+    if let Some(n) = v.iter().find(|n| !range.contains(&(**n as u64))) {
+        return invalid(format!(
+            "{what} number {n} is outside {}..{} (the VF's limit is {limit})",
+            range.start, range.end
+        ));
+    }
+    v.sort_unstable();
+    if let Some(w) = v.windows(2).find(|w| w[0] == w[1]) {
+        return invalid(format!("{what} number {} used twice", w[0]));
+    }
+    Ok(v)
+}
+
+/// The destination's checks of a state against its policy `dest`: every number, count, size
+/// and reference, before anything is allocated for it. [`restore`] runs exactly these.
+fn check(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
+    let l: &VfLimits = &s.identity.limits;
+    limits_within(l, dest)?;
+    let pds = numbers_of("PD", s.pds.iter().copied(), 1, l.max_pd)?;
     let has_pd = |p: u32| pds.binary_search(&p).is_ok();
-    let mut cqs: Vec<u32> = s.cqs.iter().map(|c| c.0).collect();
-    nodup(&mut cqs, "CQ")?;
-    let mut srqs: Vec<u32> = s.srqs.iter().map(|c| c.0).collect();
-    nodup(&mut srqs, "SRQ")?;
-    let mut mrs: Vec<u32> = s.mrs.iter().map(|c| c.0).collect();
-    nodup(&mut mrs, "MR")?;
-    let mut ahs: Vec<u32> = s.ahs.iter().map(|c| c.0).collect();
-    nodup(&mut ahs, "AH")?;
-    let mut qpns: Vec<u32> = s.qps.iter().map(|q| q.qpn.0).collect();
-    nodup(&mut qpns, "QP")?;
-    if [&cqs, &srqs, &mrs, &ahs]
-        .iter()
-        .any(|v| v.first() == Some(&0))
-    {
-        return invalid("object number 0");
+    let cqs = numbers_of("CQ", s.cqs.iter().map(|c| c.0), 1, l.max_cq)?;
+    let srqs = numbers_of("SRQ", s.srqs.iter().map(|c| c.0), 1, l.max_srq)?;
+    numbers_of("MR", s.mrs.iter().map(|c| c.0), 1, l.max_mr)?;
+    numbers_of("AH", s.ahs.iter().map(|c| c.0), 1, l.max_ah)?;
+    let qpns = numbers_of("QP", s.qps.iter().map(|q| q.qpn.0), FIRST_QPN, l.max_qp)?;
+    if let Some(n) = qpns.last().filter(|n| **n > Qpn::MASK) {
+        return invalid(format!("QP number {n} is beyond 24 bits"));
     }
     for (i, m) in &s.mrs {
         if m.key.index() != *i
@@ -262,7 +306,10 @@ pub fn validate(s: &VfStateV1) -> Result<(), CheckpointError> {
             || m.len > l.max_mr_size
             || m.iova.checked_add(m.len).is_none()
         {
-            return invalid(format!("MR {i}"));
+            return invalid(format!(
+                "MR {i}: key index, PD, or length {} (limit {}) out of range",
+                m.len, l.max_mr_size
+            ));
         }
         if let MrMap::Pages { page_shift, pages } = &m.map {
             if !MR_PAGE_SHIFTS.contains(page_shift)
@@ -274,7 +321,12 @@ pub fn validate(s: &VfStateV1) -> Result<(), CheckpointError> {
     }
     for (i, c) in &s.cqs {
         if c.capacity == 0 || c.capacity > l.max_cqe || c.entries.len() as u64 > c.capacity as u64 {
-            return invalid(format!("CQ {i}"));
+            return invalid(format!(
+                "CQ {i}: capacity {} (limit max_cqe {}) or {} completions above it",
+                c.capacity,
+                l.max_cqe,
+                c.entries.len()
+            ));
         }
     }
     for (i, q) in &s.srqs {
@@ -285,18 +337,35 @@ pub fn validate(s: &VfStateV1) -> Result<(), CheckpointError> {
             || q.queue.len() as u64 > q.max_wr as u64
             || q.limit > q.max_wr
         {
-            return invalid(format!("SRQ {i}"));
+            return invalid(format!(
+                "SRQ {i}: PD, sizes (max_wr {}, max_sge {}), {} WQEs or limit {} out of range",
+                q.max_wr,
+                q.max_sge,
+                q.queue.len(),
+                q.limit
+            ));
         }
         if q.queue.iter().any(|w| w.sgl.len() as u32 > q.max_sge) {
             return invalid(format!("SRQ {i} WQE"));
         }
     }
     for (i, a) in &s.ahs {
-        if !has_pd(a.pd.0) {
-            return invalid(format!("AH {i}"));
+        // What create_ah refuses: an AH of an unknown PD, or one without a GID (RoCE).
+        if !has_pd(a.pd.0) || a.attr.dgid.is_zero() {
+            return invalid(format!("AH {i}: unknown PD {} or no GID", a.pd.0));
         }
     }
     let has = |v: &Vec<u32>, x: u32| v.binary_search(&x).is_ok();
+    // A UD send WQE may name an AH destroyed after it was posted (it completes with an
+    // error when it is sent), so AH references are not checked; SRQ ones are.
+    let mut srq_pds: Vec<(u32, PdHandle)> = s.srqs.iter().map(|(i, q)| (*i, q.pd)).collect();
+    srq_pds.sort_unstable();
+    let srq_pd = |x: u32| {
+        srq_pds
+            .binary_search_by_key(&x, |e| e.0)
+            .ok()
+            .map(|k| srq_pds[k].1)
+    };
     for q in &s.qps {
         validate_qp(
             q,
@@ -306,8 +375,23 @@ pub fn validate(s: &VfStateV1) -> Result<(), CheckpointError> {
             &|x| has(&srqs, x),
             s.identity.port_mtu.bytes(),
         )?;
+        // What create_qp refuses: an SRQ of another PD.
+        if let Some(x) = q.init.srq {
+            if srq_pd(x.0) != Some(q.init.pd) {
+                return invalid(format!("QP {}: SRQ of another PD", q.qpn.0));
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether a state would restore on a destination whose policy is `dest`: the destination's
+/// own checks and then a real restore into a scratch VF, so `validate` accepts exactly what
+/// [`restore`] (and [`load_with_limits`]) accept, with the same error.
+pub fn validate(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
+    // A restore never touches guest memory and its outcome does not depend on `now`: objects
+    // keep their guest-physical addresses until the data path reaches them.
+    restore(s.clone(), VecMemory::shared(0), Nanos(0), dest).map(drop)
 }
 
 fn psn_ok(p: Psn) -> bool {
@@ -386,10 +470,15 @@ fn validate_qp(
     if r.sq.len() as u64 > c.max_send_wr as u64 || r.next > r.sq.len() {
         return bad("send queue");
     }
-    for p in [r.psn, r.una, r.sent_hw] {
+    for p in [r.psn, r.una, r.sent_hw].into_iter().chain(r.retrying_from) {
         if !psn_ok(p) {
             return bad("requester PSN");
         }
+    }
+    // The counters count down from the 3-bit attributes; the ACK-request counter is reset
+    // before it reaches MAX_PKT_PER_ACK (and `+ 1` on a hostile u32::MAX would overflow).
+    if r.retry_left > 7 || r.rnr_left > 7 || r.since_ack_req >= MAX_PKT_PER_ACK {
+        return bad("requester counters");
     }
     let mtu = a.path_mtu.bytes();
     for w in &r.sq {
@@ -403,10 +492,26 @@ fn validate_qp(
     }
     let s = &q.resp;
     if !psn_ok(s.epsn)
+        || s.msn.0 > Psn::MASK
         || s.resources.len() > a.max_dest_rd_atomic.max(1) as usize
         || s.out.len() > 4 * (a.max_dest_rd_atomic as usize + 4)
     {
         return bad("responder state");
+    }
+    let resource_ok = |r: &RdAtomicResource| match r {
+        RdAtomicResource::Read { psn, npkts } => psn_ok(*psn) && *npkts <= l.max_msg_sz.max(1),
+        RdAtomicResource::Atomic { psn, .. } => psn_ok(*psn),
+    };
+    let out_ok = |o: &Outgoing| match o {
+        Outgoing::Ack { psn, msn, .. } | Outgoing::AtomicAck { psn, msn, .. } => {
+            psn_ok(*psn) && msn.0 <= Psn::MASK
+        }
+        Outgoing::Read { psn, msn, left, .. } => {
+            psn_ok(*psn) && msn.0 <= Psn::MASK && *left <= l.max_msg_sz
+        }
+    };
+    if !s.resources.iter().all(resource_ok) || !s.out.iter().all(out_ok) {
+        return bad("responder resources or responses owed");
     }
     let current_ok = match &s.current {
         Some(InMessage::Send { wqe, offset }) => {
@@ -418,13 +523,6 @@ fn validate_qp(
     };
     if !current_ok {
         return bad("message in progress");
-    }
-    for o in &s.out {
-        if let Outgoing::Read { left, psn, .. } = o {
-            if *left > l.max_msg_sz || !psn_ok(*psn) {
-                return bad("READ response in progress");
-            }
-        }
     }
     Ok(())
 }
@@ -464,17 +562,30 @@ fn validate_wqe(
     Ok(())
 }
 
-/// Builds a VF from a validated state, its clock now at `now`.
-pub fn restore(s: VfStateV1, mem: SharedMemory, now: Nanos) -> Result<Vf, CheckpointError> {
-    validate(&s)?;
+/// Builds a VF from a state, its clock now at `now`, on a destination whose policy is `dest`
+/// (the limits it allows its own VFs). Everything is checked before anything is allocated:
+/// the state's limits against `dest`, then every number, count and reference against the
+/// state's limits, so no number in a blob makes a table grow beyond what the limits allow.
+pub fn restore(
+    mut s: VfStateV1,
+    mem: SharedMemory,
+    now: Nanos,
+    dest: &VfLimits,
+) -> Result<Vf, CheckpointError> {
+    check(&s, dest)?;
+    // Ascending numbers, the order `state_of` writes: each placement is then O(1), whatever
+    // order a hostile blob chose.
+    s.pds.sort_unstable();
+    s.mrs.sort_unstable_by_key(|e| e.0);
+    s.cqs.sort_unstable_by_key(|e| e.0);
+    s.srqs.sort_unstable_by_key(|e| e.0);
+    s.ahs.sort_unstable_by_key(|e| e.0);
+    s.qps.sort_unstable_by_key(|q| q.qpn.0);
     let mut vf = Vf::new(s.identity, mem);
     vf.key_byte = s.key_byte;
-    let put = |ok: bool, what: &str| {
-        if ok {
-            Ok(())
-        } else {
-            invalid(format!("{what} could not be placed"))
-        }
+    // `check` proved every number fits and is unique; a refusal here is a bug, still an error.
+    let put = |r: Result<(), table::PlaceError>, what: &str| {
+        r.or_else(|e| invalid(format!("{what} could not be placed: {e}")))
     };
     for p in s.pds {
         put(vf.res.pds.insert_at(p, Pd), "PD")?;
@@ -491,6 +602,7 @@ pub fn restore(s: VfStateV1, mem: SharedMemory, now: Nanos) -> Result<Vf, Checkp
     for (i, a) in s.ahs {
         put(vf.res.ahs.insert_at(i, a), "AH")?;
     }
+    // Bounded by the payload (one per QP decoded), and `check` bounded that by max_qp.
     let mut qpns = Vec::with_capacity(s.qps.len());
     for mut q in s.qps {
         q.req.deadline = rebase(q.req.deadline, now, true);
@@ -510,8 +622,20 @@ pub fn restore(s: VfStateV1, mem: SharedMemory, now: Nanos) -> Result<Vf, Checkp
     Ok(vf)
 }
 
-/// Loads a blob into a VF over `mem`, its clock now at `now`.
-pub fn load(blob: &[u8], mem: SharedMemory, now: Nanos) -> Result<Vf, CheckpointError> {
+/// Loads a blob into a VF over `mem`, its clock now at `now`, on a destination that allows its
+/// VFs `dest`.
+pub fn load_with_limits(
+    blob: &[u8],
+    mem: SharedMemory,
+    now: Nanos,
+    dest: &VfLimits,
+) -> Result<Vf, CheckpointError> {
     let (_, state) = decode(blob)?;
-    restore(state, mem, now)
+    restore(state, mem, now, dest)
+}
+
+/// Loads a blob on a destination whose policy is this build's default limits (what every PF
+/// of vhca gives its VFs today; [`load_with_limits`] takes another).
+pub fn load(blob: &[u8], mem: SharedMemory, now: Nanos) -> Result<Vf, CheckpointError> {
+    load_with_limits(blob, mem, now, &VfLimits::default())
 }

@@ -132,19 +132,16 @@ mod tests {
     use crate::mr::MrMap;
 
     fn table() -> Table<Mr> {
-        let mut t = Table::new(1);
-        t.insert(
-            10,
-            Mr {
-                pd: PdHandle(1),
-                iova: 0x1000,
-                len: 0x1000,
-                access: Access::LOCAL_WRITE,
-                key: MemKey::from_parts(1, 0x11),
-                map: MrMap::Contiguous { gpa: 0x1000 },
-                valid: true,
-            },
-        );
+        let mut t = Table::new(1, 10);
+        t.insert(Mr {
+            pd: PdHandle(1),
+            iova: 0x1000,
+            len: 0x1000,
+            access: Access::LOCAL_WRITE,
+            key: MemKey::from_parts(1, 0x11),
+            map: MrMap::Contiguous { gpa: 0x1000 },
+            valid: true,
+        });
         t
     }
 

@@ -73,17 +73,17 @@ impl Vf {
                 gid: identity.gid,
                 port_mtu: identity.port_mtu,
                 limits: identity.limits,
-                pds: Table::new(1),
-                mrs: Table::new(1),
-                cqs: Table::new(1),
-                srqs: Table::new(1),
-                ahs: Table::new(1),
+                pds: Table::new(1, identity.limits.max_pd),
+                mrs: Table::new(1, identity.limits.max_mr),
+                cqs: Table::new(1, identity.limits.max_cq),
+                srqs: Table::new(1, identity.limits.max_srq),
+                ahs: Table::new(1, identity.limits.max_ah),
                 async_events: VecDeque::new(),
                 cq_events: VecDeque::new(),
                 counters: Counters::default(),
             },
             identity,
-            qps: Table::new(FIRST_QPN),
+            qps: Table::new(FIRST_QPN, identity.limits.max_qp),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
             key_byte: 0,
@@ -116,10 +116,9 @@ impl Vf {
     // ---- protection domains -------------------------------------------------------------
 
     pub fn alloc_pd(&mut self) -> VerbsResult<PdHandle> {
-        let lim = self.res.limits.max_pd;
         self.res
             .pds
-            .insert(lim, Pd)
+            .insert(Pd)
             .map(PdHandle)
             .ok_or(E::Exhausted("PD"))
     }
@@ -203,8 +202,7 @@ impl Vf {
         }
         self.key_byte = self.key_byte.wrapping_add(1);
         let kb = self.key_byte;
-        let lim = self.res.limits.max_mr;
-        let idx = self.res.mrs.insert(lim, probe).ok_or(E::Exhausted("MR"))?;
+        let idx = self.res.mrs.insert(probe).ok_or(E::Exhausted("MR"))?;
         let key = MemKey::from_parts(idx, kb);
         if let Some(m) = self.res.mrs.get_mut(idx) {
             m.key = key;
@@ -231,10 +229,9 @@ impl Vf {
         if cqe == 0 || cqe > self.res.limits.max_cqe {
             return Err(E::Invalid("CQ size"));
         }
-        let lim = self.res.limits.max_cq;
         self.res
             .cqs
-            .insert(lim, Cq::new(cqe))
+            .insert(Cq::new(cqe))
             .map(CqHandle)
             .ok_or(E::Exhausted("CQ"))
     }
@@ -306,7 +303,6 @@ impl Vf {
         if max_wr == 0 || max_wr > l.max_srq_wr || max_sge > l.max_sge {
             return Err(E::Invalid("SRQ size"));
         }
-        let lim = l.max_srq;
         let srq = Srq {
             pd,
             max_wr,
@@ -316,7 +312,7 @@ impl Vf {
         };
         self.res
             .srqs
-            .insert(lim, srq)
+            .insert(srq)
             .map(SrqHandle)
             .ok_or(E::Exhausted("SRQ"))
     }
@@ -360,10 +356,9 @@ impl Vf {
         if attr.dgid.is_zero() {
             return Err(E::Invalid("RoCE address handles need a GID"));
         }
-        let lim = self.res.limits.max_ah;
         self.res
             .ahs
-            .insert(lim, Ah { pd, attr })
+            .insert(Ah { pd, attr })
             .map(AhHandle)
             .ok_or(E::Exhausted("AH"))
     }
@@ -407,7 +402,7 @@ impl Vf {
         }
         let n = self
             .qps
-            .insert(l.max_qp, Qp::new(Qpn(0), init))
+            .insert(Qp::new(Qpn(0), init))
             .ok_or(E::Exhausted("QP"))?;
         if n > Qpn::MASK {
             self.qps.remove(n);

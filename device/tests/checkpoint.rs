@@ -256,34 +256,35 @@ fn hostile_but_well_formed_states_are_refused() {
     let vf = busy_vf();
     let good = checkpoint::state_of(&vf, Nanos(0));
     let mem = || VecMemory::shared(1 << 16);
+    let lim = VfLimits::default();
     let mut s = good.clone();
     s.qps[0].init.send_cq = CqHandle(77);
     assert!(matches!(
-        checkpoint::restore(s, mem(), Nanos(0)),
+        checkpoint::restore(s, mem(), Nanos(0), &lim),
         Err(CheckpointError::Invalid(_))
     ));
     let mut s = good.clone();
     s.qps[0].req.next = 99;
-    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    assert!(checkpoint::restore(s, mem(), Nanos(0), &lim).is_err());
     let mut s = good.clone();
     s.qps[0].req.sq[0].npkts = 1_000_000;
-    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    assert!(checkpoint::restore(s, mem(), Nanos(0), &lim).is_err());
     let mut s = good.clone();
     s.qps[0].attr.sq_psn = Psn(1 << 24);
-    assert!(checkpoint::restore(s, mem(), Nanos(0)).is_err());
+    assert!(checkpoint::restore(s, mem(), Nanos(0), &lim).is_err());
     let mut s = good.clone();
     s.mrs.push(s.mrs[0].clone());
     assert!(
-        checkpoint::restore(s, mem(), Nanos(0)).is_err(),
+        checkpoint::restore(s, mem(), Nanos(0), &lim).is_err(),
         "an MR number used twice"
     );
     let mut s = good.clone();
     s.qps.push(s.qps[0].clone());
     assert!(
-        checkpoint::restore(s, mem(), Nanos(0)).is_err(),
+        checkpoint::restore(s, mem(), Nanos(0), &lim).is_err(),
         "a QPN used twice"
     );
-    assert!(checkpoint::restore(good, mem(), Nanos(0)).is_ok());
+    assert!(checkpoint::restore(good, mem(), Nanos(0), &lim).is_ok());
 }
 
 /// Golden fixtures: blobs written by earlier versions must keep loading. Regenerate (only when

@@ -4,6 +4,7 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use thiserror::Error;
 use vhca_device::checkpoint::{self, CheckpointError, Codec, VfStateV1};
+use vhca_device::VfLimits;
 
 /// Why a checkpoint could not be compared or made.
 #[derive(Debug, Error)]
@@ -66,7 +67,7 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
             q.resp.out.len()
         );
     }
-    match checkpoint::validate(&s) {
+    match checkpoint::validate(&s, &VfLimits::default()) {
         Ok(()) => out.push_str("valid: yes\n"),
         Err(e) => {
             let _ = writeln!(out, "valid: NO: {e}");
@@ -78,13 +79,15 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
 /// Re-encodes a checkpoint with another codec (the state is validated first).
 pub fn convert(blob: &[u8], to: Codec) -> Result<Vec<u8>, CheckpointError> {
     let (_, s) = checkpoint::decode(blob)?;
-    checkpoint::validate(&s)?;
+    checkpoint::validate(&s, &VfLimits::default())?;
     Ok(checkpoint::encode(&s, to))
 }
 
+/// Whether the blob would restore on a destination with the default limits (a real restore
+/// into a scratch VF: what `vhca migrate` would accept).
 pub fn validate(blob: &[u8]) -> Result<(), CheckpointError> {
     let (_, s) = checkpoint::decode(blob)?;
-    checkpoint::validate(&s)
+    checkpoint::validate(&s, &VfLimits::default())
 }
 
 fn to_value(s: &VfStateV1) -> Result<Value, serde_json::Error> {
@@ -186,5 +189,9 @@ mod tests {
         bad[n - 1] ^= 1;
         assert!(validate(&bad).is_err());
         assert!(validate(&bin).is_ok());
+        // A number restore could not place (issue 9): validate refuses it too.
+        let mut huge = checkpoint::decode(&bin).unwrap().1;
+        huge.cqs.push((4_000_000_000, huge.cqs[0].1.clone()));
+        assert!(validate(&checkpoint::encode(&huge, Codec::Binary)).is_err());
     }
 }
