@@ -4,10 +4,13 @@
 
 use crate::fabric::Fabric;
 use crate::port::VfPort;
+use identity::{same_identity, IdentityPolicy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use vhca_device::Nanos;
+use vhca_device::{Nanos, SharedMemory};
+
+pub mod identity;
 
 /// Packets one pump moves at most before it lets other threads in (the timer thread finishes
 /// the rest).
@@ -32,15 +35,23 @@ pub struct PfState {
     /// early, as if its budget were spent, and leaves the rest to the timer thread.
     /// Without it a VF's stop waited for a whole batch (thousands of packets).
     pub preempt: Arc<AtomicUsize>,
+    /// Who each slot is by the PF's configuration, and what a loaded state may name
+    /// (docs/migration.md, "Identity policy"). Shared with the load threads, which check a
+    /// state before they build it.
+    pub identity: Arc<IdentityPolicy>,
     epoch: Instant,
 }
 
 impl PfState {
+    /// The ports' identities as given here are the ones the PF assigns to their slots; no
+    /// slot takes another one ([`PfState::accept_identity`] changes that).
     pub fn new(ports: Vec<VfPort>, mut fabric: Box<dyn Fabric>) -> PfState {
         for (i, p) in ports.iter().enumerate() {
             fabric.attach(p.identity().gid, i);
         }
+        let assigned = ports.iter().map(|p| *p.identity()).collect();
         PfState {
+            identity: Arc::new(IdentityPolicy::new(assigned, false)),
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
             timer_sleeps_until: None,
@@ -49,6 +60,43 @@ impl PfState {
             fabric,
             epoch: Instant::now(),
         }
+    }
+
+    /// A migration destination (`vhca serve --accept-identity`): a loaded state may bring an
+    /// identity of its own, as long as no other slot has it.
+    pub fn accept_identity(mut self, accept: bool) -> PfState {
+        let assigned = (0..self.ports.len())
+            .filter_map(|i| self.identity.assigned(i).copied())
+            .collect();
+        self.identity = Arc::new(IdentityPolicy::new(assigned, accept));
+        self
+    }
+
+    /// Slot `index` back to a fresh VF with its assigned identity and the PF's limits over
+    /// `mem` (a frontend came or went): whatever a loaded state brought ends with the
+    /// connection that loaded it. A slot that carried another identity gives its address
+    /// back on the fabric at once and takes its own again (UDP: binds it; TAP: takes its own
+    /// MAC and address and announces them). Returns the old port, to be dropped outside the
+    /// lock. The counters stay with the slot.
+    pub fn reset_slot(&mut self, index: usize, mem: SharedMemory) -> Option<VfPort> {
+        let own = *self.identity.assigned(index)?;
+        let port = self.ports.get_mut(index)?;
+        let was_foreign = !same_identity(port.identity(), &own);
+        let counters = std::mem::take(&mut port.counters);
+        let mut fresh = VfPort::new(own, mem);
+        fresh.counters = counters;
+        let old = std::mem::replace(port, fresh);
+        if was_foreign {
+            tracing::info!(
+                vf = index,
+                gid = %own.gid,
+                was = %old.identity().gid,
+                "slot back to its assigned identity"
+            );
+            self.fabric.attach(own.gid, index);
+            self.fabric.adopt(index, own.mac, own.gid);
+        }
+        Some(old)
     }
 
     /// When the process's clock started.
