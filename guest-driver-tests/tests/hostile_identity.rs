@@ -281,12 +281,12 @@ fn limits_above_the_pfs_are_refused_and_none_outlive_the_connection() {
 
 /// (e) A migration destination started with --accept-identity takes a VF of another PF in, on
 /// the UDP fabric: the VF keeps its address while its guest runs there (RC traffic with a
-/// peer in a third process carries on); when its frontend leaves, the slot goes back to its
-/// own address and lets the VF's go.
+/// peer in a third process carries on); when the VF migrates back (the same frontend, as
+/// QEMU does), the destination's slot takes its own identity and address back.
 #[test]
-fn an_accept_identity_destination_takes_a_migrating_vf_until_its_frontend_leaves() {
+fn an_accept_identity_destination_hosts_a_migrating_vf_until_it_leaves() {
     let (src_ip, dst_ip, peer_ip) = ("127.0.94.1", "127.0.94.2", "127.0.94.3");
-    let p = ServeProcess::start_with_args(1, &["--pf-index", "1", "--udp-ip", src_ip], READY)
+    let mut p = ServeProcess::start_with_args(1, &["--pf-index", "1", "--udp-ip", src_ip], READY)
         .expect("source");
     let mut s = ServeProcess::start_with_args(
         1,
@@ -317,18 +317,67 @@ fn an_accept_identity_destination_takes_a_migrating_vf_until_its_frontend_leaves
     );
     assert_eq!(udp_locals(&s), [format!("{src_ip}:{ROCE_PORT}")]);
 
-    drop(a);
+    // Back to the source's slot, which is the VF's own: no option needed there.
+    let m = Migration::begin(a.driver_mut(), p.socket(0)).expect("begin the way back");
+    m.finish(a.driver_mut())
+        .expect("the source's slot takes its VF back");
+    assert_eq!(
+        rc_pingpong(&mut a, &ea, &mut b, &eb, 4096, 8).unwrap(),
+        2 * 4096 * 8,
+        "the same QPs carry on from the source again"
+    );
     s.wait_for_log("slot back to its assigned identity", READY)
-        .expect("the slot takes its own identity back");
+        .expect("the destination's slot takes its own identity back");
     let own = Pf::new(2, 1).default_identity(0);
     assert_eq!(
         ctl_identity(&s, 0),
         (format!("::ffff:{dst_ip}"), own.mac.to_string())
     );
     assert_eq!(udp_locals(&s), [format!("{dst_ip}:{ROCE_PORT}")]);
-    // Nobody holds the VF's address now (the source let it go at the save).
-    UdpSocket::bind((src_ip, ROCE_PORT))
-        .unwrap_or_else(|e| panic!("{src_ip}:{ROCE_PORT} is free: {e}"));
+    assert_eq!(udp_locals(&p), [format!("{src_ip}:{ROCE_PORT}")]);
+    drop((a, b));
+    exits_cleanly(&mut s);
+    exits_cleanly(&mut p);
+}
+
+/// (d), (e) On a migration destination, a slot whose VF migrated in and did not leave again
+/// keeps hosting that VF's identity for its next frontend (the next leg of an A -> B -> A
+/// journey that reconnects, as `vhca migrate-attached` does) — but with the PF's limits, not
+/// the lower ones the state brought.
+#[test]
+fn an_accept_identity_slot_keeps_its_vf_for_the_next_frontend_with_the_pfs_limits() {
+    let (src_ip, dst_ip) = ("127.0.95.1", "127.0.95.2");
+    let p = ServeProcess::start_with_args(1, &["--pf-index", "1", "--udp-ip", src_ip], READY)
+        .expect("source");
+    let mut s = ServeProcess::start_with_args(
+        1,
+        &["--pf-index", "2", "--udp-ip", dst_ip, "--accept-identity"],
+        READY,
+    )
+    .expect("destination");
+    let mut a = open(&p, 0);
+    let moving = *a.driver().config();
+    migrate_patched(&mut a, &s.socket(0), |id| {
+        id.limits.max_qp = 100;
+        id.limits.max_cq = 50;
+    })
+    .expect("a VF of another PF, within this PF's limits, moves in");
+    drop(a);
+    let next = open(&s, 0);
+    let c = next.driver().config();
+    let pf_limits = VfLimits::default();
+    assert_eq!(
+        (c.gid, c.mac),
+        (moving.gid, moving.mac),
+        "the slot hosts the VF"
+    );
+    assert_eq!(
+        (c.max_qp, c.max_cq),
+        (pf_limits.max_qp, pf_limits.max_cq),
+        "with the PF's limits"
+    );
+    assert_eq!(udp_locals(&s), [format!("{src_ip}:{ROCE_PORT}")]);
+    drop(next);
     exits_cleanly(&mut s);
 }
 

@@ -8,7 +8,7 @@ use identity::{same_identity, IdentityPolicy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use vhca_device::{Nanos, SharedMemory};
+use vhca_device::{Nanos, SharedMemory, VfIdentity};
 
 pub mod identity;
 
@@ -39,6 +39,9 @@ pub struct PfState {
     /// (docs/migration.md, "Identity policy"). Shared with the load threads, which check a
     /// state before they build it.
     pub identity: Arc<IdentityPolicy>,
+    /// Slots whose VF's state was saved on the current connection: it migrated onward (or
+    /// tried to), so the slot does not keep its identity ([`PfState::reset_slot`]).
+    left: Vec<bool>,
     epoch: Instant,
 }
 
@@ -52,6 +55,7 @@ impl PfState {
         let assigned = ports.iter().map(|p| *p.identity()).collect();
         PfState {
             identity: Arc::new(IdentityPolicy::new(assigned, false)),
+            left: vec![false; ports.len()],
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
             timer_sleeps_until: None,
@@ -72,25 +76,56 @@ impl PfState {
         self
     }
 
-    /// Slot `index` back to a fresh VF with its assigned identity and the PF's limits over
-    /// `mem` (a frontend came or went): whatever a loaded state brought ends with the
-    /// connection that loaded it. A slot that carried another identity gives its address
-    /// back on the fabric at once and takes its own again (UDP: binds it; TAP: takes its own
-    /// MAC and address and announces them). Returns the old port, to be dropped outside the
-    /// lock. The counters stay with the slot.
+    /// A loaded VF was installed in slot `index`: it is the slot's VF now.
+    pub fn vf_arrived(&mut self, index: usize) {
+        if let Some(l) = self.left.get_mut(index) {
+            *l = false;
+        }
+    }
+
+    /// Slot `index`'s VF leaves (its state was saved for a migration): its address goes
+    /// with it ([`Fabric::release`]), and the slot takes its own identity back when the
+    /// frontend goes ([`PfState::reset_slot`]).
+    pub fn vf_leaves(&mut self, index: usize) {
+        self.fabric.release(index);
+        if let Some(l) = self.left.get_mut(index) {
+            *l = true;
+        }
+    }
+
+    /// Slot `index` back to a fresh VF over `mem` (a frontend came or went), with the PF's
+    /// limits whatever a loaded state brought. Its identity is the assigned one, except on a
+    /// migration destination (`--accept-identity`) whose slot took a VF in that has not left
+    /// again: the slot keeps hosting that VF's identity for its next frontend (the next leg
+    /// of an A → B → A journey starts there; docs/migration.md, "Identity policy"). A slot
+    /// that goes back to its own identity from another one gives the other's address up at
+    /// once and takes its own (UDP: binds it; TAP: takes its own MAC and address and
+    /// announces them). Returns the old port, to be dropped outside the lock. The counters
+    /// stay with the slot.
     pub fn reset_slot(&mut self, index: usize, mem: SharedMemory) -> Option<VfPort> {
         let own = *self.identity.assigned(index)?;
+        let left = std::mem::take(self.left.get_mut(index)?);
         let port = self.ports.get_mut(index)?;
-        let was_foreign = !same_identity(port.identity(), &own);
+        let current = *port.identity();
+        let foreign = !same_identity(&current, &own);
+        let keep = foreign && self.identity.accepts_foreign() && !left;
+        let identity = if keep {
+            VfIdentity {
+                limits: own.limits,
+                ..current
+            }
+        } else {
+            own
+        };
         let counters = std::mem::take(&mut port.counters);
-        let mut fresh = VfPort::new(own, mem);
+        let mut fresh = VfPort::new(identity, mem);
         fresh.counters = counters;
         let old = std::mem::replace(port, fresh);
-        if was_foreign {
+        if foreign && !keep {
             tracing::info!(
                 vf = index,
                 gid = %own.gid,
-                was = %old.identity().gid,
+                was = %current.gid,
                 "slot back to its assigned identity"
             );
             self.fabric.attach(own.gid, index);

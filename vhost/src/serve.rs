@@ -42,8 +42,9 @@ pub struct ServeConfig {
     /// How long a VF thread polls its doorbellq after a doorbell before it sleeps.
     pub busy_poll: std::time::Duration,
     /// A migration destination (`--accept-identity`): a loaded device state may bring an
-    /// identity other than its slot's, if no other VF of this PF has it (docs/migration.md,
-    /// "Identity policy"). Otherwise a state must name the slot's own identity.
+    /// identity other than its slot's, if no other VF of this PF has it, and the slot keeps
+    /// it until that VF leaves again (docs/migration.md, "Identity policy"). Otherwise a
+    /// state must name the slot's own identity.
     pub accept_identity: bool,
 }
 
@@ -344,9 +345,9 @@ fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
         slot.deactivate();
         slot.connected.store(false, Ordering::Release);
         *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        // The next frontend finds a fresh VF: the slot's assigned identity and the PF's
-        // limits, no objects. A VF that migrated in with another identity leaves with its
-        // frontend, and its address with it.
+        // The next frontend finds a fresh VF: the PF's limits, no objects, the slot's
+        // assigned identity (unless a migration destination's slot still hosts a VF that
+        // migrated in: PfState::reset_slot).
         let old = {
             let mut st = shared.lock();
             st.suspended[index] = false;

@@ -37,10 +37,10 @@ pub struct Args {
     busy_poll_us: u64,
     /// Run as a migration destination whose slots take in VFs of other PFs: a loaded device
     /// state may bring its own identity (GID/address, MAC, GUIDs) instead of the slot's,
-    /// as long as no other VF of this process has any of it. Without it a state must name
-    /// the slot's own identity. Either way its limits may not exceed this PF's, and a slot
-    /// returns to its own identity when its frontend disconnects (docs/migration.md,
-    /// "Identity policy").
+    /// as long as no other VF of this process has any of it, and the slot keeps it until
+    /// that VF migrates away again. Without it a state must name the slot's own identity.
+    /// Either way its limits may not exceed this PF's, and a slot's next frontend gets the
+    /// PF's limits (docs/migration.md, "Identity policy").
     #[arg(long)]
     accept_identity: bool,
 }

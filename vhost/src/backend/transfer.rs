@@ -84,6 +84,7 @@ impl StateTransfer {
         let (gid, mac) = (port.identity().gid, port.identity().mac);
         let old = std::mem::replace(&mut st.ports[self.index], port);
         st.suspended[self.index] = true;
+        st.vf_arrived(self.index);
         // On a UDP fabric this binds the slot's socket to the VF's own address; a TAP takes
         // the VF's MAC and address and sends a gratuitous ARP, so the bridge learns the MAC's
         // new port.
@@ -146,7 +147,7 @@ impl StateTransfer {
                     // The VF is leaving: its address goes with it, and a destination on
                     // this host can bind it only once this process let go of it
                     // (docs/migration.md). A failed migration takes it back at resume.
-                    st.fabric.release(self.index);
+                    st.vf_leaves(self.index);
                     self.shared.fabric_changed();
                     state
                 };
