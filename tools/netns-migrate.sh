@@ -7,8 +7,9 @@
 #   namespace SRC   vf0: the VF's network port (its MAC, its address 10.77.0.11/24), up;
 #                   `vhca serve --pf-index 1 --udp-ip 10.77.0.11`: VF 0 is the one that moves
 #   namespace DST   vf0: the same MAC, down and without an address until the VF arrives;
-#                   `vhca serve --pf-index 2 --udp-ip 10.78.0.12` (an address of its own, on
-#                   lo: the slot's socket follows whatever VF migrates into it)
+#                   `vhca serve --pf-index 2 --udp-ip 10.78.0.12 --accept-identity` (an
+#                   address of its own, on lo: the slot's socket follows the VF of PF 1 that
+#                   migrates into it, which --accept-identity lets it take in)
 #   namespace PEER  eth0 10.77.0.13/24; `vhca serve --pf-index 3 --udp-ip 10.77.0.13`
 #
 # 1. `vhca migrate-attached` plays the guest on SRC's VF and on PEER's VF, connects an RC QP
@@ -106,11 +107,14 @@ EOF
 chmod +x "$WORK/move.sh"
 
 echo "== three vhca serve processes"
-for side in src:1:$VF_IP dst:2:10.78.0.12 peer:3:10.77.0.13; do
-    IFS=: read -r name pf ip <<<"$side"
+# The destination takes in a VF of another PF (docs/migration.md, "Identity policy"); the
+# source takes only its own VF back.
+for side in src:1:$VF_IP: dst:2:10.78.0.12:--accept-identity peer:3:10.77.0.13:; do
+    IFS=: read -r name pf ip accept <<<"$side"
     : >"$WORK/serve-$name.log"
+    # shellcheck disable=SC2086 # $accept is empty or one option
     ip netns exec "${P}$name" timeout 600 env RUST_LOG=info "$VHCA" serve --pf-index "$pf" \
-        --udp-ip "$ip" --socket-dir "$WORK/$name" >"$WORK/serve-$name.log" \
+        --udp-ip "$ip" $accept --socket-dir "$WORK/$name" >"$WORK/serve-$name.log" \
         2>"$WORK/serve-$name.err.log" &
     PIDS+=("$!")
     wait_for "$WORK/serve-$name.log" "ready"
@@ -209,12 +213,13 @@ for name in src dst peer; do
     ip -n "$NS_TAP" tuntap add dev "t-$name" mode tap
     ip -n "$NS_TAP" link set "t-$name" mtu 9000 master tbr0 up
 done
-for side in src:4:10.79.0.11 dst:5:10.79.0.12 peer:6:10.79.0.13; do
-    IFS=: read -r name pf ip <<<"$side"
+for side in src:4:10.79.0.11: dst:5:10.79.0.12:--accept-identity peer:6:10.79.0.13:; do
+    IFS=: read -r name pf ip accept <<<"$side"
     : >"$WORK/tserve-$name.log"
+    # shellcheck disable=SC2086 # $accept is empty or one option
     ip netns exec "$NS_TAP" timeout 600 env RUST_LOG=info "$VHCA" serve --pf-index "$pf" \
-        --tap "t-$name" --tap-ip "$ip" --socket-dir "$WORK/t$name" >"$WORK/tserve-$name.log" \
-        2>"$WORK/tserve-$name.err.log" &
+        --tap "t-$name" --tap-ip "$ip" $accept --socket-dir "$WORK/t$name" \
+        >"$WORK/tserve-$name.log" 2>"$WORK/tserve-$name.err.log" &
     PIDS+=("$!")
     wait_for "$WORK/tserve-$name.log" "ready"
 done

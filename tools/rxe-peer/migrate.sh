@@ -9,7 +9,8 @@
 #   namespace SRC   vf0: the VF's port (MAC 02:56:48:43:01:00, 10.77.0.11/24), up;
 #                   `vhca serve --pf-index 1 --udp-ip 10.77.0.11`: its VF 0 is the one that moves
 #   namespace DST   vf0: the same MAC, down and without an address until the VF arrives;
-#                   `vhca serve --pf-index 2 --udp-ip 10.78.0.12` (on lo)
+#                   `vhca serve --pf-index 2 --udp-ip 10.78.0.12 --accept-identity` (on lo;
+#                   the option lets its slot take in the VF of PF 1, docs/migration.md)
 #
 # Four runs, each with fresh serve processes and the VF starting in SRC; the vhca tool runs in
 # BR on SRC's VF (`--vf`) and migrates it to DST's slot mid-run (`--migrate-to --migrate-at`),
@@ -136,12 +137,13 @@ fresh_sides() {
     ip -n "$NS_SRC" addr flush dev vf0
     ip -n "$NS_SRC" addr add "$VF_IP/24" dev vf0
     ip -n "$NS_SRC" link set vf0 up
-    for side in src:1:$VF_IP dst:2:10.78.0.12; do
-        IFS=: read -r name pf ip <<<"$side"
+    for side in src:1:$VF_IP: dst:2:10.78.0.12:--accept-identity; do
+        IFS=: read -r name pf ip accept <<<"$side"
         rm -rf "${work:?}/$name"
         : >"$work/serve-$tag-$name.err"
+        # shellcheck disable=SC2086 # $accept is empty or one option
         ip netns exec "${P}$name" env RUST_LOG=info "$vhca" serve --pf-index "$pf" \
-            --udp-ip "$ip" --socket-dir "$work/$name" >"$work/serve-$tag-$name.out" \
+            --udp-ip "$ip" $accept --socket-dir "$work/$name" >"$work/serve-$tag-$name.out" \
             2>"$work/serve-$tag-$name.err" &
         serve_pids+=("$!")
         rxe_peer_wait "$work/serve-$tag-$name.out" 'ready' 1 30 || fail "$tag: vhca serve in ${P}$name did not start"

@@ -14,8 +14,10 @@ use vhca_guest::serve::ServeProcess;
 
 const READY: Duration = Duration::from_secs(60);
 
-fn serve(pf: &str, ip: &str) -> ServeProcess {
-    ServeProcess::start_with_args(1, &["--pf-index", pf, "--udp-ip", ip], READY)
+fn serve(pf: &str, ip: &str, extra: &[&str]) -> ServeProcess {
+    let mut args = vec!["--pf-index", pf, "--udp-ip", ip];
+    args.extend_from_slice(extra);
+    ServeProcess::start_with_args(1, &args, READY)
         .unwrap_or_else(|e| panic!("vhca serve --udp-ip {ip}: {e}"))
 }
 
@@ -43,9 +45,12 @@ fn migrate(src: &Path, dst: &Path, peer: &Path, extra: &[&str]) -> (bool, String
 fn a_udp_vf_moves_to_another_process_on_the_same_host_and_back_mid_traffic() {
     // The processes run this test's own vhca binary.
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
-    let mut src = serve("1", "127.0.0.51");
-    let mut dst = serve("2", "127.0.0.52");
-    let peer = serve("3", "127.0.0.53");
+    let mut src = serve("1", "127.0.0.51", &[]);
+    // A VF of PF 1 moves into the destination's slot, which PF 2 assigned another identity:
+    // the destination must accept it (docs/migration.md, "Identity policy"). The way back
+    // needs nothing: the source's slot is the VF's own.
+    let mut dst = serve("2", "127.0.0.52", &["--accept-identity"]);
+    let peer = serve("3", "127.0.0.53", &[]);
     let t = Duration::from_secs(20);
 
     // The hook sees the VF's address and MAC; a failing hook aborts after the save.

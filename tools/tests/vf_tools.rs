@@ -27,6 +27,17 @@ fn serve(ip: Ipv4Addr) -> ServeProcess {
     ServeProcess::start_with_args(1, &["--udp-ip", &ip.to_string()], READY).expect("vhca serve")
 }
 
+/// A `vhca serve --udp-ip IP --accept-identity`: a migration destination whose slot takes in
+/// the VF of another process with its address (docs/migration.md, "Identity policy").
+fn serve_destination(ip: Ipv4Addr) -> ServeProcess {
+    ServeProcess::start_with_args(
+        1,
+        &["--udp-ip", &ip.to_string(), "--accept-identity"],
+        READY,
+    )
+    .expect("vhca serve --accept-identity")
+}
+
 fn vhca(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vhca"))
         .args(args)
@@ -527,7 +538,7 @@ fn pingpong_vf_client_migrates_mid_run() {
         Ipv4Addr::new(127, 0, 78, 42),
         Ipv4Addr::new(127, 0, 78, 43),
     );
-    let (src, dst) = (serve(src_ip), serve(dst_ip));
+    let (src, dst) = (serve(src_ip), serve_destination(dst_ip));
     let o = ping_opts(false);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
     let port = listener.local_addr().unwrap().port();
@@ -586,7 +597,7 @@ fn perf_write_bw_vf_server_migrates_mid_run() {
         Ipv4Addr::new(127, 0, 78, 52),
         Ipv4Addr::new(127, 0, 78, 53),
     );
-    let (src, dst) = (serve(src_ip), serve(dst_ip));
+    let (src, dst) = (serve(src_ip), serve_destination(dst_ip));
     let mut o = perf_opts(perf::Test::WriteBw);
     // Long enough a data phase (about 200 MB) for three ticks and the pre-copy.
     o.iters = 50_000;

@@ -48,12 +48,16 @@ pub trait Fabric: Send {
 /// The in-process switch: an ideal link unless faults or latency are configured.
 pub struct SwitchFabric {
     switch: Switch,
+    /// The GID each port answers to, so a port that takes another one (a VF migrated in, or a
+    /// slot back to its own identity) stops answering to the old one.
+    gids: HashMap<PortId, Gid>,
 }
 
 impl SwitchFabric {
     pub fn new(seed: u64, faults: FaultConfig, latency_ns: u64) -> SwitchFabric {
         SwitchFabric {
             switch: Switch::new(seed, faults, latency_ns),
+            gids: HashMap::new(),
         }
     }
 
@@ -65,6 +69,12 @@ impl SwitchFabric {
 
 impl Fabric for SwitchFabric {
     fn attach(&mut self, gid: Gid, port: PortId) {
+        if let Some(old) = self.gids.insert(port, gid) {
+            // Only if it still routes here: never take a GID away from another port.
+            if old != gid && self.switch.route(&old) == Some(port) {
+                self.switch.detach(&old);
+            }
+        }
         self.switch.attach(gid, port);
     }
 

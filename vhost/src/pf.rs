@@ -4,10 +4,13 @@
 
 use crate::fabric::Fabric;
 use crate::port::VfPort;
+use identity::{same_identity, IdentityPolicy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use vhca_device::Nanos;
+use vhca_device::{Nanos, SharedMemory, VfIdentity};
+
+pub mod identity;
 
 /// Packets one pump moves at most before it lets other threads in (the timer thread finishes
 /// the rest).
@@ -32,15 +35,27 @@ pub struct PfState {
     /// early, as if its budget were spent, and leaves the rest to the timer thread.
     /// Without it a VF's stop waited for a whole batch (thousands of packets).
     pub preempt: Arc<AtomicUsize>,
+    /// Who each slot is by the PF's configuration, and what a loaded state may name
+    /// (docs/migration.md, "Identity policy"). Shared with the load threads, which check a
+    /// state before they build it.
+    pub identity: Arc<IdentityPolicy>,
+    /// Slots whose VF's state was saved on the current connection: it migrated onward (or
+    /// tried to), so the slot does not keep its identity ([`PfState::reset_slot`]).
+    left: Vec<bool>,
     epoch: Instant,
 }
 
 impl PfState {
+    /// The ports' identities as given here are the ones the PF assigns to their slots; no
+    /// slot takes another one ([`PfState::accept_identity`] changes that).
     pub fn new(ports: Vec<VfPort>, mut fabric: Box<dyn Fabric>) -> PfState {
         for (i, p) in ports.iter().enumerate() {
             fabric.attach(p.identity().gid, i);
         }
+        let assigned = ports.iter().map(|p| *p.identity()).collect();
         PfState {
+            identity: Arc::new(IdentityPolicy::new(assigned, false)),
+            left: vec![false; ports.len()],
             suspended: vec![false; ports.len()],
             dropped_suspended: 0,
             timer_sleeps_until: None,
@@ -49,6 +64,74 @@ impl PfState {
             fabric,
             epoch: Instant::now(),
         }
+    }
+
+    /// A migration destination (`vhca serve --accept-identity`): a loaded state may bring an
+    /// identity of its own, as long as no other slot has it.
+    pub fn accept_identity(mut self, accept: bool) -> PfState {
+        let assigned = (0..self.ports.len())
+            .filter_map(|i| self.identity.assigned(i).copied())
+            .collect();
+        self.identity = Arc::new(IdentityPolicy::new(assigned, accept));
+        self
+    }
+
+    /// A loaded VF was installed in slot `index`: it is the slot's VF now.
+    pub fn vf_arrived(&mut self, index: usize) {
+        if let Some(l) = self.left.get_mut(index) {
+            *l = false;
+        }
+    }
+
+    /// Slot `index`'s VF leaves (its state was saved for a migration): its address goes
+    /// with it ([`Fabric::release`]), and the slot takes its own identity back when the
+    /// frontend goes ([`PfState::reset_slot`]).
+    pub fn vf_leaves(&mut self, index: usize) {
+        self.fabric.release(index);
+        if let Some(l) = self.left.get_mut(index) {
+            *l = true;
+        }
+    }
+
+    /// Slot `index` back to a fresh VF over `mem` (a frontend came or went), with the PF's
+    /// limits whatever a loaded state brought. Its identity is the assigned one, except on a
+    /// migration destination (`--accept-identity`) whose slot took a VF in that has not left
+    /// again: the slot keeps hosting that VF's identity for its next frontend (the next leg
+    /// of an A → B → A journey starts there; docs/migration.md, "Identity policy"). A slot
+    /// that goes back to its own identity from another one gives the other's address up at
+    /// once and takes its own (UDP: binds it; TAP: takes its own MAC and address and
+    /// announces them). Returns the old port, to be dropped outside the lock. The counters
+    /// stay with the slot.
+    pub fn reset_slot(&mut self, index: usize, mem: SharedMemory) -> Option<VfPort> {
+        let own = *self.identity.assigned(index)?;
+        let left = std::mem::take(self.left.get_mut(index)?);
+        let port = self.ports.get_mut(index)?;
+        let current = *port.identity();
+        let foreign = !same_identity(&current, &own);
+        let keep = foreign && self.identity.accepts_foreign() && !left;
+        let identity = if keep {
+            VfIdentity {
+                limits: own.limits,
+                ..current
+            }
+        } else {
+            own
+        };
+        let counters = std::mem::take(&mut port.counters);
+        let mut fresh = VfPort::new(identity, mem);
+        fresh.counters = counters;
+        let old = std::mem::replace(port, fresh);
+        if foreign && !keep {
+            tracing::info!(
+                vf = index,
+                gid = %own.gid,
+                was = %current.gid,
+                "slot back to its assigned identity"
+            );
+            self.fabric.attach(own.gid, index);
+            self.fabric.adopt(index, own.mac, own.gid);
+        }
+        Some(old)
     }
 
     /// When the process's clock started.

@@ -41,6 +41,11 @@ pub struct ServeConfig {
     pub network: Network,
     /// How long a VF thread polls its doorbellq after a doorbell before it sleeps.
     pub busy_poll: std::time::Duration,
+    /// A migration destination (`--accept-identity`): a loaded device state may bring an
+    /// identity other than its slot's, if no other VF of this PF has it, and the slot keeps
+    /// it until that VF leaves again (docs/migration.md, "Identity policy"). Otherwise a
+    /// state must name the slot's own identity.
+    pub accept_identity: bool,
 }
 
 /// The fabric a `vhca serve` process puts its VFs on.
@@ -71,7 +76,9 @@ impl ServeConfig {
         self.socket_dir.join(format!("vf{vf}.sock"))
     }
 
-    /// VF `vf`'s identity: the PF's default MAC, and its UDP address when there is one.
+    /// VF `vf`'s identity as the PF assigns it: the PF's default MAC, and its address on a
+    /// network fabric when there is one. The only identity a slot has unless
+    /// [`ServeConfig::accept_identity`] lets a loaded state bring its own.
     pub fn identity(&self, pf: &Pf, vf: u16) -> Result<VfIdentity, ServeError> {
         let id = pf.default_identity(vf);
         match self.network.base_ip() {
@@ -180,7 +187,8 @@ impl Server {
             .collect::<Result<Vec<_>, ServeError>>()?;
         let wake_fds = fabric.wake_fds();
         let sockets: Vec<PathBuf> = (0..cfg.vfs).map(|i| cfg.vf_socket(i)).collect();
-        let mut shared = Shared::new(PfState::new(ports, fabric), sockets.clone())?;
+        let state = PfState::new(ports, fabric).accept_identity(cfg.accept_identity);
+        let mut shared = Shared::new(state, sockets.clone())?;
         shared.busy_poll = cfg.busy_poll;
         let shared = Arc::new(shared);
         let listeners = sockets
@@ -337,11 +345,15 @@ fn serve_vf(shared: Arc<Shared>, index: usize, mut listener: Listener) {
         slot.deactivate();
         slot.connected.store(false, Ordering::Release);
         *slot.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        // The next frontend finds a fresh VF (same identity, no objects).
+        // The next frontend finds a fresh VF: the PF's limits, no objects, the slot's
+        // assigned identity (unless a migration destination's slot still hosts a VF that
+        // migrated in: PfState::reset_slot).
         let old = {
             let mut st = shared.lock();
             st.suspended[index] = false;
-            st.ports[index].reset_keeping_old(VhostMemory::shared(empty_memory()))
+            let old = st.reset_slot(index, VhostMemory::shared(empty_memory()));
+            shared.fabric_changed();
+            old
         };
         drop(old); // outside the lock
         tracing::info!(vf = index, "frontend disconnected; VF reset");
@@ -359,7 +371,7 @@ fn one_connection(
     let old = {
         let mut st = shared.lock();
         st.suspended[index] = false;
-        let old = st.ports[index].reset_keeping_old(VhostMemory::shared(mem.clone()));
+        let old = st.reset_slot(index, VhostMemory::shared(mem.clone()));
         // A slot whose VF migrated away gave up its address; a new guest takes it back if it
         // is free (a VF migrating in rebinds to its own address when its state loads).
         let gid = st.ports[index].identity().gid;

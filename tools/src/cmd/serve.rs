@@ -35,6 +35,14 @@ pub struct Args {
     /// is served without a wake-up.
     #[arg(long, value_name = "US", default_value_t = 32)]
     busy_poll_us: u64,
+    /// Run as a migration destination whose slots take in VFs of other PFs: a loaded device
+    /// state may bring its own identity (GID/address, MAC, GUIDs) instead of the slot's,
+    /// as long as no other VF of this process has any of it, and the slot keeps it until
+    /// that VF migrates away again. Without it a state must name the slot's own identity.
+    /// Either way its limits may not exceed this PF's, and a slot's next frontend gets the
+    /// PF's limits (docs/migration.md, "Identity policy").
+    #[arg(long)]
+    accept_identity: bool,
 }
 
 impl Args {
@@ -58,6 +66,7 @@ impl Args {
                 (None, None) => Network::Switch,
             },
             busy_poll: std::time::Duration::from_micros(self.busy_poll_us),
+            accept_identity: self.accept_identity,
         };
         vhca_vhost::serve::run(&cfg)?;
         Ok(())

@@ -5,6 +5,7 @@
 
 use crate::device_state::{self, DeviceStateV1, StateError};
 use crate::memory::{GuestMem, VhostMemory};
+use crate::pf::identity::IdentityError;
 use crate::port::VfPort;
 use crate::shared::Shared;
 use std::io::{self, Write};
@@ -49,28 +50,41 @@ impl StateTransfer {
 
     /// Builds the port a state describes (checking everything), off the process lock. Its
     /// clock reads `now` at load time; the VF stays suspended until its rings are kicked, and
-    /// resuming restarts its timers.
+    /// resuming restarts its timers. The identity and limits the state names are checked
+    /// against the PF's policy before anything is built (docs/migration.md, "Identity
+    /// policy"); [`StateTransfer::install`] checks them again against the live VFs.
     fn build(
         shared: &Shared,
+        vf: usize,
         mem: &GuestMem,
         logging: &Arc<AtomicBool>,
         s: DeviceStateV1,
     ) -> Result<VfPort, StateError> {
+        let policy = shared.lock().identity.clone();
         Ok(VfPort::load_state(
             s.port,
             VhostMemory::shared_with_logging(mem.clone(), logging.clone()),
             shared.now(),
+            |id| policy.check_static(vf, id).map_err(refused),
         )?)
     }
 
     /// Installs a loaded port: the VF takes the source's identity and objects, stays
-    /// suspended until its rings are kicked, then resumes.
-    fn install(&self, port: VfPort) {
+    /// suspended until its rings are kicked, then resumes. Refused, with the slot left as it
+    /// was, if another VF of this PF now has the identity the state names.
+    fn install(&self, port: VfPort) -> Result<(), StateError> {
         let t = std::time::Instant::now();
         let mut st = self.shared.lock_urgent();
+        let live: Vec<_> = st.ports.iter().map(|p| *p.identity()).collect();
+        if let Err(e) = st.identity.check(self.index, port.identity(), &live) {
+            drop(st);
+            drop(port); // outside the lock
+            return Err(refused(e).into());
+        }
         let (gid, mac) = (port.identity().gid, port.identity().mac);
         let old = std::mem::replace(&mut st.ports[self.index], port);
         st.suspended[self.index] = true;
+        st.vf_arrived(self.index);
         // On a UDP fabric this binds the slot's socket to the VF's own address; a TAP takes
         // the VF's MAC and address and sends a gratuitous ARP, so the bridge learns the MAC's
         // new port.
@@ -85,6 +99,7 @@ impl StateTransfer {
             install_us = t.elapsed().as_micros() as u64,
             "device state loaded; VF waits for its rings"
         );
+        Ok(())
     }
 
     /// `SET_DEVICE_STATE_FD`: starts saving the VF's state into `file` or loading it from
@@ -132,7 +147,7 @@ impl StateTransfer {
                     // The VF is leaving: its address goes with it, and a destination on
                     // this host can bind it only once this process let go of it
                     // (docs/migration.md). A failed migration takes it back at resume.
-                    st.fabric.release(self.index);
+                    st.vf_leaves(self.index);
                     self.shared.fabric_changed();
                     state
                 };
@@ -168,7 +183,7 @@ impl StateTransfer {
                         let blob = device_state::read_all(file)?;
                         let read = t.elapsed();
                         let port =
-                            Self::build(&shared, &mem, &logging, device_state::decode(&blob)?);
+                            Self::build(&shared, vf, &mem, &logging, device_state::decode(&blob)?);
                         tracing::info!(
                             vf,
                             read_us = read.as_micros() as u64,
@@ -201,11 +216,16 @@ impl StateTransfer {
             Some(Transfer::Load(h)) => h
                 .join()
                 .unwrap_or_else(|_| Err(StateError::Protocol("load thread panicked".into())))
-                .map(|port| self.install(port)),
+                .and_then(|port| self.install(port)),
         };
         r.map_err(|e| {
             tracing::error!(vf = self.index, error = %e, "device state transfer failed");
             io::Error::other(e.to_string())
         })
     }
+}
+
+/// A refusal of the identity policy, as the checkpoint error a load reports.
+fn refused(e: IdentityError) -> vhca_device::checkpoint::CheckpointError {
+    vhca_device::checkpoint::CheckpointError::Invalid(format!("identity policy: {e}"))
 }
