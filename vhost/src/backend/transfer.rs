@@ -65,7 +65,13 @@ impl StateTransfer {
             s.port,
             VhostMemory::shared_with_logging(mem.clone(), logging.clone()),
             shared.now(),
-            |id| policy.check_static(vf, id).map_err(refused),
+            |id| {
+                policy.check_static(vf, id).map_err(refused)?;
+                policy
+                    .assigned(vf)
+                    .map(|own| own.limits)
+                    .ok_or_else(|| refused(IdentityError::NoSlot(vf)))
+            },
         )?)
     }
 

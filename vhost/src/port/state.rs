@@ -8,7 +8,7 @@ use crate::protocol::ring::Ring;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use vhca_device::checkpoint::{self, CheckpointError, Codec};
-use vhca_device::{Nanos, QpCap, QpType, SharedMemory, VfIdentity, WorkCompletion};
+use vhca_device::{Nanos, QpCap, QpType, SharedMemory, VfIdentity, VfLimits, WorkCompletion};
 
 /// A ring's geometry as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,16 +137,19 @@ impl VfPort {
 
     /// Builds a port from a state, checking everything first; its clock now at `now`. The VF
     /// takes the identity (GID, MAC, GUIDs) and limits recorded in the checkpoint once
-    /// `admit` accepted them (the PF's identity policy), before anything is built.
+    /// `admit` accepted them (the PF's identity policy), before anything is built; `admit`
+    /// returns the limits the slot allows.
     pub fn load_state(
         s: PortStateV1,
         mem: SharedMemory,
         now: Nanos,
-        admit: impl FnOnce(&VfIdentity) -> Result<(), CheckpointError>,
+        admit: impl FnOnce(&VfIdentity) -> Result<VfLimits, CheckpointError>,
     ) -> Result<VfPort, CheckpointError> {
         let (_, vs) = checkpoint::decode(&s.checkpoint)?;
-        admit(&vs.identity)?;
-        let vf = checkpoint::restore(vs, mem, now)?;
+        // The limits the slot allows: every number in the checkpoint is checked against
+        // them before the restore allocates anything.
+        let allowed = admit(&vs.identity)?;
+        let vf = checkpoint::restore(vs, mem, now, &allowed)?;
         let qpns: std::collections::BTreeSet<u32> = vf.qps().map(|q| q.qpn.0).collect();
         let mut cqs = BTreeMap::new();
         for c in s.cqs {
