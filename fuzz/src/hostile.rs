@@ -489,6 +489,37 @@ impl World {
     /// Connects two hostile RC QPs to each other, or one to a victim's QP, all the way to RTS.
     fn connect(&mut self, p: &mut Prog<'_>) {
         let rc: Vec<u32> = self.qps.iter().filter(|q| !q.ud).map(|q| q.qpn).collect();
+        let ud: Vec<u32> = self.qps.iter().filter(|q| q.ud).map(|q| q.qpn).collect();
+        if !ud.is_empty() && (rc.is_empty() || p.u8() & 1 == 1) {
+            // A UD QP to RTS with the program's Q_Key (the victims' QPs are RC: UD traffic
+            // aimed at them must be dropped).
+            let qpn = ud[usize::from(p.u8()) % ud.len()];
+            let mut a = QpAttr {
+                qp_state: QpState::Init,
+                port_num: 1,
+                qkey: p.u32(),
+                ..QpAttr::default()
+            };
+            let _ = self.exec(&Command::ModifyQp {
+                qpn,
+                mask: (M::STATE | M::PKEY_INDEX | M::PORT | M::QKEY).bits(),
+                attr: a,
+            });
+            a.qp_state = QpState::Rtr;
+            let _ = self.exec(&Command::ModifyQp {
+                qpn,
+                mask: M::STATE.bits(),
+                attr: a,
+            });
+            a.qp_state = QpState::Rts;
+            a.sq_psn = Psn(p.u32() & 0xff_ffff);
+            let _ = self.exec(&Command::ModifyQp {
+                qpn,
+                mask: (M::STATE | M::SQ_PSN).bits(),
+                attr: a,
+            });
+            return;
+        }
         if rc.is_empty() {
             return;
         }
@@ -729,11 +760,14 @@ impl World {
     }
 }
 
-pub fn check(data: &[u8]) {
+fn run(data: &[u8]) -> World {
     let mut w = World::new();
     let mut p = Prog { d: data, done: false };
     w.victim_round();
     for step in 1..=MAX_STEPS {
+        if p.d.is_empty() {
+            break;
+        }
         w.step(&mut p);
         if p.done {
             break;
@@ -743,5 +777,121 @@ pub fn check(data: &[u8]) {
         }
     }
     w.victim_round();
+    w
+}
+
+pub fn check(data: &[u8]) {
+    run(data);
+}
+
+/// What a program made the hostile VF do (device and port counters, QPs by state): for
+/// checking that seeds reach connected QPs moving traffic.
+pub fn summary(data: &[u8]) -> String {
+    let w = run(data);
+    let h = &w.pf.ports[HOSTILE];
+    let states: Vec<String> = h.qp_infos().iter().map(|q| format!("{}:{}", q.qp_type, q.state)).collect();
+    format!(
+        "device {:?}\nport {:?}\nqps {states:?}",
+        h.vf.counters(),
+        h.counters
+    )
+}
+
+/// The hostile VF's state after `data` ran (what a migration of it would carry): a
+/// checkpoint in each codec and a vhost-user device-state blob.
+pub fn saved_state(data: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let w = run(data);
+    let h = &w.pf.ports[HOSTILE];
+    let now = w.now;
+    (
+        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Binary),
+        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Json),
+        vhca_vhost::migration::encode(&vhca_vhost::migration::DeviceStateV1 {
+            acked_features: vhca_vhost::protocol::features::DEVICE,
+            saved_at_ns: now.0,
+            port: h.save_state(now),
+        }),
+    )
+}
+
+/// Writes programs in the harness's encoding: the seeds of `hostile_guest`.
+#[derive(Default)]
+pub struct ProgramBuilder(pub Vec<u8>);
+
+impl ProgramBuilder {
+    fn b(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    fn u16(&mut self, v: u16) -> &mut Self {
+        self.b(&v.to_le_bytes())
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.b(&v.to_le_bytes())
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.b(&v.to_le_bytes())
+    }
+    pub fn create_pd(&mut self) -> &mut Self {
+        self.b(&[1])
+    }
+    /// 64 KiB at IOVA 0 over the identity page list, full access, on PD `pd`.
+    pub fn reg_mr(&mut self, pd: u8) -> &mut Self {
+        self.b(&[2, pd, 15, 0, 0])
+    }
+    /// A CQ of 2^`log` entries.
+    pub fn create_cq(&mut self, log: u8) -> &mut Self {
+        self.b(&[3, log])
+    }
+    /// An RC (or UD) QP of 16 WRs each way, one SGE, 64 inline bytes, on PD 0 and CQ `cq`.
+    pub fn create_qp(&mut self, ud: bool, cq: u8) -> &mut Self {
+        self.b(&[4, if ud { 0 } else { 1 }, 4, 4, 0, 0, 64, 0, 0, cq, cq])
+    }
+    /// Hostile QPs `a` and `b` (indices) connected to each other, or `a` aimed at a victim
+    /// (`target` 0 or 1).
+    pub fn connect(&mut self, a: u8, b: u8, psn: u32, target: u8) -> &mut Self {
+        self.b(&[6, a, b]).u32(psn).b(&[target])
+    }
+    /// The program's only UD QP to RTS with Q_Key 0x11111111 (no RC QPs exist yet).
+    pub fn connect_ud(&mut self) -> &mut Self {
+        self.b(&[6, 0]).u32(0x1111_1111).u32(0)
+    }
+    /// One receive WQE of `len` bytes at `addr` on QP `qp`.
+    pub fn post_recv(&mut self, qp: u8, addr: u16, len: u16) -> &mut Self {
+        self.b(&[8, qp]).u32(7).b(&[1]).u16(addr).u16(len).b(&[0])
+    }
+    /// A signaled send WQE of opcode `op` (0 SEND … 8 LOCAL_INV) from `addr`/`len`, remote
+    /// address `raddr`, through the first MR's keys.
+    pub fn post_send(&mut self, qp: u8, op: u8, addr: u16, len: u16, raddr: u16) -> &mut Self {
+        self.b(&[7, qp, 0]).u16(raddr).b(&[op]);
+        match op {
+            1 | 4 => {
+                self.u32(0xdead_beef);
+            }
+            6 => {
+                self.u64(0).u64(42);
+            }
+            7 => {
+                self.u64(1);
+            }
+            _ => {}
+        }
+        self.b(&[2]).u32(u32::from(op)).b(&[1]).u16(addr).u16(len).b(&[0, 0])
+    }
+    /// A signaled UD SEND of `len` bytes through the first AH to victim `victim`'s QPN (whose
+    /// QP is RC: the victim must drop it) or, with `victim` 2, to hostile QP 0.
+    pub fn post_send_ud(&mut self, qp: u8, len: u16, victim: u8) -> &mut Self {
+        // pick(known QPNs): the hostile QPs come first, then the victims'.
+        let dest = if victim < 2 { 1 + victim } else { 0 };
+        self.b(&[7, qp, 0]).u16(0).b(&[0, 2]).u32(1).b(&[1]).u16(0).u16(len).b(&[0]);
+        self.b(&[0, dest]).u32(0x1111_1111).b(&[0])
+    }
+    /// Lets `us` × 10 µs pass, then consumes every CQ and re-arms it.
+    pub fn pump(&mut self, us: u16) -> &mut Self {
+        self.b(&[11]).u16(us).b(&[1])
+    }
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.b(bytes)
+    }
 }
 
