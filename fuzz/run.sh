@@ -30,7 +30,7 @@ set -e
 grep -E '^#[0-9]+ *DONE|^stat::(number_of_executed_units|peak_rss_mb)' "artifacts/$t/log" || true
 if [ $rc -ne 0 ]; then
     # The finding: the fuzzer's report with the panic message and backtrace.
-    grep -v '^#[0-9]' "artifacts/$t/log" | tail -n 60 >&2
+    grep -v -e '^#[0-9]' -e 'NEW_FUNC' "artifacts/$t/log" | tail -n 60 >&2
     echo "$t: FAILED (exit $rc); reproducer in fuzz/artifacts/$t/ (replay: $bin FILE)" >&2
     exit "$rc"
 fi
