@@ -47,10 +47,16 @@ fn check_response(b: &[u8]) {
     }
     let _ = body::read_u32(b);
     if let Ok((q, sq, rq)) = body::read_create_qp(b) {
-        assert_eq!(body::read_create_qp(&body::create_qp(q, sq, rq)).ok(), Some((q, sq, rq)));
+        assert_eq!(
+            body::read_create_qp(&body::create_qp(q, sq, rq)).ok(),
+            Some((q, sq, rq))
+        );
     }
     if let Ok((s, ring)) = body::read_create_srq(b) {
-        assert_eq!(body::read_create_srq(&body::create_srq(s, ring)).ok(), Some((s, ring)));
+        assert_eq!(
+            body::read_create_srq(&body::create_srq(s, ring)).ok(),
+            Some((s, ring))
+        );
     }
     if let Ok(a) = body::read_qp_attr(b) {
         assert_eq!(body::read_qp_attr(&body::qp_attr(&a)).ok(), Some(a));

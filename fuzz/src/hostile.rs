@@ -11,13 +11,12 @@
 //! Properties: nothing panics; every victim ping-pong round completes successfully with the
 //! bytes that were sent, whatever the hostile VF did before it.
 
-use vhca_device::{
-    AhAttr, Gid, GuestMemory, Mac, MemKey, Nanos, Psn, QpAttr, QpAttrMask as M, QpCap,
-    QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, SharedMemory,
-    UdDest, VecMemory, VfIdentity, WcOpcode, WcStatus, WorkCompletion, AhHandle, CqHandle,
-    Access, Mtu,
-};
 use std::sync::Arc;
+use vhca_device::{
+    Access, AhAttr, AhHandle, CqHandle, Gid, GuestMemory, Mac, MemKey, Mtu, Nanos, Psn, QpAttr,
+    QpAttrMask as M, QpCap, QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr,
+    Sge, SharedMemory, UdDest, VecMemory, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
+};
 use vhca_vhost::fabric::SwitchFabric;
 use vhca_vhost::pf::PfState;
 use vhca_vhost::port::VfPort;
@@ -265,7 +264,7 @@ impl World {
 
     fn exec(&mut self, c: &Command) -> Response {
         let r = self.hostile().execute(&c.encode());
-        let _ = self.hostile().drain_completions();
+        self.hostile().drain_completions();
         r
     }
 
@@ -285,7 +284,12 @@ impl World {
             0 | 1 => self.gid(HOSTILE),
             2 => self.gid(V1),
             3 => self.gid(V2),
-            _ => Gid(p.u64().to_le_bytes().repeat(2).try_into().unwrap_or_default()),
+            _ => Gid(p
+                .u64()
+                .to_le_bytes()
+                .repeat(2)
+                .try_into()
+                .unwrap_or_default()),
         }
     }
 
@@ -343,11 +347,7 @@ impl World {
                 };
                 a.ah_attr.dgid = self.gid_pick(p);
                 let mask = p.u32();
-                let _ = self.exec(&Command::ModifyQp {
-                    qpn,
-                    mask,
-                    attr: a,
-                });
+                let _ = self.exec(&Command::ModifyQp { qpn, mask, attr: a });
             }
             6 => self.connect(p),
             7 => self.post_send(p),
@@ -372,9 +372,11 @@ impl World {
             13 => self.destroy(p),
             14 => {
                 let pd = p.pick(&self.pds);
-                let mut attr = AhAttr::default();
-                attr.dgid = self.gid_pick(p);
-                attr.hop_limit = p.u8();
+                let attr = AhAttr {
+                    dgid: self.gid_pick(p),
+                    hop_limit: p.u8(),
+                    ..AhAttr::default()
+                };
                 let r = self.exec(&Command::CreateAh { pd, attr });
                 if let (Status::Ok, Ok(ah)) = (r.status, body::read_u32(&r.body)) {
                     self.ahs.push(ah);
@@ -439,7 +441,7 @@ impl World {
     }
 
     fn create_qp(&mut self, p: &mut Prog<'_>) {
-        let ud = p.u8() % 4 == 0;
+        let ud = p.u8().is_multiple_of(4);
         let cap = QpCap {
             max_send_wr: 1 << (p.u8() % 6),
             max_recv_wr: 1 << (p.u8() % 6),
@@ -561,7 +563,7 @@ impl World {
         let i = usize::from(p.u8()) % self.qps.len();
         let q = self.qps[i];
         let rkey = MemKey(p.pick(&self.keys));
-        let remote_addr = u64::from(p.u16()) % DATA & !7;
+        let remote_addr = (u64::from(p.u16()) % DATA) & !7;
         let op = match p.u8() % 9 {
             0 => SendOp::Send,
             1 => SendOp::SendWithImm { imm: p.u32() },
@@ -651,8 +653,10 @@ impl World {
                 }
             }
             self.cqs[i] = c;
-            self.hostile()
-                .doorbell(Doorbell::CqConsumed { cqn: c.cqn, ci: c.ci });
+            self.hostile().doorbell(Doorbell::CqConsumed {
+                cqn: c.cqn,
+                ci: c.ci,
+            });
             if arm & 1 == 1 {
                 self.hostile().doorbell(Doorbell::CqArm {
                     cqn: c.cqn,
@@ -698,11 +702,18 @@ impl World {
     /// sides complete successfully.
     fn victim_round(&mut self) {
         self.round += 1;
-        let (from, to) = if self.round % 2 == 0 { (0, 1) } else { (1, 0) };
+        let (from, to) = if self.round.is_multiple_of(2) {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
         let msg: Vec<u8> = (0..V_MSG)
             .map(|i| (i as u32).wrapping_mul(31).wrapping_add(self.round) as u8)
             .collect();
-        self.victims[from].mem.write(0, &msg).expect("victim memory");
+        self.victims[from]
+            .mem
+            .write(0, &msg)
+            .expect("victim memory");
         let (tv, fv) = (&self.victims[to], &self.victims[from]);
         let (t_qpn, t_key, f_qpn, f_key) = (tv.qpn, tv.key, fv.qpn, fv.key);
         self.pf.ports[1 + to]
@@ -755,14 +766,20 @@ impl World {
         assert_eq!(r.opcode, WcOpcode::Recv);
         assert_eq!(r.byte_len, V_MSG as u32);
         let mut back = vec![0u8; V_MSG];
-        self.victims[to].mem.read(V_RECV, &mut back).expect("victim memory");
+        self.victims[to]
+            .mem
+            .read(V_RECV, &mut back)
+            .expect("victim memory");
         assert_eq!(back, msg, "victim round {}: data", self.round);
     }
 }
 
 fn run(data: &[u8]) -> World {
     let mut w = World::new();
-    let mut p = Prog { d: data, done: false };
+    let mut p = Prog {
+        d: data,
+        done: false,
+    };
     w.victim_round();
     for step in 1..=MAX_STEPS {
         if p.d.is_empty() {
@@ -789,7 +806,11 @@ pub fn check(data: &[u8]) {
 pub fn summary(data: &[u8]) -> String {
     let w = run(data);
     let h = &w.pf.ports[HOSTILE];
-    let states: Vec<String> = h.qp_infos().iter().map(|q| format!("{}:{}", q.qp_type, q.state)).collect();
+    let states: Vec<String> = h
+        .qp_infos()
+        .iter()
+        .map(|q| format!("{}:{}", q.qp_type, q.state))
+        .collect();
     format!(
         "device {:?}\nport {:?}\nqps {states:?}",
         h.vf.counters(),
@@ -876,14 +897,26 @@ impl ProgramBuilder {
             }
             _ => {}
         }
-        self.b(&[2]).u32(u32::from(op)).b(&[1]).u16(addr).u16(len).b(&[0, 0])
+        self.b(&[2])
+            .u32(u32::from(op))
+            .b(&[1])
+            .u16(addr)
+            .u16(len)
+            .b(&[0, 0])
     }
     /// A signaled UD SEND of `len` bytes through the first AH to victim `victim`'s QPN (whose
     /// QP is RC: the victim must drop it) or, with `victim` 2, to hostile QP 0.
     pub fn post_send_ud(&mut self, qp: u8, len: u16, victim: u8) -> &mut Self {
         // pick(known QPNs): the hostile QPs come first, then the victims'.
         let dest = if victim < 2 { 1 + victim } else { 0 };
-        self.b(&[7, qp, 0]).u16(0).b(&[0, 2]).u32(1).b(&[1]).u16(0).u16(len).b(&[0]);
+        self.b(&[7, qp, 0])
+            .u16(0)
+            .b(&[0, 2])
+            .u32(1)
+            .b(&[1])
+            .u16(0)
+            .u16(len)
+            .b(&[0]);
         self.b(&[0, dest]).u32(0x1111_1111).b(&[0])
     }
     /// Lets `us` × 10 µs pass, then consumes every CQ and re-arms it.
@@ -894,4 +927,3 @@ impl ProgramBuilder {
         self.b(bytes)
     }
 }
-

@@ -33,12 +33,22 @@ fn send(b: &[u8], max_sge: u32, max_inline: u32, is_ud: bool) {
     let Ok(wr) = ring::decode_send(b, max_sge, max_inline, is_ud) else {
         return;
     };
-    assert!(wr.sgl.len() as u32 <= max_sge, "more SGEs than the QP holds");
-    assert!(wr.inline_data.len() as u32 <= max_inline, "more inline data than the QP holds");
+    assert!(
+        wr.sgl.len() as u32 <= max_sge,
+        "more SGEs than the QP holds"
+    );
+    assert!(
+        wr.inline_data.len() as u32 <= max_inline,
+        "more inline data than the QP holds"
+    );
     assert_eq!(wr.ud.is_some(), is_ud);
     let stride = ring::send_stride(max_sge, max_inline);
     let again = ring::encode_send(&wr, stride);
-    assert_eq!(again.len(), stride as usize, "a send WQE fills its slot exactly");
+    assert_eq!(
+        again.len(),
+        stride as usize,
+        "a send WQE fills its slot exactly"
+    );
     let wr2 = ring::decode_send(&again, max_sge, max_inline, is_ud).expect("re-decode");
     assert_eq!(wr2, wr);
 }
@@ -47,10 +57,17 @@ fn recv(b: &[u8], max_sge: u32) {
     let Ok(wr) = ring::decode_recv(b, max_sge) else {
         return;
     };
-    assert!(wr.sgl.len() as u32 <= max_sge, "more SGEs than the QP holds");
+    assert!(
+        wr.sgl.len() as u32 <= max_sge,
+        "more SGEs than the QP holds"
+    );
     let stride = ring::recv_stride(max_sge);
     let again = ring::encode_recv(&wr, stride);
-    assert_eq!(again.len(), stride as usize, "a receive WQE fills its slot exactly");
+    assert_eq!(
+        again.len(),
+        stride as usize,
+        "a receive WQE fills its slot exactly"
+    );
     assert_eq!(ring::decode_recv(&again, max_sge).expect("re-decode"), wr);
 }
 
@@ -59,7 +76,10 @@ fn cqe(b: &[u8], i: u32, depth: u32) {
         return;
     };
     let again = ring::encode_cqe(&wc, i, depth);
-    assert_eq!(ring::decode_cqe(&again, i, depth).expect("re-decode"), Some(wc));
+    assert_eq!(
+        ring::decode_cqe(&again, i, depth).expect("re-decode"),
+        Some(wc)
+    );
     // The next pass over the ring flips the owner bit: the same bytes are stale there.
     let next = i.wrapping_add(depth);
     if next / depth % 2 != i / depth % 2 {

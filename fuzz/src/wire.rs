@@ -16,7 +16,8 @@ macro_rules! round_trip {
             if let Ok(r) = $m::Repr::parse(&p) {
                 let mut buf = vec![0u8; r.buffer_len()];
                 r.emit(&mut $m::Packet::new_unchecked(&mut buf[..]));
-                let p2 = $m::Packet::new_checked(&buf[..]).expect("an emitted header is long enough");
+                let p2 =
+                    $m::Packet::new_checked(&buf[..]).expect("an emitted header is long enough");
                 let r2 = $m::Repr::parse(&p2).expect("an emitted header parses");
                 assert_eq!(r, r2, concat!(stringify!($m), " round trip"));
             }
@@ -76,7 +77,10 @@ fn check_ipv4(d: &[u8]) {
     let mut again = h.to_vec();
     again.extend_from_slice(p.payload());
     let p2 = ipv4::Packet::new_checked(&again[..]).expect("an emitted IPv4 packet is checked");
-    assert!(p2.verify_checksum(), "an emitted IPv4 header has a right checksum");
+    assert!(
+        p2.verify_checksum(),
+        "an emitted IPv4 header has a right checksum"
+    );
     assert_eq!(ipv4::Repr::parse(&p2).expect("re-parse"), r);
 }
 
@@ -101,7 +105,10 @@ fn check_udp(d: &[u8]) {
         return;
     };
     let (src, dst): (IpAddr, IpAddr) = if sel & 1 == 0 {
-        (Ipv4Addr::new(10, 0, 0, 1).into(), Ipv4Addr::new(10, 0, 0, 2).into())
+        (
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            Ipv4Addr::new(10, 0, 0, 2).into(),
+        )
     } else {
         (
             Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into(),
