@@ -93,7 +93,7 @@ impl Dest {
         let qpn = u32::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
         let psn = u32::from_str_radix(it.next().ok_or_else(bad)?, 16).map_err(|_| bad())?;
         let g = it.next().ok_or_else(bad)?;
-        if g.len() != 32 || qpn > 0xff_ffff || psn > 0xff_ffff {
+        if g.len() != 32 || !g.is_ascii() || qpn > 0xff_ffff || psn > 0xff_ffff {
             return Err(bad());
         }
         let mut gid = [0u8; 16];

@@ -1,0 +1,6 @@
+//! Fuzz target `tool_messages`: see `vhca_fuzz::tools` and docs/fuzzing.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    vhca_fuzz::tools::check_messages(data);
+});
