@@ -300,23 +300,6 @@ fn check(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
     if let Some(n) = qpns.last().filter(|n| **n > Qpn::MASK) {
         return invalid(format!("QP number {n} is beyond 24 bits"));
     }
-    // Restoring grows each table up to its largest number: a number no table of these limits
-    // hands out, or limits above the device's, would size that allocation by the blob.
-    let d = VfLimits::default();
-    let beyond = |v: &[u32], first: u32, limit: u32, max: u32| {
-        limit > max
-            || v.last()
-                .is_some_and(|&n| n as u64 >= first as u64 + limit as u64)
-    };
-    if beyond(&pds, 1, l.max_pd, d.max_pd)
-        || beyond(&mrs, 1, l.max_mr, d.max_mr)
-        || beyond(&cqs, 1, l.max_cq, d.max_cq)
-        || beyond(&srqs, 1, l.max_srq, d.max_srq)
-        || beyond(&ahs, 1, l.max_ah, d.max_ah)
-        || beyond(&qpns, FIRST_QPN, l.max_qp, d.max_qp)
-    {
-        return invalid("an object number beyond the VF's limits");
-    }
     for (i, m) in &s.mrs {
         if m.key.index() != *i
             || !has_pd(m.pd.0)

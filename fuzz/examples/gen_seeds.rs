@@ -8,18 +8,18 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use vhca::perf::KeyMsg;
-use vhca::pingpong::Dest;
+use vhca::interop::perf::KeyMsg;
+use vhca::interop::pingpong::Dest;
 use vhca_device::{
     Access, AhAttr, AhHandle, Gid, Mac, MemKey, Psn, QpAttr, QpCap, QpState, Qpn, RecvWr,
     SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
 };
-use vhca_fabric::wire::{arp, ethernet, ipv4};
 use vhca_fuzz::hostile::{self, ProgramBuilder};
 use vhca_vhost::protocol::command::{body, Command, Response, RingInfo, Status};
 use vhca_vhost::protocol::config::RdmaConfig;
 use vhca_vhost::protocol::doorbell::{Doorbell, Event};
 use vhca_vhost::protocol::ring;
+use vhca_wire::{arp, ethernet, ipv4};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -36,9 +36,9 @@ fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
     [a, b].concat()
 }
 
-/// The hex fixtures of fabric/tests (same format as wire_fixtures.rs reads).
+/// The hex fixtures of wire/tests (same format as wire_fixtures.rs reads).
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let base = root().join("../fabric/tests/fixtures");
+    let base = root().join("../wire/tests/fixtures");
     let mut out = Vec::new();
     for dir in [base.clone(), base.join("rxe")] {
         let mut names: Vec<PathBuf> = fs::read_dir(&dir)

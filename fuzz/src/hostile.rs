@@ -827,7 +827,7 @@ pub fn saved_state(data: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (
         vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Binary),
         vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Json),
-        vhca_vhost::migration::encode(&vhca_vhost::migration::DeviceStateV1 {
+        vhca_vhost::device_state::encode(&vhca_vhost::device_state::DeviceStateV1 {
             acked_features: vhca_vhost::protocol::features::DEVICE,
             saved_at_ns: now.0,
             port: h.save_state(now),

@@ -9,6 +9,6 @@ pub mod state;
 pub mod tools;
 pub mod wire;
 
-/// The RoCEv2 packet oracle shared with the stable proptest `fabric/tests/wire_fuzz.rs`.
-#[path = "../../fabric/tests/common/roce_oracle.rs"]
+/// The RoCEv2 packet oracle shared with the stable proptest `wire/tests/wire_fuzz.rs`.
+#[path = "../../wire/tests/common/roce_oracle.rs"]
 pub mod roce_oracle;

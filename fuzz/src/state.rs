@@ -10,8 +10,8 @@
 //! and saving that one gives the same bytes.
 
 use vhca_device::checkpoint::{self, Codec};
-use vhca_device::{Nanos, VecMemory};
-use vhca_vhost::migration;
+use vhca_device::{Nanos, VecMemory, VfIdentity, VfLimits};
+use vhca_vhost::device_state;
 use vhca_vhost::port::VfPort;
 
 /// Guest memory of a restored VF (small: nothing in a blob may size an allocation).
@@ -42,10 +42,10 @@ fn fnv(b: &[u8]) -> u64 {
     })
 }
 
-/// A device-state header around `payload` (what `migration::encode` writes).
+/// A device-state header around `payload` (what `device_state::encode` writes).
 pub fn device_state_blob(payload: &[u8]) -> Vec<u8> {
-    let mut out = migration::MAGIC.to_vec();
-    out.extend_from_slice(&migration::VERSION.to_le_bytes());
+    let mut out = device_state::MAGIC.to_vec();
+    out.extend_from_slice(&device_state::VERSION.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&fnv(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -65,11 +65,12 @@ pub fn check_checkpoint(data: &[u8]) {
     let Ok((h, state)) = checkpoint::decode(&blob) else {
         return;
     };
-    if checkpoint::validate(&state).is_err() {
-        assert!(checkpoint::restore(state, VecMemory::shared(MEM), NOW).is_err());
-        return;
-    }
-    let Ok(mut vf) = checkpoint::restore(state, VecMemory::shared(MEM), NOW) else {
+    // The destination's own checks are a restore: validate and restore agree, error for error.
+    let dest = VfLimits::default();
+    let verdict = checkpoint::validate(&state, &dest);
+    let restored = checkpoint::restore(state, VecMemory::shared(MEM), NOW, &dest);
+    assert_eq!(verdict.as_ref().err(), restored.as_ref().err());
+    let Ok(mut vf) = restored else {
         return;
     };
     let saved = checkpoint::save(&vf, NOW, h.codec);
@@ -108,21 +109,22 @@ pub fn check_device_state(data: &[u8]) {
         0 => rest.to_vec(),
         _ => device_state_blob(rest),
     };
-    let Ok(s) = migration::decode(&blob) else {
+    let Ok(s) = device_state::decode(&blob) else {
         return;
     };
-    let Ok(mut port) = VfPort::load_state(s.port.clone(), VecMemory::shared(MEM), NOW) else {
+    let Ok(mut port) = VfPort::load_state(s.port.clone(), VecMemory::shared(MEM), NOW, admit)
+    else {
         return;
     };
-    let again = migration::encode(&migration::DeviceStateV1 {
+    let again = device_state::encode(&device_state::DeviceStateV1 {
         port: port.save_state(NOW),
         ..s
     });
-    let s2 = migration::decode(&again).expect("an encoded device state decodes");
-    let port2 = VfPort::load_state(s2.port, VecMemory::shared(MEM), NOW)
+    let s2 = device_state::decode(&again).expect("an encoded device state decodes");
+    let port2 = VfPort::load_state(s2.port, VecMemory::shared(MEM), NOW, admit)
         .expect("the state of a loaded port loads");
     assert_eq!(
-        migration::encode(&migration::DeviceStateV1 {
+        device_state::encode(&device_state::DeviceStateV1 {
             port: port2.save_state(NOW),
             ..s2
         }),
@@ -131,4 +133,10 @@ pub fn check_device_state(data: &[u8]) {
     port.drain_completions();
     while port.pop_event().is_some() {}
     run(&mut port.vf);
+}
+
+/// A slot that admits any identity with the default limits (the identity policy has its own
+/// tests; here the state's decoding and bounds are under test).
+fn admit(_: &VfIdentity) -> Result<VfLimits, checkpoint::CheckpointError> {
+    Ok(VfLimits::default())
 }

@@ -1,20 +1,21 @@
 //! Text exchanged with peers that are not trusted: the control socket's request line
-//! (vhost/src/ctl.rs) and the TCP side-channel messages of `vhca pingpong` (ibv_rc_pingpong's
+//! (vhost/src/ctl/) and the TCP side-channel messages of `vhca pingpong` (ibv_rc_pingpong's
 //! 52-byte destination) and `vhca perf` (perftest's 108-byte key message).
 //!
 //! Properties: no bytes panic a parser; a message that parses re-encodes to one that parses
 //! to the same value; the control socket answers every request line with one JSON line of
 //! `{"ok":…}` and a readable rendering.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::OnceLock;
-use vhca::perf::KeyMsg;
-use vhca::pingpong::Dest;
+use vhca::interop::perf::KeyMsg;
+use vhca::interop::pingpong::Dest;
 use vhca_device::{Mac, VecMemory, VfIdentity};
-use vhca_vhost::ctl::{self, Request};
+use vhca_vhost::ctl;
 use vhca_vhost::fabric::SwitchFabric;
-use vhca_vhost::pf::{PfState, Shared};
+use vhca_vhost::pf::PfState;
 use vhca_vhost::port::VfPort;
+use vhca_vhost::shared::Shared;
 
 pub fn check_messages(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -45,21 +46,17 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// What `ctl::handle` does with the line it read (it reads at most 64 KiB of it).
+/// The control socket's answer to one request line, exactly as its server makes it
+/// (`ctl::reply_line`: any bytes, UTF-8 or not, JSON or not), and its text rendering.
 pub fn check_ctl(data: &[u8]) {
-    let line = String::from_utf8_lossy(&data[..data.len().min(64 * 1024)]);
-    let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(r) => match ctl::answer(shared(), &r.cmd) {
-            Ok(v) => {
-                let _ = ctl::render_text(&r.cmd, &v);
-                json!({"ok": true, "result": v})
-            }
-            Err(e) => json!({"ok": false, "error": e}),
-        },
-        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
-    };
-    let out = reply.to_string();
+    let line = &data[..data.len().min(vhca_vhost::ctl::server::MAX_REQUEST)];
+    let out = ctl::reply_line(shared(), line);
     assert!(!out.contains('\n'), "an answer is one line");
     let back: Value = serde_json::from_str(&out).expect("an answer is JSON");
     assert!(back["ok"].is_boolean());
+    if back["ok"] == true {
+        if let Ok(req) = serde_json::from_slice::<ctl::Request>(line) {
+            let _ = ctl::render_text(&req.cmd, &back["result"]);
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! to the same value; an ICRC computed over any headers and transport verifies.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use vhca_fabric::wire::{
+use vhca_wire::{
     aeth, arp, atomic_ack_eth, atomic_eth, bth, deth, ethernet, icrc, ieth, immdt, ipv4, ipv6,
     reth, udp,
 };

@@ -9,7 +9,7 @@ mod answer;
 mod render;
 pub mod server;
 
-pub use answer::answer;
+pub use answer::{answer, reply_line};
 pub use render::render_text;
 
 use crate::shared::Shared;
