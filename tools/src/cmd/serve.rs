@@ -35,6 +35,10 @@ pub struct Args {
     /// is served without a wake-up.
     #[arg(long, value_name = "US", default_value_t = 32)]
     busy_poll_us: u64,
+    /// Milliseconds a device-state transfer (SET_DEVICE_STATE_FD until CHECK_DEVICE_STATE)
+    /// may wait on the frontend's pipe before it fails.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    state_transfer_timeout_ms: u64,
 }
 
 impl Args {
@@ -58,6 +62,9 @@ impl Args {
                 (None, None) => Network::Switch,
             },
             busy_poll: std::time::Duration::from_micros(self.busy_poll_us),
+            state_transfer_timeout: std::time::Duration::from_millis(
+                self.state_transfer_timeout_ms,
+            ),
         };
         vhca_vhost::serve::run(&cfg)?;
         Ok(())
