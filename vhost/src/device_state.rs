@@ -259,7 +259,9 @@ mod tests {
     }
 
     /// `read` over a byte source, counting what was asked for.
-    fn source(mut bytes: impl Iterator<Item = u8>) -> impl FnMut(&mut [u8]) -> Result<usize, StateError> {
+    fn source(
+        mut bytes: impl Iterator<Item = u8>,
+    ) -> impl FnMut(&mut [u8]) -> Result<usize, StateError> {
         move |buf| {
             let mut n = 0;
             for b in buf.iter_mut() {
@@ -276,7 +278,10 @@ mod tests {
     #[test]
     fn framed_reads_take_exactly_one_state() {
         let b = encode(&sample());
-        assert_eq!(read_framed(source(b.clone().into_iter()), 1 << 20).unwrap(), b);
+        assert_eq!(
+            read_framed(source(b.clone().into_iter()), 1 << 20).unwrap(),
+            b
+        );
         // Endless zeros (/dev/zero): refused at the magic, after 4 bytes.
         let mut asked = 0usize;
         let mut zeros = source(std::iter::repeat(0));

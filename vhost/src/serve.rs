@@ -156,10 +156,12 @@ fn spawn(
     f: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
     let report = EndReport(Some((name.clone(), tx.clone())));
-    let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
-        let _report = report;
-        f()
-    })?;
+    let h = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _report = report;
+            f()
+        })?;
     threads.push((name, h));
     Ok(())
 }
@@ -238,13 +240,19 @@ impl Server {
         let tx = &ended_tx;
         for (i, l) in listeners.into_iter().enumerate() {
             let s = shared.clone();
-            spawn(&mut threads, tx, format!("vhca-vf{i}"), move || serve_vf(s, i, l))?;
+            spawn(&mut threads, tx, format!("vhca-vf{i}"), move || {
+                serve_vf(s, i, l)
+            })?;
         }
         let s = shared.clone();
-        spawn(&mut threads, tx, "vhca-timer".into(), move || s.timer_loop())?;
+        spawn(&mut threads, tx, "vhca-timer".into(), move || {
+            s.timer_loop()
+        })?;
         if !wake_fds.is_empty() {
             let s = shared.clone();
-            spawn(&mut threads, tx, "vhca-net".into(), move || s.network_loop())?;
+            spawn(&mut threads, tx, "vhca-net".into(), move || {
+                s.network_loop()
+            })?;
         }
         let s = shared.clone();
         spawn(&mut threads, tx, "vhca-ctl".into(), move || {

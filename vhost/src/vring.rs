@@ -238,4 +238,3 @@ pub fn signal(vring: &Vring) -> io::Result<()> {
     }
     Ok(())
 }
-

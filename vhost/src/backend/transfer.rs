@@ -5,15 +5,15 @@
 
 use crate::device_state::{self, DeviceStateV1, StateError};
 use crate::guest_fd::{self, NotReady};
-use std::os::fd::AsRawFd;
 use crate::memory::{GuestMem, VhostMemory};
 use crate::port::VfPort;
 use crate::shared::Shared;
 use std::io;
-use std::time::Instant;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 use vhost::vhost_user::message::{VhostTransferStateDirection, VhostTransferStatePhase};
 
 /// A device-state transfer running on its own thread.
@@ -170,6 +170,12 @@ impl StateTransfer {
                     &self.shared.lock().ports[self.index].identity().limits,
                 );
                 let deadline = Instant::now() + self.shared.transfer_timeout;
+                tracing::info!(
+                    vf,
+                    cap,
+                    timeout_ms = self.shared.transfer_timeout.as_millis() as u64,
+                    "loading the device state"
+                );
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{vf}-load"))
                     .spawn(move || {
