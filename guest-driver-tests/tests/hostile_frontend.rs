@@ -400,13 +400,13 @@ fn dev_zero_as_the_load_fd_fails_fast_without_a_big_allocation() {
         Some(Ok(())) => panic!("/dev/zero loaded as a device state"),
         None => panic!("CHECK_DEVICE_STATE did not answer for /dev/zero"),
     }
-    s.wait_for_log("not a vhca device state", Duration::from_secs(10))
-        .expect("a clear error in the log");
     let grew = status_bytes(pid, "VmHWM").saturating_sub(hwm);
     assert!(
         grew < 64 << 20,
         "loading /dev/zero made the server's peak RSS grow by {grew} bytes"
     );
+    s.wait_for_log("not a vhca device state", Duration::from_secs(10))
+        .expect("a clear error in the log");
     ctl_answers_within_a_second(&s);
     victims.expect_rounds(2, "after /dev/zero was refused");
     vf0_takes_a_new_frontend(&s);
@@ -459,14 +459,15 @@ fn sigterm_during_a_stalled_load_exits_0() {
         let f = load_frontend(&sock);
         let (r, w) = pipe();
         start_load(&f, &r);
-        let _ = started_tx.send(());
+        // The write end goes to the test, which keeps it open past the SIGTERM.
+        let _ = started_tx.send(w);
         let _ = f.check_device_state();
-        drop(w);
     });
     // The server answered SET_DEVICE_STATE_FD: its load waits on the pipe.
-    started.recv_timeout(ROUND).expect("the load started");
+    let w = started.recv_timeout(ROUND).expect("the load started");
     ctl_answers_within_a_second(&s);
     victims.expect_rounds(1, "while vf0's load pipe stalls");
     victims.stop();
     sigterm_exits_0(&mut s);
+    drop(w);
 }
