@@ -306,7 +306,7 @@ mod tests {
             Err(StateError::Decode(_))
         ));
         assert!(matches!(
-            read_framed(source(b[..b.len() - 1].to_vec().into_iter()), 1 << 20),
+            read_framed(source(b[..b.len() - 1].iter().copied()), 1 << 20),
             Err(StateError::Truncated(_))
         ));
     }
