@@ -154,6 +154,11 @@ impl ServeProcess {
         self.seen.join("\n")
     }
 
+    /// The server's process id (for /proc/PID/{fd,task,status}).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn vfs(&self) -> u16 {
         self.vfs
     }

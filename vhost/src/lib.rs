@@ -5,6 +5,7 @@
 //! - [`protocol`]: the guest-visible device protocol (docs/device-protocol.md), spoken by the
 //!   backend here and by the guest driver.
 //! - [`memory`]: the frontend's guest memory through vm-memory, as the device's `GuestMemory`.
+//! - [`guest_fd`]: reads and writes on descriptors the frontend gave us, never waiting.
 //! - [`fabric`]: the [`fabric::Fabric`] trait between a process's VFs, the in-process switch
 //!   and the UDP/TAP link fabrics.
 //! - [`port`]: one VF with its rings, doorbells, CQ rings and event backlog (no I/O):
@@ -29,6 +30,7 @@ pub mod ctl;
 pub mod device_state;
 pub mod doorbellq;
 pub mod fabric;
+pub mod guest_fd;
 pub mod memory;
 pub mod pf;
 pub mod port;

@@ -21,8 +21,9 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::{Pf, VfIdentity};
 use vhost::vhost_user::Listener;
@@ -46,6 +47,8 @@ pub struct ServeConfig {
     /// it until that VF leaves again (docs/migration.md, "Identity policy"). Otherwise a
     /// state must name the slot's own identity.
     pub accept_identity: bool,
+    /// How long a device-state transfer (the frontend's pipe) may take before it fails.
+    pub state_transfer_timeout: std::time::Duration,
 }
 
 /// The fabric a `vhca serve` process puts its VFs on.
@@ -125,11 +128,49 @@ pub enum ServeError {
     Panicked,
 }
 
+/// How long [`Server::wait`] waits for the threads after [`Server::stop`]. Every thread
+/// notices the stop within about a second (the network thread's epoll timeout) when nothing
+/// blocks it; a VF thread stuck on a frontend's fd (a race the frontend won, see
+/// [`crate::guest_fd`]) is left behind, and the process exits without it.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
 /// A running server. [`Server::stop`] then [`Server::wait`] shut it down.
 pub struct Server {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<(String, JoinHandle<()>)>,
+    /// Each thread sends its name here as it ends (a panic too).
+    ended: mpsc::Receiver<String>,
+    ended_tx: mpsc::Sender<String>,
     sockets: Vec<PathBuf>,
+}
+
+/// Sends the thread's name when the thread ends, however it ends.
+struct EndReport(Option<(String, mpsc::Sender<String>)>);
+
+impl Drop for EndReport {
+    fn drop(&mut self) {
+        if let Some((name, tx)) = self.0.take() {
+            let _ = tx.send(name);
+        }
+    }
+}
+
+/// Starts a named server thread that reports its end on `tx`.
+fn spawn(
+    threads: &mut Vec<(String, JoinHandle<()>)>,
+    tx: &mpsc::Sender<String>,
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    let report = EndReport(Some((name.clone(), tx.clone())));
+    let h = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _report = report;
+            f()
+        })?;
+    threads.push((name, h));
+    Ok(())
 }
 
 fn bind_vhost(path: &Path) -> Result<Listener, ServeError> {
@@ -190,6 +231,7 @@ impl Server {
         let state = PfState::new(ports, fabric).accept_identity(cfg.accept_identity);
         let mut shared = Shared::new(state, sockets.clone())?;
         shared.busy_poll = cfg.busy_poll;
+        shared.transfer_timeout = cfg.state_transfer_timeout;
         let shared = Arc::new(shared);
         let listeners = sockets
             .iter()
@@ -202,38 +244,34 @@ impl Server {
             source: e,
         })?;
         let mut threads = Vec::new();
+        let (ended_tx, ended) = mpsc::channel();
+        let tx = &ended_tx;
         for (i, l) in listeners.into_iter().enumerate() {
             let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("vhca-vf{i}"))
-                    .spawn(move || serve_vf(s, i, l))?,
-            );
+            spawn(&mut threads, tx, format!("vhca-vf{i}"), move || {
+                serve_vf(s, i, l)
+            })?;
         }
         let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("vhca-timer".into())
-                .spawn(move || s.timer_loop())?,
-        );
+        spawn(&mut threads, tx, "vhca-timer".into(), move || {
+            s.timer_loop()
+        })?;
         if !wake_fds.is_empty() {
             let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("vhca-net".into())
-                    .spawn(move || s.network_loop())?,
-            );
+            spawn(&mut threads, tx, "vhca-net".into(), move || {
+                s.network_loop()
+            })?;
         }
         let s = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("vhca-ctl".into())
-                .spawn(move || ctl::serve(&s, ctl_listener, &ctl_path))?,
-        );
+        spawn(&mut threads, tx, "vhca-ctl".into(), move || {
+            ctl::serve(&s, ctl_listener, &ctl_path)
+        })?;
         tracing::info!(vfs = cfg.vfs, dir = %cfg.socket_dir.display(), "serving");
         Ok(Server {
             shared,
             threads,
+            ended,
+            ended_tx,
             sockets,
         })
     }
@@ -251,11 +289,42 @@ impl Server {
         self.shared.stop();
     }
 
-    /// Waits for every thread after [`Server::stop`].
+    /// Waits for every thread after [`Server::stop`], at most [`SHUTDOWN_BOUND`]: a thread
+    /// still running then is named in the log and left (the process may exit without it).
     pub fn wait(self) -> Result<(), ServeError> {
+        self.wait_at_most(SHUTDOWN_BOUND)
+    }
+
+    /// [`Server::wait`] with another bound.
+    pub fn wait_at_most(self, bound: Duration) -> Result<(), ServeError> {
+        let Server {
+            mut threads,
+            ended,
+            ended_tx,
+            ..
+        } = self;
+        drop(ended_tx);
+        let deadline = Instant::now() + bound;
         let mut panicked = false;
-        for t in self.threads {
-            panicked |= t.join().is_err();
+        while !threads.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ended.recv_timeout(left) {
+                Ok(name) => {
+                    if let Some(i) = threads.iter().position(|(n, _)| *n == name) {
+                        // It has returned (or unwound): the join is immediate.
+                        panicked |= threads.swap_remove(i).1.join().is_err();
+                    }
+                }
+                Err(_) => {
+                    let names: Vec<&str> = threads.iter().map(|(n, _)| n.as_str()).collect();
+                    tracing::error!(
+                        threads = ?names,
+                        bound_ms = bound.as_millis() as u64,
+                        "threads did not stop in time; leaving them"
+                    );
+                    break;
+                }
+            }
         }
         if panicked {
             Err(ServeError::Panicked)
@@ -290,7 +359,9 @@ pub fn run(cfg: &ServeConfig) -> Result<(), ServeError> {
         tracing::info!(signal = sig, "shutting down");
     }
     server.stop();
-    server.wait()
+    let r = server.wait();
+    tracing::info!("stopped");
+    r
 }
 
 /// Waits until the listener has a connection (true) or the process stops (false).

@@ -10,7 +10,7 @@ use crate::doorbellq;
 use crate::memory::GuestMem;
 use crate::pf::PfState;
 use crate::protocol::DOORBELL_QUEUE;
-use crate::vring::Vring;
+use crate::vring::{Flush, Vring};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +30,11 @@ pub struct VfSlot {
     pub conn: Mutex<Option<ShutdownHandle>>,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
+    /// Used-buffer notifications not delivered because the frontend's call eventfd was full
+    /// (it does not read it): the guest's problem, counted, not retried.
+    pub calls_full: AtomicU64,
+    /// Used-buffer notifications whose write failed otherwise (e.g. not an eventfd).
+    pub calls_failed: AtomicU64,
     /// The live connection's guest memory and vrings, once its first event arrived: lets any
     /// thread apply this VF's published doorbells before packets move.
     active: Mutex<Option<Active>>,
@@ -44,6 +49,24 @@ impl VfSlot {
         let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
         if a.is_none() {
             *a = Some(Arc::new((mem.clone(), vrings.to_vec())));
+        }
+    }
+
+    /// Writes the notifications owed on `vrings` (the VF's own thread, no lock held) and
+    /// counts the ones the frontend's eventfds did not take.
+    pub fn flush_signals(&self, index: usize, vrings: &[Vring]) {
+        for v in vrings {
+            match v.flush_signal() {
+                Flush::Nothing | Flush::Sent => {}
+                Flush::Full => {
+                    self.calls_full.fetch_add(1, Ordering::Relaxed);
+                }
+                Flush::Failed(e) => {
+                    if self.calls_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(vf = index, error = %e, "cannot signal the driver");
+                    }
+                }
+            }
         }
     }
 
@@ -68,6 +91,8 @@ pub struct Shared {
     /// How long a VF thread keeps looking at its doorbellq after the last doorbell before it
     /// sleeps (0: never polls). See the backend's `busy_poll_doorbells`.
     pub busy_poll: Duration,
+    /// How long a device-state transfer may take before it fails (docs/migration.md).
+    pub transfer_timeout: Duration,
     /// Written when the fabric's descriptors changed
     /// ([`crate::fabric::Fabric::generation`]): the network thread waits on the new set.
     net_changed: EventFd,
@@ -84,6 +109,8 @@ impl Shared {
                     conn: Mutex::new(None),
                     connected: AtomicBool::new(false),
                     connections: AtomicU64::new(0),
+                    calls_full: AtomicU64::new(0),
+                    calls_failed: AtomicU64::new(0),
                     active: Mutex::new(None),
                 })
             })
@@ -97,6 +124,7 @@ impl Shared {
             stop_fd: EventFd::new(EFD_NONBLOCK)?,
             stopping: AtomicBool::new(false),
             busy_poll: Duration::ZERO,
+            transfer_timeout: crate::guest_fd::DEFAULT_TRANSFER_TIMEOUT,
             net_changed: EventFd::new(EFD_NONBLOCK)?,
         })
     }
@@ -189,8 +217,12 @@ impl Shared {
                 if let Some(v) = vrings.get(DOORBELL_QUEUE) {
                     match doorbellq::drain(mem, i, st, v) {
                         // Keep the driver kicking under EVENT_IDX: the avail event moves on.
+                        // The notification is the VF's own thread's to write: wake it.
                         Ok(true) => {
                             let _ = v.enable_notification();
+                            if v.signal_pending() {
+                                let _ = slot.wake.write(1);
+                            }
                         }
                         Ok(false) => {}
                         Err(e) => tracing::debug!(vf = i, error = %e, "doorbell sweep failed"),

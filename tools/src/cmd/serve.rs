@@ -43,6 +43,10 @@ pub struct Args {
     /// PF's limits (docs/migration.md, "Identity policy").
     #[arg(long)]
     accept_identity: bool,
+    /// Milliseconds a device-state transfer (SET_DEVICE_STATE_FD until CHECK_DEVICE_STATE)
+    /// may wait on the frontend's pipe before it fails.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    state_transfer_timeout_ms: u64,
 }
 
 impl Args {
@@ -67,6 +71,9 @@ impl Args {
             },
             busy_poll: std::time::Duration::from_micros(self.busy_poll_us),
             accept_identity: self.accept_identity,
+            state_transfer_timeout: std::time::Duration::from_millis(
+                self.state_transfer_timeout_ms,
+            ),
         };
         vhca_vhost::serve::run(&cfg)?;
         Ok(())

@@ -17,6 +17,7 @@ use crate::protocol::{self, CTRL_QUEUE, DOORBELL_QUEUE, EVENT_QUEUE, MAX_QUEUE_S
 use crate::shared::Shared;
 use crate::vring::{self, Vring};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use transfer::StateTransfer;
@@ -42,6 +43,11 @@ pub struct VfBackend {
     /// `LOG_ALL` is acked: the port's memory marks payload copies in the dirty log.
     logging: Arc<AtomicBool>,
     exit: (EventConsumer, EventNotifier),
+    /// The exit-event consumers handed to the library, which registers each in its epoll by
+    /// `into_raw_fd` and never closes it (vhost-user-backend 0.24, `VringEpollHandler::new`):
+    /// closed when the backend goes, after every epoll handler holding it (the handlers own a
+    /// clone of the backend's `Arc`, so this runs only once they and their threads are gone).
+    handed_out: std::sync::Mutex<Vec<std::os::fd::RawFd>>,
     /// `SET_DEVICE_STATE_FD` until `CHECK_DEVICE_STATE`.
     transfer: StateTransfer,
 }
@@ -75,7 +81,8 @@ impl VfBackend {
             event_idx: AtomicBool::new(false),
             acked_features: AtomicU64::new(0),
             logging,
-            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK)?,
+            exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?,
+            handed_out: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -215,7 +222,13 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+        let consumer = self.exit.0.try_clone().ok()?;
+        let notifier = self.exit.1.try_clone().ok()?;
+        self.handed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(consumer.as_raw_fd());
+        Some((consumer, notifier))
     }
 
     fn handle_event(
@@ -224,6 +237,22 @@ impl VhostUserBackend for VfBackend {
         evset: EventSet,
         vrings: &[Vring],
         _thread_id: usize,
+    ) -> io::Result<()> {
+        let r = self.handle_event_locked(device_event, evset, vrings);
+        // Every path ends here, holding no lock: the notifications owed to the driver
+        // (whoever recorded them) are written by this VF's own thread.
+        self.shared.slots[self.index].flush_signals(self.index, vrings);
+        r
+    }
+}
+
+impl VfBackend {
+    /// The work of one event; the notifications it owes are recorded, not written.
+    fn handle_event_locked(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
     ) -> io::Result<()> {
         self.shared.slots[self.index].activate(&self.mem, vrings);
         if evset != EventSet::IN {
@@ -253,6 +282,19 @@ impl VhostUserBackend for VfBackend {
         }
         // Every path ends with the events this VF has waiting.
         self.deliver_events(&vrings[EVENT_QUEUE])
+    }
+}
+
+impl Drop for VfBackend {
+    fn drop(&mut self) {
+        let fds = std::mem::take(self.handed_out.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for fd in fds {
+            // SAFETY: `fd` is a duplicate this backend made in `exit_event` and handed to the
+            // library, which turned it into a raw fd for its epoll and never closes it. The
+            // epoll handlers that used it each hold an `Arc` of this backend, so they (and
+            // their epoll) are gone when this runs: nobody else owns or uses `fd`.
+            drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
     }
 }
 

@@ -157,6 +157,8 @@ impl VfBackend {
             if self.has_available(vring) {
                 self.process_doorbells(vring)?;
                 self.deliver_events(&vrings[EVENT_QUEUE])?;
+                // No lock held here: the driver hears of its completions while we poll.
+                self.shared.slots[self.index].flush_signals(self.index, vrings);
                 last_work = Instant::now();
             } else if last_work.elapsed() >= window {
                 break;

@@ -4,14 +4,17 @@
 //! their own, off the lock.
 
 use crate::device_state::{self, DeviceStateV1, StateError};
+use crate::guest_fd::{self, NotReady};
 use crate::memory::{GuestMem, VhostMemory};
 use crate::pf::identity::IdentityError;
 use crate::port::VfPort;
 use crate::shared::Shared;
-use std::io::{self, Write};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 use vhost::vhost_user::message::{VhostTransferStateDirection, VhostTransferStatePhase};
 
 /// A device-state transfer running on its own thread.
@@ -159,14 +162,15 @@ impl StateTransfer {
                 };
                 let vf = self.index;
                 let captured = t.elapsed();
+                let shared = self.shared.clone();
+                let deadline = Instant::now() + self.shared.transfer_timeout;
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{vf}-save"))
                     .spawn(move || {
                         let t = std::time::Instant::now();
                         let blob = device_state::encode(&state);
                         let encoded = t.elapsed();
-                        let mut f = file;
-                        f.write_all(&blob)?;
+                        write_bounded(&file, &blob, &shared, deadline)?;
                         tracing::info!(
                             vf,
                             bytes = blob.len(),
@@ -182,11 +186,22 @@ impl StateTransfer {
             VhostTransferStateDirection::LOAD => {
                 let (shared, mem, vf) = (self.shared.clone(), self.mem.clone(), self.index);
                 let logging = self.logging.clone();
+                // Never more than a VF within this slot's limits can have.
+                let cap = device_state::max_state_len(
+                    &self.shared.lock().ports[self.index].identity().limits,
+                );
+                let deadline = Instant::now() + self.shared.transfer_timeout;
+                tracing::info!(
+                    vf,
+                    cap,
+                    timeout_ms = self.shared.transfer_timeout.as_millis() as u64,
+                    "loading the device state"
+                );
                 let h = std::thread::Builder::new()
                     .name(format!("vhca-vf{vf}-load"))
                     .spawn(move || {
                         let t = std::time::Instant::now();
-                        let blob = device_state::read_all(file)?;
+                        let blob = read_bounded(&file, cap, &shared, deadline)?;
                         let read = t.elapsed();
                         let port =
                             Self::build(&shared, vf, &mem, &logging, device_state::decode(&blob)?);
@@ -234,4 +249,64 @@ impl StateTransfer {
 /// A refusal of the identity policy, as the checkpoint error a load reports.
 fn refused(e: IdentityError) -> vhca_device::checkpoint::CheckpointError {
     vhca_device::checkpoint::CheckpointError::Invalid(format!("identity policy: {e}"))
+}
+
+/// Waits for the frontend's pipe: `Ok` once it is ready, the transfer's error once the deadline
+/// passed or the process is stopping.
+fn wait_pipe(
+    file: &std::fs::File,
+    write: bool,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<(), StateError> {
+    match guest_fd::wait_ready(file.as_raw_fd(), write, shared.stop_raw_fd(), deadline)? {
+        Ok(()) => Ok(()),
+        Err(NotReady::TimedOut) => Err(StateError::TimedOut(shared.transfer_timeout)),
+        Err(NotReady::Stopped) => Err(StateError::Stopped),
+    }
+}
+
+/// Reads one state from the frontend's fd: at most `cap` bytes (see
+/// [`device_state::read_framed`]), never waiting past `deadline` or the process's stop.
+fn read_bounded(
+    file: &std::fs::File,
+    cap: usize,
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<Vec<u8>, StateError> {
+    device_state::read_framed(
+        |buf| loop {
+            match guest_fd::read_nowait(file, buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_pipe(file, false, shared, deadline)?
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        },
+        cap,
+    )
+}
+
+/// Writes a saved state to the frontend's fd, never waiting past `deadline` or the process's
+/// stop (a frontend that does not read fails the transfer).
+fn write_bounded(
+    file: &std::fs::File,
+    mut blob: &[u8],
+    shared: &Shared,
+    deadline: Instant,
+) -> Result<(), StateError> {
+    while !blob.is_empty() {
+        match guest_fd::write_nowait(file, blob) {
+            Ok(0) => return Err(StateError::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => blob = &blob[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_pipe(file, true, shared, deadline)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

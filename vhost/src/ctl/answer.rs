@@ -50,6 +50,10 @@ pub fn answer(shared: &Shared, cmd: &str) -> Result<Value, String> {
                 "vf": i,
                 "device": encode(p.vf.counters())?,
                 "backend": encode(&p.counters)?,
+                "slot": json!({
+                    "calls_full": shared.slots[i].calls_full.load(Ordering::Relaxed),
+                    "calls_failed": shared.slots[i].calls_failed.load(Ordering::Relaxed),
+                }),
             }))).collect::<Result<Vec<_>, String>>()?,
             "switch": st.fabric.counters(),
             "dropped_suspended": st.dropped_suspended,

@@ -39,7 +39,7 @@ pub fn render_text(cmd: &str, v: &Value) -> String {
         _ => {
             for vf in v["vfs"].as_array().cloned().unwrap_or_default() {
                 out.push_str(&format!("vf{}:\n", vf["vf"]));
-                for part in ["device", "backend"] {
+                for part in ["device", "backend", "slot"] {
                     if let Some(m) = vf[part].as_object() {
                         for (k, x) in m {
                             if x.as_u64() != Some(0) {
