@@ -3,7 +3,8 @@
 //! The sans-I/O surface is four calls (quinn-proto's shape): [`Vf::handle_packet`],
 //! [`Vf::poll_transmit`], [`Vf::poll_timeout`] and [`Vf::handle_timeout`]. The verbs surface
 //! (PD, MR, CQ, SRQ, AH, QP, post, poll) is a set of commands that either succeed or return a
-//! [`VerbsError`]; data-path failures become completions, NAKs or async events.
+//! [`VerbsError`](crate::VerbsError); data-path failures become completions, NAKs or async
+//! events.
 //!
 //! This file holds the VF's identity and state and their accessors; its methods are grouped by
 //! job in `objects.rs` (PD, MR, CQ, SRQ and AH commands), `queue_pairs.rs` (QP commands and
