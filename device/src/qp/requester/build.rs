@@ -30,6 +30,11 @@ fn key_status(_: KeyError) -> WcStatus {
 }
 
 /// Checks a WQE's local buffers before its first packet, as a NIC does when it fetches it.
+///
+/// `#[inline]`: called from `transmit::next_packet` for every WQE's first packet (every packet
+/// of a small message); it was inlined there when both lived in one file, and this keeps it so
+/// across the module boundary (codegen units are split by module).
+#[inline]
 pub(super) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<(), WcStatus> {
     if w.inline.is_some() {
         return Ok(());
