@@ -10,8 +10,9 @@ use vm_memory::{
 };
 
 /// Anonymous mapped guest memory through rust-vmm's vm-memory: the in-process device's guest
-/// RAM. Unlike [`VecMemory`] it takes no lock per access (vm-memory's volatile slices are made
-/// for memory another party may touch at any time), so the data path is one plain memcpy.
+/// RAM. Unlike [`VecMemory`](crate::VecMemory) it takes no lock per access (vm-memory's volatile
+/// slices are made for memory another party may touch at any time), so the data path is one
+/// plain memcpy.
 pub struct MmapMemory {
     mem: GuestMemoryMmap<()>,
     size: u64,

@@ -1,0 +1,72 @@
+//! A request whose PSN is behind the expected one (a duplicate): a SEND or WRITE is re-ACKed,
+//! a READ inside one already executed is streamed again, an atomic is answered from its saved
+//! result without running twice. Separate because a duplicate never executes anything new,
+//! and keeping that apart from `execute.rs` makes the rule easy to check.
+
+use super::{Outgoing, RdAtomicResource};
+use crate::packet::{Opcode, Packet};
+use crate::qp::Qp;
+use crate::resources::Resources;
+use crate::sgl::check_key;
+use crate::verbs::Access;
+
+pub(super) fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
+    let psn = pkt.bth.psn;
+    let op = pkt.bth.opcode;
+    if op == Opcode::RC_READ_REQUEST {
+        let Some(reth) = pkt.ext.reth else { return };
+        let npkts = reth.len.div_ceil(qp.mtu()).max(1);
+        // It must lie inside a READ this responder executed (the requester resends the tail of
+        // a READ it got only part of).
+        let known = qp.resp.resources.iter().any(|r| match r {
+            RdAtomicResource::Read { psn: p, npkts: n } => {
+                psn.diff(*p) >= 0 && psn.add(npkts).diff(p.add(*n)) <= 0
+            }
+            _ => false,
+        });
+        let ok = known
+            && (reth.len == 0
+                || check_key(
+                    &res.mrs,
+                    reth.rkey,
+                    qp.pd(),
+                    reth.va,
+                    reth.len as u64,
+                    Access::REMOTE_READ,
+                )
+                .is_ok());
+        if ok {
+            // A stream still queued for this range is stale: the requester asks again from
+            // `psn` because it lost part of it. Sending both would only add echoes.
+            qp.resp.out.retain(|o| match o {
+                Outgoing::Read { psn: p, .. } => !(p.diff(psn) >= 0 && p.diff(psn.add(npkts)) < 0),
+                _ => true,
+            });
+            let msn = qp.resp.msn;
+            qp.resp.out.push_back(Outgoing::Read {
+                psn,
+                va: reth.va,
+                rkey: reth.rkey,
+                left: reth.len,
+                first: true,
+                msn,
+            });
+        }
+        return;
+    }
+    if op.is_atomic() {
+        let saved = qp.resp.resources.iter().find_map(|r| match r {
+            RdAtomicResource::Atomic { psn: p, orig } if *p == psn => Some(*orig),
+            _ => None,
+        });
+        if let Some(orig) = saved {
+            let msn = qp.resp.msn;
+            qp.resp
+                .out
+                .push_back(Outgoing::AtomicAck { psn, orig, msn });
+        }
+        return;
+    }
+    let last_good = qp.resp.epsn.sub(1);
+    qp.resp.ack(last_good);
+}
