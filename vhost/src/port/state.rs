@@ -2,7 +2,7 @@
 //! checkpoint — ring geometry and producer/consumer indices of every QP, SRQ and CQ, the
 //! event backlog. A child module of `port` so it can read the port's private tables.
 
-use super::{CqRing, QpRings, SrqRing, VfPort};
+use super::{CqRing, QpRings, SrqRing, VfPort, MAX_PENDING_EVENTS};
 use crate::protocol::doorbell::{Event, EVENT_SIZE};
 use crate::protocol::ring::Ring;
 use serde::{Deserialize, Serialize};
@@ -150,7 +150,7 @@ impl VfPort {
         // them before the restore allocates anything.
         let allowed = admit(&vs.identity)?;
         let vf = checkpoint::restore(vs, mem, now, &allowed)?;
-        let qpns: std::collections::BTreeSet<u32> = vf.qps().map(|q| q.qpn.0).collect();
+        let qp_types: BTreeMap<u32, QpType> = vf.qps().map(|q| (q.qpn.0, q.init.qp_type)).collect();
         let mut cqs = BTreeMap::new();
         for c in s.cqs {
             if c.pi.wrapping_sub(c.ci) > c.ring.depth {
@@ -176,8 +176,14 @@ impl VfPort {
         }
         let mut srqs = BTreeMap::new();
         for r in s.srqs {
+            if r.max_sge > allowed.max_sge {
+                return Err(invalid(format!(
+                    "SRQ {} ring of {} SGEs, above the slot's {}",
+                    r.srqn, r.max_sge, allowed.max_sge
+                )));
+            }
             let ring = r.ring.ring()?;
-            srqs.insert(
+            let prev = srqs.insert(
                 r.srqn,
                 SrqRing {
                     ring,
@@ -185,14 +191,26 @@ impl VfPort {
                     max_sge: r.max_sge,
                 },
             );
+            if prev.is_some() {
+                return Err(invalid(format!("SRQ {} twice", r.srqn)));
+            }
         }
         let mut qps = BTreeMap::new();
         for q in s.qps {
-            if !qpns.contains(&q.qpn) {
-                return Err(invalid(format!(
-                    "rings for QP {} the VF does not have",
-                    q.qpn
-                )));
+            match qp_types.get(&q.qpn) {
+                None => {
+                    return Err(invalid(format!(
+                        "rings for QP {} the VF does not have",
+                        q.qpn
+                    )))
+                }
+                Some(t) if *t != q.qp_type => {
+                    return Err(invalid(format!(
+                        "rings of QP {} say {:?}, the QP is {t:?}",
+                        q.qpn, q.qp_type
+                    )))
+                }
+                Some(_) => {}
             }
             for cq in [q.send_cq, q.recv_cq] {
                 if !cqs.contains_key(&cq) {
@@ -203,7 +221,7 @@ impl VfPort {
                 Some(r) => Some(r.ring()?),
                 None => None,
             };
-            qps.insert(
+            let prev = qps.insert(
                 q.qpn,
                 QpRings {
                     qp_type: q.qp_type,
@@ -216,6 +234,16 @@ impl VfPort {
                     recv_cq: q.recv_cq,
                 },
             );
+            if prev.is_some() {
+                return Err(invalid(format!("rings of QP {} twice", q.qpn)));
+            }
+        }
+        // The backlog a running port keeps (older events beyond it are counted as lost).
+        if s.events.len() > MAX_PENDING_EVENTS {
+            return Err(invalid(format!(
+                "{} events waiting, more than the {MAX_PENDING_EVENTS} a port keeps",
+                s.events.len()
+            )));
         }
         let mut events = VecDeque::new();
         for e in &s.events {
@@ -259,5 +287,48 @@ mod tests {
         let old = postcard::to_stdvec(&Old { checkpoint: bytes }).unwrap();
         assert_eq!(new[..old.len()], old[..], "the wire format did not change");
         assert_eq!(postcard::from_bytes::<PortStateV1>(&new).unwrap(), s);
+    }
+
+    /// A port's state with one UD QP, and a loader that admits it with default limits.
+    fn saved() -> (PortStateV1, SharedMemory) {
+        let mut a = super::super::testing::Side::new(0);
+        super::super::testing::ud_qp(&mut a, 7);
+        let mem = a.mem();
+        (a.port.save_state(Nanos(0)), mem)
+    }
+
+    fn load(s: PortStateV1, mem: SharedMemory) -> Result<VfPort, CheckpointError> {
+        VfPort::load_state(s, mem, Nanos(0), |_| Ok(VfLimits::default()))
+    }
+
+    #[test]
+    fn ring_state_that_a_port_never_has_is_refused() {
+        let (good, mem) = saved();
+        assert!(load(good.clone(), mem.clone()).is_ok());
+
+        let mut twice = good.clone();
+        twice.qps.push(twice.qps[0].clone());
+        let e = load(twice, mem.clone()).err().unwrap();
+        assert!(e.to_string().contains("twice"), "{e}");
+
+        let mut retyped = good.clone();
+        retyped.qps[0].qp_type = QpType::Rc;
+        let e = load(retyped, mem.clone()).err().unwrap();
+        assert!(e.to_string().contains("the QP is"), "{e}");
+
+        let mut flood = good.clone();
+        flood.events = vec![vec![0u8; EVENT_SIZE]; MAX_PENDING_EVENTS + 1];
+        let e = load(flood, mem.clone()).err().unwrap();
+        assert!(e.to_string().contains("events waiting"), "{e}");
+
+        let mut wide = good.clone();
+        wide.srqs.push(SrqRingState {
+            srqn: 1,
+            ring: wide.qps[0].sq,
+            pi: 0,
+            max_sge: u32::MAX,
+        });
+        let e = load(wide, mem).err().unwrap();
+        assert!(e.to_string().contains("SGEs"), "{e}");
     }
 }
