@@ -7,13 +7,17 @@
 //! - 10,000 connect/disconnect cycles (before: one eventfd leaked per connection);
 //! - `/dev/zero` as the load fd (before: 1 GiB read per VF before refusing);
 //! - a load pipe that never closes (before: CHECK_DEVICE_STATE never answered, the slot took
-//!   no new frontend, SIGTERM hung).
+//!   no new frontend, SIGTERM hung);
+//! - idle, half-written and malformed control-socket clients (finding 6; before: one client
+//!   at a time with a 5 s read timeout, 20 idle clients delayed a request by 100 s, and
+//!   invalid UTF-8 got no reply).
 //!
 //! No sleeps: every wait is on something observable (a log line, a ctl counter, a reply, an
 //! fd count), with a deadline.
 
 use serde_json::Value;
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -470,4 +474,40 @@ fn sigterm_during_a_stalled_load_exits_0() {
     victims.stop();
     sigterm_exits_0(&mut s);
     drop(w);
+}
+
+#[test]
+fn idle_and_malformed_control_clients_stall_nobody() {
+    let mut s = ServeProcess::start(3, READY).expect("vhca serve");
+    let victims = Victims::start(&s);
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(ctl_path(&s)).expect("connect"))
+        .collect();
+    let mut half = UnixStream::connect(ctl_path(&s)).expect("connect");
+    half.write_all(b"{\"cmd\":\"vf").unwrap();
+    ctl_answers_within_a_second(&s);
+    victims.expect_rounds(2, "with 21 idle control clients");
+    for req in [
+        &b"\xff\xfe\x80\n"[..],
+        b"not json\n",
+        b"{\"cmd\":\"reboot\"}\n",
+        b"{\"cmd\":42}\n",
+        b"\n",
+    ] {
+        let mut c = UnixStream::connect(ctl_path(&s)).unwrap();
+        c.set_read_timeout(Some(CTL_ANSWER)).unwrap();
+        c.write_all(req).unwrap();
+        let mut line = String::new();
+        BufReader::new(c).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("reply to {req:?} is not JSON ({e}): {line:?}"));
+        assert_eq!(v["ok"], false, "{req:?}: {line}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{line}");
+    }
+    ctl_answers_within_a_second(&s);
+    victims.expect_rounds(1, "after malformed control requests");
+    drop(idle);
+    drop(half);
+    victims.stop();
+    sigterm_exits_0(&mut s);
 }
