@@ -35,16 +35,19 @@ pub struct Args {
     /// is served without a wake-up.
     #[arg(long, value_name = "US", default_value_t = 32)]
     busy_poll_us: u64,
-    /// Run as a migration destination whose slots take in VFs of other PFs: a loaded device
-    /// state may bring its own identity (GID/address, MAC, GUIDs) instead of the slot's,
-    /// as long as no other VF of this process has any of it, and the slot keeps it until
-    /// that VF migrates away again. Without it a state must name the slot's own identity.
-    /// Either way its limits may not exceed this PF's, and a slot's next frontend gets the
-    /// PF's limits (docs/migration.md, "Identity policy").
+    /// Migration destination: a loaded VF may bring an identity no other VF here has
+    ///
+    /// A loaded device state may bring its own identity (GID/address, MAC, GUIDs) instead
+    /// of the slot's, as long as no other VF of this process has any of it, and the slot
+    /// keeps it until that VF migrates away again. Without it a state must name the slot's
+    /// own identity. Either way its limits may not exceed this PF's, and a slot's next
+    /// frontend gets the PF's limits (docs/migration.md, "Identity policy").
     #[arg(long)]
     accept_identity: bool,
-    /// Milliseconds a device-state transfer (SET_DEVICE_STATE_FD until CHECK_DEVICE_STATE)
-    /// may wait on the frontend's pipe before it fails.
+    /// Milliseconds a device-state transfer may wait on the frontend's pipe before it fails
+    ///
+    /// From SET_DEVICE_STATE_FD until CHECK_DEVICE_STATE: a load pipe that never closes or a
+    /// save pipe nobody reads fails the transfer after this long, and the slot recovers.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     state_transfer_timeout_ms: u64,
 }
