@@ -12,7 +12,6 @@
 //! runs (`vhca_guest::migrate::Migration` needs the context's `&mut GuestDriver`, which the
 //! hook gets as `&mut GuestContext`).
 
-use crate::migration::vf_mid_run::VfMigrateError;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -105,7 +104,7 @@ pub const IDLE_TICK: Duration = Duration::from_millis(10);
 /// round every 100 iterations, the switch-over at 500 (the peer retransmits across the
 /// blackout). On the UDP fabric the VF's address must follow it to the destination
 /// (docs/migration.md, "UDP fabrics"); `vhca pingpong/perf --vf S --migrate-to D --migrate-at N`
-/// is this hook, with a report ([`crate::migration::vf_mid_run`]).
+/// is this hook, with a report (`vhca::migration::vf_mid_run`).
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
@@ -142,9 +141,10 @@ pub type Hook<'a, V> = &'a mut dyn FnMut(&mut V, Progress) -> Result<(), HookErr
 /// Why a [`Hook`] ended the run.
 #[derive(Debug, Error)]
 pub enum HookError {
-    /// The live migration the hook drives failed (`--migrate-to`).
+    /// The live migration the hook drives failed (`--migrate-to`; the error is the
+    /// migration module's, which builds on this one, hence boxed).
     #[error(transparent)]
-    Migration(#[from] VfMigrateError),
+    Migration(Box<dyn std::error::Error + Send + Sync>),
     /// Another hook's reason (a test's, a program's).
     #[error("{0}")]
     Other(String),

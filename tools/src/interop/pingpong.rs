@@ -555,7 +555,7 @@ pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
     vf_server_with(vf, o, &mut crate::interop::endpoint::no_hook)
 }
 
-/// [`vf_server`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
+/// [`vf_server`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
 pub fn vf_server_with(
     vf: &Path,
     o: &Options,
@@ -571,7 +571,7 @@ pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report
     vf_client_with(vf, server_addr, o, &mut crate::interop::endpoint::no_hook)
 }
 
-/// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
+/// [`vf_client`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
 pub fn vf_client_with(
     vf: &Path,
     server_addr: Ipv4Addr,

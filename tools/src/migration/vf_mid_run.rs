@@ -15,7 +15,7 @@
 //!
 //! [`Hook`]: crate::interop::endpoint::Hook
 
-use crate::interop::endpoint::Progress;
+use crate::interop::endpoint::{HookError, Progress};
 use crate::migration::hook_command::HookCommand;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -65,6 +65,12 @@ pub enum VfMigrateError {
     Finish(#[source] MigrateError),
     #[error("the run ended before the migration at {at} (it reached {reached})")]
     NotReached { at: u64, reached: u64 },
+}
+
+impl From<VfMigrateError> for HookError {
+    fn from(e: VfMigrateError) -> HookError {
+        HookError::Migration(Box::new(e))
+    }
 }
 
 /// Completions counted after the switch-over for the stall window.
