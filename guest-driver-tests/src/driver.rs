@@ -14,6 +14,12 @@
 //! and then posts the event buffers. After that it speaks the device protocol: commands on the
 //! controlq (one at a time, synchronous), doorbell records on the doorbellq (buffers reclaimed
 //! as the device returns them), events from the eventq (buffers re-posted at once).
+//!
+//! In carrier mode ([`DriverConfig::carrier`]) the session is the one stock QEMU runs for a VF
+//! attached as `vhost-user-fs-pci`: no CONFIG protocol feature and no GET_CONFIG (QEMU answers
+//! the guest's config reads with virtio-fs's own config space), and no device-specific feature
+//! bit acked (QEMU passes only the transport bits through). The driver then learns the
+//! device's attributes from QUERY_DEVICE alone.
 
 use crate::error::{DriverError, DriverResult};
 use crate::memory::GuestRam;
@@ -51,6 +57,11 @@ pub struct DriverConfig {
     pub set_mem_table: bool,
     /// How long a command may take before the driver gives up on the device.
     pub command_timeout: Duration,
+    /// Carrier mode: the VF is carried by another device type (stock QEMU's
+    /// `vhost-user-fs-pci`). The driver negotiates no CONFIG protocol feature, never reads
+    /// the config window, acks no device-specific feature bit (only VERSION_1, and EVENT_IDX
+    /// when `event_idx`), and gets the device's attributes through QUERY_DEVICE.
+    pub carrier: bool,
 }
 
 impl Default for DriverConfig {
@@ -63,6 +74,7 @@ impl Default for DriverConfig {
             event_idx: false,
             set_mem_table: false,
             command_timeout: Duration::from_secs(10),
+            carrier: false,
         }
     }
 }
@@ -110,6 +122,8 @@ pub struct GuestDriver {
     pub(crate) timeout: Duration,
     /// The vhost-user requests sent while starting, in order.
     pub(crate) messages: Vec<&'static str>,
+    /// GET_CONFIG requests sent (config-window reads): none in carrier mode.
+    pub(crate) config_reads: u32,
 }
 
 /// Placeholder until the device's configuration is read during the handshake.
@@ -140,6 +154,7 @@ fn empty_config() -> RdmaConfig {
         max_qp_init_rd_atom: 0,
         page_size_cap: 0,
         cqe_size: 0,
+        device_features: 0,
     }
 }
 
@@ -181,6 +196,7 @@ impl GuestDriver {
             events: VecDeque::new(),
             timeout: cfg.command_timeout,
             messages: Vec::new(),
+            config_reads: 0,
         };
         d.handshake(cfg)?;
         Ok(d)
@@ -204,7 +220,13 @@ impl GuestDriver {
         let proto = f
             .get_protocol_features()
             .map_err(vu("GET_PROTOCOL_FEATURES"))?;
-        let proto = proto & wanted_protocol_features();
+        let mut wanted = wanted_protocol_features();
+        if cfg.carrier {
+            // QEMU acks CONFIG only for a device type that forwards config reads to the
+            // backend; virtio-fs does not.
+            wanted.remove(VhostUserProtocolFeatures::CONFIG);
+        }
+        let proto = proto & wanted;
         m.push("SET_PROTOCOL_FEATURES");
         f.set_protocol_features(proto)
             .map_err(vu("SET_PROTOCOL_FEATURES"))?;
@@ -240,6 +262,7 @@ impl GuestDriver {
         }
         let config = if proto.contains(VhostUserProtocolFeatures::CONFIG) {
             m.push("GET_CONFIG");
+            self.config_reads += 1;
             let (_, payload) = f
                 .get_config(
                     0,
@@ -258,7 +281,9 @@ impl GuestDriver {
             None
         };
         let mut ack = features::VERSION_1 | proto_bit;
-        ack |= offered & (features::RC | features::UD | features::SRQ);
+        if !cfg.carrier {
+            ack |= offered & (features::RC | features::UD | features::SRQ);
+        }
         if cfg.event_idx {
             ack |= offered & features::EVENT_IDX;
         }
@@ -324,6 +349,11 @@ impl GuestDriver {
     /// The vhost-user requests sent while starting, in order.
     pub fn startup_messages(&self) -> &[&'static str] {
         &self.messages
+    }
+
+    /// How many times the driver read the config window (GET_CONFIG); 0 in carrier mode.
+    pub fn config_reads(&self) -> u32 {
+        self.config_reads
     }
 
     pub fn config(&self) -> &RdmaConfig {

@@ -1,5 +1,7 @@
 //! The config space: device attributes a driver reads before it sends any command, after the
-//! 2022 virtio-rdma RFC's `virtio_rdma_config`.
+//! 2022 virtio-rdma RFC's `virtio_rdma_config`. QUERY_DEVICE answers the same bytes, so a
+//! driver that cannot read the config window (a VF carried by another device type, whose
+//! config space the frontend owns) learns everything through the controlq.
 
 use super::codec::{DecodeError, Reader, Writer};
 use vhca_device::{Gid, Mac, Mtu, VfIdentity};
@@ -39,7 +41,14 @@ pub struct RdmaConfig {
     pub page_size_cap: u64,
     /// Bytes per CQE in CQ rings.
     pub cqe_size: u32,
+    /// The device-specific feature bits (0–23) the device offers, as GET_FEATURES reports
+    /// them: for a driver whose frontend filters those bits out. 0 on a device that predates
+    /// the field (the bytes were reserved and zero).
+    pub device_features: u32,
 }
+
+/// Device-specific feature bits are bits 0–23; anything above is impossible here.
+const DEVICE_FEATURE_BITS: u32 = (1 << 24) - 1;
 
 impl RdmaConfig {
     pub fn from_identity(id: &VfIdentity) -> RdmaConfig {
@@ -72,6 +81,7 @@ impl RdmaConfig {
                 .clone()
                 .fold(0u64, |acc, s| acc | (1u64 << s)),
             cqe_size: super::ring::CQE_SIZE as u32,
+            device_features: super::features::DEVICE_SPECIFIC as u32,
         }
     }
 
@@ -105,7 +115,9 @@ impl RdmaConfig {
             .u8(self.max_qp_rd_atom)
             .u8(self.max_qp_init_rd_atom)
             .zeros(6);
-        w.u64(self.page_size_cap).u32(self.cqe_size);
+        w.u64(self.page_size_cap)
+            .u32(self.cqe_size)
+            .u32(self.device_features);
         w.pad_to(CONFIG_SIZE);
         w.finish()
     }
@@ -133,6 +145,10 @@ impl RdmaConfig {
         r.skip(6)?;
         let page_size_cap = r.u64()?;
         let cqe_size = r.u32()?;
+        let device_features = r.u32()?;
+        if device_features & !DEVICE_FEATURE_BITS != 0 {
+            return Err(DecodeError::Invalid("device_features"));
+        }
         Ok(RdmaConfig {
             version,
             phys_port_cnt,
@@ -159,6 +175,7 @@ impl RdmaConfig {
             max_qp_init_rd_atom,
             page_size_cap,
             cqe_size,
+            device_features,
         })
     }
 }
@@ -166,6 +183,7 @@ impl RdmaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::features;
     use vhca_device::Pf;
 
     #[test]
@@ -177,5 +195,41 @@ mod tests {
         assert_eq!(RdmaConfig::decode(&b).unwrap(), c);
         assert!(RdmaConfig::decode(&b[..40]).is_err());
         assert_eq!(c.gid, Gid::from_ipv4([10, 200, 0, 1]));
+    }
+
+    #[test]
+    fn config_reports_the_device_specific_feature_bits_at_offset_124() {
+        let pf = Pf::new(0, 1);
+        let c = RdmaConfig::from_identity(&pf.default_identity(0));
+        assert_eq!(c.device_features as u64, features::DEVICE_SPECIFIC);
+        let b = c.encode();
+        assert_eq!(
+            u32::from_le_bytes(b[124..128].try_into().unwrap()) as u64,
+            features::RC | features::UD | features::SRQ | features::MIGRATION
+        );
+        // A layout that ends before the field, or carries bits beyond the device-specific
+        // range there, is refused.
+        assert!(RdmaConfig::decode(&b[..124]).is_err());
+        let mut bad = b.clone();
+        bad[127] = 0x01; // bit 24
+        assert_eq!(
+            RdmaConfig::decode(&bad),
+            Err(DecodeError::Invalid("device_features"))
+        );
+        // An older device's zeros decode as "no bits reported".
+        let mut old = b;
+        old[124..128].fill(0);
+        assert_eq!(RdmaConfig::decode(&old).unwrap().device_features, 0);
+    }
+
+    #[test]
+    fn config_with_an_impossible_mtu_is_refused() {
+        let pf = Pf::new(0, 1);
+        let mut b = RdmaConfig::from_identity(&pf.default_identity(0)).encode();
+        b[47] = 9;
+        assert_eq!(
+            RdmaConfig::decode(&b),
+            Err(DecodeError::Invalid("active_mtu"))
+        );
     }
 }
