@@ -437,21 +437,7 @@ impl Migration {
     /// Save, last copy, load, start; returns the time the page verification took.
     fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<Duration, MigrateError> {
         let t = Instant::now();
-        // SAVE: the source writes the state to a pipe from a thread of its own.
-        let (rx, tx, _) = pipe()?;
-        let mut rx = std::fs::File::from(rx);
-        drv.frontend
-            .set_device_state_fd(
-                VhostTransferStateDirection::SAVE,
-                VhostTransferStatePhase::STOPPED,
-                tx,
-            )
-            .map_err(src("SET_DEVICE_STATE_FD(SAVE)"))?;
-        let mut blob = Vec::new();
-        rx.read_to_end(&mut blob)?;
-        drv.frontend
-            .check_device_state()
-            .map_err(src("CHECK_DEVICE_STATE"))?;
+        let mut blob = save_state(&drv.frontend, "source")?;
         self.timeline.state_bytes = blob.len();
         self.timeline.steps.save = t.elapsed();
         if let Some(t) = self.tamper.as_mut() {
@@ -530,6 +516,83 @@ impl Migration {
             cause: Box::new(cause),
         }
     }
+}
+
+/// The opening of every vhost-user connection QEMU makes (`vhost_user_backend_init`,
+/// `vhost_dev_init`): features, protocol features (DEVICE_STATE among them), queue number and,
+/// with `claim`, SET_OWNER. A VM whose guest never starts the device sends nothing more before
+/// its migration: no SET_FEATURES, no memory table, no ring (docs/migration.md, "A VF whose
+/// guest never started it"). A caller that hands the connection to a [`GuestDriver`] later
+/// leaves `claim` out: the driver's own handshake sends the session's one SET_OWNER.
+pub fn open_session(
+    stream: UnixStream,
+    side: &'static str,
+    claim: bool,
+) -> Result<Frontend, MigrateError> {
+    let mut f = Frontend::from_stream(stream, NUM_QUEUES as u64);
+    let e = |step| move |source| MigrateError::VhostUser { side, step, source };
+    f.get_features().map_err(e("GET_FEATURES"))?;
+    let proto = f
+        .get_protocol_features()
+        .map_err(e("GET_PROTOCOL_FEATURES"))?;
+    if !proto.contains(VhostUserProtocolFeatures::DEVICE_STATE) {
+        return Err(MigrateError::Unsupported(side));
+    }
+    let proto = proto
+        & (VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::DEVICE_STATE
+            | VhostUserProtocolFeatures::REPLY_ACK);
+    f.set_protocol_features(proto)
+        .map_err(e("SET_PROTOCOL_FEATURES"))?;
+    f.get_queue_num().map_err(e("GET_QUEUE_NUM"))?;
+    if proto.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+        f.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    }
+    if claim {
+        f.set_owner().map_err(e("SET_OWNER"))?;
+    }
+    f.get_features().map_err(e("GET_FEATURES"))?;
+    Ok(f)
+}
+
+/// SET_DEVICE_STATE_FD(SAVE), the state read to its end, CHECK_DEVICE_STATE: the VF's state
+/// as the `side` gives it (the backend writes it from a thread of its own).
+pub fn save_state(f: &Frontend, side: &'static str) -> Result<Vec<u8>, MigrateError> {
+    let e = |step| move |source| MigrateError::VhostUser { side, step, source };
+    let (rx, tx, _) = pipe()?;
+    let mut rx = std::fs::File::from(rx);
+    f.set_device_state_fd(
+        VhostTransferStateDirection::SAVE,
+        VhostTransferStatePhase::STOPPED,
+        tx,
+    )
+    .map_err(e("SET_DEVICE_STATE_FD(SAVE)"))?;
+    let mut blob = Vec::new();
+    rx.read_to_end(&mut blob)?;
+    f.check_device_state().map_err(e("CHECK_DEVICE_STATE"))?;
+    Ok(blob)
+}
+
+/// SET_DEVICE_STATE_FD(LOAD), `blob` written, CHECK_DEVICE_STATE: the destination's VF takes
+/// the state (at any point of its session: QEMU loads before the guest starts the device).
+pub fn load_state(f: &Frontend, blob: &[u8]) -> Result<(), MigrateError> {
+    let (rx, tx, _) = pipe()?;
+    f.set_device_state_fd(
+        VhostTransferStateDirection::LOAD,
+        VhostTransferStatePhase::STOPPED,
+        rx,
+    )
+    .map_err(dst("SET_DEVICE_STATE_FD(LOAD)"))?;
+    let mut tx = std::fs::File::from(tx);
+    let wrote = tx.write_all(blob);
+    drop(tx);
+    f.check_device_state().map_err(dst("CHECK_DEVICE_STATE"))?;
+    Ok(wrote?)
+}
+
+/// What a frontend that forgot to stop the rings sends: SAVE on `drv`'s VF while it runs.
+pub fn save_unstopped(drv: &GuestDriver) -> Result<Vec<u8>, MigrateError> {
+    save_state(&drv.frontend, "source")
 }
 
 /// Bytes a state pipe is asked to hold (Linux's default limit for unprivileged processes,

@@ -50,6 +50,10 @@ pub struct VfBackend {
     handed_out: std::sync::Mutex<Vec<std::os::fd::RawFd>>,
     /// `SET_DEVICE_STATE_FD` until `CHECK_DEVICE_STATE`.
     transfer: StateTransfer,
+    /// The library's vrings of this connection, once the VF's worker saw its first event (a
+    /// kick on a started ring, or the wake eventfd): how a SAVE that no `GET_VRING_BASE`
+    /// preceded tells a never-started VF from one whose rings run ([`VfBackend::running_rings`]).
+    seen: std::sync::Mutex<Option<Vec<Vring>>>,
 }
 
 /// The vhost-user feature bit a frontend sets while it logs dirty pages (VHOST_F_LOG_ALL).
@@ -83,11 +87,29 @@ impl VfBackend {
             logging,
             exit: new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)?,
             handed_out: std::sync::Mutex::new(Vec::new()),
+            seen: std::sync::Mutex::new(None),
         })
     }
 
     pub fn acked_features_bits(&self) -> u64 {
         self.acked_features.load(Ordering::Relaxed)
+    }
+
+    /// The rings of this VF that run now (enabled and set up, so the library takes their
+    /// kicks), among those its worker has seen. None if the worker has seen no event on this
+    /// connection: then no ring ever ran, no command was answered, and the VF has nothing but
+    /// its identity to save. (A ring the frontend started but whose first kick the worker has
+    /// not taken yet counts as not running: nothing ran on it, and the save that finds it so
+    /// suspends the VF first, under the process lock, like `GET_VRING_BASE`.)
+    fn running_rings(&self) -> Vec<usize> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| vring::ready(v))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     fn event_idx(&self) -> bool {
@@ -189,8 +211,11 @@ impl VhostUserBackend for VfBackend {
         phase: VhostTransferStatePhase,
         file: std::fs::File,
     ) -> io::Result<Option<std::fs::File>> {
+        // Read here, on the frontend's thread: only its own messages (handled one at a time,
+        // this one now) start, stop or disable rings.
+        let running = self.running_rings();
         self.transfer
-            .start(direction, phase, file, self.acked_features_bits())
+            .start(direction, phase, file, self.acked_features_bits(), &running)
     }
 
     fn check_device_state(&self) -> io::Result<()> {
@@ -255,6 +280,12 @@ impl VfBackend {
         vrings: &[Vring],
     ) -> io::Result<()> {
         self.shared.slots[self.index].activate(&self.mem, vrings);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.is_none() {
+                *seen = Some(vrings.to_vec());
+            }
+        }
         if evset != EventSet::IN {
             tracing::warn!(vf = self.index, ?evset, "unexpected event set");
             return Ok(());

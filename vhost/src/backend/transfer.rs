@@ -112,13 +112,36 @@ impl StateTransfer {
     }
 
     /// `SET_DEVICE_STATE_FD`: starts saving the VF's state into `file` or loading it from
-    /// there. `acked_features` goes into a saved state.
+    /// there. `acked_features` goes into a saved state; `running` are the VF's rings that run
+    /// now (a SAVE is refused while any does and none was stopped). Every refusal is logged:
+    /// the frontend sees only a failed reply, and QEMU says no more than that.
     pub fn start(
         &self,
         direction: VhostTransferStateDirection,
         phase: VhostTransferStatePhase,
         file: std::fs::File,
         acked_features: u64,
+        running: &[usize],
+    ) -> io::Result<Option<std::fs::File>> {
+        let r = self.start_inner(direction, phase, file, acked_features, running);
+        if let Err(e) = &r {
+            tracing::error!(
+                vf = self.index,
+                ?direction,
+                error = %e,
+                "device state transfer refused"
+            );
+        }
+        r
+    }
+
+    fn start_inner(
+        &self,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        file: std::fs::File,
+        acked_features: u64,
+        running: &[usize],
     ) -> io::Result<Option<std::fs::File>> {
         if phase != VhostTransferStatePhase::STOPPED {
             return Err(io::Error::new(
@@ -143,9 +166,21 @@ impl StateTransfer {
                         "capturing the device state"
                     );
                     if !st.suspended[self.index] {
-                        return Err(io::Error::other(
-                            "device state requested while the VF runs (GET_VRING_BASE first)",
-                        ));
+                        if !running.is_empty() {
+                            return Err(io::Error::other(format!(
+                                "SAVE while the VF runs: rings {running:?} are started and no \
+                                 GET_VRING_BASE stopped them"
+                            )));
+                        }
+                        // No ring runs: the guest never started the device (QEMU stops
+                        // only the rings it started), or stopped them by disabling them.
+                        // Quiesced here, under the lock, as GET_VRING_BASE would.
+                        st.suspended[self.index] = true;
+                        tracing::info!(
+                            vf = self.index,
+                            acked_features,
+                            "VF suspended for SAVE without GET_VRING_BASE: none of its rings runs"
+                        );
                     }
                     let now = st.now();
                     let state = DeviceStateV1 {
