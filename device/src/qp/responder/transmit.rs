@@ -12,6 +12,19 @@ use crate::verbs::{Access, AsyncEvent};
 
 /// The next response packet, if any.
 pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
+    // A READ whose R_Key went away is taken off the queue and replaced by its NAK, then the
+    // queue is looked at again: a loop, so that however many such READs wait (and whatever
+    // state the QP was already in) the stack never grows with them.
+    loop {
+        if let Some(p) = next_packet_or_retry(qp, res)? {
+            return Some(p);
+        }
+    }
+}
+
+/// `None`: nothing to send; `Some(None)`: the READ at the front failed and was replaced, look
+/// again; `Some(Some(p))`: the packet.
+fn next_packet_or_retry(qp: &mut Qp, res: &mut Resources) -> Option<Option<Packet>> {
     let front = qp.resp.out.front_mut()?;
     let dest = qp.attr.dest_qp_num;
     let mtu = qp.attr.path_mtu.bytes();
@@ -74,12 +87,14 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
                         // The R_Key went away mid-READ (deregistered or invalidated): never send
                         // bytes it no longer grants. The READ fails at this PSN as an access
                         // error, as it would have had the key been bad from the start.
+                        // This READ ends here, whatever state the QP was already in.
                         let psn = *psn;
                         let qpn = qp.qpn;
+                        qp.resp.out.pop_front();
                         qp.enter_error(res);
                         res.raise(AsyncEvent::QpAccessErr(qpn));
                         qp.resp.nak(psn, Syndrome::Nak(NakCode::RemoteAccessError));
-                        return next_packet(qp, res);
+                        return Some(None);
                     }
                 }
             }
@@ -96,12 +111,12 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
     }
     let mut bth = Bth::new(opcode, dest, psn);
     bth.pad = ((4 - payload.len() % 4) % 4) as u8;
-    Some(Packet {
+    Some(Some(Packet {
         src_gid: res.gid,
         dst_gid: qp.attr.ah_attr.dgid,
         src_port: qp.src_port,
         bth,
         ext,
         payload,
-    })
+    }))
 }
