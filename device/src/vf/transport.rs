@@ -107,6 +107,7 @@ impl Vf {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Nanos) {
+        let mut fired = Vec::new();
         while let Some(Reverse((t, idx))) = self.timers.peek().copied() {
             if t > now {
                 break;
@@ -120,6 +121,11 @@ impl Vf {
             }
             qp.timer_entry = None;
             qp.on_timeout(&mut self.res, now);
+            fired.push(idx);
+        }
+        // Re-armed only after the expired ones are done: a QP whose state leaves its deadline
+        // at or before `now` (a hostile checkpoint) fires once per call, not forever.
+        for idx in fired {
             self.schedule(idx);
         }
     }
