@@ -102,9 +102,18 @@ fn wanted_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::DEVICE_STATE
 }
 
-/// One VF as a guest sees it, with QEMU's vhost-user session underneath.
+/// What carries the driver's virtqueues to the device.
+pub(crate) enum Transport {
+    /// This process plays QEMU too: a vhost-user session to the VF's socket.
+    VhostUser(Frontend),
+    /// A real VMM presents the VF as a virtio-pci function of this (guest) kernel.
+    Pci(crate::pci::PciTransport),
+}
+
+/// One VF as a guest sees it, with QEMU's vhost-user session (or a real VMM's virtio-pci
+/// function) underneath.
 pub struct GuestDriver {
-    pub(crate) frontend: Frontend,
+    pub(crate) transport: Transport,
     pub(crate) ram: GuestRam,
     pub(crate) ctrl: Virtqueue,
     pub(crate) db: Virtqueue,
@@ -127,7 +136,7 @@ pub struct GuestDriver {
 }
 
 /// Placeholder until the device's configuration is read during the handshake.
-fn empty_config() -> RdmaConfig {
+pub(crate) fn empty_config() -> RdmaConfig {
     RdmaConfig {
         version: 0,
         phys_port_cnt: 0,
@@ -182,7 +191,7 @@ impl GuestDriver {
         )?;
         let ev_bufs = ram.alloc(cfg.event_queue_size as u64 * EVENT_SIZE as u64, 4096)?;
         let mut d = GuestDriver {
-            frontend: Frontend::from_stream(stream, NUM_QUEUES as u64),
+            transport: Transport::VhostUser(Frontend::from_stream(stream, NUM_QUEUES as u64)),
             ram,
             ctrl,
             db,
@@ -203,7 +212,9 @@ impl GuestDriver {
     }
 
     fn handshake(&mut self, cfg: &DriverConfig) -> DriverResult<()> {
-        let f = &mut self.frontend;
+        let Transport::VhostUser(f) = &mut self.transport else {
+            return Err(DriverError::NotVhostUser("the vhost-user handshake"));
+        };
         let m = &mut self.messages;
         m.push("GET_FEATURES");
         let offered = f.get_features().map_err(vu("GET_FEATURES"))?;
@@ -328,7 +339,15 @@ impl GuestDriver {
             f.set_vring_enable(i, true)
                 .map_err(vu("SET_VRING_ENABLE"))?;
         }
-        // The event buffers (§5 step 2), then the configuration (§5 step 3).
+        self.post_event_buffers_and_configure(config)
+    }
+
+    /// The end of every start: the event buffers (§5 step 2), then the configuration (§5
+    /// step 3), from the config window when it was read, else from QUERY_DEVICE.
+    pub(crate) fn post_event_buffers_and_configure(
+        &mut self,
+        config: Option<RdmaConfig>,
+    ) -> DriverResult<()> {
         for _ in 0..self.ev.size() {
             self.post_event_buffer()?;
         }
@@ -344,6 +363,22 @@ impl GuestDriver {
             }
         };
         Ok(())
+    }
+
+    /// The vhost-user session (an error over virtio-pci, where the VMM holds it).
+    pub(crate) fn frontend(&self) -> DriverResult<&Frontend> {
+        match &self.transport {
+            Transport::VhostUser(f) => Ok(f),
+            Transport::Pci(_) => Err(DriverError::NotVhostUser("this step")),
+        }
+    }
+
+    /// The virtio-pci function the VF is reached through (a driver inside a real guest).
+    pub fn pci(&self) -> Option<&crate::pci::PciTransport> {
+        match &self.transport {
+            Transport::Pci(p) => Some(p),
+            Transport::VhostUser(_) => None,
+        }
     }
 
     /// The vhost-user requests sent while starting, in order.
@@ -540,7 +575,7 @@ impl GuestDriver {
         if n > 0 {
             return Ok(n);
         }
-        self.ev.wait_call(timeout)?;
+        self.ev.wait_call(&self.ram, timeout)?;
         self.collect_events()
     }
 

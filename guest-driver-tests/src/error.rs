@@ -20,6 +20,10 @@ pub enum DriverError {
         #[source]
         source: vhost::Error,
     },
+    #[error("PCI: {0}")]
+    Pci(String),
+    #[error("{0} needs a vhost-user transport (this driver runs the VF over virtio-pci)")]
+    NotVhostUser(&'static str),
     #[error("the device does not offer {0}")]
     MissingFeature(&'static str),
     #[error("eventfd or poll: {0}")]

@@ -1,10 +1,18 @@
-//! Guest RAM as QEMU gives it to a vhost-user backend: one shared memfd, mapped here and handed
-//! to the device with its file descriptor, plus a small first-fit allocator for the driver's
-//! rings, command buffers and the application's buffers.
+//! The memory the driver shares with the device, plus a small first-fit allocator for the
+//! driver's rings, command buffers and the application's buffers. Addresses are always the
+//! device's (guest-physical) addresses, in one of two shapes:
 //!
-//! Guest-physical addresses start at 0 and equal offsets into the memfd. The driver never uses
-//! raw pointers into the mapping: every access goes through vm-memory's `Bytes` API, with atomic
-//! loads and stores where the device shares a field with us (ring indices, CQE owner bytes).
+//! - **memfd** ([`GuestRam::new`]): guest RAM as QEMU gives it to a vhost-user backend, one
+//!   shared memfd mapped here and handed to the device with its file descriptor; guest-physical
+//!   addresses start at 0 and equal offsets into the memfd.
+//! - **regions** ([`GuestRam::from_regions`]): DMA-able memory inside a real guest (hugepages
+//!   whose guest-physical addresses the kernel told us, `crate::pci::dma`). Each physically
+//!   contiguous run is a region at its guest-physical address; allocations never straddle two
+//!   runs, so every ring and buffer the device reads is contiguous for it.
+//!
+//! The driver never uses raw pointers into the mapping: every access goes through vm-memory's
+//! `Bytes` API, with atomic loads and stores where the device shares a field with us (ring
+//! indices, CQE owner bytes).
 
 use crate::error::DriverError;
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
@@ -23,10 +31,20 @@ pub const PAGE_SIZE: u64 = 4096;
 /// buffer (a zeroed field must not look like a valid ring).
 const RESERVED_LOW: u64 = 64 * 1024;
 
+/// One physically contiguous run of [`GuestRam::from_regions`]: `len` bytes at guest-physical
+/// `gpa`, mapped from `file` at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub gpa: u64,
+    pub len: u64,
+    pub offset: u64,
+}
+
 /// The guest's RAM: a memfd mapped shared, and what of it is allocated.
 pub struct GuestRam {
     file: File,
     mem: GuestMemoryMmap,
+    /// The end of the highest region: every address is below it.
     size: u64,
     /// Free ranges: start → length, non-overlapping and coalesced.
     free: BTreeMap<u64, u64>,
@@ -67,6 +85,50 @@ impl GuestRam {
         })
     }
 
+    /// Memory made of `regions` of `file` (each a multiple of the page size, sorted by
+    /// guest-physical address, not overlapping), all of it free. Physically adjacent regions
+    /// are one free range.
+    pub fn from_regions(file: File, regions: &[Region]) -> Result<GuestRam, DriverError> {
+        if regions.is_empty() {
+            return Err(DriverError::Config("DMA memory needs at least one region"));
+        }
+        let mut ranges = Vec::with_capacity(regions.len());
+        let mut free: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut end = 0u64;
+        for r in regions {
+            if r.len == 0 || r.len % PAGE_SIZE != 0 || r.gpa % PAGE_SIZE != 0 || r.gpa < end {
+                return Err(DriverError::Config(
+                    "DMA regions must be whole pages, sorted and disjoint",
+                ));
+            }
+            let dup = file
+                .try_clone()
+                .map_err(|e| DriverError::Memory(format!("dup DMA memory file: {e}")))?;
+            ranges.push((
+                GuestAddress(r.gpa),
+                r.len as usize,
+                Some(FileOffset::new(dup, r.offset)),
+            ));
+            match free.iter_mut().next_back() {
+                Some((&s, l)) if s + *l == r.gpa => *l += r.len,
+                _ => {
+                    free.insert(r.gpa, r.len);
+                }
+            }
+            end = r.gpa + r.len;
+        }
+        let mem = GuestMemoryMmap::from_ranges_with_files(ranges)
+            .map_err(|e| DriverError::Memory(format!("mmap DMA memory: {e}")))?;
+        let pages = end / PAGE_SIZE;
+        Ok(GuestRam {
+            file,
+            mem,
+            size: end,
+            free,
+            dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
     /// A fresh memory of the same size whose allocator state matches this one's (the
     /// destination RAM of a migration; its content is copied page by page).
     pub fn twin(&self) -> Result<GuestRam, DriverError> {
@@ -86,6 +148,14 @@ impl GuestRam {
     /// The memfd the device maps (sent with the memory table).
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
+    }
+
+    /// The regions' (guest-physical start, length), in order.
+    pub fn regions(&self) -> Vec<(u64, u64)> {
+        self.mem
+            .iter()
+            .map(|r| (r.start_addr().0, r.len()))
+            .collect()
     }
 
     /// Where guest-physical address 0 is mapped in this process: vhost-user ring addresses are
@@ -143,9 +213,16 @@ impl GuestRam {
     }
 
     fn check(&self, addr: u64, len: u64) -> Result<(), DriverError> {
-        match addr.checked_add(len) {
-            Some(end) if end <= self.size => Ok(()),
-            _ => Err(DriverError::OutsideMemory { addr, len }),
+        let inside = match addr.checked_add(len) {
+            Some(end) if end <= self.size => {
+                len == 0 || self.mem.check_range(GuestAddress(addr), len as usize)
+            }
+            _ => false,
+        };
+        if inside {
+            Ok(())
+        } else {
+            Err(DriverError::OutsideMemory { addr, len })
         }
     }
 

@@ -15,7 +15,7 @@
 //! two logs marked are copied. [`Migration::verify_pages`] compares all RAM after the last
 //! copy, to prove that no write escaped both logs.
 
-use crate::driver::GuestDriver;
+use crate::driver::{GuestDriver, Transport};
 use crate::error::DriverError;
 use crate::memory::{GuestRam, PAGE_SIZE};
 use std::io::{Read, Write};
@@ -221,8 +221,8 @@ impl Migration {
             verify_pages: false,
         };
         m.negotiate_dest(drv)?;
-        drv.frontend
-            .set_log_base(
+        let f = drv.frontend()?;
+        f.set_log_base(
                 0,
                 Some(VhostUserDirtyLogRegion {
                     mmap_size: m.log.size(),
@@ -231,13 +231,11 @@ impl Migration {
                 }),
             )
             .map_err(src("SET_LOG_BASE"))?;
-        drv.frontend
-            .set_features(drv.acked_features | LOG_ALL)
+        f.set_features(drv.acked_features | LOG_ALL)
             .map_err(src("SET_FEATURES(LOG_ALL)"))?;
         // SET_FEATURES has no reply: wait until the backend took it before copying anything,
         // as QEMU does when it turns logging on (`enforce_reply`: a GET_FEATURES round trip).
-        drv.frontend
-            .get_features()
+        f.get_features()
             .map_err(src("GET_FEATURES after LOG_ALL"))?;
         // Round 0: everything; both logs count from here.
         let t = Instant::now();
@@ -406,7 +404,7 @@ impl Migration {
         let stop = Instant::now();
         let mut bases = Vec::new();
         for i in 0..NUM_QUEUES {
-            match drv.frontend.get_vring_base(i) {
+            match drv.frontend()?.get_vring_base(i) {
                 Ok(b) => bases.push(b),
                 Err(e) => {
                     let cause = src("GET_VRING_BASE")(e);
@@ -426,7 +424,7 @@ impl Migration {
                     timeline,
                     ..
                 } = self;
-                let _old = std::mem::replace(&mut drv.frontend, dest);
+                let _old = std::mem::replace(&mut drv.transport, Transport::VhostUser(dest));
                 let _old_ram = std::mem::replace(&mut drv.ram, dest_ram);
                 Ok(timeline)
             }
@@ -437,7 +435,7 @@ impl Migration {
     /// Save, last copy, load, start; returns the time the page verification took.
     fn switch_over(&mut self, drv: &GuestDriver, bases: &[u32]) -> Result<Duration, MigrateError> {
         let t = Instant::now();
-        let mut blob = save_state(&drv.frontend, "source")?;
+        let mut blob = save_state(drv.frontend()?, "source")?;
         self.timeline.state_bytes = blob.len();
         self.timeline.steps.save = t.elapsed();
         if let Some(t) = self.tamper.as_mut() {
@@ -501,14 +499,18 @@ impl Migration {
     /// After a failure: logging off, the source's rings restarted where they stopped.
     fn abort(self, drv: &mut GuestDriver, bases: &[u32], cause: MigrateError) -> MigrateError {
         drop(self.dest);
-        let _ = drv.frontend.set_features(drv.acked_features);
+        let Ok(f) = drv.frontend() else {
+            return MigrateError::SourceResumed {
+                cause: Box::new(cause),
+            };
+        };
+        let _ = f.set_features(drv.acked_features);
         let mut full = bases.to_vec();
         while full.len() < NUM_QUEUES {
             full.push(0);
         }
         let base = drv.ram.host_base();
-        let f = drv.frontend.clone();
-        let mut f = f;
+        let mut f = f.clone();
         if let Err((step, e)) = start_rings(&mut f, drv, base, &full) {
             tracing::error!(step, error = %e, "restarting the source failed");
         }
@@ -592,7 +594,7 @@ pub fn load_state(f: &Frontend, blob: &[u8]) -> Result<(), MigrateError> {
 
 /// What a frontend that forgot to stop the rings sends: SAVE on `drv`'s VF while it runs.
 pub fn save_unstopped(drv: &GuestDriver) -> Result<Vec<u8>, MigrateError> {
-    save_state(&drv.frontend, "source")
+    save_state(drv.frontend()?, "source")
 }
 
 /// Bytes a state pipe is asked to hold (Linux's default limit for unprivileged processes,

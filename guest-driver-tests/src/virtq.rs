@@ -12,9 +12,16 @@
 //! elements it covers are read. Waiting is on the call eventfd (through epoll) with a
 //! deadline, never a sleep: a call that arrives between the check and the wait stays counted
 //! in the eventfd, so it is never missed.
+//!
+//! A queue of a virtio-pci device driven from guest user space ([`Virtqueue::use_pci`]) kicks
+//! by writing its index to its notification address in a BAR, and has no interrupt to wait
+//! for (none reaches user space): it asks the device not to interrupt (VIRTQ_AVAIL_F_NO_
+//! INTERRUPT) and waits by polling the used index, backing off from spinning to short sleeps
+//! so a guest vCPU is not held busy through a long wait.
 
 use crate::error::{DriverError, DriverResult};
 use crate::memory::GuestRam;
+use crate::pci::virtio::QueueNotifier;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, Ordering};
@@ -96,7 +103,16 @@ pub struct Virtqueue {
     /// passes the `used_event` the driver publishes, and wants a kick only when the available
     /// index passes the `avail_event` it publishes.
     event_idx: bool,
+    /// A virtio-pci queue: kicks go to this notification address, waits poll.
+    pci: Option<QueueNotifier>,
 }
+
+/// Available-ring flag: the driver does not want interrupts for this queue.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Polls of the used index before a polling wait starts sleeping.
+const POLL_SPINS: u32 = 2000;
+/// The longest sleep between two polls.
+const POLL_MAX_SLEEP: Duration = Duration::from_micros(500);
 
 fn eventfd() -> io::Result<EventFd> {
     EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
@@ -135,7 +151,16 @@ impl Virtqueue {
             notified_avail: 0,
             last_used: 0,
             event_idx: false,
+            pci: None,
         })
+    }
+
+    /// Makes this a virtio-pci queue: kicks go to `notifier`, and the device is asked not to
+    /// interrupt (the driver polls).
+    pub fn use_pci(&mut self, ram: &GuestRam, notifier: QueueNotifier) -> DriverResult<()> {
+        ram.store_u16(self.avail, AVAIL_F_NO_INTERRUPT, Ordering::Release)?;
+        self.pci = Some(notifier);
+        Ok(())
     }
 
     pub fn index(&self) -> usize {
@@ -281,8 +306,10 @@ impl Virtqueue {
     pub fn kick(&self) -> DriverResult<()> {
         // Index stores before the notification (virtio §2.7.13: full barrier before kick).
         fence(Ordering::SeqCst);
-        self.kick.write(1)?;
-        Ok(())
+        match &self.pci {
+            Some(n) => n.notify(),
+            None => Ok(self.kick.write(1)?),
+        }
     }
 
     /// Kicks the device if it asked for a kick: always without EVENT_IDX; with it, only when
@@ -330,7 +357,11 @@ impl Virtqueue {
     }
 
     /// Waits up to `timeout` for the device's call; true when it came. Clears the eventfd.
-    pub fn wait_call(&self, timeout: Duration) -> DriverResult<bool> {
+    /// A virtio-pci queue polls instead: true once the used index moved.
+    pub fn wait_call(&self, ram: &GuestRam, timeout: Duration) -> DriverResult<bool> {
+        if self.pci.is_some() {
+            return self.poll_used(ram, timeout);
+        }
         let mut events = [EpollEvent::default()];
         // Round up: a wait of 0 ms would turn a short deadline into a busy loop.
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
@@ -348,6 +379,29 @@ impl Virtqueue {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Polls the used index until it differs from the last one taken, up to `timeout`.
+    fn poll_used(&self, ram: &GuestRam, timeout: Duration) -> DriverResult<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut sleep = Duration::from_micros(10);
+        let mut spins = 0u32;
+        loop {
+            if ram.load_u16(self.used + 2, Ordering::Acquire)? != self.last_used {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            if spins < POLL_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(sleep.min(deadline - now));
+                sleep = (sleep * 2).min(POLL_MAX_SLEEP);
+            }
         }
     }
 
@@ -369,7 +423,7 @@ impl Virtqueue {
                     ms: timeout.as_millis(),
                 });
             }
-            self.wait_call(deadline - now)?;
+            self.wait_call(ram, deadline - now)?;
         }
     }
 }
@@ -451,8 +505,8 @@ mod tests {
         ));
         // A call that arrived before the wait is not lost.
         q.call_fd().write(1).unwrap();
-        assert!(q.wait_call(Duration::from_secs(5)).unwrap());
-        assert!(!q.wait_call(Duration::from_millis(1)).unwrap());
+        assert!(q.wait_call(&ram, Duration::from_secs(5)).unwrap());
+        assert!(!q.wait_call(&ram, Duration::from_millis(1)).unwrap());
     }
 
     #[test]

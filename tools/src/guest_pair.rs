@@ -1,21 +1,21 @@
-//! `vhca guest-pair A.sock B.sock`: plays a guest on each of two VF sockets (of one `vhca
-//! serve` or of two, possibly in different network namespaces or hosts' worth of UDP apart),
-//! connects an RC pair between them and checks ping-pong and every RC opcode, data compared.
-//! It is how a user checks a serve setup end to end without a VM, and how
-//! tools/netns-test.sh checks two serve processes across a veth pair.
+//! `vhca guest-pair A B`: plays a guest on each of two VFs — VF sockets (of one `vhca serve`
+//! or of two, possibly in different network namespaces or hosts' worth of UDP apart) or, in a
+//! guest, the PCI addresses of two VFs' virtio-pci functions (`pci:0000:00:03.0`) — connects an
+//! RC pair between them and checks ping-pong and every RC opcode, data compared. It is how a
+//! user checks a serve setup end to end without a VM, how tools/netns-test.sh checks two serve
+//! processes across a veth pair, and how a guest checks the VFs QEMU gave it.
 
-use std::path::PathBuf;
 use thiserror::Error;
 use vhca_device::{Mtu, Psn, VerbsError};
 use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_pingpong};
-use vhca_guest::{DriverConfig, DriverError, GuestContext};
+use vhca_guest::{DriverConfig, DriverError, VfTarget};
 
 /// What failed, and in which step.
 #[derive(Debug, Error)]
 pub enum GuestPairError {
-    #[error("guest on {}: {source}", path.display())]
+    #[error("guest on {vf}: {source}")]
     Guest {
-        path: PathBuf,
+        vf: VfTarget,
         #[source]
         source: DriverError,
     },
@@ -33,8 +33,8 @@ fn step(what: impl Into<String>) -> impl FnOnce(VerbsError) -> GuestPairError {
 }
 
 pub struct Options {
-    pub a: PathBuf,
-    pub b: PathBuf,
+    pub a: VfTarget,
+    pub b: VfTarget,
     pub msg_size: u32,
     pub iters: u32,
     pub mtu: Mtu,
@@ -43,9 +43,9 @@ pub struct Options {
 /// Runs the check; returns the report to print.
 pub fn run(o: &Options) -> Result<String, GuestPairError> {
     let cfg = DriverConfig::small();
-    let connect = |p: &PathBuf| {
-        GuestContext::connect(p, &cfg).map_err(|source| GuestPairError::Guest {
-            path: p.clone(),
+    let connect = |vf: &VfTarget| {
+        vf.open(&cfg).map_err(|source| GuestPairError::Guest {
+            vf: vf.clone(),
             source,
         })
     };

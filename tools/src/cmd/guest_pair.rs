@@ -1,15 +1,15 @@
 //! `vhca guest-pair`.
 
 use super::CmdResult;
-use std::path::PathBuf;
 use vhca_device::Mtu;
+use vhca_guest::VfTarget;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// VF socket of side A.
-    a: PathBuf,
-    /// VF socket of side B.
-    b: PathBuf,
+    /// Side A's VF: a VF socket, or in a guest a VF's PCI address (`pci:0000:00:03.0`).
+    a: VfTarget,
+    /// Side B's VF, the same way.
+    b: VfTarget,
     /// Ping-pong message size in bytes (at most 32 KiB).
     #[arg(long, default_value_t = 4096)]
     size: u32,

@@ -3,10 +3,9 @@
 use super::mid_run::{print_run, MigrateArgs};
 use super::CmdResult;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use vhca::interop::perf;
 use vhca_device::Mtu;
-use vhca_guest::GuestContext;
+use vhca_guest::{GuestContext, VfTarget};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,11 +16,12 @@ pub struct Args {
     /// This side's IPv4 address: the VF's GID is ::ffff:IP and RoCEv2 goes from IP:4791.
     #[arg(long, required_unless_present = "vf")]
     ip: Option<Ipv4Addr>,
-    /// Run on the VF behind this vhost-user socket (a VF of a running `vhca serve
-    /// --udp-ip`) through the guest driver, instead of on a VF of this process: the VF's
-    /// GID is the one its device reports.
-    #[arg(long, value_name = "SOCKET", conflicts_with = "ip")]
-    vf: Option<PathBuf>,
+    /// Run on this VF through the guest driver instead of on a VF of this process: the
+    /// vhost-user socket of a `vhca serve --udp-ip` VF, or (inside a guest) the PCI address
+    /// of a VF's virtio-pci function, `pci:0000:00:03.0`. The VF's GID is the one its
+    /// device reports.
+    #[arg(long, value_name = "SOCKET|pci:ADDR", conflicts_with = "ip")]
+    vf: Option<VfTarget>,
     /// TCP port of the side channel.
     #[arg(short = 'p', long, default_value_t = perf::DEFAULT_PORT)]
     port: u16,

@@ -19,7 +19,7 @@ use thiserror::Error;
 use vhca_device::{Gid, Verbs, VerbsResult};
 use vhca_fabric::node::Node;
 use vhca_fabric::{Link, LinkCounters};
-use vhca_guest::{DriverConfig, DriverError, GuestContext};
+use vhca_guest::{DriverConfig, DriverError, GuestContext, VfTarget};
 
 /// A device a program can run on.
 pub trait Endpoint: Verbs {
@@ -170,9 +170,16 @@ pub fn no_hook<V>(_: &mut V, _: Progress) -> Result<(), HookError> {
 /// Opens the VF behind a vhost-user socket (a `vhca serve` VF) with `mem_bytes` of guest RAM
 /// (rounded up to whole MiB).
 pub fn connect_vf(socket: &Path, mem_bytes: u64) -> Result<GuestContext, DriverError> {
+    open_vf(&VfTarget::Socket(socket.to_owned()), mem_bytes)
+}
+
+/// Opens a VF, behind a vhost-user socket or as a virtio-pci function of this guest, with
+/// `mem_bytes` of memory for its rings and buffers (whole MiB over a socket; whole 2 MiB
+/// hugepages over PCI).
+pub fn open_vf(vf: &VfTarget, mem_bytes: u64) -> Result<GuestContext, DriverError> {
     let cfg = DriverConfig {
         mem_size: mem_bytes.next_multiple_of(1 << 20),
         ..DriverConfig::default()
     };
-    GuestContext::connect(socket, &cfg)
+    vf.open(&cfg)
 }

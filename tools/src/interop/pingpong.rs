@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
@@ -22,9 +22,9 @@ use vhca_fabric::capture::Capture;
 use vhca_fabric::node::Node;
 use vhca_fabric::tap::TapError;
 use vhca_fabric::{Link, LinkCounters};
-use vhca_guest::{DriverError, GuestContext};
+use vhca_guest::{DriverError, GuestContext, VfTarget};
 
-use crate::interop::endpoint::{connect_vf, Endpoint, Hook, HookError, Progress};
+use crate::interop::endpoint::{Endpoint, Hook, HookError, Progress};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
@@ -540,24 +540,24 @@ fn vf_mem(o: &Options) -> u64 {
 
 /// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
 /// the link), and are refused rather than ignored.
-fn open_vf(vf: &Path, o: &Options) -> Result<GuestContext, PingError> {
+fn open_vf(vf: &VfTarget, o: &Options) -> Result<GuestContext, PingError> {
     if o.tap.is_some() || o.pcap.is_some() {
         return Err(PingError::Options(
             "a TAP device or a capture is the serve process's, not a VF user's",
         ));
     }
-    Ok(connect_vf(vf, vf_mem(o))?)
+    Ok(crate::interop::endpoint::open_vf(vf, vf_mem(o))?)
 }
 
-/// [`server`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
-/// one the device reports.
-pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PingError> {
+/// [`server`] on the VF `vf` (a `vhca serve` VF's socket, or a VF's PCI function in a guest):
+/// its GID is the one the device reports.
+pub fn vf_server(vf: &VfTarget, o: &Options) -> Result<Report, PingError> {
     vf_server_with(vf, o, &mut crate::interop::endpoint::no_hook)
 }
 
 /// [`vf_server`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
 pub fn vf_server_with(
-    vf: &Path,
+    vf: &VfTarget,
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PingError> {
@@ -566,14 +566,14 @@ pub fn vf_server_with(
     server_on(&mut ctx, listener, o, hook)
 }
 
-/// [`client`] on the VF behind the vhost-user socket `vf`.
-pub fn vf_client(vf: &Path, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
+/// [`client`] on the VF `vf`.
+pub fn vf_client(vf: &VfTarget, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
     vf_client_with(vf, server_addr, o, &mut crate::interop::endpoint::no_hook)
 }
 
 /// [`vf_client`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
 pub fn vf_client_with(
-    vf: &Path,
+    vf: &VfTarget,
     server_addr: Ipv4Addr,
     o: &Options,
     hook: Hook<'_, GuestContext>,

@@ -174,6 +174,10 @@ impl VhostUserBackend for VfBackend {
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            // QEMU sends RESET_DEVICE when the guest resets the virtio device (virtio_reset ->
+            // vhost_reset_device): the next driver then finds a fresh VF, not the objects of
+            // the last one, whose rings point into memory the guest may have reused.
+            | VhostUserProtocolFeatures::RESET_DEVICE
     }
 
     fn reset_device(&self) {

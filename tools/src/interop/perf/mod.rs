@@ -47,15 +47,14 @@
 use serde::Serialize;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
 use vhca_fabric::node::{Node, MAX_WAIT};
-use vhca_guest::{DriverError, GuestContext};
+use vhca_guest::{DriverError, GuestContext, VfTarget};
 
 use crate::interop::endpoint::{
-    connect_vf, no_hook, Endpoint, Hook, HookError, Progress, IDLE_TICK,
+    no_hook, open_vf, Endpoint, Hook, HookError, Progress, IDLE_TICK,
 };
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
@@ -311,38 +310,38 @@ fn accept(listener: TcpListener, o: &Options) -> Result<(TcpStream, SocketAddr),
     Ok(listener.accept()?)
 }
 
-/// [`client`] on the VF behind the vhost-user socket `vf` (a `vhca serve` VF): its GID is the
-/// one the device reports.
-pub fn vf_client(vf: &Path, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+/// [`client`] on the VF `vf` (a `vhca serve` VF's socket, or a VF's PCI function in a guest):
+/// its GID is the one the device reports.
+pub fn vf_client(vf: &VfTarget, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
     vf_client_with(vf, server, o, &mut no_hook)
 }
 
 /// [`vf_client`] with a hook between iterations (`--migrate-to`: [`crate::migration::vf_mid_run`]).
 pub fn vf_client_with(
-    vf: &Path,
+    vf: &VfTarget,
     server: Ipv4Addr,
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
     o.effective()?;
-    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    let mut ctx = open_vf(vf, node_mem(o.size) as u64)?;
     client_on(&mut ctx, (server, o.port).into(), o, hook)
 }
 
-/// [`server`] on the VF behind the vhost-user socket `vf`.
-pub fn vf_server(vf: &Path, o: &Options) -> Result<Report, PerfError> {
+/// [`server`] on the VF `vf`.
+pub fn vf_server(vf: &VfTarget, o: &Options) -> Result<Report, PerfError> {
     vf_server_with(vf, o, &mut no_hook)
 }
 
 /// [`vf_server`] with a hook between iterations (on a write_bw or read_bw server, about every
 /// 10 ms while the client works).
 pub fn vf_server_with(
-    vf: &Path,
+    vf: &VfTarget,
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
     o.effective()?;
-    let mut ctx = connect_vf(vf, node_mem(o.size) as u64)?;
+    let mut ctx = open_vf(vf, node_mem(o.size) as u64)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve_on(&mut ctx, listener, o, hook)
 }
