@@ -181,6 +181,7 @@ impl VhostUserBackend for VfBackend {
     }
 
     fn reset_device(&self) {
+        tracing::info!(vf = self.index, "VF reset by the frontend (RESET_DEVICE)");
         let old = {
             let mut st = self.shared.lock();
             st.suspended[self.index] = false;
