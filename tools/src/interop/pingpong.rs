@@ -161,6 +161,10 @@ pub struct Report {
     pub iters: u32,
     pub mbit_per_sec: f64,
     pub usec_per_iter: f64,
+    /// The longest time between two consecutive completed iterations, in milliseconds: the
+    /// stall a live migration of either side caused (the first iteration counts from the
+    /// start of the data phase).
+    pub longest_gap_ms: f64,
     /// The link's counters at the end (RoCEv2 packets, not the TCP exchange); absent on a
     /// VF of a serve process, whose link this program cannot see.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -384,6 +388,7 @@ fn data_phase<V: Endpoint>(
     let mut wcs = Vec::with_capacity(2);
     let mut last_progress = Instant::now();
     let mut iterations = 0u32;
+    let (mut last_iteration, mut longest_gap) = (start, Duration::ZERO);
     while rcnt < o.iters || scnt < o.iters {
         wcs.clear();
         node.poll_cq(s.cq, 2, &mut wcs)?;
@@ -417,6 +422,8 @@ fn data_phase<V: Endpoint>(
         }
         if scnt.min(rcnt) > iterations {
             iterations = scnt.min(rcnt);
+            longest_gap = longest_gap.max(last_iteration.elapsed());
+            last_iteration = Instant::now();
             hook(
                 node,
                 Progress {
@@ -447,6 +454,7 @@ fn data_phase<V: Endpoint>(
         iters: o.iters,
         mbit_per_sec: bytes as f64 * 8.0 / secs / 1e6,
         usec_per_iter: secs * 1e6 / o.iters as f64,
+        longest_gap_ms: longest_gap.as_secs_f64() * 1e3,
         link: node.link_counters(),
     })
 }
@@ -607,7 +615,17 @@ pub fn server_on<V: Endpoint>(
         return Err(PingError::Exchange(String::from_utf8_lossy(&done).into()));
     }
     drop(sock);
+    announce_data_phase(&s, &rem);
     data_phase(node, &s, o, false, routs, hook)
+}
+
+/// The line a script waits for to know the data phase begins (a live migration "mid-run"
+/// starts after it), with both QPs as ibv_rc_pingpong shows them.
+fn announce_data_phase(s: &Side, rem: &Dest) {
+    eprintln!(
+        "vhca pingpong: data phase: local QPN {:#08x} PSN {:#08x}, remote QPN {:#08x} PSN {:#08x}",
+        s.qpn.0, s.psn.0, rem.qpn.0, rem.psn.0
+    );
 }
 
 /// The client's run on any device, against the server's TCP address `server` (`o.port` is
@@ -626,6 +644,7 @@ pub fn client_on<V: Endpoint>(
     sock.write_all(b"done\0")?;
     drop(sock);
     connect(node, &mut s, o, rem)?;
+    announce_data_phase(&s, &rem);
     data_phase(node, &s, o, true, routs, hook)
 }
 
