@@ -120,7 +120,9 @@ def main(argv):
             if status == "completed":
                 wall = (time.monotonic() - t0) * 1000
                 if on_complete:
+                    t1 = time.monotonic()
                     hook_rc = subprocess.call(["sh", "-c", on_complete])
+                    hook_ms = (time.monotonic() - t1) * 1000
                 break
             if status in ("failed", "cancelled"):
                 info = q.execute("query-migrate")
@@ -131,6 +133,7 @@ def main(argv):
         info["wall-ms"] = round(wall, 1)
         if hook_rc is not None:
             info["on-complete-rc"] = hook_rc
+            info["on-complete-ms"] = round(hook_ms, 1)
         print(json.dumps(info))
         return 0 if hook_rc in (None, 0) else 1
     print(f"qmp: unknown action {what}", file=sys.stderr)
