@@ -139,6 +139,16 @@ fail() {
     exit 1
 }
 
+# parts NAME: what the last migration's downtime of QEMU NAME (the source) was made of, as
+# "VF share X ms (ring stops A, device state B), RAM C ms" from downtime.py.
+parts() {
+    python3 "$here/downtime.py" "$rundir/trace-$1.log" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("%s ms stopped; the VFs %s ms (ring stops %s, device state %s), final RAM pass %s ms" % (
+    d.get("stopped_to_end_ms"), d.get("vf_ms"), d.get("vhost_stop_ms"), d.get("vhost_state_ms"), d.get("ram_ms")))'
+}
+
 # ---- Network ----------------------------------------------------------------------------------
 for ns in "$BR" "$SRC" "$DST" "$PEER"; do
     ip netns del "$ns" 2>/dev/null || true
@@ -165,7 +175,7 @@ for pair in "$SRC:s" "$DST:d"; do
     done
 done
 # The destination's own VF addresses (each slot's until a VF migrates into it).
-for i in $(seq 0 $((NVF - 1))); do ip -n "$DST" addr add "10.78.0.$((12 + i))/32" dev lo; done
+for i in $(seq 0 "$NVF"); do ip -n "$DST" addr add "10.78.0.$((12 + i))/32" dev lo; done
 ip link add eth0 netns "$PEER" type veth peer name pp netns "$BR"
 ip -n "$BR" link set pp master br0 up
 ip -n "$PEER" addr add "$PEER_IP/24" dev eth0
@@ -187,6 +197,8 @@ vf_down() {
     ip -n "$1" link set "vf$2" down
 }
 for i in $(seq 0 $((NVF - 1))); do vf_up "$SRC" "$i"; done
+# The address of the spare VF $NVF (the never-started one), on lo: it never sends.
+ip -n "$SRC" addr add "$(vf_ip "$NVF")/32" dev lo
 
 # What runs when QEMU says the migration completed: the VFs' ports move (as SR-IOV VFs' MACs
 # and addresses do between hosts), each announced with a gratuitous ARP. One `ip -batch` per
@@ -225,8 +237,9 @@ start_serve() { # name ns pf ip vfs extra...
     pids+=("$!")
     rxe_peer_wait "$rundir/serve-$name.out" 'ready' 1 30 || fail "vhca serve $name did not start"
 }
-start_serve a "$SRC" 1 "$(vf_ip 0)" "$NVF"
-start_serve b "$DST" 2 10.78.0.12 "$NVF" --accept-identity
+# One VF more than the VM uses: the never-started VM below takes VF $NVF.
+start_serve a "$SRC" 1 "$(vf_ip 0)" $((NVF + 1))
+start_serve b "$DST" 2 10.78.0.12 $((NVF + 1)) --accept-identity
 start_serve c "$PEER" 3 "$PEER_IP" 1
 for i in $(seq 0 $((NVF - 1))); do
     mac=$("$vhca" ctl --json --socket-dir "$rundir/a" vfs |
@@ -269,9 +282,16 @@ qemu_vm() {
         -netdev "tap,id=n0,ifname=$tap,script=no,downscript=no"
         -device virtio-net-pci,netdev=n0,mac=52:54:00:4d:00:31,addr=0x3,romfile=
         -qmp "unix:$rundir/qmp-$name.sock,server=on,wait=off"
+        # What the downtime is made of (downtime.py): QEMU's own per-device downtime counters.
+        -msg timestamp=on -D "$rundir/trace-$name.log"
+        -trace vmstate_downtime_checkpoint -trace vmstate_downtime_save
+        -trace vhost_dev_stop_in -trace vhost_dev_stop_out
     )
     if [ -n "$serve" ]; then
-        for i in $(seq 0 $((NVF - 1))); do
+        local which
+        which=$(seq 0 $((NVF - 1)))
+        case $serve in *:*) which=${serve#*:} serve=${serve%%:*} ;; esac
+        for i in $which; do
             args+=(-chardev "socket,id=vf$i,path=$rundir/$serve/vf$i.sock"
                 -device "vhost-user-fs-pci,chardev=vf$i,tag=vhca$i,num-request-queues=2,addr=$(printf '0x%x' $((4 + i)))")
         done
@@ -359,6 +379,9 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
     down=$(json_num "$mig" downtime) total=$(json_num "$mig" total-time)
     say "hop $hop: QEMU: downtime $down ms, total $total ms (setup $(json_num "$mig" setup-time) ms); moving the VF ports took $(json_num "$mig" on-complete-ms) ms"
     echo "$mig" >"$rundir/migration-$hop.json"
+    local made
+    made=$(parts "$cur")
+    say "hop $hop: downtime on the source: $made"
     local old=$cur
     cur=$dname cur_ctl=ctl-$dname
 
@@ -435,6 +458,7 @@ EOF
     say "hop $hop: vhca blackout per VF (ms): $blackout; longest gap: pingpong ${pp_gap:-?} ms, opcodes ${op_gap:-?} ms"
     summary+=("$(printf 'hop %d %s->%s  QEMU downtime %5s ms  total %6s ms  vhca blackout %s ms  stall pingpong %s ms, opcodes %s ms' \
         "$hop" "$fns" "$tns" "$down" "$total" "$blackout" "${pp_gap:-?}" "${op_gap:-?}")")
+    summary+=("      downtime: $made")
 
     quit_vm "$old"
 }
@@ -447,20 +471,74 @@ for hop in $(seq 1 "$hops"); do
     run_hop "$hop" "$fs" "$ts" "$fns" "$tns" "$(tr 'ab' 'AB' <<<"$ts")$((hop + 1))" "$ttap"
 done
 
-# ---- The same VM without VFs, for the downtime comparison -----------------------------------------
+# ---- Downtime with idle VFs, a VF never started, no VF -------------------------------------------
+# The hops above migrate a guest busy with three programs: QEMU's downtime there is mostly the
+# RAM the busy guest keeps dirtying. For what the VFs themselves cost, the same VM migrates
+# once more with its VFs started but idle (one program per VF waiting for its peer), and a VM
+# of the same configuration without VFs migrates once.
+idle=$((hops + 1))
+from=${sides[$(((idle - 1) % 2))]} to=${sides[$((idle % 2))]}
+IFS=: read -r fs fns _ <<<"$from"
+IFS=: read -r ts tns ttap <<<"$to"
+dname=$(tr 'ab' 'AB' <<<"$ts")$((idle + 1))
+say "== idle VFs: the VM from $fns to $tns (QEMU $cur -> $dname)"
+qemu_vm "$dname" "$ts" "$ttap" $((4700 + idle))
+first=$((g_n + 1))
+for i in $(seq 0 $((NVF - 1))); do
+    g_run "vhca pingpong --vf pci:$(vf_pci "$i") -p $((18600 + i))"
+done
+for i in $(seq 0 $((NVF - 1))); do
+    rxe_peer_wait "$rundir/console-$cur.log" "^VHCA-OUT $((first + i)): vhca pingpong: listening" 1 120 ||
+        fail "idle: pingpong server on VF $i did not start"
+done
+mig=$(qmp "$cur" migrate "tcp:127.0.0.1:$((4700 + idle))" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
+    fail "idle: migration failed: $mig"
+qmp "$dname" wait-status running 60 || fail "idle: the destination did not run"
+down_idle=$(json_num "$mig" downtime) total_idle=$(json_num "$mig" total-time)
+made=$(parts "$cur")
+say "idle VFs: QEMU downtime $down_idle ms, total $total_idle ms; $made"
+summary+=("$(printf 'idle VFs    QEMU downtime %5s ms  total %6s ms' "$down_idle" "$total_idle")" "      downtime: $made")
+quit_vm "$cur"
+cur=$dname cur_ctl=ctl-$dname
 vg_send "$rundir" "$cur_ctl" poweroff
 quit_vm "$cur"
-say "== the same VM without VFs: boot, migrate once"
-qemu_vm N1 "" qtA ""
-rxe_peer_wait "$rundir/console-N1.log" '^VHCA-GUEST-READY ' 1 240 '^VHCA-GUEST-FAILED' || fail "the VM without VFs did not come up"
-qemu_vm N2 "" qtB 4799
-mig=$(qmp N1 migrate tcp:127.0.0.1:4799 --timeout 600) || fail "the VM without VFs did not migrate: $mig"
-qmp N2 wait-status running 60 || fail "the VM without VFs did not run on the destination"
-down0=$(json_num "$mig" downtime) total0=$(json_num "$mig" total-time)
-summary+=("$(printf 'no VF       QEMU downtime %5s ms  total %6s ms' "$down0" "$total0")")
+
+# A VM whose guest never starts its VF (the guest's virtio-pci sees a virtio-fs device and no
+# driver takes it): QEMU still saves the back-end's state, the destination loads it.
+say "== a VF the guest never started: VF $NVF of a (in $SRC) to b (in $DST)"
+qemu_vm N1 "a:$NVF" qtA ""
+rxe_peer_wait "$rundir/console-N1.log" '^VHCA-GUEST-READY ' 1 240 '^VHCA-GUEST-FAILED' || fail "the never-started VM did not come up"
+qemu_vm N2 "b:$NVF" qtB 4798
+mig=$(qmp N1 migrate tcp:127.0.0.1:4798 --timeout 600) || fail "a VM with a never-started VF did not migrate: $mig"
+qmp N2 wait-status running 60 || fail "the never-started VM did not run on the destination"
+check "a VM whose guest never started its VF migrated (downtime $(json_num "$mig" downtime) ms)" true
+vfs=$("$vhca" ctl --json --socket-dir "$rundir/b" vfs)
+check "b's VF $NVF took the never-started VF's identity ($(vf_mac "$NVF"))" python3 - "$vfs" "$NVF" <<'EOF'
+import json, sys
+v = json.loads(sys.argv[1])[int(sys.argv[2])]
+want = "02:56:48:43:01:%02x" % int(sys.argv[2])
+if v["mac"] != want:
+    sys.exit(f"VF {sys.argv[2]}: {v['mac']}, want {want}")
+EOF
+grep -q "VF suspended for SAVE without GET_VRING_BASE.*vf=$NVF\|vf=$NVF.*VF suspended for SAVE without GET_VRING_BASE" "$rundir/serve-a.log" &&
+    say "the source saved VF $NVF without a GET_VRING_BASE (never started)"
 quit_vm N1
 vg_send "$rundir" ctl-N2 poweroff
 quit_vm N2
+
+say "== the same VM without VFs: boot, migrate once"
+qemu_vm N3 "" qtA ""
+rxe_peer_wait "$rundir/console-N3.log" '^VHCA-GUEST-READY ' 1 240 '^VHCA-GUEST-FAILED' || fail "the VM without VFs did not come up"
+qemu_vm N4 "" qtB 4799
+mig=$(qmp N3 migrate tcp:127.0.0.1:4799 --timeout 600) || fail "the VM without VFs did not migrate: $mig"
+qmp N4 wait-status running 60 || fail "the VM without VFs did not run on the destination"
+down0=$(json_num "$mig" downtime) total0=$(json_num "$mig" total-time)
+made=$(parts N3)
+summary+=("$(printf 'no VF       QEMU downtime %5s ms  total %6s ms' "$down0" "$total0")" "      downtime: $made")
+say "no VF: QEMU downtime $down0 ms, total $total0 ms; with three idle VFs: $down_idle ms"
+quit_vm N3
+vg_send "$rundir" ctl-N4 poweroff
+quit_vm N4
 
 rxe_peer_send "$rundir/rxe" poweroff
 say "summary:"

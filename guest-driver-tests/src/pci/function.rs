@@ -229,13 +229,8 @@ impl PciFunction {
                 self.address
             )));
         }
-        let region = MmapRegion::<()>::from_file(FileOffset::new(file, 0), len as usize)
-            .map_err(|e| DriverError::Pci(format!("mmap {}: {e}", path.display())))?;
-        Ok(Bar {
-            index,
-            region,
-            len,
-        })
+        Bar::map(index, file, len)
+            .map_err(|e| DriverError::Pci(format!("mmap {}: {e}", path.display())))
     }
 }
 
@@ -275,6 +270,12 @@ macro_rules! bar_access {
 }
 
 impl Bar {
+    /// Maps `len` bytes of `file` (a sysfs resource file) as BAR `index`.
+    fn map(index: u8, file: File, len: u64) -> Result<Bar, vm_memory::mmap::MmapRegionError> {
+        let region = MmapRegion::<()>::from_file(FileOffset::new(file, 0), len as usize)?;
+        Ok(Bar { index, region, len })
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -320,5 +321,38 @@ mod tests {
         for bad in ["", "00:03", "00:20.0", "00:03.8", "0:0:0:0.0", "zz:00.0", "/tmp/vf0.sock"] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
         }
+    }
+
+    /// A BAR over an ordinary file: the same mapping and accessors as over a sysfs resource.
+    fn file_bar(len: u64) -> (Bar, File) {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(len).unwrap();
+        (Bar::map(2, f.try_clone().unwrap(), len).unwrap(), f)
+    }
+
+    #[test]
+    fn bar_accesses_are_little_endian_and_exactly_their_width() {
+        let (bar, f) = file_bar(4096);
+        bar.write32(0x10, 0x1122_3344).unwrap();
+        bar.write16(0x20, 0xaabb).unwrap();
+        bar.write8(0x23, 0x7f).unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 0x10).unwrap();
+        assert_eq!(&b[..4], &[0x44, 0x33, 0x22, 0x11]);
+        f.read_exact_at(&mut b, 0x20).unwrap();
+        assert_eq!(&b[..4], &[0xbb, 0xaa, 0, 0x7f], "a 16-bit write leaves byte 2 alone");
+        assert_eq!(bar.read16(0x12).unwrap(), 0x1122);
+        assert_eq!(bar.read8(0x13).unwrap(), 0x11);
+    }
+
+    #[test]
+    fn bar_accesses_outside_or_unaligned_are_errors() {
+        let (bar, _f) = file_bar(4096);
+        assert!(bar.read32(4096).is_err());
+        assert!(bar.read32(4094).is_err());
+        assert!(bar.write16(4095, 1).is_err());
+        assert!(bar.read32(2).is_err(), "unaligned");
+        assert!(bar.write16(u64::MAX - 1, 0).is_err());
+        assert!(bar.read8(4095).is_ok());
     }
 }
