@@ -100,6 +100,7 @@ fn wanted_protocol_features() -> VhostUserProtocolFeatures {
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
         | VhostUserProtocolFeatures::LOG_SHMFD
         | VhostUserProtocolFeatures::DEVICE_STATE
+        | VhostUserProtocolFeatures::RESET_DEVICE
 }
 
 /// What carries the driver's virtqueues to the device.
@@ -378,6 +379,33 @@ impl GuestDriver {
         match &self.transport {
             Transport::Pci(p) => Some(p),
             Transport::VhostUser(_) => None,
+        }
+    }
+
+    /// Resets the device as a guest's virtio reset does, and ends this driver: over PCI the
+    /// device status goes to 0 (QEMU then stops the rings and sends RESET_DEVICE); over
+    /// vhost-user this plays QEMU's part, `vhost_dev_stop` (GET_VRING_BASE on each ring) and
+    /// then `vhost_reset_device` (RESET_DEVICE, when negotiated). The VF the next driver finds
+    /// has its identity and none of this driver's objects; this driver's rings are gone
+    /// with them, so it sends nothing more (drop it).
+    pub fn reset_device(&mut self) -> DriverResult<()> {
+        match &self.transport {
+            Transport::Pci(p) => p.reset(),
+            Transport::VhostUser(f) => {
+                for i in 0..NUM_QUEUES {
+                    f.get_vring_base(i).map_err(vu("GET_VRING_BASE"))?;
+                }
+                if !self
+                    .protocol_features
+                    .contains(VhostUserProtocolFeatures::RESET_DEVICE)
+                {
+                    return Err(DriverError::MissingFeature(
+                        "VHOST_USER_PROTOCOL_F_RESET_DEVICE",
+                    ));
+                }
+                let mut f = f.clone();
+                f.reset_device().map_err(vu("RESET_DEVICE"))
+            }
         }
     }
 

@@ -368,7 +368,11 @@ mod tests {
         // Two physically adjacent runs (one free range), a gap, one more run.
         GuestRam::from_regions(
             file,
-            &[r(0x10_0000, 0x2_0000), r(0x11_0000, 0), r(0x40_0000, 0x1_0000)],
+            &[
+                r(0x10_0000, 0x2_0000),
+                r(0x11_0000, 0),
+                r(0x40_0000, 0x1_0000),
+            ],
         )
         .unwrap()
     }
@@ -390,7 +394,10 @@ mod tests {
         ram.write(0x10_f000, &data).unwrap();
         assert_eq!(ram.read(0x10_f000, 8192).unwrap(), data);
         // What is left is the lone run: 64 KiB, not more.
-        assert!(matches!(ram.alloc(65536 + 16, 16), Err(DriverError::OutOfMemory(_))));
+        assert!(matches!(
+            ram.alloc(65536 + 16, 16),
+            Err(DriverError::OutOfMemory(_))
+        ));
         assert_eq!(ram.alloc(65536, 4096).unwrap(), 0x40_0000);
         ram.free(a, 2 * 65536);
         assert_eq!(ram.free_bytes(), 2 * 65536);
@@ -399,9 +406,18 @@ mod tests {
     #[test]
     fn the_gaps_between_regions_are_outside_memory() {
         let ram = scattered();
-        for (addr, len) in [(0, 4), (0x12_0000, 1), (0x11_fffe, 4), (0x3f_ffff, 2), (0x41_0000, 1)] {
+        for (addr, len) in [
+            (0, 4),
+            (0x12_0000, 1),
+            (0x11_fffe, 4),
+            (0x3f_ffff, 2),
+            (0x41_0000, 1),
+        ] {
             assert!(
-                matches!(ram.write(addr, &vec![0; len]), Err(DriverError::OutsideMemory { .. })),
+                matches!(
+                    ram.write(addr, &vec![0; len]),
+                    Err(DriverError::OutsideMemory { .. })
+                ),
                 "{addr:#x}+{len}"
             );
             assert!(ram.read(addr, len).is_err(), "{addr:#x}+{len}");
@@ -412,10 +428,20 @@ mod tests {
     #[test]
     fn bad_region_lists_are_refused() {
         let file = || File::from(memfd_create("bad", MemfdFlags::CLOEXEC).unwrap());
-        let r = |gpa: u64, len: u64| Region { gpa, len, offset: 0 };
+        let r = |gpa: u64, len: u64| Region {
+            gpa,
+            len,
+            offset: 0,
+        };
         assert!(GuestRam::from_regions(file(), &[]).is_err());
-        assert!(GuestRam::from_regions(file(), &[r(0x1000, 100)]).is_err(), "not whole pages");
-        assert!(GuestRam::from_regions(file(), &[r(0x1800, 4096)]).is_err(), "unaligned");
+        assert!(
+            GuestRam::from_regions(file(), &[r(0x1000, 100)]).is_err(),
+            "not whole pages"
+        );
+        assert!(
+            GuestRam::from_regions(file(), &[r(0x1800, 4096)]).is_err(),
+            "unaligned"
+        );
         assert!(
             GuestRam::from_regions(file(), &[r(0x2000, 4096), r(0x1000, 8192)]).is_err(),
             "unsorted and overlapping"

@@ -223,14 +223,14 @@ impl Migration {
         m.negotiate_dest(drv)?;
         let f = drv.frontend()?;
         f.set_log_base(
-                0,
-                Some(VhostUserDirtyLogRegion {
-                    mmap_size: m.log.size(),
-                    mmap_offset: 0,
-                    mmap_handle: m.log.raw_fd(),
-                }),
-            )
-            .map_err(src("SET_LOG_BASE"))?;
+            0,
+            Some(VhostUserDirtyLogRegion {
+                mmap_size: m.log.size(),
+                mmap_offset: 0,
+                mmap_handle: m.log.raw_fd(),
+            }),
+        )
+        .map_err(src("SET_LOG_BASE"))?;
         f.set_features(drv.acked_features | LOG_ALL)
             .map_err(src("SET_FEATURES(LOG_ALL)"))?;
         // SET_FEATURES has no reply: wait until the backend took it before copying anything,

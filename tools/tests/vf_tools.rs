@@ -383,7 +383,8 @@ fn vf_mode_refuses_a_tap_or_a_capture() {
         pcap: Some("x.pcap".into()),
         ..ping_opts(false)
     };
-    let e = pingpong::vf_server(std::path::Path::new("/nonexistent/vf0.sock"), &o)
+    let vf = vhca_guest::VfTarget::Socket("/nonexistent/vf0.sock".into());
+    let e = pingpong::vf_server(&vf, &o)
         .expect_err("a capture is the serve process's");
     assert!(matches!(e, pingpong::PingError::Options(_)), "{e}");
 }

@@ -216,6 +216,12 @@ impl GuestContext {
         &self.drv
     }
 
+    /// Closes the context and hands back its driver (its objects stay on the device until
+    /// the device is reset or the connection ends).
+    pub fn into_driver(self) -> GuestDriver {
+        self.drv
+    }
+
     pub fn driver_mut(&mut self) -> &mut GuestDriver {
         &mut self.drv
     }

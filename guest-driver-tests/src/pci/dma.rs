@@ -62,10 +62,7 @@ pub fn hugepage_ram(bytes: u64) -> DriverResult<GuestRam> {
     let file = File::from(fd);
     let gpas = {
         let map = MmapRegion::<()>::from_file(
-            FileOffset::new(
-                file.try_clone().map_err(|e| memory_err("dup", e))?,
-                0,
-            ),
+            FileOffset::new(file.try_clone().map_err(|e| memory_err("dup", e))?, 0),
             total as usize,
         )
         .map_err(|e| memory_err("mmap of the hugetlb memfd", e))?;
@@ -85,7 +82,8 @@ pub fn hugepage_ram(bytes: u64) -> DriverResult<GuestRam> {
                 .map_err(|e| memory_err("touch", e))?
                 .store(0);
         }
-        let pagemap = File::open("/proc/self/pagemap").map_err(|e| memory_err("/proc/self/pagemap", e))?;
+        let pagemap =
+            File::open("/proc/self/pagemap").map_err(|e| memory_err("/proc/self/pagemap", e))?;
         let base = map.as_ptr() as u64;
         let mut gpas = Vec::with_capacity(n as usize);
         for i in 0..n {
@@ -140,9 +138,16 @@ mod tests {
     fn pagemap_entries_give_frames_only_when_present_and_told() {
         assert_eq!(pagemap_frame(PAGEMAP_PRESENT | 0x1234), Some(0x1234));
         assert_eq!(pagemap_frame(0x1234), None, "not present");
-        assert_eq!(pagemap_frame(PAGEMAP_PRESENT), None, "frame hidden from non-root");
+        assert_eq!(
+            pagemap_frame(PAGEMAP_PRESENT),
+            None,
+            "frame hidden from non-root"
+        );
         // Flag bits 55-62 (soft-dirty, exclusive, file/shared, ...) are not part of the frame.
-        assert_eq!(pagemap_frame(PAGEMAP_PRESENT | 1 << 55 | 1 << 61 | 7), Some(7));
+        assert_eq!(
+            pagemap_frame(PAGEMAP_PRESENT | 1 << 55 | 1 << 61 | 7),
+            Some(7)
+        );
     }
 
     #[test]

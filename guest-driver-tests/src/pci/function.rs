@@ -95,7 +95,9 @@ fn read_hex(path: &Path) -> DriverResult<u32> {
 impl PciFunction {
     /// Opens the function at `address` (its config space read-write: this needs root).
     pub fn open(address: PciAddress) -> DriverResult<PciFunction> {
-        let dir = Path::new(SYSFS_PCI).join("devices").join(address.to_string());
+        let dir = Path::new(SYSFS_PCI)
+            .join("devices")
+            .join(address.to_string());
         let cfg_path = dir.join("config");
         let config = OpenOptions::new()
             .read(true)
@@ -166,7 +168,10 @@ impl PciFunction {
         match self.driver().as_deref() {
             Some("uio_pci_generic") => return Ok(()),
             Some(other) => {
-                let unbind = Path::new(SYSFS_PCI).join("drivers").join(other).join("unbind");
+                let unbind = Path::new(SYSFS_PCI)
+                    .join("drivers")
+                    .join(other)
+                    .join("unbind");
                 tracing::info!(pci = %self.address, driver = other, "unbinding the function from its kernel driver");
                 std::fs::write(&unbind, self.address.to_string())
                     .map_err(|e| sysfs_err("write", &unbind, e))?;
@@ -318,7 +323,15 @@ mod tests {
         assert_eq!(a.to_string(), "0000:00:03.0");
         let b: PciAddress = "1f:1f.7".parse().unwrap();
         assert_eq!(b.to_string(), "0000:1f:1f.7");
-        for bad in ["", "00:03", "00:20.0", "00:03.8", "0:0:0:0.0", "zz:00.0", "/tmp/vf0.sock"] {
+        for bad in [
+            "",
+            "00:03",
+            "00:20.0",
+            "00:03.8",
+            "0:0:0:0.0",
+            "zz:00.0",
+            "/tmp/vf0.sock",
+        ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
         }
     }
@@ -340,7 +353,11 @@ mod tests {
         f.read_exact_at(&mut b, 0x10).unwrap();
         assert_eq!(&b[..4], &[0x44, 0x33, 0x22, 0x11]);
         f.read_exact_at(&mut b, 0x20).unwrap();
-        assert_eq!(&b[..4], &[0xbb, 0xaa, 0, 0x7f], "a 16-bit write leaves byte 2 alone");
+        assert_eq!(
+            &b[..4],
+            &[0xbb, 0xaa, 0, 0x7f],
+            "a 16-bit write leaves byte 2 alone"
+        );
         assert_eq!(bar.read16(0x12).unwrap(), 0x1122);
         assert_eq!(bar.read8(0x13).unwrap(), 0x11);
     }

@@ -19,7 +19,9 @@ pub mod dma;
 pub mod function;
 pub mod virtio;
 
-use crate::driver::{empty_config, DriverConfig, GuestDriver, Transport, CMD_AREA, DOORBELLS_PER_BUFFER};
+use crate::driver::{
+    empty_config, DriverConfig, GuestDriver, Transport, CMD_AREA, DOORBELLS_PER_BUFFER,
+};
 use crate::error::{DriverError, DriverResult};
 use crate::virtq::Virtqueue;
 pub use function::{PciAddress, PciFunction};
@@ -54,6 +56,11 @@ pub struct PciTransport {
 impl PciTransport {
     pub fn function(&self) -> &PciFunction {
         &self.function
+    }
+
+    /// Resets the device (status 0).
+    pub fn reset(&self) -> DriverResult<()> {
+        self.regs.reset(RESET_TIMEOUT)
     }
 
     /// The virtio device ID the function presents.
@@ -107,7 +114,9 @@ impl GuestDriver {
         let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
         regs.set_status(st)?;
         if regs.status()? & status::FEATURES_OK == 0 {
-            return Err(DriverError::Pci("the device refused the features (FEATURES_OK cleared)".into()));
+            return Err(DriverError::Pci(
+                "the device refused the features (FEATURES_OK cleared)".into(),
+            ));
         }
         let nq = regs.num_queues()?;
         if (nq as usize) < NUM_QUEUES {
@@ -134,7 +143,9 @@ impl GuestDriver {
         regs.set_status(st | status::DRIVER_OK)?;
         let s = regs.status()?;
         if s & (status::NEEDS_RESET | status::FAILED) != 0 || s & status::DRIVER_OK == 0 {
-            return Err(DriverError::Pci(format!("the device did not start (status {s:#04x})")));
+            return Err(DriverError::Pci(format!(
+                "the device did not start (status {s:#04x})"
+            )));
         }
         let ev = queues.pop().expect("three queues");
         let db = queues.pop().expect("three queues");

@@ -198,7 +198,9 @@ impl VirtioPci {
         let deadline = std::time::Instant::now() + timeout;
         while self.status()? != 0 {
             if std::time::Instant::now() >= deadline {
-                return Err(DriverError::Pci("the device did not finish its reset".into()));
+                return Err(DriverError::Pci(
+                    "the device did not finish its reset".into(),
+                ));
             }
             std::thread::yield_now();
         }
@@ -255,7 +257,8 @@ impl VirtioPci {
             c.write32(self.c(reg) + 4, (addr >> 32) as u32)?;
         }
         let off = c.read16(self.c(common::QUEUE_NOTIFY_OFF))? as u64;
-        let offset = self.layout.notify.offset as u64 + off * self.layout.notify_off_multiplier as u64;
+        let offset =
+            self.layout.notify.offset as u64 + off * self.layout.notify_off_multiplier as u64;
         if offset + 2 > self.layout.notify.offset as u64 + self.layout.notify.length as u64 {
             return Err(DriverError::Pci(format!(
                 "queue {q}: its notification address lies outside the notification structure"
@@ -287,7 +290,11 @@ mod tests {
         for (i, &(ty, bar, off, len, mult)) in caps.iter().enumerate() {
             let clen = if mult.is_some() { 20 } else { 16 };
             cfg[at] = CAP_VENDOR;
-            cfg[at + 1] = if i + 1 == caps.len() { 0 } else { (at + 24) as u8 };
+            cfg[at + 1] = if i + 1 == caps.len() {
+                0
+            } else {
+                (at + 24) as u8
+            };
             cfg[at + 2] = clen;
             cfg[at + 3] = ty;
             cfg[at + 4] = bar;

@@ -53,9 +53,7 @@ use vhca_device::*;
 use vhca_fabric::node::{Node, MAX_WAIT};
 use vhca_guest::{DriverError, GuestContext, VfTarget};
 
-use crate::interop::endpoint::{
-    no_hook, open_vf, Endpoint, Hook, HookError, Progress, IDLE_TICK,
-};
+use crate::interop::endpoint::{no_hook, open_vf, Endpoint, Hook, HookError, Progress, IDLE_TICK};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 mod bw;
