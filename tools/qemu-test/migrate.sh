@@ -463,6 +463,23 @@ EOF
     quit_vm "$old"
 }
 
+# ---- The guest against the rxe peer, no migration: perf write_bw and send_lat figures -----------
+for t in write_bw:ib_write_bw send_lat:ib_send_lat; do
+    ours=${t%%:*} theirs=${t#*:}
+    rx_run "$theirs -d rxe0 -x 1 -F -s $([ "$ours" = send_lat ] && echo 2 || echo 65536) -n 1000 -p 18516"
+    rxe_peer_wait "$rxlog" '^VHCA-CMD-LISTENING' "$rx_n" 120 '^VHCA-CMD-EXIT' "$rx_n" || fail "$theirs did not listen"
+    g_run "vhca perf $ours --vf pci:$(vf_pci 0) $RXE_IP -p 18516 -n 1000"
+    rxe_peer_wait "$rundir/console-$cur.log" "^VHCA-CMD-EXIT $g_n " 1 600 || fail "vhca perf $ours did not end"
+    rc=$(rxe_peer_field "$rundir/console-$cur.log" "VHCA-CMD-EXIT $g_n" 1 | cut -d' ' -f1)
+    rxe_peer_wait "$rxlog" '^VHCA-CMD-EXIT' "$rx_n" 120 || fail "$theirs did not end"
+    rrc=$(rxe_peer_field "$rxlog" VHCA-CMD-EXIT "$rx_n")
+    check "the guest's vhca perf $ours against rxe's $theirs: exit $rc, rxe exit $rrc" test "$rc" = 0 -a "$rrc" = 0
+    # The result line (perftest's layout): the figures this run reports.
+    res=$(g_out "$g_n" | awk '/^ *[0-9]+ +[0-9]+ / { l = $0 } END { print l }')
+    say "vhca perf $ours (guest, pci:$(vf_pci 0)) <-> $theirs (rxe): $res"
+    summary+=("$(printf 'perf %-9s guest <-> rxe %s: %s' "$ours" "$theirs" "$(tr -s ' \t' ' ' <<<"$res")")")
+done
+
 sides=("a:$SRC:qtA" "b:$DST:qtB")
 for hop in $(seq 1 "$hops"); do
     from=${sides[$(((hop - 1) % 2))]} to=${sides[$((hop % 2))]}

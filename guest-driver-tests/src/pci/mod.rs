@@ -8,7 +8,7 @@
 //! - [`dma`]: memory the device can reach (hugepages, guest-physical addresses from
 //!   `/proc/self/pagemap`).
 //!
-//! [`GuestDriver::open_pci`] puts them together: the same three virtqueues and the same
+//! `GuestDriver::open_pci` (in the driver module) puts them together: the same three virtqueues and the same
 //! device protocol as over vhost-user, so [`crate::GuestContext`] and every program written
 //! against `Verbs` run unchanged in the guest. Interrupts do not reach user space (no MSI-X
 //! through uio), so the driver polls; it acks no device-specific feature bit in carrier mode
@@ -19,17 +19,10 @@ pub mod dma;
 pub mod function;
 pub mod virtio;
 
-use crate::driver::{
-    empty_config, DriverConfig, GuestDriver, Transport, CMD_AREA, DOORBELLS_PER_BUFFER,
-};
-use crate::error::{DriverError, DriverResult};
-use crate::virtq::Virtqueue;
+use crate::error::DriverResult;
 pub use function::{PciAddress, PciFunction};
-use std::collections::VecDeque;
 use std::time::Duration;
-use vhca_vhost::protocol::doorbell::{DOORBELL_SIZE, EVENT_SIZE};
-use vhca_vhost::protocol::{features, CTRL_QUEUE, DOORBELL_QUEUE, EVENT_QUEUE, NUM_QUEUES};
-use virtio::{status, VirtioPci};
+use virtio::VirtioPci;
 
 /// PCI vendor ID of virtio devices.
 pub const VIRTIO_VENDOR: u16 = 0x1af4;
@@ -43,14 +36,14 @@ pub const VF_VIRTIO_IDS: [u16; 3] = [42, 38, 26];
 pub const CARRIER_VIRTIO_ID: u16 = 26;
 
 /// How long the device may take to reset.
-const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The virtio-pci side of a [`GuestDriver`]: the function and its registers. Dropping it
 /// resets the device, so the VMM stops the VF's rings and the next driver starts afresh.
 pub struct PciTransport {
-    function: PciFunction,
-    regs: VirtioPci,
-    virtio_id: u16,
+    pub(crate) function: PciFunction,
+    pub(crate) regs: VirtioPci,
+    pub(crate) virtio_id: u16,
 }
 
 impl PciTransport {
@@ -74,111 +67,5 @@ impl Drop for PciTransport {
         if let Err(e) = self.regs.reset(RESET_TIMEOUT) {
             tracing::warn!(pci = %self.function.address(), error = %e, "resetting the device failed");
         }
-    }
-}
-
-impl GuestDriver {
-    /// Opens the VF at PCI address `address` inside a guest and starts it as a virtio 1.x
-    /// driver does (§3.1.1): reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, the three
-    /// queues, DRIVER_OK. `cfg.mem_size` bytes of hugepage memory hold the rings, the command
-    /// areas and the application's buffers. A function that presents the carrier's ID is
-    /// driven in carrier mode whatever `cfg.carrier` says.
-    pub fn open_pci(address: PciAddress, cfg: &DriverConfig) -> DriverResult<GuestDriver> {
-        let function = PciFunction::open(address)?;
-        let (vendor, device) = function.ids()?;
-        let virtio_id = device.wrapping_sub(VIRTIO_PCI_MODERN_BASE);
-        if vendor != VIRTIO_VENDOR || !VF_VIRTIO_IDS.contains(&virtio_id) {
-            return Err(DriverError::Pci(format!(
-                "{address} is {vendor:04x}:{device:04x}, not a vhca VF (1af4 with virtio ID 42, 38 or 26)"
-            )));
-        }
-        let carrier = cfg.carrier || virtio_id == CARRIER_VIRTIO_ID;
-        function.claim()?;
-        function.enable()?;
-        let regs = VirtioPci::map(&function)?;
-        let mut ram = crate::pci::dma::hugepage_ram(cfg.mem_size)?;
-
-        regs.reset(RESET_TIMEOUT)?;
-        regs.set_status(status::ACKNOWLEDGE)?;
-        regs.set_status(status::ACKNOWLEDGE | status::DRIVER)?;
-        let offered = regs.device_features()?;
-        if offered & features::VERSION_1 == 0 {
-            return Err(DriverError::MissingFeature("VIRTIO_F_VERSION_1"));
-        }
-        // No EVENT_IDX: the driver polls and asks for no interrupts at all.
-        let mut ack = features::VERSION_1;
-        if !carrier {
-            ack |= offered & (features::RC | features::UD | features::SRQ);
-        }
-        regs.set_driver_features(ack)?;
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        regs.set_status(st)?;
-        if regs.status()? & status::FEATURES_OK == 0 {
-            return Err(DriverError::Pci(
-                "the device refused the features (FEATURES_OK cleared)".into(),
-            ));
-        }
-        let nq = regs.num_queues()?;
-        if (nq as usize) < NUM_QUEUES {
-            return Err(DriverError::MissingFeature("three virtqueues"));
-        }
-        let mut queues = Vec::with_capacity(NUM_QUEUES);
-        for (index, want) in [
-            (CTRL_QUEUE, cfg.ctrl_queue_size),
-            (DOORBELL_QUEUE, cfg.doorbell_queue_size),
-            (EVENT_QUEUE, cfg.event_queue_size),
-        ] {
-            let max = regs.select_queue(index as u16)?;
-            if max == 0 {
-                return Err(DriverError::Pci(format!("queue {index} does not exist")));
-            }
-            // The largest power of two within both the wish and the device's maximum.
-            let size = 1u16 << (want.min(max).max(1).ilog2());
-            let mut q = Virtqueue::new(&mut ram, index, size)?;
-            let n = regs.set_up_queue(index as u16, size, q.addresses())?;
-            q.use_pci(&ram, n)?;
-            regs.enable_queue(index as u16)?;
-            queues.push(q);
-        }
-        regs.set_status(st | status::DRIVER_OK)?;
-        let s = regs.status()?;
-        if s & (status::NEEDS_RESET | status::FAILED) != 0 || s & status::DRIVER_OK == 0 {
-            return Err(DriverError::Pci(format!(
-                "the device did not start (status {s:#04x})"
-            )));
-        }
-        let ev = queues.pop().expect("three queues");
-        let db = queues.pop().expect("three queues");
-        let ctrl = queues.pop().expect("three queues");
-        let cmd = ram.alloc(2 * CMD_AREA, 4096)?;
-        let db_bufs = ram.alloc(
-            db.size() as u64 * (DOORBELL_SIZE * DOORBELLS_PER_BUFFER) as u64,
-            4096,
-        )?;
-        let ev_bufs = ram.alloc(ev.size() as u64 * EVENT_SIZE as u64, 4096)?;
-        tracing::info!(pci = %address, virtio_id, carrier, features = format_args!("{ack:#x}"), "VF started over virtio-pci");
-        let mut d = GuestDriver {
-            transport: Transport::Pci(PciTransport {
-                function,
-                regs,
-                virtio_id,
-            }),
-            ram,
-            ctrl,
-            db,
-            ev,
-            cmd,
-            db_bufs,
-            ev_bufs,
-            config: empty_config(),
-            acked_features: ack,
-            protocol_features: vhost::vhost_user::VhostUserProtocolFeatures::empty(),
-            events: VecDeque::new(),
-            timeout: cfg.command_timeout,
-            messages: Vec::new(),
-            config_reads: 0,
-        };
-        d.post_event_buffers_and_configure(None)?;
-        Ok(d)
     }
 }

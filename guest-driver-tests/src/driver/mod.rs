@@ -21,6 +21,8 @@
 //! bit acked (QEMU passes only the transport bits through). The driver then learns the
 //! device's attributes from QUERY_DEVICE alone.
 
+mod pci;
+
 use crate::error::{DriverError, DriverResult};
 use crate::memory::GuestRam;
 use crate::virtq::{Buf, Used, Virtqueue};
