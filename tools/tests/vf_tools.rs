@@ -384,8 +384,7 @@ fn vf_mode_refuses_a_tap_or_a_capture() {
         ..ping_opts(false)
     };
     let vf = vhca_guest::VfTarget::Socket("/nonexistent/vf0.sock".into());
-    let e = pingpong::vf_server(&vf, &o)
-        .expect_err("a capture is the serve process's");
+    let e = pingpong::vf_server(&vf, &o).expect_err("a capture is the serve process's");
     assert!(matches!(e, pingpong::PingError::Options(_)), "{e}");
 }
 
