@@ -39,6 +39,13 @@ enum Cmd {
     Pingpong(cmd::pingpong::Args),
     /// perftest-compatible ib_send_bw, ib_write_bw, ib_read_bw and ib_send_lat over RoCEv2
     Perf(cmd::perf::Args),
+    /// Every RC opcode and UD between two processes' VFs, every byte checked
+    ///
+    /// A server and a client exchange their QPs over TCP (port 18517), then the client runs
+    /// SEND, SEND_WITH_IMM, RDMA_WRITE, RDMA_WRITE_WITH_IMM, RDMA_READ, both atomics and a
+    /// UD exchange per iteration; both sides check what they see, compare summaries at the
+    /// end and report the longest gap between iterations (docs/interop.md).
+    Opcodes(cmd::opcodes::Args),
     /// Live-migrate an RC-connected VF pair between two `vhca serve`s it starts, as QEMU does
     ///
     /// A source and a destination `vhca serve`, a connected RC pair under traffic, pre-copy
@@ -69,6 +76,7 @@ impl Cmd {
             Cmd::GuestPair(_) => "guest-pair",
             Cmd::Pingpong(_) => "pingpong",
             Cmd::Perf(_) => "perf",
+            Cmd::Opcodes(_) => "opcodes",
             Cmd::Migrate(_) => "migrate",
             Cmd::MigrateAttached(_) => "migrate-attached",
             Cmd::Announce(_) => "announce",
@@ -86,6 +94,7 @@ impl Cmd {
             Cmd::GuestPair(a) => a.run(),
             Cmd::Pingpong(a) => a.run(),
             Cmd::Perf(a) => a.run(),
+            Cmd::Opcodes(a) => a.run(),
             Cmd::Migrate(a) => a.run(),
             Cmd::MigrateAttached(a) => a.run(),
             Cmd::Announce(a) => a.run(),

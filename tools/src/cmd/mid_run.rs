@@ -1,11 +1,11 @@
-//! The `--migrate-*` options `pingpong` and `perf` share on a `--vf`, and the printing of a
-//! run's report with its migration's.
+//! The `--migrate-*` options `pingpong`, `perf` and `opcodes` share on a `--vf`, and the
+//! printing of a run's report with its migration's.
 
 use super::{CmdError, CmdResult};
 use std::path::PathBuf;
 use vhca::migration::vf_mid_run::{MigrateOptions, Migrator};
 
-/// Live migration of the `--vf` VF in the middle of a `pingpong` or `perf` run.
+/// Live migration of the `--vf` VF in the middle of a `pingpong`, `perf` or `opcodes` run.
 #[derive(clap::Args)]
 pub struct MigrateArgs {
     /// Live-migrate the VF (`--vf`) to this VF socket of another `vhca serve` mid-run, then

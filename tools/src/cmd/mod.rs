@@ -11,6 +11,7 @@ pub mod guest_pair;
 pub mod mid_run;
 pub mod migrate;
 pub mod migrate_attached;
+pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
 pub mod serve;
@@ -49,6 +50,8 @@ pub enum CmdError {
     Pingpong(#[from] vhca::interop::pingpong::PingError),
     #[error(transparent)]
     Perf(#[from] vhca::interop::perf::PerfError),
+    #[error(transparent)]
+    Opcodes(#[from] vhca::interop::opcodes::OpcodesError),
     #[error(transparent)]
     VfMigration(#[from] vhca::migration::vf_mid_run::VfMigrateError),
     #[error(transparent)]

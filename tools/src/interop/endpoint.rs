@@ -167,6 +167,17 @@ pub fn no_hook<V>(_: &mut V, _: Progress) -> Result<(), HookError> {
     Ok(())
 }
 
+/// A starting PSN for a QP of this side: the tools draw `lrand48()`; any 24-bit value that
+/// differs run to run (and between two sides started at once: hence the GID) will do.
+pub fn random_psn(gid: Gid) -> vhca_device::Psn {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let g = u64::from_le_bytes(gid.0[8..].try_into().unwrap_or([0; 8]));
+    vhca_device::Psn::new((t ^ (t >> 24) ^ (t >> 48) ^ g ^ (g >> 32)) as u32)
+}
+
 /// Opens the VF behind a vhost-user socket (a `vhca serve` VF) with `mem_bytes` of guest RAM
 /// (rounded up to whole MiB).
 pub fn connect_vf(socket: &Path, mem_bytes: u64) -> Result<GuestContext, DriverError> {

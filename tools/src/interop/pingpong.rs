@@ -24,7 +24,7 @@ use vhca_fabric::tap::TapError;
 use vhca_fabric::{Link, LinkCounters};
 use vhca_guest::{DriverError, GuestContext, VfTarget};
 
-use crate::interop::endpoint::{Endpoint, Hook, HookError, Progress};
+use crate::interop::endpoint::{random_psn, Endpoint, Hook, HookError, Progress};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 pub const DEFAULT_PORT: u16 = 18515;
@@ -193,15 +193,6 @@ struct Side {
     gid: Gid,
 }
 
-fn random_psn(ip: Ipv4Addr) -> Psn {
-    // The tools draw lrand48(); any 24-bit value will do, it only has to differ run to run.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    Psn::new((t ^ u32::from(ip) as u64 ^ (t >> 24)) as u32)
-}
-
 fn setup<V: Endpoint>(node: &mut V, o: &Options) -> Result<Side, PingError> {
     let gid = node.local_gid()?;
     let pd = node.alloc_pd()?;
@@ -255,12 +246,7 @@ fn setup<V: Endpoint>(node: &mut V, o: &Options) -> Result<Side, PingError> {
         qpn,
         buf,
         key,
-        // Any address that differs between the two sides will do to vary the PSN.
-        psn: random_psn(
-            gid.to_ipv4()
-                .map(Ipv4Addr::from)
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
-        ),
+        psn: random_psn(gid),
         ah: None,
         remote: None,
         gid,

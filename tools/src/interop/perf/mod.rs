@@ -45,15 +45,16 @@
 //! or read_bw server on a VF needs a `--timeout` longer than the client's whole data phase.
 
 use serde::Serialize;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
-use vhca_fabric::node::{Node, MAX_WAIT};
+use vhca_fabric::node::Node;
 use vhca_guest::{DriverError, GuestContext, VfTarget};
 
-use crate::interop::endpoint::{no_hook, open_vf, Endpoint, Hook, HookError, Progress, IDLE_TICK};
+use crate::interop::endpoint::{no_hook, open_vf, random_psn, Endpoint, Hook, HookError, Progress};
+use crate::interop::side_channel::{Chan, ChanError};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 mod bw;
@@ -121,6 +122,17 @@ pub enum PerfError {
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
     Hook(#[source] HookError),
+}
+
+impl From<ChanError> for PerfError {
+    fn from(e: ChanError) -> PerfError {
+        match e {
+            ChanError::Io(e) => PerfError::Io(e),
+            ChanError::Closed(what) => PerfError::Closed(what),
+            ChanError::Stalled(t, what) => PerfError::Stalled(t, what),
+            ChanError::Hook(h) => PerfError::Hook(h),
+        }
+    }
 }
 
 /// The perftest binary a run is compatible with.

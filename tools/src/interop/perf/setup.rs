@@ -46,15 +46,6 @@ pub(super) struct Res {
     pub(super) psn: Psn,
 }
 
-pub(super) fn random_psn(ip: Ipv4Addr) -> Psn {
-    // perftest draws lrand48(); any 24-bit value that differs run to run will do.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    Psn::new((t ^ (t >> 24) ^ (t >> 48) ^ u32::from(ip) as u64) as u32)
-}
-
 pub(super) fn node_mem(size: u32) -> usize {
     (64usize << 20).max(4 * size as usize + (16 << 20))
 }
@@ -105,12 +96,7 @@ pub(super) fn create_resources<V: Endpoint>(
         buf,
         half,
         key,
-        // Any address that differs between the two sides will do to vary the PSN.
-        psn: random_psn(
-            gid.to_ipv4()
-                .map(Ipv4Addr::from)
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
-        ),
+        psn: random_psn(gid),
     })
 }
 

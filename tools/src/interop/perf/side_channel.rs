@@ -1,5 +1,6 @@
 //! The perftest side channel: the key message (K) and the bandwidth report (R) on the
-//! wire, and the non-blocking TCP channel that keeps the node pumping while it waits.
+//! wire, over the shared non-blocking TCP channel ([`Chan`]) that keeps the node pumping
+//! while it waits.
 
 use super::*;
 
@@ -73,144 +74,9 @@ impl KeyMsg {
     }
 }
 
-/// The TCP side channel. Non-blocking: while a side waits for the peer it keeps its node
-/// pumping.
-pub(super) struct Chan {
-    pub(super) sock: TcpStream,
-    pub(super) client: bool,
-    pub(super) timeout: Duration,
-}
-
+// `Chan` is the shared side channel (crate::interop::side_channel); the key-message step is
+// perftest's own, so it lives here.
 impl Chan {
-    pub(super) fn new(sock: TcpStream, client: bool, timeout: Duration) -> io::Result<Chan> {
-        // Every blob goes out in one segment: perftest reads each with a single read().
-        sock.set_nodelay(true)?;
-        sock.set_nonblocking(true)?;
-        Ok(Chan {
-            sock,
-            client,
-            timeout,
-        })
-    }
-
-    /// Runs `step` (which returns `Ok(true)` when done) pumping the node in between; fails after
-    /// `timeout` without a packet or a side-channel byte. With `tick`, calls its hook about
-    /// every [`IDLE_TICK`] (a side that waits out its peer's data phase).
-    pub(super) fn pumping<V: Endpoint>(
-        &mut self,
-        node: &mut V,
-        what: &'static str,
-        mut tick: Option<(Hook<'_, V>, u64)>,
-        mut step: impl FnMut(&mut TcpStream) -> Result<(bool, bool), PerfError>,
-    ) -> Result<(), PerfError> {
-        let mut last = Instant::now();
-        let mut last_tick = Instant::now();
-        let mut rx = node.rx_packets();
-        loop {
-            let (done, progress) = step(&mut self.sock)?;
-            if done {
-                return Ok(());
-            }
-            node.idle(MAX_WAIT)?;
-            if let Some((hook, total)) = tick.as_mut() {
-                if last_tick.elapsed() >= IDLE_TICK {
-                    let p = Progress {
-                        done: None,
-                        total: *total,
-                    };
-                    let t = Instant::now();
-                    hook(node, p).map_err(PerfError::Hook)?;
-                    last_tick = Instant::now();
-                    // Time the hook took (a migration's blackout) is not the peer stalling;
-                    // the hook being called is no progress either.
-                    last += t.elapsed();
-                }
-            }
-            if progress || node.rx_packets() != rx {
-                rx = node.rx_packets();
-                last = Instant::now();
-            } else if last.elapsed() > self.timeout {
-                return Err(PerfError::Stalled(self.timeout, what));
-            }
-        }
-    }
-
-    pub(super) fn write_blob<V: Endpoint>(
-        &mut self,
-        node: &mut V,
-        b: &[u8],
-        what: &'static str,
-    ) -> Result<(), PerfError> {
-        let mut off = 0;
-        self.pumping(node, what, None, |s| {
-            while off < b.len() {
-                match s.write(&b[off..]) {
-                    Ok(0) => return Err(PerfError::Closed(what)),
-                    Ok(n) => off += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, false)),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok((true, true))
-        })
-    }
-
-    pub(super) fn read_blob<V: Endpoint>(
-        &mut self,
-        node: &mut V,
-        n: usize,
-        what: &'static str,
-        tick: Option<(Hook<'_, V>, u64)>,
-    ) -> Result<Vec<u8>, PerfError> {
-        let mut buf = vec![0u8; n];
-        let mut got = 0;
-        self.pumping(node, what, tick, |s| {
-            let before = got;
-            while got < n {
-                match s.read(&mut buf[got..]) {
-                    Ok(0) => return Err(PerfError::Closed(what)),
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Ok((false, got > before))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok((true, true))
-        })?;
-        Ok(buf)
-    }
-
-    /// One step: the client writes then reads, the server reads then writes.
-    pub(super) fn xchg<V: Endpoint>(
-        &mut self,
-        node: &mut V,
-        mine: &[u8],
-        what: &'static str,
-    ) -> Result<Vec<u8>, PerfError> {
-        self.xchg_ticking(node, mine, what, None)
-    }
-
-    /// [`Chan::xchg`], calling `tick`'s hook while it waits for the peer's blob.
-    pub(super) fn xchg_ticking<V: Endpoint>(
-        &mut self,
-        node: &mut V,
-        mine: &[u8],
-        what: &'static str,
-        tick: Option<(Hook<'_, V>, u64)>,
-    ) -> Result<Vec<u8>, PerfError> {
-        if self.client {
-            self.write_blob(node, mine, what)?;
-            self.read_blob(node, mine.len(), what, tick)
-        } else {
-            let theirs = self.read_blob(node, mine.len(), what, tick)?;
-            self.write_blob(node, mine, what)?;
-            Ok(theirs)
-        }
-    }
-
     pub(super) fn keys<V: Endpoint>(
         &mut self,
         node: &mut V,
