@@ -45,7 +45,9 @@ root=${QEMU_TEST_CHROOT:-$repo/target/qemu-chroot}
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-rundir="" hops=3 pp_iters=3000 bw_iters=3000 op_iters=400
+# Iterations: each run lasts 15-20 s under TCG on two cores, so every program is still in its
+# data phase when QEMU stops the VM (checked: each VF resumes on the destination).
+rundir="" hops=3 pp_iters=6000 bw_iters=20000 op_iters=4000
 while [ $# -gt 0 ]; do
     case $1 in
         --rundir) rundir=$2 ;;
@@ -95,7 +97,7 @@ BR=${P}br SRC=${P}src DST=${P}dst PEER=${P}peer
 NVF=3
 GUEST_IP=10.77.0.31 RXE_IP=10.77.0.21 PEER_IP=10.77.0.41
 # The vhca peer's program, and the line of its client that says the data phase began.
-PEER_PROG=${VHCA_PEER_PROG:-opcodes} PEER_READY=${VHCA_PEER_READY:-.*remote}
+PEER_PROG=${VHCA_PEER_PROG:-opcodes} PEER_READY=${VHCA_PEER_READY:-vhca opcodes: data phase}
 vf_ip() { echo "10.77.0.$((11 + $1))"; }
 # PF 1's VF i (Pf::default_identity): checked against `vhca ctl vfs` below.
 vf_mac() { printf '02:56:48:43:01:%02x' "$1"; }
@@ -371,6 +373,10 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
     tr -d '\r' <"$clog" | grep -Eq "$ended" && fail "hop $hop: a program ended before the migration began"
 
     # The migration, with every program in its data phase.
+    local resumed_before=()
+    for i in $(seq 0 $((NVF - 1))); do
+        resumed_before+=("$(grep -ac "VF resumed vf=$i\$" "$rundir/serve-$ts.log" || true)")
+    done
     local mig
     mig=$(qmp "$cur" migrate "tcp:127.0.0.1:$port" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
         fail "hop $hop: migration failed: $mig"
@@ -385,9 +391,19 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
     local old=$cur
     cur=$dname cur_ctl=ctl-$dname
 
+    # Every VF was running when QEMU stopped the VM: the destination resumed each (a VF whose
+    # program had already ended would have been reset, and is only loaded).
+    for i in $(seq 0 $((NVF - 1))); do
+        local now_resumed
+        now_resumed=$(grep -ac "VF resumed vf=$i\$" "$rundir/serve-$ts.log" || true)
+        check "hop $hop: VF $i was running across the switch-over ($ts resumed it)" test "$now_resumed" -gt "${resumed_before[$i]}"
+    done
     # Everything finishes on the destination.
     local dlog=$rundir/console-$dname.log g rc
     for g in $first $((first + 1)) $((first + 2)); do
+        if tr -d '\r' <"$rundir/console-$old.log" | grep -q "^VHCA-CMD-EXIT $g "; then
+            fail "hop $hop: guest program $g ended before the switch-over (raise its iterations)"
+        fi
         rxe_peer_wait "$dlog" "^VHCA-CMD-EXIT $g " 1 900 '^VHCA-GUEST-FAILED' || fail "hop $hop: guest command $g did not end on $dname"
         rc=$(rxe_peer_field "$dlog" "VHCA-CMD-EXIT $g" 1 | cut -d' ' -f1)
         check "hop $hop: guest program $g finished on the destination, exit $rc" test "$rc" -eq 0
@@ -454,7 +470,9 @@ EOF
     )
     local pp_gap op_gap
     pp_gap=$(json_num "$(g_out "$first" | grep '^{' | tail -n1)" longest_gap_ms)
-    op_gap=$(json_num "$(g_out $((first + 2)) | grep '^{' | tail -n1)" longest_gap_ms)
+    op_gap=$(json_num "$(g_out $((first + 2)) | grep '^{' | tail -n1)" longest_gap_us)
+    [ -z "$op_gap" ] || op_gap=$(awk -v u="$op_gap" 'BEGIN { printf "%.1f", u / 1000 }')
+    [ -z "$pp_gap" ] || pp_gap=$(awk -v m="$pp_gap" 'BEGIN { printf "%.1f", m }')
     say "hop $hop: vhca blackout per VF (ms): $blackout; longest gap: pingpong ${pp_gap:-?} ms, opcodes ${op_gap:-?} ms"
     summary+=("$(printf 'hop %d %s->%s  QEMU downtime %5s ms  total %6s ms  vhca blackout %s ms  stall pingpong %s ms, opcodes %s ms' \
         "$hop" "$fns" "$tns" "$down" "$total" "$blackout" "${pp_gap:-?}" "${op_gap:-?}")")
@@ -464,21 +482,24 @@ EOF
 }
 
 # ---- The guest against the rxe peer, no migration: perf write_bw and send_lat figures -----------
-for t in write_bw:ib_write_bw send_lat:ib_send_lat; do
-    ours=${t%%:*} theirs=${t#*:}
-    rx_run "$theirs -d rxe0 -x 1 -F -s $([ "$ours" = send_lat ] && echo 2 || echo 65536) -n 1000 -p 18516"
-    rxe_peer_wait "$rxlog" '^VHCA-CMD-LISTENING' "$rx_n" 120 '^VHCA-CMD-EXIT' "$rx_n" || fail "$theirs did not listen"
-    g_run "vhca perf $ours --vf pci:$(vf_pci 0) $RXE_IP -p 18516 -n 1000"
+# Both rxe servers at once (the peer's marker waits for both ports), the guest's clients one
+# after the other.
+rx_run "ib_write_bw -d rxe0 -x 1 -F -s 65536 -n 1000 -p 18515 & w=\$!; ib_send_lat -d rxe0 -x 1 -F -s 2 -n 1000 -p 18516; l=\$?; wait \$w; b=\$?; echo \"rxe: ib_send_lat exit \$l, ib_write_bw exit \$b\"; [ \$l -eq 0 ] && [ \$b -eq 0 ]"
+rxe_peer_wait "$rxlog" '^VHCA-CMD-LISTENING' "$rx_n" 120 '^VHCA-CMD-EXIT' "$rx_n" || fail "ib_write_bw and ib_send_lat did not listen"
+for t in write_bw:ib_write_bw:18515 send_lat:ib_send_lat:18516; do
+    IFS=: read -r ours theirs port <<<"$t"
+    g_run "vhca perf $ours --vf pci:$(vf_pci 0) $RXE_IP -p $port -n 1000"
     rxe_peer_wait "$rundir/console-$cur.log" "^VHCA-CMD-EXIT $g_n " 1 600 || fail "vhca perf $ours did not end"
     rc=$(rxe_peer_field "$rundir/console-$cur.log" "VHCA-CMD-EXIT $g_n" 1 | cut -d' ' -f1)
-    rxe_peer_wait "$rxlog" '^VHCA-CMD-EXIT' "$rx_n" 120 || fail "$theirs did not end"
-    rrc=$(rxe_peer_field "$rxlog" VHCA-CMD-EXIT "$rx_n")
-    check "the guest's vhca perf $ours against rxe's $theirs: exit $rc, rxe exit $rrc" test "$rc" = 0 -a "$rrc" = 0
+    check "the guest's vhca perf $ours against rxe's $theirs: exit $rc" test "$rc" = 0
     # The result line (perftest's layout): the figures this run reports.
     res=$(g_out "$g_n" | awk '/^ *[0-9]+ +[0-9]+ / { l = $0 } END { print l }')
     say "vhca perf $ours (guest, pci:$(vf_pci 0)) <-> $theirs (rxe): $res"
-    summary+=("$(printf 'perf %-9s guest <-> rxe %s: %s' "$ours" "$theirs" "$(tr -s ' \t' ' ' <<<"$res")")")
+    summary+=("$(printf 'perf %-9s guest <-> rxe %-11s %s' "$ours" "$theirs" "$(tr -s ' \t' ' ' <<<"$res")")")
 done
+rxe_peer_wait "$rxlog" '^VHCA-CMD-EXIT' "$rx_n" 120 || fail "ib_write_bw and ib_send_lat did not end"
+rrc=$(rxe_peer_field "$rxlog" VHCA-CMD-EXIT "$rx_n")
+check "rxe's ib_write_bw and ib_send_lat exit 0 ($rrc)" test "$rrc" = 0
 
 sides=("a:$SRC:qtA" "b:$DST:qtB")
 for hop in $(seq 1 "$hops"); do
