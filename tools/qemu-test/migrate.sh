@@ -67,7 +67,7 @@ skip() {
     exit 77
 }
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces, TAP devices, chroot)"
-for t in unshare chroot ip bridge python3 base64 mkfifo qemu-system-x86_64; do
+for t in unshare chroot ip python3 base64 mkfifo qemu-system-x86_64; do
     command -v "$t" >/dev/null || skip "$t not found"
 done
 [ -e /dev/net/tun ] || skip "no /dev/net/tun"
