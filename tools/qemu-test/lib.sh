@@ -5,12 +5,14 @@
 # qt_qemu_start ROOT RUNDIR NETNS LOG ARGS... : starts QEMU from the chroot ROOT in the
 # background (in network namespace NETNS unless it is empty), stdout/stderr to LOG; sets
 # QT_PID. A private mount namespace shows /dev, /proc, /sys and RUNDIR inside the chroot only
-# to this QEMU; sh and chroot exec into QEMU, so QT_PID is QEMU itself once it runs.
+# to this QEMU; sh and chroot exec into QEMU, so QT_PID is QEMU itself once it runs (or, with
+# QT_TIMEOUT=SECONDS, the `timeout` that ends it then, which passes a SIGTERM on to it).
 qt_qemu_start() {
     local root=$1 dir=$2 ns=$3 log=$4
     shift 4
     local pre=()
-    [ -z "$ns" ] || pre=(ip netns exec "$ns")
+    [ -z "${QT_TIMEOUT:-}" ] || pre=(timeout -k 10 "$QT_TIMEOUT")
+    [ -z "$ns" ] || pre+=(ip netns exec "$ns")
     "${pre[@]}" unshare --mount --propagation private -- sh -c '
         root=$1 dir=$2; shift 2
         mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" &&

@@ -35,6 +35,8 @@ root=${QEMU_TEST_CHROOT:-$repo/target/qemu-chroot}
 guest=${RXE_PEER_DIR:-$repo/target/rxe-peer}
 # shellcheck source=../rxe-peer/lib.sh
 . "$repo/tools/rxe-peer/lib.sh"
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 rundir="" timeout_s=300 start=1 direct=""
 while [ $# -gt 0 ]; do
@@ -193,16 +195,8 @@ qemu_args=(
 )
 qemu_version=$(cat "$root/.vhca-qemu-ready")
 say "boot: $qemu_version, log $console"
-# A private mount namespace: /dev, /proc, /sys and the run directory appear inside the chroot
-# only for this QEMU and vanish with it. unshare/sh/chroot exec into QEMU, so timeout's child
-# is QEMU itself and a SIGTERM to timeout reaches it.
-timeout -k 10 "$timeout_s" unshare --mount --propagation private -- sh -c '
-    root=$1 dir=$2; shift 2
-    mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" &&
-        mount --rbind /sys "$root/sys" && mkdir -p "$root$dir" && mount --bind "$dir" "$root$dir" &&
-        exec chroot "$root" "$@"' sh "$root" "$rundir" qemu-system-x86_64 "${qemu_args[@]}" \
-    </dev/null >"$rundir/qemu.log" 2>&1 &
-qpid=$!
+QT_TIMEOUT=$timeout_s qt_qemu_start "$root" "$rundir" "" "$rundir/qemu.log" "${qemu_args[@]}"
+qpid=$QT_PID
 
 rxe_peer_wait "$rundir/serve.log" 'frontend connected' 1 60 || abort "QEMU did not connect to vf0.sock"
 lap "QEMU connected to the VF"

@@ -139,7 +139,7 @@ pub struct GuestDriver {
 }
 
 /// Placeholder until the device's configuration is read during the handshake.
-pub(crate) fn empty_config() -> RdmaConfig {
+fn empty_config() -> RdmaConfig {
     RdmaConfig {
         version: 0,
         phys_port_cnt: 0,
@@ -181,20 +181,22 @@ impl GuestDriver {
         GuestDriver::start(stream, cfg)
     }
 
-    /// Starts the device over an already connected socket.
-    pub fn start(stream: UnixStream, cfg: &DriverConfig) -> DriverResult<GuestDriver> {
-        let mut ram = GuestRam::new(cfg.mem_size)?;
-        let ctrl = Virtqueue::new(&mut ram, CTRL_QUEUE, cfg.ctrl_queue_size)?;
-        let db = Virtqueue::new(&mut ram, DOORBELL_QUEUE, cfg.doorbell_queue_size)?;
-        let ev = Virtqueue::new(&mut ram, EVENT_QUEUE, cfg.event_queue_size)?;
+    /// A driver on `transport` whose three queues are laid out in `ram`: the command area and
+    /// the doorbell and event buffers are allocated here; nothing is negotiated yet.
+    pub(crate) fn assemble(
+        transport: Transport,
+        mut ram: GuestRam,
+        [ctrl, db, ev]: [Virtqueue; 3],
+        timeout: Duration,
+    ) -> DriverResult<GuestDriver> {
         let cmd = ram.alloc(2 * CMD_AREA, 4096)?;
         let db_bufs = ram.alloc(
-            cfg.doorbell_queue_size as u64 * (DOORBELL_SIZE * DOORBELLS_PER_BUFFER) as u64,
+            db.size() as u64 * (DOORBELL_SIZE * DOORBELLS_PER_BUFFER) as u64,
             4096,
         )?;
-        let ev_bufs = ram.alloc(cfg.event_queue_size as u64 * EVENT_SIZE as u64, 4096)?;
-        let mut d = GuestDriver {
-            transport: Transport::VhostUser(Frontend::from_stream(stream, NUM_QUEUES as u64)),
+        let ev_bufs = ram.alloc(ev.size() as u64 * EVENT_SIZE as u64, 4096)?;
+        Ok(GuestDriver {
+            transport,
             ram,
             ctrl,
             db,
@@ -206,10 +208,20 @@ impl GuestDriver {
             acked_features: 0,
             protocol_features: VhostUserProtocolFeatures::empty(),
             events: VecDeque::new(),
-            timeout: cfg.command_timeout,
+            timeout,
             messages: Vec::new(),
             config_reads: 0,
-        };
+        })
+    }
+
+    /// Starts the device over an already connected socket.
+    pub fn start(stream: UnixStream, cfg: &DriverConfig) -> DriverResult<GuestDriver> {
+        let mut ram = GuestRam::new(cfg.mem_size)?;
+        let ctrl = Virtqueue::new(&mut ram, CTRL_QUEUE, cfg.ctrl_queue_size)?;
+        let db = Virtqueue::new(&mut ram, DOORBELL_QUEUE, cfg.doorbell_queue_size)?;
+        let ev = Virtqueue::new(&mut ram, EVENT_QUEUE, cfg.event_queue_size)?;
+        let transport = Transport::VhostUser(Frontend::from_stream(stream, NUM_QUEUES as u64));
+        let mut d = GuestDriver::assemble(transport, ram, [ctrl, db, ev], cfg.command_timeout)?;
         d.handshake(cfg)?;
         Ok(d)
     }

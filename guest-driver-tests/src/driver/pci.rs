@@ -1,7 +1,7 @@
 //! The start of a driver inside a guest: the VF's virtio-pci function driven from user space
 //! (crate::pci has the pieces; docs/qemu.md §9).
 
-use super::{empty_config, DriverConfig, GuestDriver, Transport, CMD_AREA, DOORBELLS_PER_BUFFER};
+use super::{DriverConfig, GuestDriver, Transport};
 use crate::error::{DriverError, DriverResult};
 use crate::pci::virtio::{status, VirtioPci};
 use crate::pci::{
@@ -9,8 +9,6 @@ use crate::pci::{
     VIRTIO_PCI_MODERN_BASE, VIRTIO_VENDOR,
 };
 use crate::virtq::Virtqueue;
-use std::collections::VecDeque;
-use vhca_vhost::protocol::doorbell::{DOORBELL_SIZE, EVENT_SIZE};
 use vhca_vhost::protocol::{features, CTRL_QUEUE, DOORBELL_QUEUE, EVENT_QUEUE, NUM_QUEUES};
 
 impl GuestDriver {
@@ -83,37 +81,17 @@ impl GuestDriver {
                 "the device did not start (status {s:#04x})"
             )));
         }
-        let ev = queues.pop().expect("three queues");
-        let db = queues.pop().expect("three queues");
-        let ctrl = queues.pop().expect("three queues");
-        let cmd = ram.alloc(2 * CMD_AREA, 4096)?;
-        let db_bufs = ram.alloc(
-            db.size() as u64 * (DOORBELL_SIZE * DOORBELLS_PER_BUFFER) as u64,
-            4096,
-        )?;
-        let ev_bufs = ram.alloc(ev.size() as u64 * EVENT_SIZE as u64, 4096)?;
+        let queues: [Virtqueue; 3] = queues
+            .try_into()
+            .map_err(|_| DriverError::Config("three queues"))?;
         tracing::info!(pci = %address, virtio_id, carrier, features = format_args!("{ack:#x}"), "VF started over virtio-pci");
-        let mut d = GuestDriver {
-            transport: Transport::Pci(PciTransport {
-                function,
-                regs,
-                virtio_id,
-            }),
-            ram,
-            ctrl,
-            db,
-            ev,
-            cmd,
-            db_bufs,
-            ev_bufs,
-            config: empty_config(),
-            acked_features: ack,
-            protocol_features: vhost::vhost_user::VhostUserProtocolFeatures::empty(),
-            events: VecDeque::new(),
-            timeout: cfg.command_timeout,
-            messages: Vec::new(),
-            config_reads: 0,
-        };
+        let transport = Transport::Pci(PciTransport {
+            function,
+            regs,
+            virtio_id,
+        });
+        let mut d = GuestDriver::assemble(transport, ram, queues, cfg.command_timeout)?;
+        d.acked_features = ack;
         d.post_event_buffers_and_configure(None)?;
         Ok(d)
     }
