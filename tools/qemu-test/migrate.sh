@@ -2,13 +2,15 @@
 # Live migration of a running VM with vhca VFs, by stock QEMU 11.1, three hops (A -> B -> A ->
 # B), while the guest runs RDMA traffic against an unmodified Linux rxe peer and a vhca peer.
 #
-#   namespace BR    bridge br0; the VM's QEMUs (their TAPs qtA/qtB on br0: the guest's own NIC,
-#                   10.77.0.31, for the programs' TCP side channels), the rxe peer guest
-#                   (tools/rxe-peer, 10.77.0.21, rdma_rxe on its virtio-net), migration over lo
-#   namespace SRC   host A: `vhca serve --pf-index 1 --vfs 3 --udp-ip 10.77.0.11`; ports vf0..vf2
-#                   (veths into br0) with the VFs' MACs and addresses 10.77.0.11-13
-#   namespace DST   host B: `vhca serve --pf-index 2 --vfs 3 --udp-ip 10.78.0.12
-#                   --accept-identity`; ports vf0..vf2 with the same MACs, down until the VFs come
+#   namespace BR    bridge br0 (the network between the hosts); the rxe peer guest
+#                   (tools/rxe-peer, 10.77.0.21, rdma_rxe on its virtio-net)
+#   namespace SRC   host A (10.77.0.1): QEMU A and `vhca serve --pf-index 1 --vfs 3 --udp-ip
+#                   10.77.0.11`; ports vf0..vf2 (veths into br0) with the VFs' MACs and addresses
+#                   10.77.0.11-13; a host bridge with QEMU's TAP (the guest's own NIC, 10.77.0.31,
+#                   for the programs' TCP side channels) and an uplink into br0
+#   namespace DST   host B (10.77.0.2): QEMU B (-incoming) and `vhca serve --pf-index 2 --vfs 3
+#                   --udp-ip 10.78.0.12 --accept-identity`; ports vf0..vf2 with the same MACs, down
+#                   until the VFs come; the same host bridge, TAP and uplink
 #   namespace PEER  `vhca serve --pf-index 3 --udp-ip 10.77.0.41`: the vhca peer
 #
 # The VM (the vhca guest, tools/vhca-guest) has the three VFs of the serve process of the host
@@ -182,10 +184,20 @@ ip link add eth0 netns "$PEER" type veth peer name pp netns "$BR"
 ip -n "$BR" link set pp master br0 up
 ip -n "$PEER" addr add "$PEER_IP/24" dev eth0
 ip -n "$PEER" link set eth0 up
-for t in qtA qtB; do
-    ip -n "$BR" tuntap add dev "$t" mode tap
-    ip -n "$BR" link set "$t" master br0 up
+# Each host: a bridge with the TAP of its QEMU (the guest's NIC) and an uplink into br0; the
+# host's own address (the migration stream between the QEMUs) on that bridge.
+for pair in "$SRC:A:1" "$DST:B:2"; do
+    IFS=: read -r ns h n <<<"$pair"
+    ip -n "$ns" link add brh type bridge
+    ip link add up0 netns "$ns" type veth peer name "pu$h" netns "$BR"
+    ip -n "$BR" link set "pu$h" master br0 up
+    ip -n "$ns" tuntap add dev "qt$h" mode tap
+    ip -n "$ns" link set "qt$h" master brh up
+    ip -n "$ns" link set up0 master brh up
+    ip -n "$ns" addr add "10.77.0.$n/24" dev brh
+    ip -n "$ns" link set brh up
 done
+host_ip() { [ "$1" = "$SRC" ] && echo 10.77.0.1 || echo 10.77.0.2; }
 
 # vf_up NS I / vf_down NS I: VF i's port with its address (and its policy route), or without.
 vf_up() {
@@ -298,8 +310,10 @@ qemu_vm() {
                 -device "vhost-user-fs-pci,chardev=vf$i,tag=vhca$i,num-request-queues=2,addr=$(printf '0x%x' $((4 + i)))")
         done
     fi
-    [ -z "$port" ] || args+=(-incoming "tcp:127.0.0.1:$port")
-    qt_qemu_start "$root" "$rundir" "$BR" "$rundir/qemu-$name.log" "${args[@]}"
+    local ns=$SRC
+    [ "$tap" = qtB ] && ns=$DST
+    [ -z "$port" ] || args+=(-incoming "tcp:$(host_ip "$ns"):$port")
+    qt_qemu_start "$root" "$rundir" "$ns" "$rundir/qemu-$name.log" "${args[@]}"
     qemu_pids+=("$QT_PID")
     eval "qpid_$name=$QT_PID"
     # QMP answers once QEMU has set up every device (and connected its back-ends).
@@ -378,7 +392,7 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
         resumed_before+=("$(grep -ac "VF resumed vf=$i\$" "$rundir/serve-$ts.log" || true)")
     done
     local mig
-    mig=$(qmp "$cur" migrate "tcp:127.0.0.1:$port" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
+    mig=$(qmp "$cur" migrate "tcp:$(host_ip "$tns"):$port" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
         fail "hop $hop: migration failed: $mig"
     qmp "$dname" wait-status running 60 || fail "hop $hop: the destination did not run"
     local down total
@@ -529,7 +543,7 @@ for i in $(seq 0 $((NVF - 1))); do
     rxe_peer_wait "$rundir/console-$cur.log" "^VHCA-OUT $((first + i)): vhca pingpong: listening" 1 120 ||
         fail "idle: pingpong server on VF $i did not start"
 done
-mig=$(qmp "$cur" migrate "tcp:127.0.0.1:$((4700 + idle))" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
+mig=$(qmp "$cur" migrate "tcp:$(host_ip "$tns"):$((4700 + idle))" --on-complete "$rundir/move.sh $fns $tns" --timeout 600) ||
     fail "idle: migration failed: $mig"
 qmp "$dname" wait-status running 60 || fail "idle: the destination did not run"
 down_idle=$(json_num "$mig" downtime) total_idle=$(json_num "$mig" total-time)
@@ -547,7 +561,7 @@ say "== a VF the guest never started: VF $NVF of a (in $SRC) to b (in $DST)"
 qemu_vm N1 "a:$NVF" qtA ""
 rxe_peer_wait "$rundir/console-N1.log" '^VHCA-GUEST-READY ' 1 240 '^VHCA-GUEST-FAILED' || fail "the never-started VM did not come up"
 qemu_vm N2 "b:$NVF" qtB 4798
-mig=$(qmp N1 migrate tcp:127.0.0.1:4798 --timeout 600) || fail "a VM with a never-started VF did not migrate: $mig"
+mig=$(qmp N1 migrate "tcp:$(host_ip "$DST"):4798" --timeout 600) || fail "a VM with a never-started VF did not migrate: $mig"
 qmp N2 wait-status running 60 || fail "the never-started VM did not run on the destination"
 check "a VM whose guest never started its VF migrated (downtime $(json_num "$mig" downtime) ms)" true
 vfs=$("$vhca" ctl --json --socket-dir "$rundir/b" vfs)
@@ -568,7 +582,7 @@ say "== the same VM without VFs: boot, migrate once"
 qemu_vm N3 "" qtA ""
 rxe_peer_wait "$rundir/console-N3.log" '^VHCA-GUEST-READY ' 1 240 '^VHCA-GUEST-FAILED' || fail "the VM without VFs did not come up"
 qemu_vm N4 "" qtB 4799
-mig=$(qmp N3 migrate tcp:127.0.0.1:4799 --timeout 600) || fail "the VM without VFs did not migrate: $mig"
+mig=$(qmp N3 migrate "tcp:$(host_ip "$DST"):4799" --timeout 600) || fail "the VM without VFs did not migrate: $mig"
 qmp N4 wait-status running 60 || fail "the VM without VFs did not run on the destination"
 down0=$(json_num "$mig" downtime) total0=$(json_num "$mig" total-time)
 made=$(parts N3)
