@@ -188,9 +188,10 @@ host_done() {
     return "$rc"
 }
 for mode in rc ud; do
-    flag=""
+    # RC: the guest checks every reply byte for byte (--chk); UD has no echo to check.
+    flag=--chk
     [ "$mode" = ud ] && flag=--ud
-    host_server 'listening on TCP port' pingpong -n 200 -s 2048 $flag
+    host_server 'listening on TCP port' pingpong -n 200 -s 2048 ${flag/--chk/}
     guest 300 vhca pingpong --vf "pci:$vf1" 10.0.2.2 -n 200 -s 2048 $flag
     hrc=0
     host_done || hrc=$?

@@ -19,7 +19,8 @@
 #   1. the destination QEMU starts with -incoming (its VFs: the destination serve's sockets);
 #   2. the peers' servers start: on the rxe guest `ibv_rc_pingpong` and `ib_write_bw`, in PEER
 #      `vhca opcodes --vf` (every RC opcode and UD, data verified on both sides);
-#   3. the guest runs the clients, one per VF: `vhca pingpong --vf pci:00:04.0` against
+#   3. the guest runs the clients, one per VF: `vhca pingpong --chk --vf pci:00:04.0` (every reply
+#      checked byte for byte: ibv_rc_pingpong echoes what it receives) against
 #      ibv_rc_pingpong, `vhca perf write_bw --vf pci:00:05.0` against ib_write_bw, and
 #      `vhca opcodes --vf pci:00:06.0` against the vhca peer;
 #   4. once all three are in their data phase, QMP `migrate`; when QEMU reports "completed"
@@ -376,7 +377,7 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
 
     # The guest's clients, one per VF.
     local first=$((g_n + 1))
-    g_run "vhca pingpong --vf pci:$(vf_pci 0) $RXE_IP -s 4096 -n $pp_iters --json"
+    g_run "vhca pingpong --vf pci:$(vf_pci 0) $RXE_IP -s 4096 -n $pp_iters --chk --json"
     g_run "vhca perf write_bw --vf pci:$(vf_pci 1) $RXE_IP -p 18516 -s 4096 -n $bw_iters --json"
     g_run "vhca $PEER_PROG --vf pci:$(vf_pci 2) $PEER_IP -n $op_iters --json"
     local clog=$rundir/console-$cur.log

@@ -96,6 +96,8 @@ fn ping_opts(ud: bool) -> pingpong::Options {
         iters: ITERS,
         ud,
         stall: Duration::from_secs(30),
+        // RC clients check every reply byte for byte (the CLI's --chk).
+        check: !ud,
         ..Default::default()
     }
 }
@@ -113,6 +115,9 @@ fn ping_args(o: &pingpong::Options, port: u16) -> Vec<String> {
     ];
     if o.ud {
         a.push("--ud".into());
+    }
+    if o.check {
+        a.push("--chk".into());
     }
     a
 }

@@ -52,6 +52,10 @@ pub struct Args {
     /// RC local ACK timeout exponent: 4.096 µs × 2^T (ibv_rc_pingpong: 14, 67 ms).
     #[arg(short = 'u', long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(1..=31))]
     qp_timeout: u8,
+    /// Check every reply byte for byte (RC client): each message carries a pattern of its
+    /// iteration and the server, ibv_rc_pingpong or vhca pingpong, echoes it.
+    #[arg(short = 'c', long)]
+    chk: bool,
     /// Print the result as one JSON object (with the migration's under "migration").
     #[arg(long)]
     json: bool,
@@ -72,6 +76,7 @@ impl Args {
             tap: self.tap,
             pcap: self.pcap,
             qp_timeout: self.qp_timeout,
+            check: self.chk,
             ..Default::default()
         };
         // Without --migrate-to the hook does nothing.

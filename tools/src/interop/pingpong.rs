@@ -49,6 +49,13 @@ pub enum PingError {
     Completion(WorkCompletion),
     #[error("no progress for {0:?}")]
     Stalled(Duration),
+    #[error("the reply to message {iteration} differs from what was sent: {differ} of {len} bytes, the first at offset {first}")]
+    EchoMismatch {
+        iteration: u32,
+        differ: usize,
+        len: usize,
+        first: usize,
+    },
     #[error("VF: {0}")]
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
@@ -133,6 +140,10 @@ pub struct Options {
     /// has already exited, that side retransmits into nothing (rxe retries forever). Staying
     /// a moment re-ACKs such a retransmission; the report's time does not include it.
     pub linger: Duration,
+    /// RC client: check every reply byte for byte. Each message carries a pattern of its
+    /// iteration; the server echoes it, because ibv_rc_pingpong (and `vhca pingpong`) send
+    /// from the buffer their receives land in and answer message k only after it arrived.
+    pub check: bool,
 }
 
 impl Default for Options {
@@ -149,6 +160,7 @@ impl Default for Options {
             pcap: None,
             qp_timeout: 14,
             linger: Duration::from_secs(1),
+            check: false,
         }
     }
 }
@@ -338,6 +350,35 @@ fn post_send<V: Endpoint>(node: &mut V, s: &Side, o: &Options) -> Result<(), Pin
     Ok(())
 }
 
+/// What message `iteration` carries with `--chk`: every byte depends on its offset and on the
+/// iteration, so a reply from another iteration, or a shifted one, does not pass.
+fn echo_pattern(iteration: u32, size: u32) -> Vec<u8> {
+    (0..size)
+        .map(|j| (j.wrapping_mul(31) ^ iteration.wrapping_mul(7)).wrapping_add(0x5a) as u8)
+        .collect()
+}
+
+/// Checks that the reply to message `iteration` (now in the buffer) is that message.
+fn check_echo<V: Endpoint>(
+    node: &mut V,
+    s: &Side,
+    iteration: u32,
+    size: u32,
+) -> Result<(), PingError> {
+    let got = node.read_buf(s.buf, size as usize)?;
+    let want = echo_pattern(iteration, size);
+    let differ: Vec<usize> = (0..want.len()).filter(|&j| got[j] != want[j]).collect();
+    match differ.first() {
+        None => Ok(()),
+        Some(&first) => Err(PingError::EchoMismatch {
+            iteration,
+            differ: differ.len(),
+            len: want.len(),
+            first,
+        }),
+    }
+}
+
 fn my_dest(s: &Side) -> Dest {
     Dest {
         lid: 0,
@@ -366,6 +407,15 @@ fn data_phase<V: Endpoint>(
 ) -> Result<Report, PingError> {
     let start = Instant::now();
     let mut pending = RECV_WRID;
+    if o.check && o.ud {
+        return Err(PingError::Options(
+            "--chk checks RC replies; UD has no echo to check",
+        ));
+    }
+    let check = o.check && client;
+    if check {
+        node.write_buf(s.buf, &echo_pattern(0, o.size))?;
+    }
     if client {
         post_send(node, s, o)?;
         pending |= SEND_WRID;
@@ -392,6 +442,9 @@ fn data_phase<V: Endpoint>(
             match wc.wr_id {
                 SEND_WRID => scnt += 1,
                 RECV_WRID => {
+                    if check {
+                        check_echo(node, s, rcnt, o.size)?;
+                    }
                     routs -= 1;
                     if routs <= 1 {
                         routs += post_recvs(node, s, o, o.rx_depth - routs)?;
@@ -402,6 +455,9 @@ fn data_phase<V: Endpoint>(
             }
             pending &= !wc.wr_id;
             if scnt < o.iters && pending == 0 {
+                if check {
+                    node.write_buf(s.buf, &echo_pattern(scnt, o.size))?;
+                }
                 post_send(node, s, o)?;
                 pending = RECV_WRID | SEND_WRID;
             }
@@ -637,6 +693,23 @@ pub fn client_on<V: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_patterns_differ_between_iterations_and_offsets() {
+        let a = echo_pattern(5, 4096);
+        let b = echo_pattern(6, 4096);
+        assert_eq!(a.len(), 4096);
+        assert_eq!(
+            a,
+            echo_pattern(5, 4096),
+            "a pattern is a function of its iteration"
+        );
+        // A reply to another message fails the check almost everywhere, not in one byte.
+        assert!(a.iter().zip(&b).filter(|(x, y)| x != y).count() > 4000);
+        // A reply shifted by a byte fails too.
+        assert!(a[1..].iter().zip(&a).filter(|(x, y)| x != y).count() > 4000);
+        assert!(echo_pattern(0, 0).is_empty());
+    }
 
     #[test]
     fn exchange_message_matches_the_seen_bytes() {
