@@ -377,8 +377,12 @@ run_hop() { # hop from-serve to-serve from-ns to-ns dst-name dst-tap
 
     # The guest's clients, one per VF.
     local first=$((g_n + 1))
-    g_run "vhca pingpong --vf pci:$(vf_pci 0) $RXE_IP -s 4096 -n $pp_iters --chk --json"
-    g_run "vhca perf write_bw --vf pci:$(vf_pci 1) $RXE_IP -p 18516 -s 4096 -n $bw_iters --json"
+    # -u 16: a 268 ms ACK timeout, 2.1 s before retry-exceeded (opcodes' default). With
+    # ibv_rc_pingpong's 14 (67 ms, 0.5 s) a switch-over on this loaded two-core machine (three
+    # TCG guests, QEMU's downtime, the port move) sometimes outlasts the budget; rxe itself
+    # retries forever (docs/interop.md, "ACK timeout under loss").
+    g_run "vhca pingpong --vf pci:$(vf_pci 0) $RXE_IP -s 4096 -n $pp_iters -u 16 --chk --json"
+    g_run "vhca perf write_bw --vf pci:$(vf_pci 1) $RXE_IP -p 18516 -s 4096 -n $bw_iters -u 16 --json"
     g_run "vhca $PEER_PROG --vf pci:$(vf_pci 2) $PEER_IP -n $op_iters --json"
     local clog=$rundir/console-$cur.log
     local ended="^VHCA-CMD-EXIT ($first|$((first + 1))|$((first + 2))) "
