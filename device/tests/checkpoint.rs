@@ -380,13 +380,11 @@ mod wire {
     //! optional field of the format set. Regenerate only with `VHCA_WRITE_WIRE_FIXTURES=1`, and
     //! only into a new file: these bytes are the format.
     use super::*;
-    use vhca_device::cq::Arm;
-    use vhca_device::mr::{Mr as MrW, MrMap as MrMapW};
-    use vhca_device::qp::requester::SendWqe as SendWqeW;
-    use vhca_device::qp::responder::{
-        InMessage as InMessageW, Outgoing as OutgoingW, RdAtomicResource as ResourceW,
+    use vhca_device::checkpoint::{
+        ArmStateV1 as Arm, CountersStateV1 as CountersW, InMessageStateV1 as InMessageW,
+        MrMapStateV1 as MrMapW, MrStateV1 as MrW, OutgoingStateV1 as OutgoingW,
+        RdAtomicResourceStateV1 as ResourceW, SendWqeStateV1 as SendWqeW,
     };
-    use vhca_device::resources::Counters as CountersW;
 
     /// `busy_vf`'s state with every variant added by hand (still a state `validate` accepts).
     pub fn every_variant() -> checkpoint::VfStateV1 {
@@ -420,7 +418,7 @@ mod wire {
             grh: true,
             solicited: true,
         };
-        s.cqs[0].1.entries.push_back(wc);
+        s.cqs[0].1.entries.push(wc);
         s.cqs[0].1.armed = Some(Arm::Solicited);
         let mut cq2 = s.cqs[0].1.clone();
         cq2.capacity = 4;
@@ -465,7 +463,7 @@ mod wire {
         q.req.since_ack_req = 3;
         q.req.halted = true;
         q.req.drained_notified = true;
-        q.req.sq.push_back(SendWqeW {
+        q.req.sq.push(SendWqeW {
             wr_id: 40,
             op: SendOp::SendWithImm { imm: 0xabcd },
             flags: SendFlags::INLINE | SendFlags::SOLICITED | SendFlags::SIGNALED,
@@ -514,7 +512,7 @@ mod wire {
         .into_iter()
         .enumerate()
         {
-            q.req.sq.push_back(SendWqeW {
+            q.req.sq.push(SendWqeW {
                 wr_id: 50 + i as u64,
                 op,
                 flags: SendFlags::FENCE,
