@@ -1,11 +1,10 @@
 //! Completion queues: a bounded FIFO of work completions with arm-for-notification.
 
 use crate::verbs::WorkCompletion;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// What a completion must be for an armed CQ to notify.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arm {
     /// Any next completion (`ibv_req_notify_cq(cq, 0)`).
     Next,
@@ -25,7 +24,7 @@ pub enum Pushed {
     Dropped,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Cq {
     pub capacity: u32,
     pub entries: VecDeque<WorkCompletion>,

@@ -3,10 +3,9 @@
 use crate::packet::{Segment, Segments};
 use crate::types::{MemKey, PdHandle};
 use crate::verbs::Access;
-use serde::{Deserialize, Serialize};
 
 /// How an MR's virtual addresses map onto guest-physical memory.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MrMap {
     /// `iova + off` lives at `gpa + off` (the in-process device: virtual = guest-physical).
     Contiguous { gpa: u64 },
@@ -19,7 +18,7 @@ pub enum MrMap {
 pub const MR_PAGE_SHIFTS: std::ops::RangeInclusive<u8> = 12..=30;
 
 /// A registered memory region.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mr {
     pub pd: PdHandle,
     pub iova: u64,

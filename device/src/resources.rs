@@ -7,22 +7,21 @@ use crate::srq::Srq;
 use crate::table::Table;
 use crate::types::{CqHandle, Gid, PdHandle};
 use crate::verbs::{AhAttr, AsyncEvent, Mtu, VfLimits, WorkCompletion};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// A protection domain: a name that MRs, QPs, SRQs and AHs are checked against.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Pd;
 
 /// An address handle.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Ah {
     pub pd: PdHandle,
     pub attr: AhAttr,
 }
 
 /// Per-VF counters, in the spirit of rxe's hw_counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -44,6 +43,33 @@ pub struct Counters {
     pub ud_no_recv: u64,
     pub completions: u64,
     pub error_completions: u64,
+}
+
+impl Counters {
+    /// Every counter by name, in declaration order: what `vhca ctl counters` reports (the live
+    /// type has no serde; the checkpoint's copy is `checkpoint::CountersStateV1`).
+    pub fn fields(&self) -> [(&'static str, u64); 18] {
+        [
+            ("tx_packets", self.tx_packets),
+            ("tx_bytes", self.tx_bytes),
+            ("rx_packets", self.rx_packets),
+            ("rx_bytes", self.rx_bytes),
+            ("retransmits", self.retransmits),
+            ("retry_timeouts", self.retry_timeouts),
+            ("rnr_naks_sent", self.rnr_naks_sent),
+            ("rnr_naks_received", self.rnr_naks_received),
+            ("seq_naks_sent", self.seq_naks_sent),
+            ("seq_naks_received", self.seq_naks_received),
+            ("duplicate_requests", self.duplicate_requests),
+            ("out_of_sequence", self.out_of_sequence),
+            ("implied_naks", self.implied_naks),
+            ("rx_dropped", self.rx_dropped),
+            ("qkey_violations", self.qkey_violations),
+            ("ud_no_recv", self.ud_no_recv),
+            ("completions", self.completions),
+            ("error_completions", self.error_completions),
+        ]
+    }
 }
 
 /// Resources of one VF that the transport reaches while a QP is borrowed.

@@ -2,10 +2,9 @@
 
 use crate::types::PdHandle;
 use crate::verbs::RecvWr;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Srq {
     pub pd: PdHandle,
     pub max_wr: u32,

@@ -373,3 +373,260 @@ fn an_idle_qp_costs_few_bytes() {
     eprintln!("checkpoint: {per_qp} bytes per idle RC QP");
     assert!(per_qp <= 512, "{per_qp} bytes per idle QP");
 }
+
+mod wire {
+    //! The v1 wire structs against bytes the pre-refactor code (serde on the live types)
+    //! wrote: `checkpoint-v1-variants.{bin,json}` hold a state with every enum variant and
+    //! optional field of the format set. Regenerate only with `VHCA_WRITE_WIRE_FIXTURES=1`, and
+    //! only into a new file: these bytes are the format.
+    use super::*;
+    use vhca_device::checkpoint::{
+        ArmStateV1 as Arm, CountersStateV1 as CountersW, InMessageStateV1 as InMessageW,
+        MrMapStateV1 as MrMapW, MrStateV1 as MrW, OutgoingStateV1 as OutgoingW,
+        RdAtomicResourceStateV1 as ResourceW, SendWqeStateV1 as SendWqeW,
+    };
+
+    /// `busy_vf`'s state with every variant added by hand (still a state `validate` accepts).
+    pub fn every_variant() -> checkpoint::VfStateV1 {
+        let mut s = checkpoint::state_of(&busy_vf(), Nanos(5_000));
+        let kb = s.key_byte;
+        s.mrs.push((
+            2,
+            MrW {
+                pd: PdHandle(1),
+                iova: 0x10_0800,
+                len: 0x2000,
+                access: Access::LOCAL_WRITE | Access::REMOTE_ATOMIC,
+                key: MemKey::from_parts(2, kb),
+                map: MrMapW::Pages {
+                    page_shift: 12,
+                    pages: vec![0x3000, 0x5000, 0x4000],
+                },
+                valid: false,
+            },
+        ));
+        let wc = WorkCompletion {
+            wr_id: 0xdead_beef,
+            status: WcStatus::RemAccessErr,
+            opcode: WcOpcode::RecvRdmaWithImm,
+            qpn: Qpn(17),
+            byte_len: 77,
+            imm: Some(0x1234_5678),
+            invalidated_rkey: Some(MemKey(0x203)),
+            src_qp: Qpn(0x42),
+            src_gid: Gid::from_ipv4([10, 0, 0, 9]),
+            grh: true,
+            solicited: true,
+        };
+        s.cqs[0].1.entries.push(wc);
+        s.cqs[0].1.armed = Some(Arm::Solicited);
+        let mut cq2 = s.cqs[0].1.clone();
+        cq2.capacity = 4;
+        cq2.armed = Some(Arm::Next);
+        cq2.overflowed = true;
+        s.cqs.push((2, cq2));
+        s.async_events = vec![
+            AsyncEvent::QpFatal(Qpn(17)),
+            AsyncEvent::QpReqErr(Qpn(18)),
+            AsyncEvent::QpAccessErr(Qpn(17)),
+            AsyncEvent::QpLastWqeReached(Qpn(18)),
+            AsyncEvent::SqDrained(Qpn(17)),
+            AsyncEvent::CqErr(CqHandle(2)),
+            AsyncEvent::SrqLimitReached(SrqHandle(1)),
+            AsyncEvent::PortActive,
+        ];
+        s.cq_events = vec![CqHandle(1), CqHandle(2)];
+        s.counters = CountersW {
+            tx_packets: 1,
+            tx_bytes: 2,
+            rx_packets: 3,
+            rx_bytes: 4,
+            retransmits: 5,
+            retry_timeouts: 6,
+            rnr_naks_sent: 7,
+            rnr_naks_received: 8,
+            seq_naks_sent: 9,
+            seq_naks_received: 10,
+            duplicate_requests: 11,
+            out_of_sequence: 12,
+            implied_naks: 13,
+            rx_dropped: 14,
+            qkey_violations: 15,
+            ud_no_recv: 16,
+            completions: 17,
+            error_completions: u64::MAX,
+        };
+        let q = &mut s.qps[0];
+        q.attr.max_dest_rd_atomic = 4;
+        q.req.rnr_until = Some(Nanos(123_456));
+        q.req.retrying_from = Some(Psn(0x123457));
+        q.req.since_ack_req = 3;
+        q.req.halted = true;
+        q.req.drained_notified = true;
+        q.req.sq.push(SendWqeW {
+            wr_id: 40,
+            op: SendOp::SendWithImm { imm: 0xabcd },
+            flags: SendFlags::INLINE | SendFlags::SOLICITED | SendFlags::SIGNALED,
+            signaled: true,
+            sgl: vec![],
+            inline: Some(vec![1, 2, 3]),
+            len: 3,
+            ud: Some(UdDest {
+                ah: AhHandle(1),
+                remote_qpn: Qpn(0x99),
+                remote_qkey: 0x1111_2222,
+            }),
+            started: true,
+            first_psn: Psn(0x123459),
+            npkts: 1,
+            resp_pkts: 0,
+            done: Some(WcStatus::WrFlushErr),
+        });
+        for (i, op) in [
+            SendOp::Send,
+            SendOp::SendWithInv {
+                rkey: MemKey(0x301),
+            },
+            SendOp::WriteWithImm {
+                remote_addr: 0x8000,
+                rkey: MemKey(0x101),
+                imm: 5,
+            },
+            SendOp::Read {
+                remote_addr: 0x8000,
+                rkey: MemKey(0x101),
+            },
+            SendOp::CmpSwap {
+                remote_addr: 0x8008,
+                rkey: MemKey(0x101),
+                compare: 1,
+                swap: 2,
+            },
+            SendOp::FetchAdd {
+                remote_addr: 0x8010,
+                rkey: MemKey(0x101),
+                add: 3,
+            },
+            SendOp::LocalInv { key: MemKey(0x201) },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            q.req.sq.push(SendWqeW {
+                wr_id: 50 + i as u64,
+                op,
+                flags: SendFlags::FENCE,
+                signaled: false,
+                sgl: vec![],
+                inline: None,
+                len: 0,
+                ud: None,
+                started: false,
+                first_psn: Psn(0),
+                npkts: 0,
+                resp_pkts: 0,
+                done: None,
+            });
+        }
+        q.resp.nak_sent = true;
+        q.resp.current = Some(InMessageW::Write {
+            va: 0x1000,
+            rkey: MemKey(0x101),
+            len: 100,
+            offset: 50,
+        });
+        q.resp.resources = [
+            ResourceW::Read {
+                psn: Psn(0xfffff1),
+                npkts: 3,
+            },
+            ResourceW::Atomic {
+                psn: Psn(0xfffff4),
+                orig: u64::MAX - 1,
+            },
+        ]
+        .into();
+        q.resp.out = [
+            OutgoingW::Ack {
+                psn: Psn(0xffffee),
+                syndrome: 0x1f,
+                msn: Msn(7),
+            },
+            OutgoingW::AtomicAck {
+                psn: Psn(0xfffff4),
+                orig: 9,
+                msn: Msn(8),
+            },
+            OutgoingW::Read {
+                psn: Psn(0xfffff1),
+                va: 0x1100,
+                rkey: MemKey(0x101),
+                left: 4000,
+                first: true,
+                msn: Msn(6),
+            },
+        ]
+        .into();
+        let mut q2 = s.qps[0].clone();
+        q2.qpn = Qpn(18);
+        q2.rq.clear();
+        q2.req.deadline = None;
+        q2.req.rnr_until = None;
+        q2.req.retrying_from = None;
+        q2.resp.current = Some(InMessageW::Send {
+            wqe: RecvWr {
+                wr_id: 3,
+                sgl: vec![Sge {
+                    addr: 0x2000,
+                    len: 128,
+                    lkey: MemKey(0x101),
+                }],
+            },
+            offset: 64,
+        });
+        s.qps.push(q2);
+        let _ = MrW::clone;
+        s
+    }
+
+    /// What the old code wrote for `every_variant()` is what the v1 wire structs write, in
+    /// both codecs; and a load and a save of those bytes (wire → live → wire) gives them back.
+    #[test]
+    fn every_variant_encodes_as_the_old_code_did() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let s = every_variant();
+        checkpoint::validate(&s, &VfLimits::default()).unwrap();
+        for (codec, name) in [
+            (Codec::Binary, "checkpoint-v1-variants.bin"),
+            (Codec::Json, "checkpoint-v1-variants.json"),
+        ] {
+            let blob = checkpoint::encode(&s, codec);
+            if std::env::var_os("VHCA_WRITE_WIRE_FIXTURES").is_some() {
+                std::fs::write(dir.join(name), &blob).unwrap();
+            }
+            let old = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(blob == old, "{name}: the v1 encoding changed");
+            let vf = checkpoint::load(&old, VecMemory::shared(1 << 16), Nanos(5_000)).unwrap();
+            assert!(
+                checkpoint::save(&vf, Nanos(5_000), codec) == old,
+                "{name}: load then save is not byte-exact"
+            );
+        }
+    }
+
+    /// The golden fixtures are what `busy_vf` saves today, byte for byte.
+    #[test]
+    fn busy_vf_saves_as_the_golden_fixtures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (codec, name) in [
+            (Codec::Binary, "checkpoint-v1.bin"),
+            (Codec::Json, "checkpoint-v1.json"),
+        ] {
+            let old = std::fs::read(dir.join(name)).unwrap();
+            assert!(
+                checkpoint::save(&busy_vf(), Nanos(5_000), codec) == old,
+                "{name}"
+            );
+        }
+    }
+}

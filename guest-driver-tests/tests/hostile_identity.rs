@@ -64,7 +64,9 @@ fn udp_locals(s: &ServeProcess) -> Vec<String> {
 fn patch_identity(blob: &mut Vec<u8>, change: &mut dyn FnMut(&mut VfIdentity)) {
     let mut ds = device_state::decode(blob).expect("the source wrote a device state");
     let (h, mut vf) = checkpoint::decode(&ds.port.checkpoint).expect("with a VF checkpoint");
-    change(&mut vf.identity);
+    let mut id = VfIdentity::from(vf.identity);
+    change(&mut id);
+    vf.identity = (&id).into();
     ds.port.checkpoint = checkpoint::encode(&vf, h.codec);
     *blob = device_state::encode(&ds);
 }

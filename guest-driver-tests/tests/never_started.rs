@@ -64,8 +64,8 @@ fn a_never_started_vf_saves_its_identity() {
     assert_eq!(ds.acked_features, 0, "no SET_FEATURES came");
     let (_, vf) = checkpoint::decode(&ds.port.checkpoint).expect("with a VF checkpoint");
     let own = Pf::new(1, 1).default_identity(0);
-    assert_eq!(shown(&vf.identity), shown(&own));
-    assert_eq!(shown(&vf.identity), ctl_identity(&p, 0));
+    assert_eq!(shown(&VfIdentity::from(vf.identity)), shown(&own));
+    assert_eq!(shown(&VfIdentity::from(vf.identity)), ctl_identity(&p, 0));
 }
 
 /// (2) A destination (PF 2, --accept-identity) loads that state on vf0 before any

@@ -194,4 +194,18 @@ mod tests {
         huge.cqs.push((4_000_000_000, huge.cqs[0].1.clone()));
         assert!(validate(&checkpoint::encode(&huge, Codec::Binary)).is_err());
     }
+
+    /// The sample (a VF mid-traffic, saved through the v1 wire structs) is byte for byte what
+    /// the code before them wrote, which serialized the live types: the fixtures are its bytes.
+    #[test]
+    fn the_sample_saves_as_before_the_wire_structs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../device/tests/fixtures");
+        for (codec, name) in [
+            (Codec::Binary, "checkpoint-v1-sample.bin"),
+            (Codec::Json, "checkpoint-v1-sample.json"),
+        ] {
+            let old = std::fs::read(dir.join(name)).unwrap();
+            assert!(sample(codec).unwrap() == old, "{name}");
+        }
+    }
 }

@@ -17,7 +17,6 @@ use crate::verbs::{
 };
 use requester::Requester;
 use responder::Responder;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// 4.096 µs × 2^timeout (IBTA 9.7.6.1.3), in nanoseconds; `None` when the timer is disabled.
@@ -39,7 +38,7 @@ pub fn rnr_delay_ns(code: u8) -> u64 {
 }
 
 /// A queue pair.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Qp {
     pub qpn: Qpn,
     pub init: QpInitAttr,
@@ -51,10 +50,8 @@ pub struct Qp {
     /// RoCEv2 UDP source port for this QP's packets (rxe's flow-label formula).
     pub src_port: u16,
     /// In the VF's transmit round-robin.
-    #[serde(skip)]
     pub scheduled: bool,
     /// The deadline this QP has in the VF's timer heap.
-    #[serde(skip)]
     pub timer_entry: Option<Nanos>,
 }
 

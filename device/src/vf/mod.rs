@@ -21,7 +21,6 @@ use crate::resources::{Counters, Resources};
 use crate::table::Table;
 use crate::types::{Gid, Guid, Mac, Nanos};
 use crate::verbs::{Mtu, VfLimits};
-use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -29,7 +28,7 @@ use std::collections::{BinaryHeap, VecDeque};
 pub const FIRST_QPN: u32 = 17;
 
 /// Who a VF is on the fabric. Survives migration unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VfIdentity {
     pub node_guid: Guid,
     pub port_guid: Guid,

@@ -38,8 +38,24 @@ pub struct SimReport {
     pub by_status: std::collections::BTreeMap<String, u64>,
     pub by_op: std::collections::BTreeMap<&'static str, u64>,
     /// Per VF: (address, counters).
+    #[serde(serialize_with = "counters_by_name")]
     pub vf_counters: Vec<(String, vhca_device::resources::Counters)>,
     pub switch: vhca_fabric::switch::SwitchCounters,
+}
+
+/// `vf_counters` as JSON: each VF's counters an object of counter name → value (the device's
+/// `Counters` has no serde of its own; it is not a format).
+fn counters_by_name<S: serde::Serializer>(
+    v: &[(String, vhca_device::resources::Counters)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    struct ByName<'a>(&'a vhca_device::resources::Counters);
+    impl Serialize for ByName<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.fields())
+        }
+    }
+    s.collect_seq(v.iter().map(|(a, c)| (a, ByName(c))))
 }
 
 impl SimReport {

@@ -48,7 +48,7 @@ pub fn answer(shared: &Shared, cmd: &str) -> Result<Value, String> {
         "counters" => Ok(json!({
             "vfs": st.ports.iter().enumerate().map(|(i, p)| Ok(json!({
                 "vf": i,
-                "device": encode(p.vf.counters())?,
+                "device": device_counters(p.vf.counters()),
                 "backend": encode(&p.counters)?,
                 "slot": json!({
                     "calls_full": shared.slots[i].calls_full.load(Ordering::Relaxed),
@@ -62,6 +62,16 @@ pub fn answer(shared: &Shared, cmd: &str) -> Result<Value, String> {
             "unknown command {other:?} (known: vfs, qps, counters)"
         )),
     }
+}
+
+/// The device's counters as a JSON object, one member per counter.
+fn device_counters(c: &vhca_device::resources::Counters) -> Value {
+    Value::Object(
+        c.fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Value::from(v)))
+            .collect(),
+    )
 }
 
 fn encode(v: impl Serialize) -> Result<Value, String> {

@@ -148,7 +148,7 @@ impl VfPort {
         let (_, vs) = checkpoint::decode(&s.checkpoint)?;
         // The limits the slot allows: every number in the checkpoint is checked against
         // them before the restore allocates anything.
-        let allowed = admit(&vs.identity)?;
+        let allowed = admit(&VfIdentity::from(vs.identity))?;
         let vf = checkpoint::restore(vs, mem, now, &allowed)?;
         let qp_types: BTreeMap<u32, QpType> = vf.qps().map(|q| (q.qpn.0, q.init.qp_type)).collect();
         let mut cqs = BTreeMap::new();

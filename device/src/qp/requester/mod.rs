@@ -30,7 +30,6 @@ use super::Qp;
 use crate::sgl::sgl_len;
 use crate::types::{Nanos, Psn};
 use crate::verbs::{SendFlags, SendOp, UdDest, WcStatus};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// rxe: stop sending new PSNs while this many are unacknowledged.
@@ -39,7 +38,7 @@ pub const MAX_UNACKED_PSNS: i32 = 128;
 pub const MAX_PKT_PER_ACK: u32 = 64;
 
 /// A posted send WQE with its transport progress.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct SendWqe {
     pub wr_id: u64,
     pub op: SendOp,
@@ -72,7 +71,7 @@ impl SendWqe {
 }
 
 /// Requester state of one RC QP.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Requester {
     pub sq: VecDeque<SendWqe>,
     /// Index in `sq` of the WQE to transmit next, and its next packet.
@@ -99,7 +98,6 @@ pub struct Requester {
     /// advanced past it. Responses that were already in flight when it went back (the rest of
     /// a READ whose first response was lost, ACKs beyond an unanswered READ) each look like
     /// another implied NAK for the same PSN; they must not cost one retry apiece.
-    #[serde(default)]
     pub retrying_from: Option<Psn>,
 }
 

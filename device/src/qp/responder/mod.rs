@@ -26,11 +26,10 @@ use crate::packet::{NakCode, Packet, Syndrome};
 use crate::resources::Resources;
 use crate::types::{MemKey, Msn, Psn};
 use crate::verbs::{AsyncEvent, QpState, RecvWr, WcOpcode, WcStatus};
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// A multi-packet request message being received.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub enum InMessage {
     Send {
         wqe: RecvWr,
@@ -45,14 +44,14 @@ pub enum InMessage {
 }
 
 /// Saved READ/atomic request, for duplicates (the responder resources of IBTA 9.7.5.1.3).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub enum RdAtomicResource {
     Read { psn: Psn, npkts: u32 },
     Atomic { psn: Psn, orig: u64 },
 }
 
 /// Something the responder must still send, in PSN order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub enum Outgoing {
     Ack {
         psn: Psn,
@@ -75,7 +74,7 @@ pub enum Outgoing {
     },
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Responder {
     /// Expected PSN.
     pub epsn: Psn,

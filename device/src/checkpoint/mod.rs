@@ -1,0 +1,396 @@
+//! Checkpoints: a VF's whole state as a versioned, self-describing blob.
+//!
+//! Layout (docs/checkpoint-format.md): a 16-byte header — magic `VHCA`, format version (u16
+//! LE), codec (0 binary, 1 JSON), reserved, payload length (u32 LE), CRC-32 of the payload
+//! (u32 LE) — then the payload: the serde encoding of [`VfStateV1`] in that codec. The binary
+//! codec (postcard: varints, no field names) is what migration sends; JSON is for people.
+//!
+//! A blob is untrusted input: it may be truncated, corrupted or hostile. Loading checks the
+//! header, the checksum, then every object and every cross-reference before a single one is
+//! put into a VF, so a bad blob is an error value, never a panic or a half-built VF.
+
+mod load;
+pub mod v1;
+
+pub use load::LoadCtx;
+pub use v1::*;
+
+use crate::memory::{SharedMemory, VecMemory};
+use crate::qp::Qp;
+use crate::resources::Pd;
+use crate::table;
+use crate::types::{Nanos, PdHandle, Qpn};
+use crate::verbs::VfLimits;
+use crate::vf::{Vf, FIRST_QPN};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const MAGIC: [u8; 4] = *b"VHCA";
+pub const HEADER_LEN: usize = 16;
+/// The format version this build writes. Every older version it can read is listed in
+/// [`SUPPORTED_VERSIONS`] and has a golden fixture in tests.
+pub const CURRENT_VERSION: u16 = 1;
+pub const SUPPORTED_VERSIONS: [u16; 1] = [1];
+/// Upper bound on a payload, far above any real VF, so a hostile length cannot make a reader
+/// allocate gigabytes.
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    Binary,
+    Json,
+}
+
+impl Codec {
+    fn byte(self) -> u8 {
+        match self {
+            Codec::Binary => 0,
+            Codec::Json => 1,
+        }
+    }
+}
+
+/// The fixed header of a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Header {
+    pub version: u16,
+    pub codec: Codec,
+    pub payload_len: u32,
+    pub crc32: u32,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CheckpointError {
+    #[error("checkpoint truncated: {0}")]
+    Truncated(&'static str),
+    #[error("not a vhca checkpoint (bad magic)")]
+    BadMagic,
+    #[error("checkpoint format version {0} is not supported by this build (supported: 1)")]
+    UnknownVersion(u16),
+    #[error("unknown checkpoint codec {0}")]
+    UnknownCodec(u8),
+    #[error("checkpoint payload is corrupted (CRC mismatch)")]
+    Checksum,
+    #[error("checkpoint payload does not decode: {0}")]
+    Decode(String),
+    #[error("checkpoint is inconsistent: {0}")]
+    Invalid(String),
+}
+
+fn invalid<T>(what: impl Into<String>) -> Result<T, CheckpointError> {
+    Err(CheckpointError::Invalid(what.into()))
+}
+
+fn rebase(t: Option<Nanos>, now: Nanos, forward: bool) -> Option<Nanos> {
+    t.map(|t| {
+        if forward {
+            now.saturating_add(t.0)
+        } else {
+            Nanos(t.0.saturating_sub(now.0))
+        }
+    })
+}
+
+/// The state of `vf` at `now`, as the v1 wire structs (QP timers as time remaining).
+pub fn state_of(vf: &Vf, now: Nanos) -> VfStateV1 {
+    let res = &vf.res;
+    VfStateV1 {
+        identity: (&vf.identity).into(),
+        key_byte: vf.key_byte,
+        pds: res.pds.iter().map(|(i, _)| i).collect(),
+        mrs: res.mrs.iter().map(|(i, m)| (i, m.into())).collect(),
+        cqs: res.cqs.iter().map(|(i, c)| (i, c.into())).collect(),
+        srqs: res.srqs.iter().map(|(i, s)| (i, s.into())).collect(),
+        ahs: res.ahs.iter().map(|(i, a)| (i, a.into())).collect(),
+        qps: vf
+            .qps
+            .iter()
+            .map(|(_, q)| {
+                let mut q = QpStateV1::from(q);
+                q.req.deadline = rebase(q.req.deadline, now, false);
+                q.req.rnr_until = rebase(q.req.rnr_until, now, false);
+                q
+            })
+            .collect(),
+        async_events: res.async_events.iter().copied().collect(),
+        cq_events: res.cq_events.iter().copied().collect(),
+        counters: (&res.counters).into(),
+    }
+}
+
+/// Encodes a state into a blob.
+pub fn encode(state: &VfStateV1, codec: Codec) -> Vec<u8> {
+    let payload = match codec {
+        // Serializing plain data into a Vec cannot fail; an empty payload would fail to load.
+        Codec::Binary => postcard::to_stdvec(state).unwrap_or_default(),
+        Codec::Json => serde_json::to_vec_pretty(state).unwrap_or_default(),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&CURRENT_VERSION.to_le_bytes());
+    out.push(codec.byte());
+    out.push(0);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Saves `vf` at `now`.
+pub fn save(vf: &Vf, now: Nanos, codec: Codec) -> Vec<u8> {
+    encode(&state_of(vf, now), codec)
+}
+
+/// Reads and checks a blob's header.
+pub fn header(blob: &[u8]) -> Result<Header, CheckpointError> {
+    let h = blob
+        .get(..HEADER_LEN)
+        .ok_or(CheckpointError::Truncated("header"))?;
+    if h[..4] != MAGIC {
+        return Err(CheckpointError::BadMagic);
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(CheckpointError::UnknownVersion(version));
+    }
+    let codec = match h[6] {
+        0 => Codec::Binary,
+        1 => Codec::Json,
+        c => return Err(CheckpointError::UnknownCodec(c)),
+    };
+    let payload_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    let crc32 = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    Ok(Header {
+        version,
+        codec,
+        payload_len,
+        crc32,
+    })
+}
+
+/// Decodes a blob into its header and state, checking the checksum (not yet the contents).
+pub fn decode(blob: &[u8]) -> Result<(Header, VfStateV1), CheckpointError> {
+    let h = header(blob)?;
+    let len = h.payload_len as usize;
+    if len > MAX_PAYLOAD {
+        return Err(CheckpointError::Decode(format!(
+            "payload length {len} is implausible"
+        )));
+    }
+    let payload = blob
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .ok_or(CheckpointError::Truncated("payload"))?;
+    if blob.len() != HEADER_LEN + len {
+        return Err(CheckpointError::Decode(
+            "trailing bytes after the payload".into(),
+        ));
+    }
+    if crc32fast::hash(payload) != h.crc32 {
+        return Err(CheckpointError::Checksum);
+    }
+    let state: VfStateV1 = match h.codec {
+        Codec::Binary => {
+            postcard::from_bytes(payload).map_err(|e| CheckpointError::Decode(e.to_string()))?
+        }
+        Codec::Json => {
+            serde_json::from_slice(payload).map_err(|e| CheckpointError::Decode(e.to_string()))?
+        }
+    };
+    Ok((h, state))
+}
+
+/// Every limit of `own` (a blob's) within `dest` (the destination's policy), field by field:
+/// a blob may not grant its VF more than the destination allows its own VFs.
+fn limits_within(own: &VfLimits, dest: &VfLimits) -> Result<(), CheckpointError> {
+    let fields: [(&str, u64, u64); 15] = [
+        ("max_qp", own.max_qp.into(), dest.max_qp.into()),
+        ("max_qp_wr", own.max_qp_wr.into(), dest.max_qp_wr.into()),
+        ("max_sge", own.max_sge.into(), dest.max_sge.into()),
+        (
+            "max_inline_data",
+            own.max_inline_data.into(),
+            dest.max_inline_data.into(),
+        ),
+        ("max_cq", own.max_cq.into(), dest.max_cq.into()),
+        ("max_cqe", own.max_cqe.into(), dest.max_cqe.into()),
+        ("max_mr", own.max_mr.into(), dest.max_mr.into()),
+        ("max_mr_size", own.max_mr_size, dest.max_mr_size),
+        ("max_pd", own.max_pd.into(), dest.max_pd.into()),
+        ("max_srq", own.max_srq.into(), dest.max_srq.into()),
+        ("max_srq_wr", own.max_srq_wr.into(), dest.max_srq_wr.into()),
+        ("max_ah", own.max_ah.into(), dest.max_ah.into()),
+        (
+            "max_qp_rd_atom",
+            own.max_qp_rd_atom.into(),
+            dest.max_qp_rd_atom.into(),
+        ),
+        (
+            "max_qp_init_rd_atom",
+            own.max_qp_init_rd_atom.into(),
+            dest.max_qp_init_rd_atom.into(),
+        ),
+        ("max_msg_sz", own.max_msg_sz.into(), dest.max_msg_sz.into()),
+    ];
+    for (name, own, dest) in fields {
+        if own > dest {
+            return invalid(format!(
+                "limit {name} {own} is above the destination's {dest}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The sorted numbers of one kind of object, each checked to lie in the range its table may
+/// hold (`table::numbers`) and to be used once.
+fn numbers_of(
+    what: &str,
+    nums: impl Iterator<Item = u32>,
+    first: u32,
+    limit: u32,
+) -> Result<Vec<u32>, CheckpointError> {
+    let range = table::numbers(first, limit);
+    // Bounded by the payload: one entry per object the blob decoded into.
+    let mut v: Vec<u32> = nums.collect();
+    if v.len() as u64 > limit as u64 {
+        return invalid(format!("{} {what}s, the VF's limit is {limit}", v.len()));
+    }
+    if let Some(n) = v.iter().find(|n| !range.contains(&(**n as u64))) {
+        return invalid(format!(
+            "{what} number {n} is outside {}..{} (the VF's limit is {limit})",
+            range.start, range.end
+        ));
+    }
+    v.sort_unstable();
+    if let Some(w) = v.windows(2).find(|w| w[0] == w[1]) {
+        return invalid(format!("{what} number {} used twice", w[0]));
+    }
+    Ok(v)
+}
+
+/// Whether a state would restore on a destination whose policy is `dest`: the destination's
+/// own checks and then a real restore into a scratch VF, so `validate` accepts exactly what
+/// [`restore`] (and [`load_with_limits`]) accept, with the same error.
+pub fn validate(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
+    // A restore never touches guest memory and its outcome does not depend on `now`: objects
+    // keep their guest-physical addresses until the data path reaches them.
+    restore(s.clone(), VecMemory::shared(0), Nanos(0), dest).map(drop)
+}
+
+/// Builds a VF from a state, its clock now at `now`, on a destination whose policy is `dest`
+/// (the limits it allows its own VFs). Everything is checked before the VF is built: the
+/// state's limits against `dest`, then every number and count against the state's limits (so
+/// no number in a blob makes a table grow beyond what the limits allow), then each object as
+/// it converts from its wire struct (`TryFrom`, `load.rs`: sizes, contents, references).
+pub fn restore(
+    s: VfStateV1,
+    mem: SharedMemory,
+    now: Nanos,
+    dest: &VfLimits,
+) -> Result<Vf, CheckpointError> {
+    let l: &VfLimits = &s.identity.limits;
+    limits_within(l, dest)?;
+    let pds = numbers_of("PD", s.pds.iter().copied(), 1, l.max_pd)?;
+    let cqs = numbers_of("CQ", s.cqs.iter().map(|c| c.0), 1, l.max_cq)?;
+    let srqs = numbers_of("SRQ", s.srqs.iter().map(|c| c.0), 1, l.max_srq)?;
+    numbers_of("MR", s.mrs.iter().map(|c| c.0), 1, l.max_mr)?;
+    numbers_of("AH", s.ahs.iter().map(|c| c.0), 1, l.max_ah)?;
+    let qpns = numbers_of("QP", s.qps.iter().map(|q| q.qpn.0), FIRST_QPN, l.max_qp)?;
+    if let Some(n) = qpns.last().filter(|n| **n > Qpn::MASK) {
+        return invalid(format!("QP number {n} is beyond 24 bits"));
+    }
+    let mut srq_pds: Vec<(u32, PdHandle)> = s.srqs.iter().map(|(i, q)| (*i, q.pd)).collect();
+    srq_pds.sort_unstable();
+    let cx = LoadCtx {
+        limits: l,
+        pds: &pds,
+        cqs: &cqs,
+        srqs: &srqs,
+        srq_pds,
+        port_mtu: s.identity.port_mtu.bytes(),
+    };
+    // Each object checked as it converts, kinds in this order (the first error wins). A UD
+    // send WQE may name an AH destroyed after it was posted (it completes with an error when
+    // it is sent), so AH references are not checked; SRQ ones are.
+    let mut mrs = Vec::with_capacity(s.mrs.len());
+    for (i, m) in s.mrs {
+        mrs.push((i, crate::mr::Mr::try_from((i, m, &cx))?));
+    }
+    let mut cqs_live = Vec::with_capacity(s.cqs.len());
+    for (i, c) in s.cqs {
+        cqs_live.push((i, crate::cq::Cq::try_from((i, c, &cx))?));
+    }
+    let mut srqs_live = Vec::with_capacity(s.srqs.len());
+    for (i, q) in s.srqs {
+        srqs_live.push((i, crate::srq::Srq::try_from((i, q, &cx))?));
+    }
+    let mut ahs = Vec::with_capacity(s.ahs.len());
+    for (i, a) in s.ahs {
+        ahs.push((i, crate::resources::Ah::try_from((i, a, &cx))?));
+    }
+    // Bounded by the payload (one per QP decoded), and the numbers were bounded by max_qp.
+    let mut qps = Vec::with_capacity(s.qps.len());
+    for q in s.qps {
+        qps.push(Qp::try_from((q, &cx))?);
+    }
+    // Ascending numbers, the order `state_of` writes: each placement is then O(1), whatever
+    // order a hostile blob chose.
+    mrs.sort_unstable_by_key(|e| e.0);
+    cqs_live.sort_unstable_by_key(|e| e.0);
+    srqs_live.sort_unstable_by_key(|e| e.0);
+    ahs.sort_unstable_by_key(|e| e.0);
+    qps.sort_unstable_by_key(|q| q.qpn.0);
+    let mut vf = Vf::new(s.identity.into(), mem);
+    vf.key_byte = s.key_byte;
+    // The checks proved every number fits and is unique; a refusal here is a bug, still an
+    // error.
+    let put = |r: Result<(), table::PlaceError>, what: &str| {
+        r.or_else(|e| invalid(format!("{what} could not be placed: {e}")))
+    };
+    for p in pds {
+        put(vf.res.pds.insert_at(p, Pd), "PD")?;
+    }
+    for (i, m) in mrs {
+        put(vf.res.mrs.insert_at(i, m), "MR")?;
+    }
+    for (i, c) in cqs_live {
+        put(vf.res.cqs.insert_at(i, c), "CQ")?;
+    }
+    for (i, q) in srqs_live {
+        put(vf.res.srqs.insert_at(i, q), "SRQ")?;
+    }
+    for (i, a) in ahs {
+        put(vf.res.ahs.insert_at(i, a), "AH")?;
+    }
+    for mut q in qps {
+        q.req.deadline = rebase(q.req.deadline, now, true);
+        q.req.rnr_until = rebase(q.req.rnr_until, now, true);
+        let n = q.qpn.0;
+        put(vf.qps.insert_at(n, q), "QP")?;
+    }
+    vf.res.async_events = s.async_events.into_iter().collect();
+    vf.res.cq_events = s.cq_events.into_iter().collect();
+    vf.res.counters = s.counters.into();
+    for n in qpns {
+        vf.schedule(n);
+    }
+    Ok(vf)
+}
+
+/// Loads a blob into a VF over `mem`, its clock now at `now`, on a destination that allows its
+/// VFs `dest`.
+pub fn load_with_limits(
+    blob: &[u8],
+    mem: SharedMemory,
+    now: Nanos,
+    dest: &VfLimits,
+) -> Result<Vf, CheckpointError> {
+    let (_, state) = decode(blob)?;
+    restore(state, mem, now, dest)
+}
+
+/// Loads a blob on a destination whose policy is this build's default limits (what every PF
+/// of vhca gives its VFs today; [`load_with_limits`] takes another).
+pub fn load(blob: &[u8], mem: SharedMemory, now: Nanos) -> Result<Vf, CheckpointError> {
+    load_with_limits(blob, mem, now, &VfLimits::default())
+}
