@@ -2,6 +2,21 @@
 # Helpers for the tests that boot the vhca guest (tools/vhca-guest) under QEMU 11.1 from the
 # trixie chroot (chroot.sh). Source after tools/rxe-peer/lib.sh (rxe_peer_wait, rxe_peer_field).
 
+# check DESCRIPTION COMMAND...: runs COMMAND as one check of the test: counts it in `checks`
+# and, when it fails, in `fails` (the caller sets both to 0), and prints "ok: ..." or
+# "FAILED: ..." through the caller's `say`.
+check() {
+    local what=$1
+    shift
+    checks=$((checks + 1))
+    if "$@"; then
+        say "ok: $what"
+    else
+        say "FAILED: $what"
+        fails=$((fails + 1))
+    fi
+}
+
 # qt_qemu_start ROOT RUNDIR NETNS LOG ARGS... : starts QEMU from the chroot ROOT in the
 # background (in network namespace NETNS unless it is empty), stdout/stderr to LOG; sets
 # QT_PID. A private mount namespace shows /dev, /proc, /sys and RUNDIR inside the chroot only

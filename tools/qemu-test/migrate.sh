@@ -121,17 +121,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 fails=0 checks=0
-check() { # description, then a command
-    local what=$1
-    shift
-    checks=$((checks + 1))
-    if "$@"; then
-        say "ok: $what"
-    else
-        say "FAILED: $what"
-        fails=$((fails + 1))
-    fi
-}
 fail() {
     say "FAILED: $*"
     for f in "$rundir"/console-*.log; do

@@ -136,17 +136,6 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 fails=0 checks=0
-check() { # description, then a command
-    local what=$1
-    shift
-    checks=$((checks + 1))
-    if "$@"; then
-        say "ok: $what"
-    else
-        say "FAILED: $what"
-        fails=$((fails + 1))
-    fi
-}
 show_logs() {
     echo "---- console (last 30 lines)" >&2
     tail -n 30 "$console" | tr -d '\r' >&2
