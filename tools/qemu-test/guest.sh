@@ -51,19 +51,7 @@ for t in unshare chroot cpio gzip timeout ip base64 mkfifo; do
     command -v "$t" >/dev/null || skip "$t not found"
 done
 
-set +e
-QEMU_TEST_CHROOT=$root "$here/chroot.sh"
-rc=$?
-set -e
-[ "$rc" -eq 0 ] || exit "$rc"
-if [ -n "${VHCA_BIN:-}" ]; then
-    vhca=$VHCA_BIN
-else
-    (cd "$repo" && cargo build --release -q -p vhca)
-    vhca=$repo/target/release/vhca
-fi
-gdir=${VHCA_GUEST_DIR:-$repo/target/vhca-guest}
-VHCA_GUEST_DIR=$gdir "$repo/tools/vhca-guest/build.sh" --vhca "$vhca"
+qt_prepare_guest
 
 own_rundir=""
 [ -n "$rundir" ] || { rundir=$(mktemp -d /tmp/vhca-qemu-guest.XXXXXX); own_rundir=1; }
@@ -148,7 +136,7 @@ guest() { # timeout, then the command: runs it in the guest, prints its output, 
     n=$((n + 1))
     vg_run "$rundir" ctl "$*"
     grc=$(vg_wait_exit "$console" "$n" "$t") || abort "guest command $n ($*) did not end within ${t}s"
-    vg_output "$console" "$n" | sed 's/^/  guest| /'
+    vg_output "$n" "$console" | sed 's/^/  guest| /'
 }
 
 # 1. Two VFs in the guest, one of each device model.

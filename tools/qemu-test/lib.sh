@@ -17,6 +17,27 @@ check() {
     fi
 }
 
+# qt_prepare_guest: what the guest tests need first, built once and reused from target/: the
+# QEMU 11 chroot (chroot.sh; its exit 77, "cannot run here", ends the caller with 77), the vhca
+# binary (or VHCA_BIN) and the guest image (tools/vhca-guest). Uses the caller's `root`, `here`
+# and `repo`; sets `vhca` and `gdir`.
+qt_prepare_guest() {
+    local rc
+    set +e
+    QEMU_TEST_CHROOT=$root "$here/chroot.sh"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || exit "$rc"
+    if [ -n "${VHCA_BIN:-}" ]; then
+        vhca=$VHCA_BIN
+    else
+        (cd "$repo" && cargo build --release -q -p vhca)
+        vhca=$repo/target/release/vhca
+    fi
+    gdir=${VHCA_GUEST_DIR:-$repo/target/vhca-guest}
+    VHCA_GUEST_DIR=$gdir "$repo/tools/vhca-guest/build.sh" --vhca "$vhca"
+}
+
 # qt_qemu_start ROOT RUNDIR NETNS LOG ARGS... : starts QEMU from the chroot ROOT in the
 # background (in network namespace NETNS unless it is empty), stdout/stderr to LOG; sets
 # QT_PID. A private mount namespace shows /dev, /proc, /sys and RUNDIR inside the chroot only
@@ -52,9 +73,9 @@ vg_send() {
 }
 
 # vg_run RUNDIR NAME CMD : starts CMD in the guest (the guest numbers commands 1, 2, ... in
-# the order they arrive).
+# the order they arrive); the control line is the rxe peer's (rxe_peer_run_line).
 vg_run() {
-    vg_send "$1" "$2" "run $(printf '%s' "$3" | base64 -w0)"
+    vg_send "$1" "$2" "$(rxe_peer_run_line "$3")"
 }
 
 # vg_wait_exit LOG N TIMEOUT : waits for command N's VHCA-CMD-EXIT and prints its exit code;
@@ -64,7 +85,10 @@ vg_wait_exit() {
     rxe_peer_field "$1" "VHCA-CMD-EXIT $2" 1 | cut -d' ' -f1
 }
 
-# vg_output LOG N : command N's output lines.
+# vg_output N LOG... : command N's output lines, from every console log given (a command that
+# ran across a migration printed into two).
 vg_output() {
-    awk -v m="VHCA-OUT $2: " '{ sub(/\r$/, "") } index($0, m) == 1 { print substr($0, length(m) + 1) }' "$1"
+    local n=$1
+    shift
+    awk -v m="VHCA-OUT $n: " '{ sub(/\r$/, "") } index($0, m) == 1 { print substr($0, length(m) + 1) }' "$@"
 }
