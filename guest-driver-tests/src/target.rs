@@ -25,11 +25,11 @@ impl FromStr for VfTarget {
         if let Some(a) = s.strip_prefix("pci:") {
             return a.parse().map(VfTarget::Pci);
         }
-        // A bare PCI address; anything else is a socket path.
+        // A bare PCI address (it has no '/'); anything else is a socket path.
         match s.parse::<PciAddress>() {
-            Ok(a) if !s.contains('/') => Ok(VfTarget::Pci(a)),
-            _ if s.is_empty() => Err("an empty VF name".into()),
-            _ => Ok(VfTarget::Socket(PathBuf::from(s))),
+            Ok(a) => Ok(VfTarget::Pci(a)),
+            Err(_) if s.is_empty() => Err("an empty VF name".into()),
+            Err(_) => Ok(VfTarget::Socket(PathBuf::from(s))),
         }
     }
 }

@@ -406,9 +406,8 @@ impl GuestDriver {
         match &self.transport {
             Transport::Pci(p) => p.reset(),
             Transport::VhostUser(f) => {
-                for i in 0..NUM_QUEUES {
-                    f.get_vring_base(i).map_err(vu("GET_VRING_BASE"))?;
-                }
+                // Refused before anything is stopped: a back-end without RESET_DEVICE keeps
+                // running as it was.
                 if !self
                     .protocol_features
                     .contains(VhostUserProtocolFeatures::RESET_DEVICE)
@@ -416,6 +415,9 @@ impl GuestDriver {
                     return Err(DriverError::MissingFeature(
                         "VHOST_USER_PROTOCOL_F_RESET_DEVICE",
                     ));
+                }
+                for i in 0..NUM_QUEUES {
+                    f.get_vring_base(i).map_err(vu("GET_VRING_BASE"))?;
                 }
                 let mut f = f.clone();
                 f.reset_device().map_err(vu("RESET_DEVICE"))
