@@ -244,10 +244,10 @@ else
     # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
     # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
     # (a lost datagram stalls ibv_ud_pingpong for good), so only RC (pingpong and perftest) runs
-    # with loss. vhca's side uses a 268 ms ACK timeout (--qp-timeout 16, 4x ibv_rc_pingpong's):
-    # with retry_cnt 7 the IBTA allows 8 timeouts without progress, and a TCG guest on a busy
-    # 2-core machine can stall for longer than 8 x 67 ms; rxe, the peer, retries forever.
-    vhca_loss_opts="--qp-timeout 16"
+    # with loss. vhca's side uses a 537 ms ACK timeout (--qp-timeout 17, 8x ibv_rc_pingpong's):
+    # with retry_cnt 7 the IBTA allows 8 timeouts without progress (4.3 s), and a TCG guest on a busy
+    # 2-core machine once stalled past 8 x 268 ms at 5% loss; rxe, the peer, retries forever.
+    vhca_loss_opts="--qp-timeout 17"
     for p in 1 5; do
         guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
         guest_done "netem ${p}% in the guest"
