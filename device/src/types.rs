@@ -1,5 +1,6 @@
 //! Small value types that carry meaning across module borders: QP numbers, PSNs, keys, GIDs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -7,7 +8,18 @@ use std::fmt;
 ///
 /// The device never reads a clock; every entry point that moves in time takes a `Nanos`.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 pub struct Nanos(pub u64);
 
@@ -28,7 +40,18 @@ impl fmt::Display for Nanos {
 
 /// A 24-bit queue pair number.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
 )]
 pub struct Qpn(pub u32);
 
@@ -50,7 +73,7 @@ impl fmt::Display for Qpn {
 ///
 /// Comparisons are modular (IBTA 9.7.1): `a` is "before" `b` when `b - a` taken modulo 2^24 lies
 /// in `1..2^23`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Psn(pub u32);
 
 impl Psn {
@@ -95,7 +118,7 @@ impl fmt::Display for Psn {
 }
 
 /// A 24-bit message sequence number carried in the AETH.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Msn(pub u32);
 
 impl Msn {
@@ -106,7 +129,7 @@ impl Msn {
 
 /// A memory key: the upper 24 bits index the VF's MR table, the low byte is a key byte the
 /// consumer chooses, so a stale key of a re-used slot does not match.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct MemKey(pub u32);
 
 impl MemKey {
@@ -133,7 +156,9 @@ pub type Lkey = MemKey;
 pub type Rkey = MemKey;
 
 /// A 128-bit global identifier. On RoCEv2 it is an IPv6 address or an IPv4-mapped one.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct Gid(pub [u8; 16]);
 
 impl Gid {
@@ -184,7 +209,7 @@ impl fmt::Display for Gid {
 }
 
 /// An Ethernet MAC address.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Mac(pub [u8; 6]);
 
 impl fmt::Debug for Mac {
@@ -222,14 +247,14 @@ impl Mac {
 }
 
 /// A 64-bit GUID (node or port).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Guid(pub u64);
 
 /// Object handles inside one VF's namespace.
 macro_rules! handle {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
         pub struct $name(pub u32);
     };
 }

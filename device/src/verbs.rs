@@ -4,6 +4,7 @@
 
 use crate::types::{AhHandle, CqHandle, Gid, MemKey, PdHandle, Psn, Qpn, SrqHandle};
 use bitflags::bitflags;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 bitflags! {
@@ -28,8 +29,38 @@ bitflags! {
     }
 }
 
+/// Bitflags are the flag names joined by ` | ` in the human-readable codecs (JSON), their bits
+/// as a `u32` in the binary ones; the schema describes the JSON form.
+fn flags_schema<F: bitflags::Flags>(what: &str) -> schemars::Schema {
+    let names: Vec<&str> = F::all().iter_names().map(|(n, _)| n).collect();
+    let one = names.join("|");
+    schemars::json_schema!({
+        "type": "string",
+        "description": format!("{what}: flag names joined by \" | \" (\"\" for none)"),
+        "pattern": format!("^(({one})( \\| ({one}))*)?$"),
+    })
+}
+
+impl JsonSchema for Access {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Access".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        flags_schema::<Access>("access rights")
+    }
+}
+
+impl JsonSchema for SendFlags {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SendFlags".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        flags_schema::<SendFlags>("send flags")
+    }
+}
+
 /// A scatter/gather element: `len` bytes at virtual address `addr` of the MR named by `lkey`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Sge {
     pub addr: u64,
     pub len: u32,
@@ -37,7 +68,7 @@ pub struct Sge {
 }
 
 /// What a send work request asks for (`ibv_wr_opcode` with its per-opcode fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SendOp {
     Send,
     SendWithImm {
@@ -115,7 +146,7 @@ impl SendOp {
 }
 
 /// UD destination of a send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UdDest {
     pub ah: AhHandle,
     pub remote_qpn: Qpn,
@@ -123,7 +154,7 @@ pub struct UdDest {
 }
 
 /// A send work request (`ibv_send_wr`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SendWr {
     pub wr_id: u64,
     pub op: SendOp,
@@ -170,14 +201,16 @@ impl SendWr {
 }
 
 /// A receive work request (`ibv_recv_wr`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RecvWr {
     pub wr_id: u64,
     pub sgl: Vec<Sge>,
 }
 
 /// Completion status (`ibv_wc_status`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum WcStatus {
     Success,
     LocLenErr,
@@ -220,7 +253,7 @@ impl WcStatus {
 }
 
 /// Completion opcode (`ibv_wc_opcode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum WcOpcode {
     Send,
     RdmaWrite,
@@ -233,7 +266,7 @@ pub enum WcOpcode {
 }
 
 /// A work completion (`ibv_wc`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkCompletion {
     pub wr_id: u64,
     pub status: WcStatus,
@@ -258,14 +291,14 @@ impl WorkCompletion {
 }
 
 /// QP transport service type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum QpType {
     Rc,
     Ud,
 }
 
 /// IBTA QP states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum QpState {
     Reset,
     Init,
@@ -277,7 +310,9 @@ pub enum QpState {
 }
 
 /// Path MTU (`ibv_mtu`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum Mtu {
     Mtu256 = 1,
     Mtu512 = 2,
@@ -310,7 +345,7 @@ impl Mtu {
 }
 
 /// Address vector (`ibv_ah_attr` with its GRH, RoCE-style: the GID is the address).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AhAttr {
     pub dgid: Gid,
     pub sgid_index: u8,
@@ -349,7 +384,7 @@ bitflags! {
 }
 
 /// QP attributes (`ibv_qp_attr`), read by query and applied by modify under a mask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct QpAttr {
     pub qp_state: QpState,
     pub cur_qp_state: QpState,
@@ -404,7 +439,7 @@ impl Default for QpAttr {
 }
 
 /// QP capacities (`ibv_qp_cap`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct QpCap {
     pub max_send_wr: u32,
     pub max_recv_wr: u32,
@@ -426,7 +461,7 @@ impl Default for QpCap {
 }
 
 /// QP creation attributes (`ibv_qp_init_attr`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct QpInitAttr {
     pub qp_type: QpType,
     pub pd: PdHandle,
@@ -439,7 +474,7 @@ pub struct QpInitAttr {
 }
 
 /// Affiliated and unaffiliated asynchronous events (`ibv_event_type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum AsyncEvent {
     /// A QP went to ERR because of an error it could not report in a completion.
     QpFatal(Qpn),
@@ -460,7 +495,7 @@ pub enum AsyncEvent {
 }
 
 /// Limits a VF enforces (a subset of `ibv_device_attr`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VfLimits {
     pub max_qp: u32,
     pub max_qp_wr: u32,

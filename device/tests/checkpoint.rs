@@ -1,7 +1,7 @@
 //! Checkpoints: exact round trips mid-traffic, old versions stay loadable, hostile blobs are
 //! errors.
 
-use vhca_device::checkpoint::{self, CheckpointError, Codec, HEADER_LEN};
+use vhca_device::checkpoint::{self, codec, CheckpointError, HEADER_LEN};
 use vhca_device::memory::VecMemory;
 use vhca_device::*;
 
@@ -139,7 +139,7 @@ fn json_of(vf: &Vf, now: Nanos) -> serde_json::Value {
 fn save_and_load_round_trip_exactly_in_both_codecs() {
     let vf = busy_vf();
     let before = json_of(&vf, Nanos(5_000));
-    for codec in [Codec::Binary, Codec::Json] {
+    for codec in checkpoint::codec::all().iter().copied() {
         let blob = checkpoint::save(&vf, Nanos(5_000), codec);
         // Restored on a host whose clock reads something else entirely.
         let back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(9_000_000)).unwrap();
@@ -150,7 +150,7 @@ fn save_and_load_round_trip_exactly_in_both_codecs() {
 #[test]
 fn a_restored_vf_keeps_its_identity_numbers_and_keeps_working() {
     let mut vf = busy_vf();
-    let blob = checkpoint::save(&vf, Nanos(5_000), Codec::Binary);
+    let blob = checkpoint::save(&vf, Nanos(5_000), codec::BINARY);
     let mut back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(5_000)).unwrap();
     assert_eq!(back.identity(), vf.identity());
     let (qa, _) = vf.query_qp(Qpn(17)).unwrap();
@@ -175,7 +175,7 @@ fn a_restored_vf_keeps_its_identity_numbers_and_keeps_working() {
 #[test]
 fn resume_resends_outstanding_requests_and_prompts_the_peer() {
     let vf = busy_vf();
-    let blob = checkpoint::save(&vf, Nanos(5_000), Codec::Binary);
+    let blob = checkpoint::save(&vf, Nanos(5_000), codec::BINARY);
     let mut back = checkpoint::load(&blob, VecMemory::shared(1 << 16), Nanos(0)).unwrap();
     back.resume(Nanos(0));
     let mut pkts = Vec::new();
@@ -212,7 +212,7 @@ fn resume_resends_outstanding_requests_and_prompts_the_peer() {
 
 #[test]
 fn bad_blobs_are_clear_errors() {
-    let blob = checkpoint::save(&busy_vf(), Nanos(0), Codec::Binary);
+    let blob = checkpoint::save(&busy_vf(), Nanos(0), codec::BINARY);
     let mem = || VecMemory::shared(1 << 16);
     assert_eq!(
         checkpoint::load(&blob[..10], mem(), Nanos(0)).err(),
@@ -220,7 +220,11 @@ fn bad_blobs_are_clear_errors() {
     );
     assert_eq!(
         checkpoint::load(&blob[..blob.len() - 1], mem(), Nanos(0)).err(),
-        Some(CheckpointError::Truncated("payload"))
+        Some(CheckpointError::Truncated("sections"))
+    );
+    assert_eq!(
+        checkpoint::load(&blob[..HEADER_LEN + 3], mem(), Nanos(0)).err(),
+        Some(CheckpointError::Truncated("section table"))
     );
     let mut b = blob.clone();
     b[0] = b'X';
@@ -234,12 +238,16 @@ fn bad_blobs_are_clear_errors() {
         checkpoint::load(&b, mem(), Nanos(0)).err(),
         Some(CheckpointError::UnknownVersion(9))
     );
-    let mut b = blob.clone();
-    b[HEADER_LEN + 3] ^= 0x40;
-    assert_eq!(
-        checkpoint::load(&b, mem(), Nanos(0)).err(),
-        Some(CheckpointError::Checksum)
-    );
+    // A bit flipped in the section table, and one in the last section.
+    for at in [HEADER_LEN + 3, blob.len() - 1] {
+        let mut b = blob.clone();
+        b[at] ^= 0x40;
+        assert_eq!(
+            checkpoint::load(&b, mem(), Nanos(0)).err(),
+            Some(CheckpointError::Checksum),
+            "byte {at}"
+        );
+    }
     // Every single-byte corruption and every truncation is an error or a valid VF, never a panic.
     for i in 0..blob.len() {
         for x in [0x01u8, 0x80, 0xff] {
@@ -296,12 +304,12 @@ fn golden_fixtures_of_every_version_load() {
         let vf = busy_vf();
         std::fs::write(
             dir.join("checkpoint-v1.bin"),
-            checkpoint::save(&vf, Nanos(5_000), Codec::Binary),
+            checkpoint::save(&vf, Nanos(5_000), codec::BINARY),
         )
         .unwrap();
         std::fs::write(
             dir.join("checkpoint-v1.json"),
-            checkpoint::save(&vf, Nanos(5_000), Codec::Json),
+            checkpoint::save(&vf, Nanos(5_000), codec::JSON),
         )
         .unwrap();
     }
@@ -322,7 +330,7 @@ fn an_idle_qp_costs_few_bytes() {
     let mut vf = Vf::new(pf.default_identity(0), VecMemory::shared(1 << 16));
     let pd = vf.alloc_pd().unwrap();
     let cq = vf.create_cq(64).unwrap();
-    let empty = checkpoint::save(&vf, Nanos(0), Codec::Binary).len();
+    let empty = checkpoint::save(&vf, Nanos(0), codec::BINARY).len();
     let n = 256;
     for i in 0..n {
         let q = vf
@@ -369,7 +377,7 @@ fn an_idle_qp_costs_few_bytes() {
         )
         .unwrap();
     }
-    let per_qp = (checkpoint::save(&vf, Nanos(0), Codec::Binary).len() - empty) / n as usize;
+    let per_qp = (checkpoint::save(&vf, Nanos(0), codec::BINARY).len() - empty) / n as usize;
     eprintln!("checkpoint: {per_qp} bytes per idle RC QP");
     assert!(per_qp <= 512, "{per_qp} bytes per idle QP");
 }
@@ -381,15 +389,15 @@ mod wire {
     //! only into a new file: these bytes are the format.
     use super::*;
     use vhca_device::checkpoint::{
-        ArmStateV1 as Arm, CountersStateV1 as CountersW, InMessageStateV1 as InMessageW,
-        MrMapStateV1 as MrMapW, MrStateV1 as MrW, OutgoingStateV1 as OutgoingW,
-        RdAtomicResourceStateV1 as ResourceW, SendWqeStateV1 as SendWqeW,
+        ArmStateV2 as Arm, CountersStateV2 as CountersW, InMessageStateV2 as InMessageW,
+        MrMapStateV2 as MrMapW, MrStateV2 as MrW, OutgoingStateV2 as OutgoingW,
+        RdAtomicResourceStateV2 as ResourceW, SendWqeStateV2 as SendWqeW,
     };
 
     /// `busy_vf`'s state with every variant added by hand (still a state `validate` accepts).
-    pub fn every_variant() -> checkpoint::VfStateV1 {
+    pub fn every_variant() -> checkpoint::VfStateV2 {
         let mut s = checkpoint::state_of(&busy_vf(), Nanos(5_000));
-        let kb = s.key_byte;
+        let kb = s.identity.key_byte;
         s.mrs.push((
             2,
             MrW {
@@ -425,7 +433,7 @@ mod wire {
         cq2.armed = Some(Arm::Next);
         cq2.overflowed = true;
         s.cqs.push((2, cq2));
-        s.async_events = vec![
+        s.events.async_events = vec![
             AsyncEvent::QpFatal(Qpn(17)),
             AsyncEvent::QpReqErr(Qpn(18)),
             AsyncEvent::QpAccessErr(Qpn(17)),
@@ -435,7 +443,7 @@ mod wire {
             AsyncEvent::SrqLimitReached(SrqHandle(1)),
             AsyncEvent::PortActive,
         ];
-        s.cq_events = vec![CqHandle(1), CqHandle(2)];
+        s.events.cq_events = vec![CqHandle(1), CqHandle(2)];
         s.counters = CountersW {
             tx_packets: 1,
             tx_bytes: 2,
@@ -589,44 +597,66 @@ mod wire {
         s
     }
 
-    /// What the old code wrote for `every_variant()` is what the v1 wire structs write, in
-    /// both codecs; and a load and a save of those bytes (wire → live → wire) gives them back.
+    fn fixtures() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    /// The v1 fixtures are frozen: the v1 wire structs decode them and encode them back byte
+    /// for byte; and what they hold, upgraded, is exactly the v2 state built by hand today.
     #[test]
-    fn every_variant_encodes_as_the_old_code_did() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    fn the_v1_variants_fixture_is_frozen_and_upgrades_to_the_same_state() {
         let s = every_variant();
         checkpoint::validate(&s, &VfLimits::default()).unwrap();
         for (codec, name) in [
-            (Codec::Binary, "checkpoint-v1-variants.bin"),
-            (Codec::Json, "checkpoint-v1-variants.json"),
+            (codec::BINARY, "checkpoint-v1-variants.bin"),
+            (codec::JSON, "checkpoint-v1-variants.json"),
         ] {
-            let blob = checkpoint::encode(&s, codec);
+            let old =
+                std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (h, v1) = checkpoint::decode_v1(&old).unwrap();
+            assert_eq!(h.codec, codec);
+            assert!(
+                checkpoint::encode_v1(&v1, codec).unwrap() == old,
+                "{name}: v1 re-encoding changed"
+            );
+            assert!(checkpoint::VfStateV2::from(v1) == s, "{name}: upgrade");
+            assert!(
+                checkpoint::decode(&old).unwrap().1 == s,
+                "{name}: read as v2"
+            );
+        }
+    }
+
+    /// The v2 golden fixtures: `every_variant()` in every codec, byte for byte; and a load and
+    /// a save of those bytes (wire → live → wire) gives them back. Regenerate (a new version
+    /// only) with `VHCA_WRITE_WIRE_FIXTURES=1`.
+    #[test]
+    fn every_variant_encodes_as_the_v2_fixtures() {
+        let s = every_variant();
+        for c in checkpoint::codec::all().iter().copied() {
+            let name = format!("checkpoint-v2-variants.{}", c.name());
+            let blob = checkpoint::encode(&s, c);
             if std::env::var_os("VHCA_WRITE_WIRE_FIXTURES").is_some() {
-                std::fs::write(dir.join(name), &blob).unwrap();
+                std::fs::write(fixtures().join(&name), &blob).unwrap();
             }
-            let old = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(blob == old, "{name}: the v1 encoding changed");
+            let old =
+                std::fs::read(fixtures().join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(blob == old, "{name}: the v2 encoding changed");
             let vf = checkpoint::load(&old, VecMemory::shared(1 << 16), Nanos(5_000)).unwrap();
             assert!(
-                checkpoint::save(&vf, Nanos(5_000), codec) == old,
+                checkpoint::save(&vf, Nanos(5_000), c) == old,
                 "{name}: load then save is not byte-exact"
             );
         }
     }
 
-    /// The golden fixtures are what `busy_vf` saves today, byte for byte.
+    /// The v1 golden fixtures hold what `busy_vf` saves today, upgraded.
     #[test]
-    fn busy_vf_saves_as_the_golden_fixtures() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        for (codec, name) in [
-            (Codec::Binary, "checkpoint-v1.bin"),
-            (Codec::Json, "checkpoint-v1.json"),
-        ] {
-            let old = std::fs::read(dir.join(name)).unwrap();
-            assert!(
-                checkpoint::save(&busy_vf(), Nanos(5_000), codec) == old,
-                "{name}"
-            );
+    fn busy_vf_is_what_the_v1_golden_fixtures_hold() {
+        let now = checkpoint::state_of(&busy_vf(), Nanos(5_000));
+        for name in ["checkpoint-v1.bin", "checkpoint-v1.json"] {
+            let old = std::fs::read(fixtures().join(name)).unwrap();
+            assert!(checkpoint::decode(&old).unwrap().1 == now, "{name}");
         }
     }
 }

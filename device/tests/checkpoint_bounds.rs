@@ -7,7 +7,10 @@
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use vhca_device::checkpoint::{self, CheckpointError, Codec, VfStateV1, HEADER_LEN};
+use vhca_device::checkpoint::container::{assemble, sections};
+use vhca_device::checkpoint::{
+    self, codec, CheckpointError, Codec, SectionKind, VfStateV2, HEADER_LEN,
+};
 use vhca_device::memory::VecMemory;
 use vhca_device::*;
 
@@ -75,12 +78,12 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 /// The golden v1 fixture's state: one object of every kind and an RC QP with work queued.
-fn busy_state() -> VfStateV1 {
+fn busy_state() -> VfStateV2 {
     checkpoint::decode(&fixture("checkpoint-v1.bin")).unwrap().1
 }
 
 /// A VF with one PD and one CQ: the smallest state that has an object number to patch.
-fn small_state() -> VfStateV1 {
+fn small_state() -> VfStateV2 {
     let pf = Pf::new(0, 1);
     let mut vf = Vf::new(pf.default_identity(0), mem());
     vf.alloc_pd().unwrap();
@@ -96,7 +99,7 @@ fn invalid_saying(r: Result<(), CheckpointError>, words: &str) {
 }
 
 /// What `vhca state validate` does and what a destination's load does, side by side.
-fn validate_and_restore(s: &VfStateV1, lim: &VfLimits) -> [Result<(), CheckpointError>; 2] {
+fn validate_and_restore(s: &VfStateV2, lim: &VfLimits) -> [Result<(), CheckpointError>; 2] {
     [
         checkpoint::validate(s, lim),
         checkpoint::restore(s.clone(), mem(), Nanos(0), lim).map(drop),
@@ -107,8 +110,8 @@ fn validate_and_restore(s: &VfStateV1, lim: &VfLimits) -> [Result<(), Checkpoint
 fn a_cq_number_of_four_billion_is_refused_before_anything_is_allocated() {
     let mut s = small_state();
     s.cqs[0].0 = 4_000_000_000;
-    let blob = checkpoint::encode(&s, Codec::Binary);
-    assert!(blob.len() < 200, "a tiny blob: {} bytes", blob.len());
+    let blob = checkpoint::encode(&s, codec::BINARY);
+    assert!(blob.len() < 300, "a tiny blob: {} bytes", blob.len());
     let (r, bytes) = counting(|| checkpoint::load(&blob, mem(), Nanos(0)).map(drop));
     invalid_saying(r, "CQ number 4000000000 is outside 1..65537");
     // The 64 KiB guest memory of `mem()` is the only sizeable allocation.
@@ -127,18 +130,14 @@ fn a_cq_number_of_four_billion_is_refused_before_anything_is_allocated() {
 
 #[test]
 fn a_huge_claimed_length_is_not_preallocated_by_the_decoder() {
-    // Two states that differ only in how many PDs they have: the first differing payload byte
-    // is the PD list's length (a postcard varint). Claim 2^32 - 1 PDs in a 100-byte blob.
-    let a = checkpoint::encode(&small_state(), Codec::Binary);
-    let mut two = small_state();
-    two.pds.push(2);
-    let b = checkpoint::encode(&two, Codec::Binary);
-    let at = (HEADER_LEN..a.len()).find(|&i| a[i] != b[i]).unwrap();
-    assert_eq!((a[at], b[at]), (1, 2), "the PD count");
-    let mut p = a[HEADER_LEN..].to_vec();
-    let at = at - HEADER_LEN;
-    p.splice(at..at + 1, [0xff, 0xff, 0xff, 0xff, 0x0f]);
-    let blob = sealed(&p, Codec::Binary);
+    // The PD section of a one-PD VF is postcard's [1, 1]: a count, then the number. Claim
+    // 2^32 - 1 PDs in a blob of a few hundred bytes, checksums made to match.
+    let a = checkpoint::encode(&small_state(), codec::BINARY);
+    let (_, mut parts) = sections(&a).unwrap();
+    let pds = parts.iter_mut().find(|p| p.0 == SectionKind::Pds).unwrap();
+    assert_eq!(pds.2, [1, 1], "the PD section");
+    pds.2 = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 1];
+    let blob = reassemble(codec::BINARY, false, &parts);
     let (r, bytes) = counting(|| checkpoint::decode(&blob).map(drop));
     assert!(matches!(r, Err(CheckpointError::Decode(_))), "{r:?}");
     // serde preallocates at most 1 MiB per collection whatever length is claimed.
@@ -147,6 +146,28 @@ fn a_huge_claimed_length_is_not_preallocated_by_the_decoder() {
         "{bytes} bytes to decode a {}-byte blob",
         blob.len()
     );
+    // The same claim in a v1 blob (one payload after a 16-byte header): the first byte that
+    // differs between the fixture and the fixture with one more PD is the PD count.
+    let v1 = fixture("checkpoint-v1.bin");
+    let (_, mut more) = checkpoint::decode_v1(&v1).unwrap();
+    more.pds.push(2);
+    let b = checkpoint::encode_v1(&more, codec::BINARY).unwrap();
+    let at = (HEADER_LEN..v1.len()).find(|&i| v1[i] != b[i]).unwrap();
+    assert_eq!((v1[at], b[at]), (1, 2), "the PD count");
+    let mut p = v1[HEADER_LEN..].to_vec();
+    let at = at - HEADER_LEN;
+    p.splice(at..at + 1, [0xff, 0xff, 0xff, 0xff, 0x0f]);
+    let (r, bytes) = counting(|| checkpoint::decode(&sealed_v1(&p, codec::BINARY)).map(drop));
+    assert!(matches!(r, Err(CheckpointError::Decode(_))), "{r:?}");
+    assert!(bytes <= 2 << 20, "{bytes} bytes for a v1 blob");
+}
+
+fn reassemble(c: &dyn Codec, delta: bool, parts: &[(SectionKind, u32, Vec<u8>)]) -> Vec<u8> {
+    let refs: Vec<(SectionKind, u32, &[u8])> = parts
+        .iter()
+        .map(|(k, n, b)| (*k, *n, b.as_slice()))
+        .collect();
+    assemble(c, delta, &refs)
 }
 
 #[test]
@@ -246,27 +267,52 @@ fn limits_above_the_destination_policy_are_refused() {
 }
 
 #[test]
-fn golden_fixtures_still_load_and_save_byte_for_byte() {
-    for (name, codec) in [
-        ("checkpoint-v1.bin", Codec::Binary),
-        ("checkpoint-v1.json", Codec::Json),
-    ] {
+fn golden_v1_fixtures_load_and_save_as_their_upgrade() {
+    for name in ["checkpoint-v1.bin", "checkpoint-v1.json"] {
         let blob = fixture(name);
-        let (_, s) = checkpoint::decode(&blob).unwrap();
+        let (h, s) = checkpoint::decode(&blob).unwrap();
         assert_eq!(checkpoint::validate(&s, &VfLimits::default()), Ok(()));
         let vf = checkpoint::load(&blob, mem(), Nanos(0)).unwrap();
-        assert_eq!(checkpoint::save(&vf, Nanos(0), codec), blob, "{name}");
+        assert_eq!(
+            checkpoint::save(&vf, Nanos(0), h.codec),
+            checkpoint::encode(&s, h.codec),
+            "{name}"
+        );
     }
 }
 
-/// A blob with `payload` and a correct header: mutations get past the CRC to the decoder and
-/// the checks.
-fn sealed(payload: &[u8], codec: Codec) -> Vec<u8> {
-    let mut b = checkpoint::encode(&busy_state(), codec)[..HEADER_LEN].to_vec();
+/// A v1 blob with `payload` and a correct header: mutations get past the CRC to the decoder
+/// and the checks.
+fn sealed_v1(payload: &[u8], codec: &dyn Codec) -> Vec<u8> {
+    let mut b = fixture("checkpoint-v1.bin")[..HEADER_LEN].to_vec();
+    b[6] = codec.id();
     b[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     b[12..16].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
     b.extend_from_slice(payload);
     b
+}
+
+/// A v2 JSON blob whose sections are the fields of `v`, the JSON of a `VfStateV2` (perhaps
+/// mutated into something no save would write): numbers the wire structs cannot hold reach
+/// the decoder, the rest the checks.
+fn sealed_v2_json(v: &serde_json::Value) -> Vec<u8> {
+    let count = |x: &serde_json::Value| x.as_array().map_or(1, |a| a.len()) as u32;
+    let mut parts = Vec::new();
+    for (kind, field) in [
+        (SectionKind::Identity, "identity"),
+        (SectionKind::Pds, "pds"),
+        (SectionKind::Mrs, "mrs"),
+        (SectionKind::Cqs, "cqs"),
+        (SectionKind::Srqs, "srqs"),
+        (SectionKind::Ahs, "ahs"),
+        (SectionKind::Qps, "qps"),
+        (SectionKind::Events, "events"),
+        (SectionKind::Counters, "counters"),
+    ] {
+        let x = &v[field];
+        parts.push((kind, count(x), serde_json::to_vec(x).unwrap()));
+    }
+    reassemble(codec::JSON, false, &parts)
 }
 
 /// Numbers worth putting anywhere: limits and their neighbours, 24- and 32-bit edges.
@@ -363,29 +409,50 @@ proptest! {
             replace_number(&mut v, k, x);
         }
         // A number the schema cannot hold (a u64 in a u8) fails to decode: also a case.
-        let payload = serde_json::to_vec(&v).unwrap();
-        agree(&sealed(&payload, Codec::Json));
-        if let (false, Ok(s)) = (json, serde_json::from_value::<VfStateV1>(v)) {
-            agree(&checkpoint::encode(&s, Codec::Binary));
+        agree(&sealed_v2_json(&v));
+        if let (false, Ok(s)) = (json, serde_json::from_value::<VfStateV2>(v)) {
+            agree(&checkpoint::encode(&s, codec::BINARY));
         }
     }
 
-    /// Bytes of the binary payload overwritten, inserted or removed, the CRC made to match.
+    /// Bytes of a v1 binary payload overwritten, inserted or removed, the CRC made to match.
     #[test]
-    fn validate_and_restore_agree_on_mutated_bytes(
+    fn validate_and_restore_agree_on_mutated_v1_bytes(
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
     ) {
         let blob = fixture("checkpoint-v1.bin");
         let mut p = blob[HEADER_LEN..].to_vec();
-        for (at, byte, how) in edits {
-            let i = at % (p.len() + 1);
-            match how {
-                0 if i < p.len() => p[i] = byte,
-                1 => p.insert(i, byte),
-                _ if i < p.len() => { p.remove(i); }
-                _ => p.push(byte),
+        mutate(&mut p, &edits);
+        agree(&sealed_v1(&p, codec::BINARY));
+    }
+
+    /// Bytes of one section of a v2 blob, in any codec, overwritten, inserted or removed, the
+    /// checksums made to match.
+    #[test]
+    fn validate_and_restore_agree_on_mutated_v2_sections(
+        which in any::<usize>(),
+        c in 0..codec::all().len(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let c = codec::all()[c];
+        let blob = checkpoint::encode(&busy_state(), c);
+        let (_, mut parts) = sections(&blob).unwrap();
+        let n = parts.len();
+        mutate(&mut parts[which % n].2, &edits);
+        agree(&reassemble(c, false, &parts));
+    }
+}
+
+fn mutate(p: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+    for &(at, byte, how) in edits {
+        let i = at % (p.len() + 1);
+        match how {
+            0 if i < p.len() => p[i] = byte,
+            1 => p.insert(i, byte),
+            _ if i < p.len() => {
+                p.remove(i);
             }
+            _ => p.push(byte),
         }
-        agree(&sealed(&p, Codec::Binary));
     }
 }

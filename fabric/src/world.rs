@@ -226,7 +226,7 @@ impl World {
         let now = self.now;
         let pf = self.pfs.get_mut(a.pf).ok_or(MigrationError::NoSuchVf)?;
         let vf = pf.destroy_vf(a.vf).map_err(|_| MigrationError::NoSuchVf)?;
-        let blob = checkpoint::save(&vf, now, checkpoint::Codec::Binary);
+        let blob = checkpoint::save(&vf, now, checkpoint::codec::BINARY);
         let gid = vf.gid();
         self.switch.detach(&gid);
         let port = self

@@ -825,8 +825,8 @@ pub fn saved_state(data: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let h = &w.pf.ports[HOSTILE];
     let now = w.now;
     (
-        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Binary),
-        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::Codec::Json),
+        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::codec::BINARY),
+        vhca_device::checkpoint::save(&h.vf, now, vhca_device::checkpoint::codec::JSON),
         vhca_vhost::device_state::encode(&vhca_vhost::device_state::DeviceStateV1 {
             acked_features: vhca_vhost::protocol::features::DEVICE,
             saved_at_ns: now.0,

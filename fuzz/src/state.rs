@@ -1,15 +1,18 @@
-//! Saved device state a destination loads: VF checkpoints (device/src/checkpoint.rs, binary
-//! postcard and JSON) and vhost-user device-state blobs (vhost/src/migration.rs).
+//! Saved device state a destination loads: VF checkpoints (device/src/checkpoint/, v1 and v2,
+//! every codec, full and delta) and vhost-user device-state blobs (vhost/src/migration.rs).
 //!
-//! The first byte picks how the rest is used: as a whole blob, or as a payload the harness
-//! wraps in a header with the right length and checksum, so the fuzzer spends itself on the
-//! deserializer and `validate`/`restore` behind the checksum instead of on the checksum.
+//! The first byte picks how the rest is used: as a whole blob, as a v1 payload the harness
+//! wraps in a header with the right length and checksum, or as v2 sections the harness
+//! assembles with the right table and checksums, so the fuzzer spends itself on the
+//! deserializers, the section rules, deltas and `validate`/`restore` behind the checksums
+//! instead of on the checksums.
 //!
 //! Properties: no blob panics decoding, validation, restoring, or running the restored VF
 //! (its timers, its transmit queue); a state that loads saves to a blob that loads again,
 //! and saving that one gives the same bytes.
 
-use vhca_device::checkpoint::{self, Codec};
+use vhca_device::checkpoint::container::{assemble, SectionKind};
+use vhca_device::checkpoint::{self, codec, CheckpointV2, Codec};
 use vhca_device::{Nanos, VecMemory, VfIdentity, VfLimits};
 use vhca_vhost::device_state;
 use vhca_vhost::port::VfPort;
@@ -20,19 +23,43 @@ const NOW: Nanos = Nanos(5_000_000_000);
 /// Packets taken from a restored VF at most.
 const MAX_TX: usize = 256;
 
-/// A checkpoint header around `payload` (what `checkpoint::encode` writes).
-pub fn checkpoint_blob(payload: &[u8], codec: Codec) -> Vec<u8> {
+/// A v1 checkpoint header around `payload`.
+pub fn checkpoint_blob(payload: &[u8], codec: &dyn Codec) -> Vec<u8> {
     let mut out = checkpoint::MAGIC.to_vec();
-    out.extend_from_slice(&checkpoint::CURRENT_VERSION.to_le_bytes());
-    out.push(match codec {
-        Codec::Binary => 0,
-        Codec::Json => 1,
-    });
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.push(codec.id());
     out.push(0);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
+}
+
+/// A v2 blob from `data`: a byte choosing the codec (bit 7: a delta), then sections as
+/// `kind (u8), items (u8), length (u16 LE), payload`, table and checksums made to match.
+pub fn sections_blob(data: &[u8]) -> Vec<u8> {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return Vec::new();
+    };
+    let all = codec::all();
+    let c = all[(first & 0x7f) as usize % all.len()];
+    let mut parts: Vec<(SectionKind, u32, &[u8])> = Vec::new();
+    while rest.len() >= 4 {
+        let kind = SectionKind::ALL[rest[0] as usize % SectionKind::ALL.len()];
+        let items = u32::from(rest[1]);
+        let len = (u16::from_le_bytes([rest[2], rest[3]]) as usize).min(rest.len() - 4);
+        parts.push((kind, items, &rest[4..4 + len]));
+        rest = &rest[4 + len..];
+    }
+    assemble(c, first & 0x80 != 0, &parts)
+}
+
+/// The base the fuzzer's deltas are applied to: the golden v1 fixture, upgraded.
+fn base() -> checkpoint::VfStateV2 {
+    let blob = include_bytes!("../../device/tests/fixtures/checkpoint-v1.bin");
+    checkpoint::decode(blob)
+        .expect("the golden fixture decodes")
+        .1
 }
 
 /// The FNV-1a-64 of migration.rs's wrapper.
@@ -56,14 +83,24 @@ pub fn check_checkpoint(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let blob = match mode % 3 {
+    let blob = match mode % 4 {
         0 => rest.to_vec(),
-        1 => checkpoint_blob(rest, Codec::Binary),
-        _ => checkpoint_blob(rest, Codec::Json),
+        1 => checkpoint_blob(rest, codec::BINARY),
+        2 => checkpoint_blob(rest, codec::JSON),
+        _ => sections_blob(rest),
     };
     let _ = checkpoint::header(&blob);
-    let Ok((h, state)) = checkpoint::decode(&blob) else {
+    let Ok((h, c)) = checkpoint::decode_any(&blob) else {
         return;
+    };
+    let state = match c {
+        CheckpointV2::Full(s) => s,
+        // A delta against the fuzzer's base: applied only when it names that base (which a
+        // fuzzer finds only by re-encoding one), refused otherwise.
+        CheckpointV2::Delta(d) => match checkpoint::apply(&base(), d) {
+            Ok(s) => s,
+            Err(_) => return,
+        },
     };
     // The destination's own checks are a restore: validate and restore agree, error for error.
     let dest = VfLimits::default();

@@ -66,7 +66,7 @@ fn patch_identity(blob: &mut Vec<u8>, change: &mut dyn FnMut(&mut VfIdentity)) {
     let (h, mut vf) = checkpoint::decode(&ds.port.checkpoint).expect("with a VF checkpoint");
     let mut id = VfIdentity::from(vf.identity);
     change(&mut id);
-    vf.identity = (&id).into();
+    vf.identity = checkpoint::IdentityStateV2::of(&id, vf.identity.key_byte);
     ds.port.checkpoint = checkpoint::encode(&vf, h.codec);
     *blob = device_state::encode(&ds);
 }

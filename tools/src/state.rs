@@ -3,7 +3,7 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 use thiserror::Error;
-use vhca_device::checkpoint::{self, CheckpointError, Codec, VfStateV1};
+use vhca_device::checkpoint::{self, CheckpointError, CheckpointV2, Codec, VfStateV2};
 use vhca_device::VfLimits;
 
 /// Why a checkpoint could not be compared or made.
@@ -21,13 +21,32 @@ pub enum StateError {
 
 /// A one-screen summary of a checkpoint.
 pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
-    let (h, s) = checkpoint::decode(blob)?;
+    let (h, c) = checkpoint::decode_any(blob)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "vhca checkpoint: format version {}, codec {:?}, {} payload bytes, crc32 {:08x}",
-        h.version, h.codec, h.payload_len, h.crc32
+        "vhca checkpoint: format version {}, codec {}, {} bytes after the header{}",
+        h.version,
+        h.codec.name(),
+        h.payload_len,
+        if h.sections.is_empty() {
+            String::new()
+        } else {
+            format!(", {} sections", h.sections.len())
+        }
     );
+    let s = match &c {
+        CheckpointV2::Full(s) => s,
+        CheckpointV2::Delta(d) => {
+            let _ = writeln!(
+                out,
+                "delta against base {}: {} objects of the base removed",
+                hex(&d.base.digest),
+                d.removed.count()
+            );
+            &d.changed
+        }
+    };
     let id = &s.identity;
     let _ = writeln!(
         out,
@@ -46,8 +65,8 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
         s.srqs.len(),
         s.ahs.len(),
         s.qps.len(),
-        s.async_events.len(),
-        s.cq_events.len()
+        s.events.async_events.len(),
+        s.events.cq_events.len()
     );
     for q in &s.qps {
         let _ = writeln!(
@@ -67,30 +86,53 @@ pub fn inspect(blob: &[u8]) -> Result<String, CheckpointError> {
             q.resp.out.len()
         );
     }
-    match checkpoint::validate(&s, &VfLimits::default()) {
-        Ok(()) => out.push_str("valid: yes\n"),
-        Err(e) => {
-            let _ = writeln!(out, "valid: NO: {e}");
-        }
+    match &c {
+        CheckpointV2::Delta(_) => out.push_str("valid: only with its base (a delta)\n"),
+        CheckpointV2::Full(s) => match checkpoint::validate(s, &VfLimits::default()) {
+            Ok(()) => out.push_str("valid: yes\n"),
+            Err(e) => {
+                let _ = writeln!(out, "valid: NO: {e}");
+            }
+        },
     }
     Ok(out)
 }
 
-/// Re-encodes a checkpoint with another codec (the state is validated first).
-pub fn convert(blob: &[u8], to: Codec) -> Result<Vec<u8>, CheckpointError> {
-    let (_, s) = checkpoint::decode(blob)?;
+/// Lower-case hex of a digest.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Re-encodes a checkpoint with another codec, as v2 (a full state is validated first; a
+/// delta cannot be without its base and is re-encoded as it is).
+pub fn convert(blob: &[u8], to: &'static dyn Codec) -> Result<Vec<u8>, CheckpointError> {
+    match checkpoint::decode_any(blob)?.1 {
+        CheckpointV2::Full(s) => {
+            checkpoint::validate(&s, &VfLimits::default())?;
+            checkpoint::container::encode_full(&s, to)
+        }
+        CheckpointV2::Delta(d) => checkpoint::container::encode_delta(&d, to),
+    }
+}
+
+/// Turns a v1 checkpoint into v2, in the same codec unless `to` names another. The state is
+/// validated first: an upgrade never produces a v2 blob that would not load.
+pub fn upgrade(blob: &[u8], to: Option<&'static dyn Codec>) -> Result<Vec<u8>, CheckpointError> {
+    let (h, v1) = checkpoint::decode_v1(blob)?;
+    let s = VfStateV2::from(v1);
     checkpoint::validate(&s, &VfLimits::default())?;
-    Ok(checkpoint::encode(&s, to))
+    checkpoint::container::encode_full(&s, to.unwrap_or(h.codec))
 }
 
 /// Whether the blob would restore on a destination with the default limits (a real restore
-/// into a scratch VF: what `vhca migrate` would accept).
+/// into a scratch VF: what `vhca migrate` would accept). A delta is refused: it needs its
+/// base.
 pub fn validate(blob: &[u8]) -> Result<(), CheckpointError> {
     let (_, s) = checkpoint::decode(blob)?;
     checkpoint::validate(&s, &VfLimits::default())
 }
 
-fn to_value(s: &VfStateV1) -> Result<Value, serde_json::Error> {
+fn to_value(s: &VfStateV2) -> Result<Value, serde_json::Error> {
     serde_json::to_value(s)
 }
 
@@ -133,7 +175,7 @@ pub fn diff(a: &[u8], b: &[u8]) -> Result<Vec<String>, StateError> {
 
 /// A checkpoint of a VF in the middle of RC traffic: a small fixed demo plan run for a moment
 /// of virtual time, then pf0/vf0 saved. For trying the tools.
-pub fn sample(codec: Codec) -> Result<Vec<u8>, StateError> {
+pub fn sample(codec: &'static dyn Codec) -> Result<Vec<u8>, StateError> {
     use rand::SeedableRng;
     use vhca_fabric::{World, WorldConfig};
     let plan = crate::demo::plan(50);
@@ -161,27 +203,41 @@ pub fn sample(codec: Codec) -> Result<Vec<u8>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use checkpoint::codec::{BINARY, JSON};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../device/tests/fixtures");
+        std::fs::read(dir.join(name)).unwrap()
+    }
 
     #[test]
     fn inspect_convert_diff_validate_on_a_live_checkpoint() {
-        let bin = sample(Codec::Binary).unwrap();
+        let bin = sample(BINARY).unwrap();
+        assert_eq!(checkpoint::header(&bin).unwrap().version, 2);
         let text = inspect(&bin).unwrap();
         assert!(text.contains("valid: yes"), "{text}");
         assert!(text.contains("QP 0x000011"), "{text}");
-        let json = convert(&bin, Codec::Json).unwrap();
-        assert!(std::str::from_utf8(&json[checkpoint::HEADER_LEN..])
-            .unwrap()
-            .contains("\"identity\""));
-        assert_eq!(
-            diff(&bin, &json).unwrap(),
-            Vec::<String>::new(),
-            "same state, other codec"
-        );
-        let back = convert(&json, Codec::Binary).unwrap();
-        assert_eq!(back, bin, "binary -> JSON -> binary is exact");
+        for to in checkpoint::codec::all() {
+            let other = convert(&bin, *to).unwrap();
+            assert_eq!(checkpoint::header(&other).unwrap().codec.name(), to.name());
+            assert_eq!(
+                diff(&bin, &other).unwrap(),
+                Vec::<String>::new(),
+                "same state, codec {}",
+                to.name()
+            );
+            assert_eq!(
+                convert(&other, BINARY).unwrap(),
+                bin,
+                "binary -> {} -> binary is exact",
+                to.name()
+            );
+        }
+        let json = convert(&bin, JSON).unwrap();
+        assert!(String::from_utf8_lossy(&json).contains("\"node_guid\""));
         let mut later = checkpoint::decode(&bin).unwrap().1;
         later.qps[0].req.psn = vhca_device::Psn(later.qps[0].req.psn.0 ^ 1);
-        let d = diff(&bin, &checkpoint::encode(&later, Codec::Binary)).unwrap();
+        let d = diff(&bin, &checkpoint::encode(&later, BINARY)).unwrap();
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(d[0].starts_with(".qps[0].req.psn"), "{d:?}");
         let mut bad = bin.clone();
@@ -192,20 +248,34 @@ mod tests {
         // A number restore could not place (issue 9): validate refuses it too.
         let mut huge = checkpoint::decode(&bin).unwrap().1;
         huge.cqs.push((4_000_000_000, huge.cqs[0].1.clone()));
-        assert!(validate(&checkpoint::encode(&huge, Codec::Binary)).is_err());
+        assert!(validate(&checkpoint::encode(&huge, BINARY)).is_err());
     }
 
-    /// The sample (a VF mid-traffic, saved through the v1 wire structs) is byte for byte what
-    /// the code before them wrote, which serialized the live types: the fixtures are its bytes.
+    /// The v1 sample fixtures (what the code before the wire structs wrote for this very
+    /// sample) upgrade to exactly the v2 state the sample saves today, in both codecs.
     #[test]
-    fn the_sample_saves_as_before_the_wire_structs() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../device/tests/fixtures");
+    fn the_v1_sample_upgrades_to_the_v2_sample() {
+        let now = checkpoint::decode(&sample(BINARY).unwrap()).unwrap().1;
         for (codec, name) in [
-            (Codec::Binary, "checkpoint-v1-sample.bin"),
-            (Codec::Json, "checkpoint-v1-sample.json"),
+            (BINARY, "checkpoint-v1-sample.bin"),
+            (JSON, "checkpoint-v1-sample.json"),
         ] {
-            let old = std::fs::read(dir.join(name)).unwrap();
-            assert!(sample(codec).unwrap() == old, "{name}");
+            let old = fixture(name);
+            assert_eq!(checkpoint::header(&old).unwrap().version, 1);
+            let up = upgrade(&old, None).unwrap();
+            let h = checkpoint::header(&up).unwrap();
+            assert_eq!((h.version, h.codec.name()), (2, codec.name()), "{name}");
+            assert!(checkpoint::decode(&up).unwrap().1 == now, "{name}");
+            assert!(
+                checkpoint::decode(&old).unwrap().1 == now,
+                "{name} read directly"
+            );
+            assert_eq!(
+                upgrade(&old, Some(BINARY)).unwrap(),
+                sample(BINARY).unwrap()
+            );
+            // Upgrading a v2 blob is refused: it is not v1.
+            assert!(upgrade(&up, None).is_err());
         }
     }
 }

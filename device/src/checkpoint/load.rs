@@ -1,14 +1,14 @@
-//! Loading: the v1 wire structs → live objects, checked.
+//! Loading: the v2 wire structs → live objects, checked.
 //!
 //! Every check a destination makes on one object lives in that object's `TryFrom` here; the
 //! checks that span the VF (limits against the destination's policy, object numbers) are in
 //! `restore` (`mod.rs`), which runs them first and then hands each object the [`LoadCtx`] it
 //! needs for its references. A conversion checks before it moves anything into a live object.
 
-use super::v1::{
-    AhStateV1, ArmStateV1, CountersStateV1, CqStateV1, IdentityStateV1, InMessageStateV1,
-    MrMapStateV1, MrStateV1, OutgoingStateV1, QpStateV1, RdAtomicResourceStateV1, RequesterStateV1,
-    ResponderStateV1, SendWqeStateV1, SrqStateV1,
+use super::v2::{
+    AhStateV2, ArmStateV2, CountersStateV2, CqStateV2, IdentityStateV2, InMessageStateV2,
+    MrMapStateV2, MrStateV2, OutgoingStateV2, QpStateV2, RdAtomicResourceStateV2, RequesterStateV2,
+    ResponderStateV2, SendWqeStateV2, SrqStateV2,
 };
 use super::{invalid, CheckpointError};
 use crate::cq::{Arm, Cq};
@@ -53,8 +53,8 @@ impl LoadCtx<'_> {
     }
 }
 
-impl From<IdentityStateV1> for VfIdentity {
-    fn from(i: IdentityStateV1) -> Self {
+impl From<IdentityStateV2> for VfIdentity {
+    fn from(i: IdentityStateV2) -> Self {
         VfIdentity {
             node_guid: i.node_guid,
             port_guid: i.port_guid,
@@ -66,8 +66,8 @@ impl From<IdentityStateV1> for VfIdentity {
     }
 }
 
-impl From<CountersStateV1> for Counters {
-    fn from(c: CountersStateV1) -> Self {
+impl From<CountersStateV2> for Counters {
+    fn from(c: CountersStateV2) -> Self {
         Counters {
             tx_packets: c.tx_packets,
             tx_bytes: c.tx_bytes,
@@ -93,9 +93,9 @@ impl From<CountersStateV1> for Counters {
 
 /// MR number `i`: its key names it, its PD exists, its range fits the limits and a u64, its
 /// page list (if any) uses a supported page size and covers at most its length.
-impl TryFrom<(u32, MrStateV1, &LoadCtx<'_>)> for Mr {
+impl TryFrom<(u32, MrStateV2, &LoadCtx<'_>)> for Mr {
     type Error = CheckpointError;
-    fn try_from((i, m, cx): (u32, MrStateV1, &LoadCtx<'_>)) -> Result<Mr, CheckpointError> {
+    fn try_from((i, m, cx): (u32, MrStateV2, &LoadCtx<'_>)) -> Result<Mr, CheckpointError> {
         let l = cx.limits;
         if m.key.index() != i
             || !cx.has_pd(m.pd.0)
@@ -108,8 +108,8 @@ impl TryFrom<(u32, MrStateV1, &LoadCtx<'_>)> for Mr {
             ));
         }
         let map = match m.map {
-            MrMapStateV1::Contiguous { gpa } => MrMap::Contiguous { gpa },
-            MrMapStateV1::Pages { page_shift, pages } => {
+            MrMapStateV2::Contiguous { gpa } => MrMap::Contiguous { gpa },
+            MrMapStateV2::Pages { page_shift, pages } => {
                 if !MR_PAGE_SHIFTS.contains(&page_shift)
                     || pages.len() as u64 > (m.len >> page_shift) + 2
                 {
@@ -131,9 +131,9 @@ impl TryFrom<(u32, MrStateV1, &LoadCtx<'_>)> for Mr {
 }
 
 /// CQ number `i`: a capacity within `max_cqe` and its completions within the capacity.
-impl TryFrom<(u32, CqStateV1, &LoadCtx<'_>)> for Cq {
+impl TryFrom<(u32, CqStateV2, &LoadCtx<'_>)> for Cq {
     type Error = CheckpointError;
-    fn try_from((i, c, cx): (u32, CqStateV1, &LoadCtx<'_>)) -> Result<Cq, CheckpointError> {
+    fn try_from((i, c, cx): (u32, CqStateV2, &LoadCtx<'_>)) -> Result<Cq, CheckpointError> {
         let max_cqe = cx.limits.max_cqe;
         if c.capacity == 0 || c.capacity > max_cqe || c.entries.len() as u64 > c.capacity as u64 {
             return invalid(format!(
@@ -147,8 +147,8 @@ impl TryFrom<(u32, CqStateV1, &LoadCtx<'_>)> for Cq {
             capacity: c.capacity,
             entries: c.entries.into(),
             armed: c.armed.map(|a| match a {
-                ArmStateV1::Next => Arm::Next,
-                ArmStateV1::Solicited => Arm::Solicited,
+                ArmStateV2::Next => Arm::Next,
+                ArmStateV2::Solicited => Arm::Solicited,
             }),
             overflowed: c.overflowed,
         })
@@ -157,9 +157,9 @@ impl TryFrom<(u32, CqStateV1, &LoadCtx<'_>)> for Cq {
 
 /// SRQ number `i`: its PD exists, its sizes are within the limits, its WQEs within its size
 /// and `max_sge`, its limit within its size.
-impl TryFrom<(u32, SrqStateV1, &LoadCtx<'_>)> for Srq {
+impl TryFrom<(u32, SrqStateV2, &LoadCtx<'_>)> for Srq {
     type Error = CheckpointError;
-    fn try_from((i, q, cx): (u32, SrqStateV1, &LoadCtx<'_>)) -> Result<Srq, CheckpointError> {
+    fn try_from((i, q, cx): (u32, SrqStateV2, &LoadCtx<'_>)) -> Result<Srq, CheckpointError> {
         let l = cx.limits;
         if !cx.has_pd(q.pd.0)
             || q.max_wr == 0
@@ -190,9 +190,9 @@ impl TryFrom<(u32, SrqStateV1, &LoadCtx<'_>)> for Srq {
 }
 
 /// AH number `i`: what create_ah refuses, an AH of an unknown PD or one without a GID (RoCE).
-impl TryFrom<(u32, AhStateV1, &LoadCtx<'_>)> for Ah {
+impl TryFrom<(u32, AhStateV2, &LoadCtx<'_>)> for Ah {
     type Error = CheckpointError;
-    fn try_from((i, a, cx): (u32, AhStateV1, &LoadCtx<'_>)) -> Result<Ah, CheckpointError> {
+    fn try_from((i, a, cx): (u32, AhStateV2, &LoadCtx<'_>)) -> Result<Ah, CheckpointError> {
         if !cx.has_pd(a.pd.0) || a.attr.dgid.is_zero() {
             return invalid(format!("AH {i}: unknown PD {} or no GID", a.pd.0));
         }
@@ -215,9 +215,9 @@ fn recv_ok(w: &RecvWr, max_sge: u32) -> bool {
 /// within the limits, every queue within its capacity, the requester's and responder's
 /// progress within their bounds. Its timers stay as saved (time remaining); `restore` adds
 /// the destination's `now`.
-impl TryFrom<(QpStateV1, &LoadCtx<'_>)> for Qp {
+impl TryFrom<(QpStateV2, &LoadCtx<'_>)> for Qp {
     type Error = CheckpointError;
-    fn try_from((q, cx): (QpStateV1, &LoadCtx<'_>)) -> Result<Qp, CheckpointError> {
+    fn try_from((q, cx): (QpStateV2, &LoadCtx<'_>)) -> Result<Qp, CheckpointError> {
         check_qp(&q, cx)?;
         // What create_qp refuses: an SRQ of another PD.
         if let Some(x) = q.init.srq {
@@ -235,7 +235,7 @@ impl TryFrom<(QpStateV1, &LoadCtx<'_>)> for Qp {
     }
 }
 
-fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
+fn check_qp(q: &QpStateV2, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     let l = cx.limits;
     let n = q.qpn.0;
     let bad = |what: &str| invalid(format!("QP {n}: {what}"));
@@ -294,7 +294,7 @@ fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
         return bad("receive queue");
     }
     let r = &q.req;
-    if r.sq.len() as u64 > c.max_send_wr as u64 || r.next > r.sq.len() {
+    if r.sq.len() as u64 > c.max_send_wr as u64 || r.next as usize > r.sq.len() {
         return bad("send queue");
     }
     for p in [r.psn, r.una, r.sent_hw].into_iter().chain(r.retrying_from) {
@@ -312,7 +312,7 @@ fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
         check_wqe(w, c.max_send_sge, c.max_inline_data, l.max_msg_sz, mtu)
             .map_err(|e| CheckpointError::Invalid(format!("QP {n}: send WQE: {e}")))?;
     }
-    if let Some(w) = r.sq.get(r.next) {
+    if let Some(w) = r.sq.get(r.next as usize) {
         if r.next_pkt > w.npkts.max(1) {
             return bad("requester packet index");
         }
@@ -325,15 +325,15 @@ fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     {
         return bad("responder state");
     }
-    let resource_ok = |r: &RdAtomicResourceStateV1| match *r {
-        RdAtomicResourceStateV1::Read { psn, npkts } => psn_ok(psn) && npkts <= l.max_msg_sz.max(1),
-        RdAtomicResourceStateV1::Atomic { psn, .. } => psn_ok(psn),
+    let resource_ok = |r: &RdAtomicResourceStateV2| match *r {
+        RdAtomicResourceStateV2::Read { psn, npkts } => psn_ok(psn) && npkts <= l.max_msg_sz.max(1),
+        RdAtomicResourceStateV2::Atomic { psn, .. } => psn_ok(psn),
     };
-    let out_ok = |o: &OutgoingStateV1| match *o {
-        OutgoingStateV1::Ack { psn, msn, .. } | OutgoingStateV1::AtomicAck { psn, msn, .. } => {
+    let out_ok = |o: &OutgoingStateV2| match *o {
+        OutgoingStateV2::Ack { psn, msn, .. } | OutgoingStateV2::AtomicAck { psn, msn, .. } => {
             psn_ok(psn) && msn.0 <= Psn::MASK
         }
-        OutgoingStateV1::Read { psn, msn, left, .. } => {
+        OutgoingStateV2::Read { psn, msn, left, .. } => {
             psn_ok(psn) && msn.0 <= Psn::MASK && left <= l.max_msg_sz
         }
     };
@@ -341,11 +341,11 @@ fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
         return bad("responder resources or responses owed");
     }
     let current_ok = match &s.current {
-        Some(InMessageStateV1::Send { wqe, offset }) => {
+        Some(InMessageStateV2::Send { wqe, offset }) => {
             recv_ok(wqe, c.max_recv_sge.max(l.max_sge))
                 && *offset as u64 <= crate::sgl::sgl_len(&wqe.sgl)
         }
-        Some(InMessageStateV1::Write { len, offset, .. }) => offset <= len && *len <= l.max_msg_sz,
+        Some(InMessageStateV2::Write { len, offset, .. }) => offset <= len && *len <= l.max_msg_sz,
         None => true,
     };
     if !current_ok {
@@ -355,7 +355,7 @@ fn check_qp(q: &QpStateV1, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
 }
 
 fn check_wqe(
-    w: &SendWqeStateV1,
+    w: &SendWqeStateV2,
     max_sge: u32,
     max_inline: u32,
     max_msg: u32,
@@ -392,7 +392,7 @@ fn check_wqe(
 // The parts of a QP, moved over once `check_qp` has accepted the whole QP: private, so no
 // wire state becomes a live object unchecked.
 
-fn requester(r: RequesterStateV1) -> Requester {
+fn requester(r: RequesterStateV2) -> Requester {
     Requester {
         sq: r
             .sq
@@ -413,7 +413,7 @@ fn requester(r: RequesterStateV1) -> Requester {
                 done: w.done,
             })
             .collect(),
-        next: r.next,
+        next: r.next as usize,
         next_pkt: r.next_pkt,
         psn: r.psn,
         una: r.una,
@@ -429,14 +429,14 @@ fn requester(r: RequesterStateV1) -> Requester {
     }
 }
 
-fn responder(s: ResponderStateV1) -> Responder {
+fn responder(s: ResponderStateV2) -> Responder {
     Responder {
         epsn: s.epsn,
         msn: s.msn,
         nak_sent: s.nak_sent,
         current: s.current.map(|m| match m {
-            InMessageStateV1::Send { wqe, offset } => InMessage::Send { wqe, offset },
-            InMessageStateV1::Write {
+            InMessageStateV2::Send { wqe, offset } => InMessage::Send { wqe, offset },
+            InMessageStateV2::Write {
                 va,
                 rkey,
                 len,
@@ -452,10 +452,10 @@ fn responder(s: ResponderStateV1) -> Responder {
             .resources
             .into_iter()
             .map(|r| match r {
-                RdAtomicResourceStateV1::Read { psn, npkts } => {
+                RdAtomicResourceStateV2::Read { psn, npkts } => {
                     RdAtomicResource::Read { psn, npkts }
                 }
-                RdAtomicResourceStateV1::Atomic { psn, orig } => {
+                RdAtomicResourceStateV2::Atomic { psn, orig } => {
                     RdAtomicResource::Atomic { psn, orig }
                 }
             })
@@ -464,11 +464,11 @@ fn responder(s: ResponderStateV1) -> Responder {
             .out
             .into_iter()
             .map(|o| match o {
-                OutgoingStateV1::Ack { psn, syndrome, msn } => Outgoing::Ack { psn, syndrome, msn },
-                OutgoingStateV1::AtomicAck { psn, orig, msn } => {
+                OutgoingStateV2::Ack { psn, syndrome, msn } => Outgoing::Ack { psn, syndrome, msn },
+                OutgoingStateV2::AtomicAck { psn, orig, msn } => {
                     Outgoing::AtomicAck { psn, orig, msn }
                 }
-                OutgoingStateV1::Read {
+                OutgoingStateV2::Read {
                     psn,
                     va,
                     rkey,

@@ -1,19 +1,30 @@
 //! Checkpoints: a VF's whole state as a versioned, self-describing blob.
 //!
-//! Layout (docs/checkpoint-format.md): a 16-byte header — magic `VHCA`, format version (u16
-//! LE), codec (0 binary, 1 JSON), reserved, payload length (u32 LE), CRC-32 of the payload
-//! (u32 LE) — then the payload: the serde encoding of [`VfStateV1`] in that codec. The binary
-//! codec (postcard: varints, no field names) is what migration sends; JSON is for people.
+//! Two formats (docs/checkpoint-format.md): **v2**, what this build writes, a sectioned
+//! container (`container.rs`) of the v2 wire structs (`v2.rs`), full or a delta against a base
+//! (`delta.rs`); and **v1**, read only, a 16-byte header and one payload of the v1 wire
+//! structs (`v1.rs`), upgraded to v2 as it is read (`upgrade.rs`). Either is encoded by one of
+//! the codecs in `codec/`.
 //!
 //! A blob is untrusted input: it may be truncated, corrupted or hostile. Loading checks the
-//! header, the checksum, then every object and every cross-reference before a single one is
-//! put into a VF, so a bad blob is an error value, never a panic or a half-built VF.
+//! header, the checksums, then every object and every cross-reference before a single one is
+//! put into a VF (`load.rs`), so a bad blob is an error value, never a panic or a half-built
+//! VF.
 
+pub mod codec;
+pub mod container;
+pub mod delta;
 mod load;
+mod upgrade;
 pub mod v1;
+pub mod v2;
 
+pub use codec::Codec;
+pub use container::{BaseStateV2, CheckpointV2, DeltaV2, RemovedStateV2, SectionInfo, SectionKind};
+pub use delta::{apply, delta, digest};
 pub use load::LoadCtx;
 pub use v1::*;
+pub use v2::*;
 
 use crate::memory::{SharedMemory, VecMemory};
 use crate::qp::Qp;
@@ -22,41 +33,30 @@ use crate::table;
 use crate::types::{Nanos, PdHandle, Qpn};
 use crate::verbs::VfLimits;
 use crate::vf::{Vf, FIRST_QPN};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const MAGIC: [u8; 4] = *b"VHCA";
+/// The v1 header's length (v2's is the same 16 bytes, followed by its section table).
 pub const HEADER_LEN: usize = 16;
 /// The format version this build writes. Every older version it can read is listed in
 /// [`SUPPORTED_VERSIONS`] and has a golden fixture in tests.
-pub const CURRENT_VERSION: u16 = 1;
-pub const SUPPORTED_VERSIONS: [u16; 1] = [1];
-/// Upper bound on a payload, far above any real VF, so a hostile length cannot make a reader
-/// allocate gigabytes.
+pub const CURRENT_VERSION: u16 = container::VERSION;
+pub const SUPPORTED_VERSIONS: [u16; 2] = [1, 2];
+/// Upper bound on a v1 payload, far above any real VF, so a hostile length cannot make a
+/// reader allocate gigabytes.
 pub const MAX_PAYLOAD: usize = 1 << 30;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Codec {
-    Binary,
-    Json,
-}
-
-impl Codec {
-    fn byte(self) -> u8 {
-        match self {
-            Codec::Binary => 0,
-            Codec::Json => 1,
-        }
-    }
-}
-
-/// The fixed header of a blob.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// What a blob's header (and, in v2, its section table) says, before any object is decoded.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Header {
     pub version: u16,
-    pub codec: Codec,
-    pub payload_len: u32,
-    pub crc32: u32,
+    pub codec: &'static dyn Codec,
+    /// A delta against a base (v2 only).
+    pub delta: bool,
+    /// Bytes after the header (v1: the payload; v2: the table and the sections).
+    pub payload_len: u64,
+    /// v2's section table; empty for v1.
+    pub sections: Vec<SectionInfo>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub enum CheckpointError {
     Truncated(&'static str),
     #[error("not a vhca checkpoint (bad magic)")]
     BadMagic,
-    #[error("checkpoint format version {0} is not supported by this build (supported: 1)")]
+    #[error("checkpoint format version {0} is not supported by this build (supported: 1, 2)")]
     UnknownVersion(u16),
     #[error("unknown checkpoint codec {0}")]
     UnknownCodec(u8),
@@ -73,8 +73,18 @@ pub enum CheckpointError {
     Checksum,
     #[error("checkpoint payload does not decode: {0}")]
     Decode(String),
+    #[error("checkpoint does not encode: {0}")]
+    Encode(String),
+    #[error("checkpoint sections: {0}")]
+    Section(String),
     #[error("checkpoint is inconsistent: {0}")]
     Invalid(String),
+    #[error("a delta checkpoint needs its base (this one is a delta)")]
+    DeltaNeedsBase,
+    #[error("not a delta checkpoint")]
+    NotADelta,
+    #[error("the delta was made against another base (its base digest does not match)")]
+    WrongBase,
 }
 
 fn invalid<T>(what: impl Into<String>) -> Result<T, CheckpointError> {
@@ -91,12 +101,11 @@ fn rebase(t: Option<Nanos>, now: Nanos, forward: bool) -> Option<Nanos> {
     })
 }
 
-/// The state of `vf` at `now`, as the v1 wire structs (QP timers as time remaining).
-pub fn state_of(vf: &Vf, now: Nanos) -> VfStateV1 {
+/// The state of `vf` at `now`, as the v2 wire structs (QP timers as time remaining).
+pub fn state_of(vf: &Vf, now: Nanos) -> VfStateV2 {
     let res = &vf.res;
-    VfStateV1 {
-        identity: (&vf.identity).into(),
-        key_byte: vf.key_byte,
+    VfStateV2 {
+        identity: IdentityStateV2::of(&vf.identity, vf.key_byte),
         pds: res.pds.iter().map(|(i, _)| i).collect(),
         mrs: res.mrs.iter().map(|(i, m)| (i, m.into())).collect(),
         cqs: res.cqs.iter().map(|(i, c)| (i, c.into())).collect(),
@@ -106,71 +115,91 @@ pub fn state_of(vf: &Vf, now: Nanos) -> VfStateV1 {
             .qps
             .iter()
             .map(|(_, q)| {
-                let mut q = QpStateV1::from(q);
+                let mut q = QpStateV2::from(q);
                 q.req.deadline = rebase(q.req.deadline, now, false);
                 q.req.rnr_until = rebase(q.req.rnr_until, now, false);
                 q
             })
             .collect(),
-        async_events: res.async_events.iter().copied().collect(),
-        cq_events: res.cq_events.iter().copied().collect(),
+        events: EventsStateV2 {
+            async_events: res.async_events.iter().copied().collect(),
+            cq_events: res.cq_events.iter().copied().collect(),
+        },
         counters: (&res.counters).into(),
     }
 }
 
-/// Encodes a state into a blob.
-pub fn encode(state: &VfStateV1, codec: Codec) -> Vec<u8> {
-    let payload = match codec {
-        // Serializing plain data into a Vec cannot fail; an empty payload would fail to load.
-        Codec::Binary => postcard::to_stdvec(state).unwrap_or_default(),
-        Codec::Json => serde_json::to_vec_pretty(state).unwrap_or_default(),
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&CURRENT_VERSION.to_le_bytes());
-    out.push(codec.byte());
-    out.push(0);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+/// Encodes a state into a full v2 blob. The wire structs are plain data and every codec of
+/// this build encodes them; should one fail, the blob is empty, and an empty blob never loads.
+pub fn encode(state: &VfStateV2, codec: &'static dyn Codec) -> Vec<u8> {
+    container::encode_full(state, codec).unwrap_or_default()
 }
 
-/// Saves `vf` at `now`.
-pub fn save(vf: &Vf, now: Nanos, codec: Codec) -> Vec<u8> {
+/// Saves `vf` at `now` as a full v2 blob.
+pub fn save(vf: &Vf, now: Nanos, codec: &'static dyn Codec) -> Vec<u8> {
     encode(&state_of(vf, now), codec)
 }
 
-/// Reads and checks a blob's header.
-pub fn header(blob: &[u8]) -> Result<Header, CheckpointError> {
+/// The format version of a blob (after checking its magic).
+fn version_of(blob: &[u8]) -> Result<u16, CheckpointError> {
     let h = blob
         .get(..HEADER_LEN)
         .ok_or(CheckpointError::Truncated("header"))?;
     if h[..4] != MAGIC {
         return Err(CheckpointError::BadMagic);
     }
-    let version = u16::from_le_bytes([h[4], h[5]]);
-    if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(CheckpointError::UnknownVersion(version));
-    }
+    Ok(u16::from_le_bytes([h[4], h[5]]))
+}
+
+/// A v1 header: magic, version 1, codec (0 binary, 1 JSON), reserved, payload length, CRC-32.
+fn header_v1(blob: &[u8]) -> Result<(Header, u32), CheckpointError> {
+    let h = blob
+        .get(..HEADER_LEN)
+        .ok_or(CheckpointError::Truncated("header"))?;
     let codec = match h[6] {
-        0 => Codec::Binary,
-        1 => Codec::Json,
+        0 => codec::BINARY,
+        1 => codec::JSON,
         c => return Err(CheckpointError::UnknownCodec(c)),
     };
     let payload_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     let crc32 = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
-    Ok(Header {
-        version,
-        codec,
-        payload_len,
+    Ok((
+        Header {
+            version: 1,
+            codec,
+            delta: false,
+            payload_len: payload_len.into(),
+            sections: Vec::new(),
+        },
         crc32,
-    })
+    ))
 }
 
-/// Decodes a blob into its header and state, checking the checksum (not yet the contents).
-pub fn decode(blob: &[u8]) -> Result<(Header, VfStateV1), CheckpointError> {
-    let h = header(blob)?;
+/// Reads and checks a blob's header, and in v2 its section table (not the sections).
+pub fn header(blob: &[u8]) -> Result<Header, CheckpointError> {
+    match version_of(blob)? {
+        1 => header_v1(blob).map(|h| h.0),
+        container::VERSION => {
+            let t = container::Table::parse(blob)?;
+            Ok(Header {
+                version: container::VERSION,
+                codec: t.codec,
+                delta: t.delta,
+                payload_len: (blob.len() - HEADER_LEN) as u64,
+                sections: t.sections,
+            })
+        }
+        v => Err(CheckpointError::UnknownVersion(v)),
+    }
+}
+
+/// Decodes a v1 blob into its header and v1 state, checking the checksum (not the contents).
+pub fn decode_v1(blob: &[u8]) -> Result<(Header, VfStateV1), CheckpointError> {
+    match version_of(blob)? {
+        1 => {}
+        v => return Err(CheckpointError::UnknownVersion(v)),
+    }
+    let (h, crc) = header_v1(blob)?;
     let len = h.payload_len as usize;
     if len > MAX_PAYLOAD {
         return Err(CheckpointError::Decode(format!(
@@ -185,18 +214,78 @@ pub fn decode(blob: &[u8]) -> Result<(Header, VfStateV1), CheckpointError> {
             "trailing bytes after the payload".into(),
         ));
     }
-    if crc32fast::hash(payload) != h.crc32 {
+    if crc32fast::hash(payload) != crc {
         return Err(CheckpointError::Checksum);
     }
-    let state: VfStateV1 = match h.codec {
-        Codec::Binary => {
-            postcard::from_bytes(payload).map_err(|e| CheckpointError::Decode(e.to_string()))?
-        }
-        Codec::Json => {
-            serde_json::from_slice(payload).map_err(|e| CheckpointError::Decode(e.to_string()))?
-        }
-    };
+    let state = codec::decode_value(h.codec, payload)?;
     Ok((h, state))
+}
+
+/// Encodes a v1 state as a v1 blob. This build never saves v1; this is for the golden
+/// fixtures and the tests that prove v1 blobs still load.
+pub fn encode_v1(state: &VfStateV1, codec: &'static dyn Codec) -> Result<Vec<u8>, CheckpointError> {
+    let byte = match codec.id() {
+        0 | 1 => codec.id(),
+        c => return Err(CheckpointError::UnknownCodec(c)),
+    };
+    let payload = codec::encode_value(codec, state)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.push(byte);
+    out.push(0);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes any blob this build reads: v1 (upgraded to v2 as it is read) or v2, full or delta.
+/// The checksums are checked, the contents not yet (`validate`).
+pub fn decode_any(blob: &[u8]) -> Result<(Header, CheckpointV2), CheckpointError> {
+    match version_of(blob)? {
+        1 => {
+            let (h, s) = decode_v1(blob)?;
+            Ok((h, CheckpointV2::Full(s.into())))
+        }
+        container::VERSION => {
+            let (t, c) = container::decode(blob)?;
+            let h = Header {
+                version: container::VERSION,
+                codec: t.codec,
+                delta: t.delta,
+                payload_len: (blob.len() - HEADER_LEN) as u64,
+                sections: t.sections,
+            };
+            Ok((h, c))
+        }
+        v => Err(CheckpointError::UnknownVersion(v)),
+    }
+}
+
+/// Decodes a full checkpoint (v1 or v2); a delta is refused, it needs its base.
+pub fn decode(blob: &[u8]) -> Result<(Header, VfStateV2), CheckpointError> {
+    match decode_any(blob)? {
+        (h, CheckpointV2::Full(s)) => Ok((h, s)),
+        (_, CheckpointV2::Delta(_)) => Err(CheckpointError::DeltaNeedsBase),
+    }
+}
+
+/// Decodes a delta blob and applies it to `base`, the state it was made against.
+pub fn decode_delta(base: &VfStateV2, blob: &[u8]) -> Result<VfStateV2, CheckpointError> {
+    match decode_any(blob)? {
+        (_, CheckpointV2::Delta(d)) => apply(base, d),
+        (_, CheckpointV2::Full(_)) => Err(CheckpointError::NotADelta),
+    }
+}
+
+/// A delta blob of `cur` against `base`.
+pub fn save_delta(
+    base: &VfStateV2,
+    cur: &VfStateV2,
+    codec: &'static dyn Codec,
+) -> Result<Vec<u8>, CheckpointError> {
+    container::encode_delta(&delta(base, cur)?, codec)
 }
 
 /// Every limit of `own` (a blob's) within `dest` (the destination's policy), field by field:
@@ -271,7 +360,7 @@ fn numbers_of(
 /// Whether a state would restore on a destination whose policy is `dest`: the destination's
 /// own checks and then a real restore into a scratch VF, so `validate` accepts exactly what
 /// [`restore`] (and [`load_with_limits`]) accept, with the same error.
-pub fn validate(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
+pub fn validate(s: &VfStateV2, dest: &VfLimits) -> Result<(), CheckpointError> {
     // A restore never touches guest memory and its outcome does not depend on `now`: objects
     // keep their guest-physical addresses until the data path reaches them.
     restore(s.clone(), VecMemory::shared(0), Nanos(0), dest).map(drop)
@@ -283,7 +372,7 @@ pub fn validate(s: &VfStateV1, dest: &VfLimits) -> Result<(), CheckpointError> {
 /// no number in a blob makes a table grow beyond what the limits allow), then each object as
 /// it converts from its wire struct (`TryFrom`, `load.rs`: sizes, contents, references).
 pub fn restore(
-    s: VfStateV1,
+    s: VfStateV2,
     mem: SharedMemory,
     now: Nanos,
     dest: &VfLimits,
@@ -341,7 +430,7 @@ pub fn restore(
     ahs.sort_unstable_by_key(|e| e.0);
     qps.sort_unstable_by_key(|q| q.qpn.0);
     let mut vf = Vf::new(s.identity.into(), mem);
-    vf.key_byte = s.key_byte;
+    vf.key_byte = s.identity.key_byte;
     // The checks proved every number fits and is unique; a refusal here is a bug, still an
     // error.
     let put = |r: Result<(), table::PlaceError>, what: &str| {
@@ -368,8 +457,8 @@ pub fn restore(
         let n = q.qpn.0;
         put(vf.qps.insert_at(n, q), "QP")?;
     }
-    vf.res.async_events = s.async_events.into_iter().collect();
-    vf.res.cq_events = s.cq_events.into_iter().collect();
+    vf.res.async_events = s.events.async_events.into_iter().collect();
+    vf.res.cq_events = s.events.cq_events.into_iter().collect();
     vf.res.counters = s.counters.into();
     for n in qpns {
         vf.schedule(n);
@@ -377,7 +466,7 @@ pub fn restore(
     Ok(vf)
 }
 
-/// Loads a blob into a VF over `mem`, its clock now at `now`, on a destination that allows its
+/// Loads a full blob (v1 or v2) into a VF over `mem`, its clock now at `now`, on a destination that allows its
 /// VFs `dest`.
 pub fn load_with_limits(
     blob: &[u8],

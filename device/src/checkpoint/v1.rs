@@ -1,11 +1,10 @@
 //! Version 1 of the checkpoint payload, as wire-only structs.
 //!
-//! These types are the format: their field order, field names, variant order and variant names
-//! are what postcard and JSON write (docs/checkpoint-format.md lists every field). The live
-//! device types (`Qp`, `Requester`, `Responder`, `Mr`, `Cq`, `Srq`, `Ah`, `Counters`, ...) do
-//! not implement serde; a save converts them with `From<&Live>` here, a load converts back with
-//! the checked `TryFrom`s in `load.rs`. A refactor of the device changes those conversions,
-//! never these structs; a change here is a new format version.
+//! v1 is read, never written: a v1 blob decodes into these structs and becomes a v2 state with
+//! the conversions in `upgrade.rs`, which the v2 checks in `load.rs` then judge. These types are
+//! the format: their field order, field names, variant order and variant names are what postcard
+//! and JSON wrote (docs/checkpoint-format.md lists every field). They are frozen; a change here
+//! would make the golden fixtures in `device/tests/fixtures` fail.
 //!
 //! Fields are plain data. The verbs vocabulary (`QpAttr`, `QpInitAttr`, `RecvWr`, `Sge`,
 //! `SendOp`, `SendFlags`, `UdDest`, `WcStatus`, `WorkCompletion`, `AhAttr`, `AsyncEvent`,
@@ -14,19 +13,11 @@
 //! their serde derives: they are values, not implementation state, and their encoding is part
 //! of this format (the byte-exact fixtures in `device/tests/fixtures` catch a change).
 
-use crate::cq::{Arm, Cq};
-use crate::mr::{Mr, MrMap};
-use crate::qp::requester::{Requester, SendWqe};
-use crate::qp::responder::{InMessage, Outgoing, RdAtomicResource, Responder};
-use crate::qp::Qp;
-use crate::resources::{Ah, Counters};
-use crate::srq::Srq;
 use crate::types::{CqHandle, Gid, Guid, Mac, MemKey, Msn, Nanos, PdHandle, Psn, Qpn};
 use crate::verbs::{
     Access, AhAttr, AsyncEvent, Mtu, QpAttr, QpInitAttr, QpState, QpType, RecvWr, SendFlags,
     SendOp, Sge, UdDest, VfLimits, WcStatus, WorkCompletion,
 };
-use crate::vf::VfIdentity;
 use serde::{Deserialize, Serialize};
 
 /// Version 1 of a VF's state: identity, every object table as (number, object) pairs, and the
@@ -262,230 +253,4 @@ pub struct CountersStateV1 {
     pub ud_no_recv: u64,
     pub completions: u64,
     pub error_completions: u64,
-}
-
-// Saving: live → wire. Infallible, and the only place that reads live fields for the format.
-
-impl From<&VfIdentity> for IdentityStateV1 {
-    fn from(i: &VfIdentity) -> Self {
-        IdentityStateV1 {
-            node_guid: i.node_guid,
-            port_guid: i.port_guid,
-            gid: i.gid,
-            mac: i.mac,
-            port_mtu: i.port_mtu,
-            limits: i.limits,
-        }
-    }
-}
-
-impl From<&Mr> for MrStateV1 {
-    fn from(m: &Mr) -> Self {
-        MrStateV1 {
-            pd: m.pd,
-            iova: m.iova,
-            len: m.len,
-            access: m.access,
-            key: m.key,
-            map: match &m.map {
-                MrMap::Contiguous { gpa } => MrMapStateV1::Contiguous { gpa: *gpa },
-                MrMap::Pages { page_shift, pages } => MrMapStateV1::Pages {
-                    page_shift: *page_shift,
-                    pages: pages.clone(),
-                },
-            },
-            valid: m.valid,
-        }
-    }
-}
-
-impl From<Arm> for ArmStateV1 {
-    fn from(a: Arm) -> Self {
-        match a {
-            Arm::Next => ArmStateV1::Next,
-            Arm::Solicited => ArmStateV1::Solicited,
-        }
-    }
-}
-
-impl From<&Cq> for CqStateV1 {
-    fn from(c: &Cq) -> Self {
-        CqStateV1 {
-            capacity: c.capacity,
-            entries: c.entries.iter().copied().collect(),
-            armed: c.armed.map(ArmStateV1::from),
-            overflowed: c.overflowed,
-        }
-    }
-}
-
-impl From<&Srq> for SrqStateV1 {
-    fn from(s: &Srq) -> Self {
-        SrqStateV1 {
-            pd: s.pd,
-            max_wr: s.max_wr,
-            max_sge: s.max_sge,
-            queue: s.queue.iter().cloned().collect(),
-            limit: s.limit,
-        }
-    }
-}
-
-impl From<&Ah> for AhStateV1 {
-    fn from(a: &Ah) -> Self {
-        AhStateV1 {
-            pd: a.pd,
-            attr: a.attr,
-        }
-    }
-}
-
-impl From<&SendWqe> for SendWqeStateV1 {
-    fn from(w: &SendWqe) -> Self {
-        SendWqeStateV1 {
-            wr_id: w.wr_id,
-            op: w.op,
-            flags: w.flags,
-            signaled: w.signaled,
-            sgl: w.sgl.clone(),
-            inline: w.inline.clone(),
-            len: w.len,
-            ud: w.ud,
-            started: w.started,
-            first_psn: w.first_psn,
-            npkts: w.npkts,
-            resp_pkts: w.resp_pkts,
-            done: w.done,
-        }
-    }
-}
-
-impl From<&Requester> for RequesterStateV1 {
-    fn from(r: &Requester) -> Self {
-        RequesterStateV1 {
-            sq: r.sq.iter().map(SendWqeStateV1::from).collect(),
-            next: r.next,
-            next_pkt: r.next_pkt,
-            psn: r.psn,
-            una: r.una,
-            sent_hw: r.sent_hw,
-            retry_left: r.retry_left,
-            rnr_left: r.rnr_left,
-            deadline: r.deadline,
-            rnr_until: r.rnr_until,
-            since_ack_req: r.since_ack_req,
-            halted: r.halted,
-            drained_notified: r.drained_notified,
-            retrying_from: r.retrying_from,
-        }
-    }
-}
-
-impl From<&InMessage> for InMessageStateV1 {
-    fn from(m: &InMessage) -> Self {
-        match m {
-            InMessage::Send { wqe, offset } => InMessageStateV1::Send {
-                wqe: wqe.clone(),
-                offset: *offset,
-            },
-            &InMessage::Write {
-                va,
-                rkey,
-                len,
-                offset,
-            } => InMessageStateV1::Write {
-                va,
-                rkey,
-                len,
-                offset,
-            },
-        }
-    }
-}
-
-impl From<&RdAtomicResource> for RdAtomicResourceStateV1 {
-    fn from(r: &RdAtomicResource) -> Self {
-        match *r {
-            RdAtomicResource::Read { psn, npkts } => RdAtomicResourceStateV1::Read { psn, npkts },
-            RdAtomicResource::Atomic { psn, orig } => RdAtomicResourceStateV1::Atomic { psn, orig },
-        }
-    }
-}
-
-impl From<&Outgoing> for OutgoingStateV1 {
-    fn from(o: &Outgoing) -> Self {
-        match *o {
-            Outgoing::Ack { psn, syndrome, msn } => OutgoingStateV1::Ack { psn, syndrome, msn },
-            Outgoing::AtomicAck { psn, orig, msn } => OutgoingStateV1::AtomicAck { psn, orig, msn },
-            Outgoing::Read {
-                psn,
-                va,
-                rkey,
-                left,
-                first,
-                msn,
-            } => OutgoingStateV1::Read {
-                psn,
-                va,
-                rkey,
-                left,
-                first,
-                msn,
-            },
-        }
-    }
-}
-
-impl From<&Responder> for ResponderStateV1 {
-    fn from(r: &Responder) -> Self {
-        ResponderStateV1 {
-            epsn: r.epsn,
-            msn: r.msn,
-            nak_sent: r.nak_sent,
-            current: r.current.as_ref().map(InMessageStateV1::from),
-            resources: r.resources.iter().map(Into::into).collect(),
-            out: r.out.iter().map(Into::into).collect(),
-        }
-    }
-}
-
-/// The QP's timers are copied as they are (absolute); `state_of` turns them into time
-/// remaining, since only it knows `now`.
-impl From<&Qp> for QpStateV1 {
-    fn from(q: &Qp) -> Self {
-        QpStateV1 {
-            qpn: q.qpn,
-            init: q.init,
-            attr: q.attr,
-            rq: q.rq.iter().cloned().collect(),
-            req: (&q.req).into(),
-            resp: (&q.resp).into(),
-            src_port: q.src_port,
-        }
-    }
-}
-
-impl From<&Counters> for CountersStateV1 {
-    fn from(c: &Counters) -> Self {
-        CountersStateV1 {
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            retransmits: c.retransmits,
-            retry_timeouts: c.retry_timeouts,
-            rnr_naks_sent: c.rnr_naks_sent,
-            rnr_naks_received: c.rnr_naks_received,
-            seq_naks_sent: c.seq_naks_sent,
-            seq_naks_received: c.seq_naks_received,
-            duplicate_requests: c.duplicate_requests,
-            out_of_sequence: c.out_of_sequence,
-            implied_naks: c.implied_naks,
-            rx_dropped: c.rx_dropped,
-            qkey_violations: c.qkey_violations,
-            ud_no_recv: c.ud_no_recv,
-            completions: c.completions,
-            error_completions: c.error_completions,
-        }
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
-use vhca_device::checkpoint::Codec;
+use vhca_device::checkpoint::{codec, Codec};
 use vhca_device::{Mac, Mtu};
 
 /// `--mtu`: a path MTU in bytes.
@@ -63,23 +63,14 @@ pub fn name_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A checkpoint codec on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum CodecArg {
-    /// The compact binary encoding.
-    #[value(alias = "bin")]
-    Binary,
-    /// JSON, for reading and editing.
-    Json,
-}
-
-impl From<CodecArg> for Codec {
-    fn from(c: CodecArg) -> Codec {
-        match c {
-            CodecArg::Binary => Codec::Binary,
-            CodecArg::Json => Codec::Json,
-        }
-    }
+/// A checkpoint codec on the command line, by name: any codec this build has
+/// (`checkpoint::codec::all()`; "bin" is kept as an alias of "binary").
+pub fn codec(s: &str) -> Result<&'static dyn Codec, String> {
+    let name = if s == "bin" { "binary" } else { s };
+    codec::by_name(name).ok_or_else(|| {
+        let names: Vec<&str> = codec::all().iter().map(|c| c.name()).collect();
+        format!("{s:?}: the codecs are {}", names.join(", "))
+    })
 }
 
 #[cfg(test)]

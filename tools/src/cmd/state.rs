@@ -1,9 +1,10 @@
 //! `vhca state`.
 
-use super::args::CodecArg;
+use super::args::codec;
 use super::{CmdError, CmdResult};
 use std::path::{Path, PathBuf};
 use vhca::state;
+use vhca_device::checkpoint::Codec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,8 +26,18 @@ enum StateOp {
         /// Where to write the re-encoded checkpoint.
         output: PathBuf,
         /// The codec to write.
-        #[arg(long, value_enum, default_value = "json")]
-        to: CodecArg,
+        #[arg(long, value_parser = codec, default_value = "json")]
+        to: &'static dyn Codec,
+    },
+    /// Turn a v1 checkpoint into v2 (validated first; same codec unless --to).
+    Upgrade {
+        /// The v1 checkpoint file to read.
+        input: PathBuf,
+        /// Where to write the v2 checkpoint.
+        output: PathBuf,
+        /// The codec to write (default: the input's).
+        #[arg(long, value_parser = codec)]
+        to: Option<&'static dyn Codec>,
     },
     /// Print the fields that differ between two checkpoints, as paths; exit 1 if any do.
     Diff {
@@ -45,8 +56,8 @@ enum StateOp {
         /// Where to write it.
         output: PathBuf,
         /// The codec to write.
-        #[arg(long, value_enum, default_value = "binary")]
-        codec: CodecArg,
+        #[arg(long, value_parser = codec, default_value = "binary")]
+        codec: &'static dyn Codec,
     },
 }
 
@@ -69,7 +80,10 @@ impl Args {
         match self.op {
             StateOp::Inspect { file } => print!("{}", state::inspect(&read(&file)?)?),
             StateOp::Convert { input, output, to } => {
-                write(&output, &state::convert(&read(&input)?, to.into())?)?;
+                write(&output, &state::convert(&read(&input)?, to)?)?;
+            }
+            StateOp::Upgrade { input, output, to } => {
+                write(&output, &state::upgrade(&read(&input)?, to)?)?;
             }
             StateOp::Diff { a, b } => {
                 let d = state::diff(&read(&a)?, &read(&b)?)?;
@@ -84,7 +98,7 @@ impl Args {
                 state::validate(&read(&file)?)?;
                 println!("{}: valid", file.display());
             }
-            StateOp::Sample { output, codec } => write(&output, &state::sample(codec.into())?)?,
+            StateOp::Sample { output, codec } => write(&output, &state::sample(codec)?)?,
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use crate::protocol::doorbell::{Event, EVENT_SIZE};
 use crate::protocol::ring::Ring;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-use vhca_device::checkpoint::{self, CheckpointError, Codec};
+use vhca_device::checkpoint::{self, codec, CheckpointError};
 use vhca_device::{Nanos, QpCap, QpType, SharedMemory, VfIdentity, VfLimits, WorkCompletion};
 
 /// A ring's geometry as stored.
@@ -70,7 +70,7 @@ pub struct CqRingState {
 /// rings around it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortStateV1 {
-    /// `checkpoint::save(vf, now, Codec::Binary)`. As serde bytes: postcard writes them as a
+    /// `checkpoint::save(vf, now, codec::BINARY)`. As serde bytes: postcard writes them as a
     /// sequence of `u8`s would be (a varint length, then the bytes) but in one call, not one
     /// per byte (2 ms each way for the 2 MB checkpoint of 16,384 QPs).
     #[serde(with = "serde_bytes")]
@@ -92,7 +92,7 @@ impl VfPort {
     /// The port's state at `now` (the VF must be suspended: nothing may move meanwhile).
     pub fn save_state(&self, now: Nanos) -> PortStateV1 {
         PortStateV1 {
-            checkpoint: checkpoint::save(&self.vf, now, Codec::Binary),
+            checkpoint: checkpoint::save(&self.vf, now, codec::BINARY),
             qps: self
                 .qps
                 .iter()
