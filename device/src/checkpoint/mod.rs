@@ -59,7 +59,7 @@ pub struct Header {
     pub sections: Vec<SectionInfo>,
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum CheckpointError {
     #[error("checkpoint truncated: {0}")]
     Truncated(&'static str),
