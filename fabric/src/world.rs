@@ -19,11 +19,28 @@ pub struct Migration {
     /// confuses it with a VF that takes over its old slot meanwhile.
     pub in_flight: VfAddr,
     port: PortId,
-    /// The checkpoint (what crosses the wire in a real migration).
+    /// The checkpoint sent in the blackout (what crosses the wire in a real migration): the
+    /// full state, or with a pre-copy the delta against its base.
     pub blob: Vec<u8>,
+    /// The pre-copied base the destination already holds (sent while the VF still ran).
+    pub base: Option<Vec<u8>>,
+    /// The digest of the source's full state at the stop, when it sent a delta: the
+    /// destination checks that base + delta is exactly that state.
+    pub expect: Option<[u8; 32]>,
     memory: vhca_device::SharedMemory,
     pub gid: Gid,
     pub started: Nanos,
+}
+
+/// A full checkpoint of a VF taken while it keeps running: the base a later migration sends
+/// only a delta against (device-state pre-copy).
+pub struct Precopy {
+    pub of: VfAddr,
+    /// The checkpoint as sent (binary codec).
+    pub blob: Vec<u8>,
+    /// The state it holds, which the source keeps to compute the delta.
+    pub state: checkpoint::VfStateV2,
+    pub taken: Nanos,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +53,10 @@ pub enum MigrationError {
     PfFull,
     #[error("checkpoint: {0}")]
     Checkpoint(vhca_device::checkpoint::CheckpointError),
+    #[error("the pre-copy was taken of another VF")]
+    PrecopyOfAnotherVf,
+    #[error("base + delta is not the state the source stopped with")]
+    DeltaMismatch,
 }
 
 /// The PF number of the address a VF has while it is in flight.
@@ -218,15 +239,52 @@ impl World {
         self.pfs.get(a.pf).and_then(|p| p.vf(a.vf)).is_some()
     }
 
+    /// A pre-copy of the VF at `a`: its full state now, while it keeps running.
+    pub fn precopy(&self, a: VfAddr) -> Result<Precopy, MigrationError> {
+        let vf = self
+            .pfs
+            .get(a.pf)
+            .and_then(|p| p.vf(a.vf))
+            .ok_or(MigrationError::NoSuchVf)?;
+        let state = checkpoint::state_of(vf, self.now);
+        Ok(Precopy {
+            of: a,
+            blob: checkpoint::encode(&state, checkpoint::codec::BINARY),
+            state,
+            taken: self.now,
+        })
+    }
+
     /// Starts migrating the VF at `a`: its state is checkpointed (binary codec) and the VF
     /// disappears from its PF and from the switch. Packets for it are dropped until
-    /// [`World::finish_migration`] — the blackout. Its guest memory is carried as it is (in a
-    /// VM the VMM migrates RAM; here the pages are simply kept).
-    pub fn begin_migration(&mut self, a: VfAddr) -> Result<Migration, MigrationError> {
+    /// [`World::finish_migration`] — the blackout. With a pre-copy of it, what is sent in the
+    /// blackout is only the delta against that base. Its guest memory is carried as it is (in
+    /// a VM the VMM migrates RAM; here the pages are simply kept).
+    pub fn begin_migration(
+        &mut self,
+        a: VfAddr,
+        pre: Option<Precopy>,
+    ) -> Result<Migration, MigrationError> {
         let now = self.now;
+        if pre.as_ref().is_some_and(|p| p.of != a) {
+            return Err(MigrationError::PrecopyOfAnotherVf);
+        }
         let pf = self.pfs.get_mut(a.pf).ok_or(MigrationError::NoSuchVf)?;
         let vf = pf.destroy_vf(a.vf).map_err(|_| MigrationError::NoSuchVf)?;
-        let blob = checkpoint::save(&vf, now, checkpoint::codec::BINARY);
+        let state = checkpoint::state_of(&vf, now);
+        let (blob, base, expect) = match pre {
+            None => (
+                checkpoint::encode(&state, checkpoint::codec::BINARY),
+                None,
+                None,
+            ),
+            Some(p) => {
+                let delta = checkpoint::save_delta(&p.state, &state, checkpoint::codec::BINARY)
+                    .map_err(MigrationError::Checkpoint)?;
+                let expect = checkpoint::digest(&state).map_err(MigrationError::Checkpoint)?;
+                (delta, Some(p.blob), Some(expect))
+            }
+        };
         let gid = vf.gid();
         self.switch.detach(&gid);
         let port = self
@@ -244,32 +302,19 @@ impl World {
             in_flight,
             port,
             blob,
+            base,
+            expect,
             memory: vf.memory().clone(),
             gid,
             started: now,
         })
     }
 
-    /// A migration whose destination refused it, to try another one: the same state, memory
-    /// and identity, still in flight.
-    pub fn rebuild_migration(
-        &mut self,
-        from: VfAddr,
-        in_flight: VfAddr,
-        blob: Vec<u8>,
-        started: Nanos,
-    ) -> Migration {
-        let port = in_flight.vf as usize;
-        let p = &self.ports[port];
-        Migration {
-            from,
-            in_flight,
-            port,
-            blob,
-            memory: p.mem.clone(),
-            gid: p.gid,
-            started,
-        }
+    /// Whether PF `pf` has a free VF slot (a migration to it would find room).
+    pub fn has_free_slot(&self, pf: usize) -> bool {
+        self.pfs
+            .get(pf)
+            .is_some_and(|p| (0..p.totalvfs()).any(|i| p.vf(i).is_none()))
     }
 
     /// Finishes a migration on PF `dest_pf`: the VF is restored from its checkpoint into the
@@ -285,8 +330,24 @@ impl World {
         let slot = (0..pf.totalvfs())
             .find(|i| pf.vf(*i).is_none())
             .ok_or(MigrationError::PfFull)?;
-        let mut vf =
-            checkpoint::load(&m.blob, m.memory, now).map_err(MigrationError::Checkpoint)?;
+        let state = match &m.base {
+            None => {
+                checkpoint::decode(&m.blob)
+                    .map_err(MigrationError::Checkpoint)?
+                    .1
+            }
+            Some(base) => {
+                let (_, base) = checkpoint::decode(base).map_err(MigrationError::Checkpoint)?;
+                let s =
+                    checkpoint::decode_delta(&base, &m.blob).map_err(MigrationError::Checkpoint)?;
+                if m.expect != Some(checkpoint::digest(&s).map_err(MigrationError::Checkpoint)?) {
+                    return Err(MigrationError::DeltaMismatch);
+                }
+                s
+            }
+        };
+        let mut vf = checkpoint::restore(state, m.memory, now, &vhca_device::VfLimits::default())
+            .map_err(MigrationError::Checkpoint)?;
         vf.resume(now);
         pf.insert_vf(slot, vf).map_err(|_| MigrationError::PfFull)?;
         let addr = VfAddr {

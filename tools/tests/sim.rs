@@ -108,6 +108,7 @@ fn demo_runs_every_opcode_over_a_lossy_fabric() {
 #[test]
 fn migration_seeds_hold_every_invariant_and_replay() {
     let mut migrated = 0;
+    let mut deltas = 0;
     for seed in 0..10 {
         let r = sim::run_with(seed, FaultLevel::Heavy, true);
         assert!(
@@ -117,8 +118,17 @@ fn migration_seeds_hold_every_invariant_and_replay() {
             sim::replay_command_migrate(seed, FaultLevel::Heavy)
         );
         migrated += r.migrations;
+        // Device-state pre-copy: a migration sends only a delta against a base taken while
+        // the VF still ran, and the destination checked base + delta against the source's
+        // state at the stop (a mismatch is a violation above).
+        deltas += r
+            .injected
+            .iter()
+            .filter(|i| i.starts_with("migration") && i.contains("delta bytes after a"))
+            .count();
     }
     assert!(migrated >= 10, "only {migrated} migrations happened");
+    assert!(deltas >= 10, "only {deltas} migrations sent a delta");
     let a = sim::run_with(3, FaultLevel::Heavy, true);
     let b = sim::run_with(3, FaultLevel::Heavy, true);
     assert_eq!(a.trace_hash, b.trace_hash);

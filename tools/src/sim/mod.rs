@@ -64,6 +64,9 @@ impl SimReport {
     }
 }
 
+/// How long before a planned migration's stop its VF's state is pre-copied.
+const PRECOPY_LEAD: Nanos = Nanos(200_000);
+
 /// Virtual time after which a run that has not finished is a violation (a stall).
 const TIME_LIMIT: Nanos = Nanos(600_000_000_000);
 
@@ -142,15 +145,31 @@ pub fn run_plan_tapped(
         plan.migrations.iter().copied().collect();
     let mut in_flight: Vec<(Migration, Nanos, usize)> = Vec::new();
     let mut migrations = 0u64;
+    // Device-state pre-copy: the VF of the next planned migration is checkpointed in full
+    // PRECOPY_LEAD before its stop while it keeps running, and only the delta against that
+    // base crosses in the blackout; the destination checks base + delta against the source's
+    // state at the stop (`World::finish_migration`).
+    let mut precopied: Option<vhca_fabric::world::Precopy> = None;
     loop {
+        if let Some(m) = pending.front() {
+            let addr = world.vfs()[m.vf];
+            let due = Nanos(m.at.0.saturating_sub(PRECOPY_LEAD.0));
+            if precopied.is_none() && world.now >= due && world.has_vf(addr) {
+                match world.precopy(addr) {
+                    Ok(p) => precopied = Some(p),
+                    Err(e) => checker.violation(format!("pre-copy of {addr} failed: {e}")),
+                }
+            }
+        }
         // Migrations: start those due, finish those whose blackout is over.
         while pending.front().is_some_and(|m| m.at <= world.now) {
             let Some(m) = pending.pop_front() else { break };
             let addr = world.vfs()[m.vf];
+            let pre = precopied.take().filter(|p| p.of == addr);
             if !world.has_vf(addr) {
                 continue; // already in flight: this one is skipped
             }
-            match world.begin_migration(addr) {
+            match world.begin_migration(addr, pre) {
                 Ok(t) => {
                     for f in flows.iter_mut() {
                         f.relocate(addr, t.in_flight);
@@ -167,36 +186,29 @@ pub fn run_plan_tapped(
                 continue;
             }
             let (t, _, dest) = in_flight.swap_remove(i);
-            let (from, away, started, bytes) = (t.from, t.in_flight, t.started, t.blob.len());
+            let (from, away, started) = (t.from, t.in_flight, t.started);
+            let bytes = match &t.base {
+                Some(b) => format!(
+                    "{} delta bytes after a {}-byte pre-copy",
+                    t.blob.len(),
+                    b.len()
+                ),
+                None => format!("{} state bytes", t.blob.len()),
+            };
             // The planned PF, or the next one with a free slot.
             let npf = plan.pfs.len();
-            let mut result = Err(vhca_fabric::world::MigrationError::PfFull);
-            let mut t = Some(t);
-            for k in 0..npf {
-                let Some(tt) = t.take() else { break };
-                let blob = tt.blob.clone();
-                match world.finish_migration(tt, (dest + k) % npf) {
-                    Ok(a) => {
-                        result = Ok(a);
-                        break;
-                    }
-                    Err(vhca_fabric::world::MigrationError::PfFull) => {
-                        t = Some(world.rebuild_migration(from, away, blob, started));
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            match result {
+            let to = (0..npf)
+                .map(|k| (dest + k) % npf)
+                .find(|p| world.has_free_slot(*p))
+                .unwrap_or(dest);
+            match world.finish_migration(t, to) {
                 Ok(to) => {
                     migrations += 1;
                     for f in flows.iter_mut() {
                         f.relocate(away, to);
                     }
                     checker.injected(format!(
-                        "migration {from} -> {to}, blackout {} us, {bytes} state bytes",
+                        "migration {from} -> {to}, blackout {} us, {bytes}",
                         (world.now.0 - started.0) / 1000
                     ));
                 }
@@ -229,7 +241,15 @@ pub fn run_plan_tapped(
             // The next thing to happen may be a migration starting or ending.
             let mig = pending
                 .front()
-                .map(|m| m.at)
+                .map(|m| {
+                    // The pre-copy instant while it is still ahead, else the stop.
+                    let due = Nanos(m.at.0.saturating_sub(PRECOPY_LEAD.0));
+                    if precopied.is_none() && due > world.now {
+                        due
+                    } else {
+                        m.at
+                    }
+                })
                 .into_iter()
                 .chain(in_flight.iter().map(|m| m.1))
                 .min();
