@@ -590,3 +590,74 @@ fn the_generated_workloads_reach_interesting_states() {
     );
     eprintln!("{mid_flight} QPs mid-flight, {owed} owing responses, {removals} QP and {mrs_removed} MR removals");
 }
+
+/// A destination decodes each section as soon as its bytes are in: after every chunk, exactly
+/// the sections that have fully arrived are decoded, and the end result is the whole blob's.
+#[test]
+fn sections_decode_while_the_blob_arrives() {
+    use checkpoint::container::{Incremental, Table};
+    let mut s = busy();
+    let q = s.qps[0].clone();
+    s.qps = (0..2500)
+        .map(|i| {
+            let mut q = q.clone();
+            q.qpn = Qpn(17 + i);
+            q
+        })
+        .collect();
+    for c in codec::all().iter().copied() {
+        let blob = checkpoint::encode(&s, c);
+        let t = Table::parse(&blob).unwrap();
+        assert_eq!(
+            t.sections
+                .iter()
+                .filter(|x| x.kind == SectionKind::Qps)
+                .count(),
+            3,
+            "2,500 QPs in sections of 1,024"
+        );
+        let mut inc = Incremental::new();
+        let mut at = 0;
+        let mut seen_partial = false;
+        for chunk in blob.chunks(997) {
+            at += chunk.len();
+            let done = inc.push(chunk).unwrap();
+            let complete = t
+                .sections
+                .iter()
+                .filter(|x| x.offset + x.len as usize <= at)
+                .count();
+            assert_eq!(
+                done,
+                complete,
+                "{} after {at} of {} bytes",
+                c.name(),
+                blob.len()
+            );
+            seen_partial |= done > 0 && done < t.sections.len();
+        }
+        assert!(
+            seen_partial,
+            "{}: no section was decoded before the end",
+            c.name()
+        );
+        let (_, got) = inc.finish().unwrap();
+        assert!(got == checkpoint::decode_any(&blob).unwrap().1);
+        // Refusals are the whole blob's: a bad checksum as soon as its section is in, a
+        // truncation at the end, bytes past the last section.
+        let mut bad = blob.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let mut inc = Incremental::new();
+        assert_eq!(inc.push(&bad).err(), Some(CheckpointError::Checksum));
+        let mut inc = Incremental::new();
+        inc.push(&blob[..blob.len() - 1]).unwrap();
+        assert_eq!(
+            inc.finish().err(),
+            Some(CheckpointError::Truncated("sections"))
+        );
+        let mut inc = Incremental::new();
+        inc.push(&blob).unwrap();
+        assert!(matches!(inc.push(&[0]), Err(CheckpointError::Section(_))));
+    }
+}

@@ -178,6 +178,19 @@ fn bad<T>(what: impl Into<String>) -> Result<T, CheckpointError> {
 
 impl Table {
     pub fn parse(blob: &[u8]) -> Result<Table, CheckpointError> {
+        let (t, end) = Table::parse_head(blob)?;
+        match blob.len().cmp(&end) {
+            std::cmp::Ordering::Less => Err(CheckpointError::Truncated("sections")),
+            std::cmp::Ordering::Greater => {
+                bad(format!("{} bytes after the last section", blob.len() - end))
+            }
+            std::cmp::Ordering::Equal => Ok(t),
+        }
+    }
+
+    /// The header and table at the front of `blob` (which may hold only them), and where the
+    /// last section ends.
+    fn parse_head(blob: &[u8]) -> Result<(Table, usize), CheckpointError> {
         let h = blob
             .get(..HEADER_LEN)
             .ok_or(CheckpointError::Truncated("header"))?;
@@ -225,21 +238,12 @@ impl Table {
             });
             offset = offset.saturating_add(len as usize);
         }
-        match blob.len().cmp(&offset) {
-            std::cmp::Ordering::Less => return Err(CheckpointError::Truncated("sections")),
-            std::cmp::Ordering::Greater => {
-                return bad(format!(
-                    "{} bytes after the last section",
-                    blob.len() - offset
-                ))
-            }
-            std::cmp::Ordering::Equal => {}
-        }
-        Ok(Table {
+        let t = Table {
             codec,
             delta: h[7] & FLAG_DELTA != 0,
             sections,
-        })
+        };
+        Ok((t, offset))
     }
 
     /// The payload of section `s`, its checksum checked.
@@ -408,14 +412,106 @@ pub fn read_identity(blob: &[u8]) -> Result<IdentityStateV2, CheckpointError> {
     }
 }
 
+fn one<T>(_: &T) -> usize {
+    1
+}
+
+/// Collects decoded sections into a checkpoint, enforcing which sections may appear how often.
+#[derive(Default)]
+struct Assembler {
+    identity: Option<IdentityStateV2>,
+    base: Option<BaseStateV2>,
+    removed: Option<RemovedStateV2>,
+    events: Option<EventsStateV2>,
+    counters: Option<CountersStateV2>,
+    seen: [bool; 12],
+    taken: usize,
+    pds: Vec<u32>,
+    mrs: Vec<(u32, MrStateV2)>,
+    cqs: Vec<(u32, CqStateV2)>,
+    srqs: Vec<(u32, SrqStateV2)>,
+    ahs: Vec<(u32, AhStateV2)>,
+    qps: Vec<QpStateV2>,
+}
+
+impl Assembler {
+    /// Checks and decodes section `s` (its payload `p`, checksum already checked).
+    fn take(
+        &mut self,
+        codec: &dyn Codec,
+        s: &SectionInfo,
+        p: &[u8],
+    ) -> Result<(), CheckpointError> {
+        if (self.taken == 0) != (s.kind == SectionKind::Identity) {
+            return bad("the identity must be the first section, and only it");
+        }
+        self.taken += 1;
+        let k = s.kind as usize;
+        if self.seen[k] && s.kind != SectionKind::Qps {
+            return bad(format!("two {} sections", s.kind.name()));
+        }
+        self.seen[k] = true;
+        match s.kind {
+            SectionKind::Identity => self.identity = Some(section(codec, s, p, one)?),
+            SectionKind::Base => self.base = Some(section(codec, s, p, one)?),
+            SectionKind::Removed => {
+                self.removed = Some(section(codec, s, p, RemovedStateV2::count)?);
+            }
+            SectionKind::Pds => self.pds = section(codec, s, p, Vec::len)?,
+            SectionKind::Mrs => self.mrs = section(codec, s, p, Vec::len)?,
+            SectionKind::Cqs => self.cqs = section(codec, s, p, Vec::len)?,
+            SectionKind::Srqs => self.srqs = section(codec, s, p, Vec::len)?,
+            SectionKind::Ahs => self.ahs = section(codec, s, p, Vec::len)?,
+            SectionKind::Qps => {
+                let chunk: Vec<QpStateV2> = section(codec, s, p, Vec::len)?;
+                if chunk.len() > QPS_PER_SECTION {
+                    return bad(format!("a QP section of {} QPs", chunk.len()));
+                }
+                self.qps.extend(chunk);
+            }
+            SectionKind::Events => self.events = Some(section(codec, s, p, one)?),
+            SectionKind::Counters => self.counters = Some(section(codec, s, p, one)?),
+        }
+        Ok(())
+    }
+
+    fn finish(self, delta: bool) -> Result<CheckpointV2, CheckpointError> {
+        let (Some(identity), Some(events), Some(counters)) =
+            (self.identity, self.events, self.counters)
+        else {
+            return bad("a checkpoint needs its identity, events and counters sections");
+        };
+        let state = VfStateV2 {
+            identity,
+            pds: self.pds,
+            mrs: self.mrs,
+            cqs: self.cqs,
+            srqs: self.srqs,
+            ahs: self.ahs,
+            qps: self.qps,
+            events,
+            counters,
+        };
+        match (delta, self.base) {
+            (false, None) if self.removed.is_none() => Ok(CheckpointV2::Full(state)),
+            (true, Some(base)) => Ok(CheckpointV2::Delta(DeltaV2 {
+                base,
+                changed: state,
+                removed: self.removed.unwrap_or_default(),
+            })),
+            _ => bad("base and removed sections belong to deltas, and every delta has a base"),
+        }
+    }
+}
+
 /// Decodes one section into `T`, checking that it holds `items` objects as its entry says.
 fn section<T: serde::de::DeserializeOwned>(
-    t: &Table,
-    blob: &[u8],
+    codec: &dyn Codec,
     s: &SectionInfo,
+    p: &[u8],
     count: impl Fn(&T) -> usize,
 ) -> Result<T, CheckpointError> {
-    let v: T = codec::decode_value(t.codec, t.payload(blob, s)?)?;
+    let v: T = codec::decode_value(codec, p)?;
     if count(&v) as u64 != s.items as u64 {
         return bad(format!(
             "{} section says {} items and holds {}",
@@ -427,79 +523,86 @@ fn section<T: serde::de::DeserializeOwned>(
     Ok(v)
 }
 
-fn one<T>(_: &T) -> usize {
-    1
-}
-
 /// Decodes a whole v2 blob: every section checked and decoded, the rules on which sections
 /// appear how often enforced. The contents are not yet judged (`validate` does that).
 pub fn decode(blob: &[u8]) -> Result<(Table, CheckpointV2), CheckpointError> {
     let t = Table::parse(blob)?;
-    let mut identity = None;
-    let mut base = None;
-    let mut removed = None;
-    let mut events = None;
-    let mut counters = None;
-    let mut seen = [false; 12];
-    let mut pds = Vec::new();
-    let mut mrs = Vec::new();
-    let mut cqs = Vec::new();
-    let mut srqs = Vec::new();
-    let mut ahs = Vec::new();
-    let mut qps = Vec::new();
-    for (i, s) in t.sections.iter().enumerate() {
-        if (i == 0) != (s.kind == SectionKind::Identity) {
-            return bad("the identity must be the first section, and only it");
-        }
-        let k = s.kind as usize;
-        if seen[k] && s.kind != SectionKind::Qps {
-            return bad(format!("two {} sections", s.kind.name()));
-        }
-        seen[k] = true;
-        match s.kind {
-            SectionKind::Identity => identity = Some(section(&t, blob, s, one)?),
-            SectionKind::Base => base = Some(section(&t, blob, s, one)?),
-            SectionKind::Removed => {
-                removed = Some(section(&t, blob, s, RemovedStateV2::count)?);
-            }
-            SectionKind::Pds => pds = section(&t, blob, s, Vec::len)?,
-            SectionKind::Mrs => mrs = section(&t, blob, s, Vec::len)?,
-            SectionKind::Cqs => cqs = section(&t, blob, s, Vec::len)?,
-            SectionKind::Srqs => srqs = section(&t, blob, s, Vec::len)?,
-            SectionKind::Ahs => ahs = section(&t, blob, s, Vec::len)?,
-            SectionKind::Qps => {
-                let chunk: Vec<QpStateV2> = section(&t, blob, s, Vec::len)?;
-                if chunk.len() > QPS_PER_SECTION {
-                    return bad(format!("a QP section of {} QPs", chunk.len()));
-                }
-                qps.extend(chunk);
-            }
-            SectionKind::Events => events = Some(section(&t, blob, s, one)?),
-            SectionKind::Counters => counters = Some(section(&t, blob, s, one)?),
-        }
+    let mut a = Assembler::default();
+    for s in &t.sections {
+        a.take(t.codec, s, t.payload(blob, s)?)?;
     }
-    let (Some(identity), Some(events), Some(counters)) = (identity, events, counters) else {
-        return bad("a checkpoint needs its identity, events and counters sections");
-    };
-    let state = VfStateV2 {
-        identity,
-        pds,
-        mrs,
-        cqs,
-        srqs,
-        ahs,
-        qps,
-        events,
-        counters,
-    };
-    let c = match (t.delta, base) {
-        (false, None) if removed.is_none() => CheckpointV2::Full(state),
-        (true, Some(base)) => CheckpointV2::Delta(DeltaV2 {
-            base,
-            changed: state,
-            removed: removed.unwrap_or_default(),
-        }),
-        _ => return bad("base and removed sections belong to deltas, and every delta has a base"),
-    };
+    let c = a.finish(t.delta)?;
     Ok((t, c))
+}
+
+/// A v2 blob decoded while it arrives: bytes are pushed as they come; once the header and
+/// table are in, each section is checked and decoded as soon as its last byte is, so decoding
+/// overlaps the transfer instead of following it. Each section is decoded once; the result is
+/// what [`decode`] gives for the whole blob, and so are the errors.
+#[derive(Default)]
+pub struct Incremental {
+    buf: Vec<u8>,
+    /// The table, and where the last section ends, once they have arrived.
+    head: Option<(Table, usize)>,
+    done: usize,
+    parts: Assembler,
+}
+
+impl Incremental {
+    pub fn new() -> Incremental {
+        Incremental::default()
+    }
+
+    /// Takes more bytes; returns how many sections are now checked and decoded. After an
+    /// error the blob is refused; pushing more does not change that.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<usize, CheckpointError> {
+        // Grows with what actually arrived, never with what the header claims.
+        self.buf.extend_from_slice(bytes);
+        if self.head.is_none() {
+            if self.buf.len() < HEADER_LEN {
+                return Ok(0);
+            }
+            let count = le32(&self.buf, 8);
+            if count > MAX_SECTIONS {
+                return bad(format!("{count} sections (at most {MAX_SECTIONS})"));
+            }
+            if self.buf.len() < HEADER_LEN + count as usize * ENTRY_LEN {
+                return Ok(0);
+            }
+            self.head = Some(Table::parse_head(&self.buf)?);
+        }
+        let Some((t, end)) = &self.head else {
+            return Ok(0);
+        };
+        if self.buf.len() > *end {
+            return bad(format!(
+                "{} bytes after the last section",
+                self.buf.len() - end
+            ));
+        }
+        while let Some(s) = t.sections.get(self.done) {
+            if self.buf.len() < s.offset + s.len as usize {
+                break;
+            }
+            self.parts.take(t.codec, s, t.payload(&self.buf, s)?)?;
+            self.done += 1;
+        }
+        Ok(self.done)
+    }
+
+    /// Every byte has arrived: the checkpoint.
+    pub fn finish(self) -> Result<(Table, CheckpointV2), CheckpointError> {
+        let Some((t, end)) = self.head else {
+            return Err(CheckpointError::Truncated(if self.buf.len() < HEADER_LEN {
+                "header"
+            } else {
+                "section table"
+            }));
+        };
+        if self.buf.len() < end {
+            return Err(CheckpointError::Truncated("sections"));
+        }
+        let c = self.parts.finish(t.delta)?;
+        Ok((t, c))
+    }
 }
