@@ -331,4 +331,58 @@ mod tests {
         let e = load(wide, mem).err().unwrap();
         assert!(e.to_string().contains("SGEs"), "{e}");
     }
+
+    /// The migration load path refuses hostile v2 checkpoints inside a device state as the
+    /// device's own checks do: a delta (no base on a destination), a bad section checksum, a
+    /// truncated section, a dangling reference.
+    #[test]
+    fn hostile_checkpoints_in_a_device_state_are_refused() {
+        use vhca_device::checkpoint::container::{assemble, sections, SectionKind};
+        let (good, mem) = saved();
+        let (_, state) = checkpoint::decode(&good.checkpoint).unwrap();
+        let with = |blob: Vec<u8>| PortStateV1 {
+            checkpoint: blob,
+            ..good.clone()
+        };
+
+        let mut later = state.clone();
+        later.counters.tx_packets += 1;
+        let delta = checkpoint::save_delta(&state, &later, codec::BINARY).unwrap();
+        assert_eq!(
+            load(with(delta), mem.clone()).err(),
+            Some(CheckpointError::DeltaNeedsBase)
+        );
+
+        let mut flipped = good.checkpoint.clone();
+        let n = flipped.len();
+        flipped[n - 1] ^= 1;
+        assert_eq!(
+            load(with(flipped), mem.clone()).err(),
+            Some(CheckpointError::Checksum)
+        );
+
+        let (_, mut parts) = sections(&good.checkpoint).unwrap();
+        let q = parts.iter_mut().find(|p| p.0 == SectionKind::Qps).unwrap();
+        q.2.truncate(q.2.len() - 1);
+        let refs: Vec<(SectionKind, u32, &[u8])> = parts
+            .iter()
+            .map(|(k, i, b)| (*k, *i, b.as_slice()))
+            .collect();
+        let cut = assemble(codec::BINARY, false, &refs);
+        assert!(matches!(
+            load(with(cut), mem.clone()).err(),
+            Some(CheckpointError::Decode(_))
+        ));
+
+        let mut dangling = state.clone();
+        dangling.qps[0].init.send_cq = vhca_device::CqHandle(999);
+        let e = load(
+            with(checkpoint::encode(&dangling, codec::BINARY)),
+            mem.clone(),
+        )
+        .err();
+        assert!(matches!(e, Some(CheckpointError::Invalid(_))), "{e:?}");
+
+        assert!(load(good, mem).is_ok());
+    }
 }
