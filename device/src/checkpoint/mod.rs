@@ -483,3 +483,22 @@ pub fn load_with_limits(
 pub fn load(blob: &[u8], mem: SharedMemory, now: Nanos) -> Result<Vf, CheckpointError> {
     load_with_limits(blob, mem, now, &VfLimits::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use static_assertions::assert_not_impl_any;
+
+    // The live types are not the format: none of them may (de)serialize, or a refactor of
+    // the device would silently be a format change again.
+    assert_not_impl_any!(crate::qp::Qp: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::qp::requester::Requester: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::qp::requester::SendWqe: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::qp::responder::Responder: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::mr::Mr: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::cq::Cq: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::srq::Srq: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::resources::Ah: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::resources::Counters: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::vf::Vf: serde::Serialize, serde::de::DeserializeOwned);
+    assert_not_impl_any!(crate::vf::VfIdentity: serde::Serialize, serde::de::DeserializeOwned);
+}
