@@ -10,6 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use vhca::interop::perf::KeyMsg;
 use vhca::interop::pingpong::Dest;
+use vhca_device::checkpoint;
 use vhca_device::{
     Access, AhAttr, AhHandle, Gid, Mac, MemKey, Psn, QpAttr, QpCap, QpState, Qpn, RecvWr,
     SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
@@ -501,6 +502,27 @@ fn programs() -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// A v2 blob as the checkpoint harness's section input (`fuzz/src/state.rs`,
+/// `sections_blob`): the codec byte (bit 7: delta), then `kind, items, length (u16), payload`
+/// per section.
+fn sections_input(blob: &[u8]) -> Vec<u8> {
+    let (t, parts) = checkpoint::container::sections(blob).expect("a v2 blob");
+    let all = checkpoint::codec::all();
+    let idx = all.iter().position(|c| c.id() == t.codec.id()).unwrap() as u8;
+    let mut out = vec![idx | if t.delta { 0x80 } else { 0 }];
+    for (kind, items, payload) in parts {
+        let k = checkpoint::container::SectionKind::ALL
+            .iter()
+            .position(|x| *x == kind)
+            .unwrap() as u8;
+        out.push(k);
+        out.push(items.min(255) as u8);
+        out.extend_from_slice(&(payload.len().min(65535) as u16).to_le_bytes());
+        out.extend_from_slice(&payload[..payload.len().min(65535)]);
+    }
+    out
+}
+
 fn state_seeds() {
     for n in ["checkpoint-v1.bin", "checkpoint-v1.json"] {
         let blob =
@@ -513,18 +535,34 @@ fn state_seeds() {
             &cat(&[mode], &blob[16..]),
         );
     }
+    // A delta against the base the harness applies deltas to (the v1 fixture, upgraded).
+    let fixture = fs::read(root().join("../device/tests/fixtures/checkpoint-v1.bin")).unwrap();
+    let (_, base) = checkpoint::decode(&fixture).unwrap();
+    let mut later = base.clone();
+    later.counters.tx_packets += 1;
+    later.qps.truncate(later.qps.len().saturating_sub(1));
+    for c in checkpoint::codec::all() {
+        let d = checkpoint::save_delta(&base, &later, *c).unwrap();
+        put("checkpoint", &format!("delta-{}", c.name()), &cat(&[0], &d));
+        put(
+            "checkpoint",
+            &format!("delta-{}-sections", c.name()),
+            &cat(&[3], &sections_input(&d)),
+        );
+    }
     for (n, prog) in programs() {
         let (bin, json, ds) = hostile::saved_state(&prog);
         put("checkpoint", &format!("{n}.bin"), &cat(&[0], &bin));
+        put("checkpoint", &format!("{n}.json"), &cat(&[0], &json));
         put(
             "checkpoint",
-            &format!("{n}-payload.bin"),
-            &cat(&[1], &bin[16..]),
+            &format!("{n}-sections.bin"),
+            &cat(&[3], &sections_input(&bin)),
         );
         put(
             "checkpoint",
-            &format!("{n}-payload.json"),
-            &cat(&[2], &json[16..]),
+            &format!("{n}-sections.json"),
+            &cat(&[3], &sections_input(&json)),
         );
         put("device_state", n, &cat(&[0], &ds));
         put(
