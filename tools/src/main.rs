@@ -61,7 +61,7 @@ enum Cmd {
     MigrateAttached(cmd::migrate_attached::Args),
     /// Send a gratuitous ARP for a VF's IP from its MAC, after moving it (needs CAP_NET_RAW)
     Announce(cmd::announce::Args),
-    /// Checkpoint files: inspect, convert, diff, validate, sample (docs/checkpoint-format.md)
+    /// Checkpoint files: inspect, convert, upgrade, diff, validate, stats, export, schema, sample, bench
     State(cmd::state::Args),
 }
 

@@ -1,7 +1,7 @@
 //! `vhca state`.
 
 use super::args::codec;
-use super::{CmdError, CmdResult};
+use super::{print_json_pretty, CmdError, CmdResult};
 use std::path::{Path, PathBuf};
 use vhca::state;
 use vhca_device::checkpoint::Codec;
@@ -59,6 +59,39 @@ enum StateOp {
         #[arg(long, value_parser = codec, default_value = "binary")]
         codec: &'static dyn Codec,
     },
+    /// Where a checkpoint's bytes go: by kind of object (from the section table, nothing
+    /// decoded) and the QP bytes by part (init, attr, rq, req, resp)
+    Stats {
+        /// The checkpoint file (v1 or v2, any codec, full or delta).
+        file: PathBuf,
+        /// Print the numbers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every codec on VFs of N idle connected RC QPs: bytes in all, per QP and per kind,
+    /// encode and decode times, migration cost at 10/25/100 Gb/s, and a delta after 1% of
+    /// the QPs moved on (docs/benchmarks.md)
+    Bench {
+        /// QP counts, one run each.
+        #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_value = "1,1024,16384",
+              value_parser = clap::value_parser!(u32).range(1..=65536))]
+        qps: Vec<u32>,
+        /// Repetitions of each timing (the median is printed).
+        #[arg(long, value_name = "N", default_value_t = 5,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        reps: u32,
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of what `export` prints (a `CheckpointV2`: Full or Delta)
+    Schema,
+    /// Print any checkpoint (v1 or v2, any codec, full or delta) as one JSON document that
+    /// follows `vhca state schema`
+    Export {
+        /// The checkpoint file.
+        file: PathBuf,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CmdError> {
@@ -99,6 +132,24 @@ impl Args {
                 println!("{}: valid", file.display());
             }
             StateOp::Sample { output, codec } => write(&output, &state::sample(codec)?)?,
+            StateOp::Stats { file, json } => {
+                let s = state::stats::stats(&read(&file)?)?;
+                if json {
+                    print_json_pretty(&s)?;
+                } else {
+                    print!("{}", s.text());
+                }
+            }
+            StateOp::Bench { qps, reps, json } => {
+                let r = state::bench::run(&state::bench::Options { qps, reps })?;
+                if json {
+                    print_json_pretty(&r)?;
+                } else {
+                    print!("{}", r.text());
+                }
+            }
+            StateOp::Schema => println!("{}", state::export::schema_text()?),
+            StateOp::Export { file } => println!("{}", state::export::export(&read(&file)?)?),
         }
         Ok(())
     }

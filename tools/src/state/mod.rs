@@ -1,4 +1,18 @@
-//! `vhca state`: inspect, convert, diff and validate checkpoint files.
+//! `vhca state`: inspect, convert, diff and validate checkpoint files (here), and the
+//! experimenter's workbench around them, one module each:
+//!
+//! * [`sizes`]: where a checkpoint's bytes go, by section kind and by part of a QP.
+//! * [`stats`]: `vhca state stats`, those sizes for one file.
+//! * [`idle_vf`]: a VF of N idle connected RC QPs, made through the verbs API.
+//! * [`bench`]: `vhca state bench`, every codec on such VFs: bytes, times, migration cost.
+//! * [`export`]: `vhca state export` and `vhca state schema`, a checkpoint as one JSON
+//!   document and the JSON Schema it follows.
+
+pub mod bench;
+pub mod export;
+pub mod idle_vf;
+pub mod sizes;
+pub mod stats;
 
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -17,6 +31,13 @@ pub enum StateError {
     /// The sample's workload could not be set up.
     #[error("setting up the sample's traffic: {0}")]
     Sample(#[from] vhca_device::VerbsError),
+    /// The benchmark's VF could not be built through the verbs API.
+    #[error("building a VF of {qps} idle RC QPs: {source}")]
+    IdleVf {
+        qps: u32,
+        #[source]
+        source: vhca_device::VerbsError,
+    },
 }
 
 /// A one-screen summary of a checkpoint.
