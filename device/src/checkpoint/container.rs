@@ -14,7 +14,7 @@
 //! destination can check and decode each section as soon as its bytes have arrived. QPs come
 //! in sections of at most [`QPS_PER_SECTION`].
 
-use super::codec::{self, Codec};
+use super::codec::{self, Codec, WireRef, WireType};
 use super::v2::*;
 use super::{CheckpointError, MAGIC};
 use schemars::JsonSchema;
@@ -274,13 +274,13 @@ struct Writer {
 }
 
 impl Writer {
-    fn put<T: Serialize>(
+    fn put(
         &mut self,
         kind: SectionKind,
         items: usize,
-        v: &T,
+        v: WireRef<'_>,
     ) -> Result<(), CheckpointError> {
-        let bytes = codec::encode_value(self.codec, v)?;
+        let bytes = codec::encode_wire(self.codec, v)?;
         if bytes.len() > codec::MAX_SECTION_LEN {
             return Err(CheckpointError::Encode(format!(
                 "{} section too large",
@@ -295,25 +295,25 @@ impl Writer {
 
     fn objects(&mut self, s: &VfStateV2) -> Result<(), CheckpointError> {
         if !s.pds.is_empty() {
-            self.put(SectionKind::Pds, s.pds.len(), &s.pds)?;
+            self.put(SectionKind::Pds, s.pds.len(), WireRef::Numbers(&s.pds))?;
         }
         if !s.mrs.is_empty() {
-            self.put(SectionKind::Mrs, s.mrs.len(), &s.mrs)?;
+            self.put(SectionKind::Mrs, s.mrs.len(), WireRef::Mrs(&s.mrs))?;
         }
         if !s.cqs.is_empty() {
-            self.put(SectionKind::Cqs, s.cqs.len(), &s.cqs)?;
+            self.put(SectionKind::Cqs, s.cqs.len(), WireRef::Cqs(&s.cqs))?;
         }
         if !s.srqs.is_empty() {
-            self.put(SectionKind::Srqs, s.srqs.len(), &s.srqs)?;
+            self.put(SectionKind::Srqs, s.srqs.len(), WireRef::Srqs(&s.srqs))?;
         }
         if !s.ahs.is_empty() {
-            self.put(SectionKind::Ahs, s.ahs.len(), &s.ahs)?;
+            self.put(SectionKind::Ahs, s.ahs.len(), WireRef::Ahs(&s.ahs))?;
         }
         for chunk in s.qps.chunks(QPS_PER_SECTION) {
-            self.put(SectionKind::Qps, chunk.len(), &chunk)?;
+            self.put(SectionKind::Qps, chunk.len(), WireRef::Qps(chunk))?;
         }
-        self.put(SectionKind::Events, 1, &s.events)?;
-        self.put(SectionKind::Counters, 1, &s.counters)
+        self.put(SectionKind::Events, 1, s.events.wire_ref())?;
+        self.put(SectionKind::Counters, 1, s.counters.wire_ref())
     }
 
     fn finish(self, delta: bool) -> Vec<u8> {
@@ -373,7 +373,7 @@ pub fn encode_full(s: &VfStateV2, codec: &'static dyn Codec) -> Result<Vec<u8>, 
         codec,
         entries: Vec::new(),
     };
-    w.put(SectionKind::Identity, 1, &s.identity)?;
+    w.put(SectionKind::Identity, 1, s.identity.wire_ref())?;
     w.objects(s)?;
     Ok(w.finish(false))
 }
@@ -384,11 +384,15 @@ pub fn encode_delta(d: &DeltaV2, codec: &'static dyn Codec) -> Result<Vec<u8>, C
         codec,
         entries: Vec::new(),
     };
-    w.put(SectionKind::Identity, 1, &d.changed.identity)?;
-    w.put(SectionKind::Base, 1, &d.base)?;
+    w.put(SectionKind::Identity, 1, d.changed.identity.wire_ref())?;
+    w.put(SectionKind::Base, 1, d.base.wire_ref())?;
     w.objects(&d.changed)?;
     if !d.removed.is_empty() {
-        w.put(SectionKind::Removed, d.removed.count(), &d.removed)?;
+        w.put(
+            SectionKind::Removed,
+            d.removed.count(),
+            d.removed.wire_ref(),
+        )?;
     }
     Ok(w.finish(true))
 }
@@ -505,7 +509,7 @@ impl Assembler {
 }
 
 /// Decodes one section into `T`, checking that it holds `items` objects as its entry says.
-fn section<T: serde::de::DeserializeOwned>(
+fn section<T: codec::WireType>(
     codec: &dyn Codec,
     s: &SectionInfo,
     p: &[u8],

@@ -2,7 +2,7 @@
 //! does, but integers and byte strings are binary: what self-description costs over postcard,
 //! and what it saves over JSON, is the lesson (`vhca state bench`).
 
-use super::{Codec, Visit};
+use super::Format;
 use cbor4ii::core::dec::{Read, Reference};
 
 pub(super) struct Cbor;
@@ -39,27 +39,23 @@ impl<'de> Read<'de> for Bytes<'de> {
     }
 }
 
-impl Codec for Cbor {
-    fn id(&self) -> u8 {
-        2
-    }
-    fn name(&self) -> &'static str {
-        "cbor"
-    }
-    fn about(&self) -> &'static str {
-        "CBOR: self-describing binary, field names kept, integers binary"
-    }
-    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+impl Format for Cbor {
+    const ID: u8 = 2;
+    const NAME: &'static str = "cbor";
+    const ABOUT: &'static str = "CBOR: self-describing binary, field names kept, integers binary";
+
+    fn to_bytes<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
         cbor4ii::serde::to_vec(Vec::new(), &value).map_err(|e| e.to_string())
     }
-    fn decode(&self, bytes: &[u8], visit: &mut Visit<'_>) -> Result<(), String> {
+
+    fn from_bytes<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         let mut de = cbor4ii::serde::Deserializer::new(Bytes {
             rest: bytes,
             depth: 0,
         });
-        visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)).map_err(|e| e.to_string())?;
+        let v = T::deserialize(&mut de).map_err(|e| e.to_string())?;
         match de.into_inner().rest.len() {
-            0 => Ok(()),
+            0 => Ok(v),
             n => Err(format!("{n} bytes after the value")),
         }
     }

@@ -1,16 +1,26 @@
 //! Codecs: how a section's wire structs become bytes.
 //!
-//! A codec is one file in this directory implementing [`Codec`], and one name in the
-//! `codecs!` list below. That is all: `vhca state convert --to NAME`, the round-trip
-//! property tests over generated VF states (`device/tests/checkpoint_codecs.rs`) and
-//! `vhca state bench` all iterate [`all`]. The trait is object-safe through `erased-serde`,
-//! so a codec is a value in a list rather than a type parameter threaded through every caller.
+//! A codec is one file in this directory implementing [`Format`] (its id, name, a line about
+//! it, and two generic functions: a serde value to bytes and back), and one name in the
+//! `codecs!` list below. That is all: `vhca state convert --to NAME`, the round-trip property
+//! tests over generated VF states (`device/tests/checkpoint_v2.rs`) and `vhca state bench` all
+//! iterate [`all`].
 //!
-//! A codec decodes untrusted bytes: it must return an error, never panic, and never allocate
-//! more than the bytes it has actually decoded justify (serde's sequence visitors already cap
-//! what a length prefix preallocates; a decompressing codec caps its output at
-//! [`MAX_SECTION_LEN`]).
+//! Every [`Format`] is a [`Codec`], the object-safe face the rest of vhca holds (`&dyn
+//! Codec`, a value in a list rather than a type parameter threaded through every caller). The
+//! types a checkpoint holds at its top level are listed once ([`WireValue`]); a codec encodes
+//! and decodes those monomorphized, so the hot path (a destination decoding 16,384 QPs in the
+//! blackout) pays no dynamic dispatch per field. Any other serde value (the tools measure
+//! parts of a QP) goes through erased-serde, slower and fine for tools.
+//!
+//! A codec decodes untrusted bytes: it must return an error, never panic, refuse bytes left
+//! over after the value, and never allocate more than the bytes it has actually decoded
+//! justify (serde's sequence visitors already cap what a length prefix preallocates; a
+//! decompressing codec caps its output at [`MAX_SECTION_LEN`]).
 
+use super::container::{BaseStateV2, RemovedStateV2};
+use super::v1::VfStateV1;
+use super::v2::*;
 use super::CheckpointError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,23 +29,111 @@ use serde::Serialize;
 /// real VF: 16,384 QPs with full queues are tens of megabytes.
 pub const MAX_SECTION_LEN: usize = 1 << 30;
 
-/// A visitor handed the codec's deserializer; it deserializes the value it wants from it.
-pub type Visit<'v> =
-    dyn FnMut(&mut dyn erased_serde::Deserializer<'_>) -> Result<(), erased_serde::Error> + 'v;
-
-/// One way of turning the wire structs into bytes and back.
-pub trait Codec: Sync {
+/// What a codec author writes: one serde value to bytes, and back from all of the bytes.
+pub trait Format: Sync + 'static {
     /// The byte in a blob's header that names this codec. Never reused.
-    fn id(&self) -> u8;
+    const ID: u8;
     /// The name `vhca state` takes (`--to NAME`) and prints.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
     /// One line: what the codec is and what it teaches.
+    const ABOUT: &'static str;
+    fn to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String>;
+    /// Decodes a `T` from all of `bytes`; bytes left over are an error.
+    fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String>;
+}
+
+/// Declares the top-level wire types: `Name(RefType => OwnedType)`.
+macro_rules! wire {
+    ($($name:ident($r:ty => $t:ty)),* $(,)?) => {
+        /// Which top-level wire type.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Wire { $($name),* }
+        /// A decoded top-level wire value.
+        // Moved once, from a decoder to its caller: boxing the large variants buys nothing.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug)]
+        pub enum WireValue { $($name($t)),* }
+        /// A top-level wire value to encode.
+        #[derive(Clone, Copy, Debug)]
+        pub enum WireRef<'a> { $($name(&'a $r)),* }
+        $(
+            impl WireType for $t {
+                const WIRE: Wire = Wire::$name;
+                fn wire_ref(&self) -> WireRef<'_> {
+                    WireRef::$name(self)
+                }
+                fn from_wire(v: WireValue) -> Option<Self> {
+                    match v {
+                        WireValue::$name(x) => Some(x),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )*
+        fn encode_typed<F: Format>(v: WireRef<'_>) -> Result<Vec<u8>, String> {
+            match v { $(WireRef::$name(x) => F::to_bytes(x)),* }
+        }
+        fn decode_typed<F: Format>(w: Wire, b: &[u8]) -> Result<WireValue, String> {
+            match w { $(Wire::$name => F::from_bytes::<$t>(b).map(WireValue::$name)),* }
+        }
+    };
+}
+
+wire!(
+    Identity(IdentityStateV2 => IdentityStateV2),
+    Base(BaseStateV2 => BaseStateV2),
+    Removed(RemovedStateV2 => RemovedStateV2),
+    Numbers([u32] => Vec<u32>),
+    Mrs([(u32, MrStateV2)] => Vec<(u32, MrStateV2)>),
+    Cqs([(u32, CqStateV2)] => Vec<(u32, CqStateV2)>),
+    Srqs([(u32, SrqStateV2)] => Vec<(u32, SrqStateV2)>),
+    Ahs([(u32, AhStateV2)] => Vec<(u32, AhStateV2)>),
+    Qps([QpStateV2] => Vec<QpStateV2>),
+    Events(EventsStateV2 => EventsStateV2),
+    Counters(CountersStateV2 => CountersStateV2),
+    StateV1(VfStateV1 => VfStateV1),
+);
+
+/// A top-level wire type: what [`decode_value`] returns and [`encode_wire`] takes.
+pub trait WireType: Sized {
+    const WIRE: Wire;
+    fn wire_ref(&self) -> WireRef<'_>;
+    fn from_wire(v: WireValue) -> Option<Self>;
+}
+
+/// One way of turning the wire structs into bytes and back, as the rest of vhca holds it.
+pub trait Codec: Sync {
+    fn id(&self) -> u8;
+    fn name(&self) -> &'static str;
     fn about(&self) -> &'static str;
-    /// Encodes one value.
-    fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String>;
-    /// Decodes one value from all of `bytes`: `visit` deserializes it from the codec's
-    /// deserializer; bytes left over afterwards are an error.
-    fn decode(&self, bytes: &[u8], visit: &mut Visit<'_>) -> Result<(), String>;
+    /// Encodes a top-level wire value.
+    fn encode_wire(&self, v: WireRef<'_>) -> Result<Vec<u8>, String>;
+    /// Decodes a top-level wire value of type `w` from all of `bytes`.
+    fn decode_wire(&self, w: Wire, bytes: &[u8]) -> Result<WireValue, String>;
+    /// Encodes any other serde value (through erased-serde).
+    fn encode_any(&self, v: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String>;
+}
+
+impl<F: Format> Codec for F {
+    fn id(&self) -> u8 {
+        F::ID
+    }
+    fn name(&self) -> &'static str {
+        F::NAME
+    }
+    fn about(&self) -> &'static str {
+        F::ABOUT
+    }
+    fn encode_wire(&self, v: WireRef<'_>) -> Result<Vec<u8>, String> {
+        encode_typed::<F>(v)
+    }
+    fn decode_wire(&self, w: Wire, bytes: &[u8]) -> Result<WireValue, String> {
+        decode_typed::<F>(w, bytes)
+    }
+    fn encode_any(&self, v: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+        F::to_bytes(v)
+    }
 }
 
 impl std::fmt::Debug for dyn Codec {
@@ -79,28 +177,29 @@ pub fn by_name(name: &str) -> Option<&'static dyn Codec> {
     all().iter().copied().find(|c| c.name() == name)
 }
 
-/// Encodes `value` with `codec`. The wire structs are plain data, so an error here is a codec
-/// that cannot express them (a bug), still reported.
+fn encode_error(codec: &dyn Codec, e: String) -> CheckpointError {
+    CheckpointError::Encode(format!("{}: {e}", codec.name()))
+}
+
+/// Encodes a top-level wire value with `codec`. The wire structs are plain data, so an error
+/// here is a codec that cannot express them (a bug), still reported.
+pub fn encode_wire(codec: &dyn Codec, v: WireRef<'_>) -> Result<Vec<u8>, CheckpointError> {
+    codec.encode_wire(v).map_err(|e| encode_error(codec, e))
+}
+
+/// Encodes any serde value with `codec` (through erased-serde; the tools' measurements).
 pub fn encode_value<T: Serialize>(
     codec: &dyn Codec,
     value: &T,
 ) -> Result<Vec<u8>, CheckpointError> {
-    codec
-        .encode(value)
-        .map_err(|e| CheckpointError::Encode(format!("{}: {e}", codec.name())))
+    codec.encode_any(value).map_err(|e| encode_error(codec, e))
 }
 
-/// Decodes a `T` from all of `bytes` with `codec`.
-pub fn decode_value<T: DeserializeOwned>(
-    codec: &dyn Codec,
-    bytes: &[u8],
-) -> Result<T, CheckpointError> {
-    let mut out = None;
-    codec
-        .decode(bytes, &mut |d| {
-            out = Some(erased_serde::deserialize::<T>(d)?);
-            Ok(())
-        })
+/// Decodes a top-level wire value from all of `bytes` with `codec`.
+pub fn decode_value<T: WireType>(codec: &dyn Codec, bytes: &[u8]) -> Result<T, CheckpointError> {
+    let v = codec
+        .decode_wire(T::WIRE, bytes)
         .map_err(CheckpointError::Decode)?;
-    out.ok_or_else(|| CheckpointError::Decode(format!("{}: no value", codec.name())))
+    T::from_wire(v)
+        .ok_or_else(|| CheckpointError::Decode(format!("{}: another type", codec.name())))
 }
