@@ -19,6 +19,7 @@ pub mod programs;
 pub mod serve;
 pub mod target;
 pub mod virtq;
+pub mod watchdog;
 
 pub use context::{GuestContext, PollMode};
 pub use driver::{DriverConfig, GuestDriver};

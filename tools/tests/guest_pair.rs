@@ -14,6 +14,10 @@ fn guest_pair(args: &[&std::ffi::OsStr]) -> std::process::Output {
 
 #[test]
 fn guest_pair_checks_rc_between_two_vfs_of_a_serve_process() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "guest_pair_checks_rc_between_two_vfs_of_a_serve_process",
+        std::time::Duration::from_secs(300),
+    );
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
     let s = ServeProcess::start(2, Duration::from_secs(60)).expect("vhca serve");
     let (a, b) = (s.socket(0), s.socket(1));
@@ -37,6 +41,10 @@ fn guest_pair_checks_rc_between_two_vfs_of_a_serve_process() {
 
 #[test]
 fn guest_pair_reports_a_missing_socket() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "guest_pair_reports_a_missing_socket",
+        std::time::Duration::from_secs(300),
+    );
     let out = guest_pair(&[
         "/nonexistent/vf0.sock".as_ref(),
         "/nonexistent/vf1.sock".as_ref(),

@@ -43,6 +43,10 @@ fn migrate(src: &Path, dst: &Path, peer: &Path, extra: &[&str]) -> (bool, String
 
 #[test]
 fn a_udp_vf_moves_to_another_process_on_the_same_host_and_back_mid_traffic() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "a_udp_vf_moves_to_another_process_on_the_same_host_and_back_mid_traffic",
+        std::time::Duration::from_secs(300),
+    );
     // The processes run this test's own vhca binary.
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
     let mut src = serve("1", "127.0.0.51", &[]);

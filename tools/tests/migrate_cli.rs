@@ -5,6 +5,10 @@ use std::process::Command;
 
 #[test]
 fn vhca_migrate_moves_two_vfs_and_their_qps_keep_working() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "vhca_migrate_moves_two_vfs_and_their_qps_keep_working",
+        std::time::Duration::from_secs(300),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_vhca"))
         .args([
             "migrate", "--rounds", "1", "--size", "256", "--qps", "4", "--json",

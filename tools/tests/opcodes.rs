@@ -110,6 +110,10 @@ fn check_reports(client: &Value, server: &Value, n: u64, size: u64) {
 /// Server and client as two `vhca opcodes` processes on two VFs of one `vhca serve`.
 #[test]
 fn opcodes_between_two_vfs_of_one_serve_process() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "opcodes_between_two_vfs_of_one_serve_process",
+        std::time::Duration::from_secs(300),
+    );
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
     let s = ServeProcess::start(2, READY).expect("vhca serve");
     let port = free_port().to_string();
@@ -162,6 +166,10 @@ fn ok(r: Result<Report, OpcodesError>, who: &str) -> Value {
 
 #[test]
 fn opcodes_over_udp_loopback_at_edge_sizes() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "opcodes_over_udp_loopback_at_edge_sizes",
+        std::time::Duration::from_secs(300),
+    );
     // One byte (a 16-byte datagram at the smallest MTU), one iteration in flight.
     let o = Options {
         size: 1,
@@ -208,6 +216,10 @@ fn opcodes_over_udp_loopback_at_edge_sizes() {
 
 #[test]
 fn a_server_refuses_a_client_larger_than_it_allocated_for() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "a_server_refuses_a_client_larger_than_it_allocated_for",
+        std::time::Duration::from_secs(300),
+    );
     let (c, s) = run_nodes(
         5,
         Options {
@@ -228,6 +240,10 @@ fn a_server_refuses_a_client_larger_than_it_allocated_for() {
 /// opcode, and tells the client, which fails with that reason.
 #[test]
 fn a_corrupted_send_fails_both_sides() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "a_corrupted_send_fails_both_sides",
+        std::time::Duration::from_secs(300),
+    );
     let o = Options {
         fault: Some(Fault::CorruptSend { iteration: 7 }),
         ..quick(50)
@@ -250,6 +266,10 @@ fn a_corrupted_send_fails_both_sides() {
 /// window) and when it refills a slot (iteration 13).
 #[test]
 fn a_corrupted_read_fails_both_sides() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "a_corrupted_read_fails_both_sides",
+        std::time::Duration::from_secs(300),
+    );
     for (host, it) in [(9u8, 2u64), (11, 13)] {
         let so = Options {
             fault: Some(Fault::CorruptRead { iteration: it }),
@@ -274,6 +294,10 @@ fn a_corrupted_read_fails_both_sides() {
 /// duplicate, and the run completes with the same counts on both sides.
 #[test]
 fn a_lost_ud_answer_is_resent() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "a_lost_ud_answer_is_resent",
+        std::time::Duration::from_secs(300),
+    );
     let so = Options {
         fault: Some(Fault::LoseAnswer { iteration: 20 }),
         ..quick(1)
@@ -293,6 +317,10 @@ fn a_lost_ud_answer_is_resent() {
 /// binds it at the load); every byte is still checked, on both sides.
 #[test]
 fn the_client_vf_migrates_mid_run() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "the_client_vf_migrates_mid_run",
+        std::time::Duration::from_secs(300),
+    );
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
     let src =
         ServeProcess::start_with_args(1, &["--udp-ip", "127.0.79.21"], READY).expect("vhca serve");
@@ -341,6 +369,10 @@ fn the_client_vf_migrates_mid_run() {
 
 #[test]
 fn the_command_needs_an_ip_or_a_vf() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "the_command_needs_an_ip_or_a_vf",
+        std::time::Duration::from_secs(300),
+    );
     let out = vhca(&["opcodes".into()]).wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = vhca(&[

@@ -62,11 +62,19 @@ fn check_bw(test: Test, size: u32, iters: u32, host: u8) {
 
 #[test]
 fn send_bw_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "send_bw_loopback",
+        std::time::Duration::from_secs(300),
+    );
     check_bw(Test::SendBw, 4096, 200, 10);
 }
 
 #[test]
 fn write_bw_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "write_bw_loopback",
+        std::time::Duration::from_secs(300),
+    );
     check_bw(Test::WriteBw, 4096, 200, 20);
     // Above 8 KiB every request is signaled.
     check_bw(Test::WriteBw, 65536, 40, 22);
@@ -74,11 +82,19 @@ fn write_bw_loopback() {
 
 #[test]
 fn read_bw_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "read_bw_loopback",
+        std::time::Duration::from_secs(300),
+    );
     check_bw(Test::ReadBw, 4096, 200, 30);
 }
 
 #[test]
 fn send_lat_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm(
+        "send_lat_loopback",
+        std::time::Duration::from_secs(300),
+    );
     let (c, s) = run(Test::SendLat, 64, 200, 40);
     assert!(c
         .table()

@@ -18,9 +18,12 @@ use vhca::interop::{perf, pingpong};
 use vhca_device::Gid;
 use vhca_fabric::node::Node;
 use vhca_guest::serve::ServeProcess;
+use vhca_guest::watchdog::Watchdog;
 
 const READY: Duration = Duration::from_secs(60);
 const ITERS: u32 = 100;
+/// Far beyond any test here (seconds each): a hang fails the binary, naming its phase.
+const DEADLINE: Duration = Duration::from_secs(300);
 
 fn serve(ip: Ipv4Addr) -> ServeProcess {
     std::env::set_var("VHCA_BIN", env!("CARGO_BIN_EXE_vhca"));
@@ -186,6 +189,7 @@ fn ping_vf_server(ud: bool, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
 
 #[test]
 fn pingpong_rc_vf_client_to_node_server() {
+    let _w = Watchdog::arm("pingpong_rc_vf_client_to_node_server", DEADLINE);
     ping_vf_client(
         false,
         Ipv4Addr::new(127, 0, 78, 1),
@@ -195,6 +199,7 @@ fn pingpong_rc_vf_client_to_node_server() {
 
 #[test]
 fn pingpong_rc_node_client_to_vf_server() {
+    let _w = Watchdog::arm("pingpong_rc_node_client_to_vf_server", DEADLINE);
     ping_vf_server(
         false,
         Ipv4Addr::new(127, 0, 78, 11),
@@ -204,6 +209,7 @@ fn pingpong_rc_node_client_to_vf_server() {
 
 #[test]
 fn pingpong_ud_vf_client_to_node_server() {
+    let _w = Watchdog::arm("pingpong_ud_vf_client_to_node_server", DEADLINE);
     ping_vf_client(
         true,
         Ipv4Addr::new(127, 0, 78, 21),
@@ -213,6 +219,7 @@ fn pingpong_ud_vf_client_to_node_server() {
 
 #[test]
 fn pingpong_ud_node_client_to_vf_server() {
+    let _w = Watchdog::arm("pingpong_ud_node_client_to_vf_server", DEADLINE);
     ping_vf_server(
         true,
         Ipv4Addr::new(127, 0, 78, 31),
@@ -311,6 +318,7 @@ fn perf_vf_server(test: perf::Test, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
 
 #[test]
 fn perf_write_bw_vf_client_to_node_server() {
+    let _w = Watchdog::arm("perf_write_bw_vf_client_to_node_server", DEADLINE);
     perf_vf_client(
         perf::Test::WriteBw,
         Ipv4Addr::new(127, 0, 78, 41),
@@ -320,6 +328,7 @@ fn perf_write_bw_vf_client_to_node_server() {
 
 #[test]
 fn perf_write_bw_node_client_to_vf_server() {
+    let _w = Watchdog::arm("perf_write_bw_node_client_to_vf_server", DEADLINE);
     perf_vf_server(
         perf::Test::WriteBw,
         Ipv4Addr::new(127, 0, 78, 51),
@@ -329,6 +338,7 @@ fn perf_write_bw_node_client_to_vf_server() {
 
 #[test]
 fn perf_send_bw_vf_client_to_node_server() {
+    let _w = Watchdog::arm("perf_send_bw_vf_client_to_node_server", DEADLINE);
     perf_vf_client(
         perf::Test::SendBw,
         Ipv4Addr::new(127, 0, 78, 61),
@@ -338,6 +348,7 @@ fn perf_send_bw_vf_client_to_node_server() {
 
 #[test]
 fn perf_send_bw_node_client_to_vf_server() {
+    let _w = Watchdog::arm("perf_send_bw_node_client_to_vf_server", DEADLINE);
     perf_vf_server(
         perf::Test::SendBw,
         Ipv4Addr::new(127, 0, 78, 71),
@@ -347,6 +358,7 @@ fn perf_send_bw_node_client_to_vf_server() {
 
 #[test]
 fn perf_read_bw_vf_client_to_node_server() {
+    let _w = Watchdog::arm("perf_read_bw_vf_client_to_node_server", DEADLINE);
     perf_vf_client(
         perf::Test::ReadBw,
         Ipv4Addr::new(127, 0, 78, 91),
@@ -356,6 +368,7 @@ fn perf_read_bw_vf_client_to_node_server() {
 
 #[test]
 fn perf_read_bw_node_client_to_vf_server() {
+    let _w = Watchdog::arm("perf_read_bw_node_client_to_vf_server", DEADLINE);
     perf_vf_server(
         perf::Test::ReadBw,
         Ipv4Addr::new(127, 0, 78, 101),
@@ -365,6 +378,7 @@ fn perf_read_bw_node_client_to_vf_server() {
 
 #[test]
 fn perf_send_lat_vf_client_to_node_server() {
+    let _w = Watchdog::arm("perf_send_lat_vf_client_to_node_server", DEADLINE);
     perf_vf_client(
         perf::Test::SendLat,
         Ipv4Addr::new(127, 0, 78, 111),
@@ -374,6 +388,7 @@ fn perf_send_lat_vf_client_to_node_server() {
 
 #[test]
 fn perf_send_lat_node_client_to_vf_server() {
+    let _w = Watchdog::arm("perf_send_lat_node_client_to_vf_server", DEADLINE);
     perf_vf_server(
         perf::Test::SendLat,
         Ipv4Addr::new(127, 0, 78, 121),
@@ -383,6 +398,7 @@ fn perf_send_lat_node_client_to_vf_server() {
 
 #[test]
 fn vf_mode_refuses_a_tap_or_a_capture() {
+    let _w = Watchdog::arm("vf_mode_refuses_a_tap_or_a_capture", DEADLINE);
     // The check comes before the socket is opened: the path need not exist.
     let o = pingpong::Options {
         pcap: Some("x.pcap".into()),
@@ -398,12 +414,15 @@ fn vf_mode_refuses_a_tap_or_a_capture() {
 /// mid-run (what a migration's stop and resume are, on a larger scale) and records the calls.
 #[test]
 fn hooks_run_between_iterations_on_a_guest_context() {
+    let w = Watchdog::arm("hooks_run_between_iterations_on_a_guest_context", DEADLINE);
     let vf_ip = Ipv4Addr::new(127, 0, 78, 81);
     let node_ip = Ipv4Addr::new(127, 0, 78, 82);
+    w.phase("starting vhca serve");
     let p = serve(vf_ip);
     let mut ctx = connect_vf(&p.socket(0), 32 << 20).expect("guest on the VF");
 
     // pingpong: once per round trip, in order, ending at the last.
+    w.phase("pingpong client on the VF, hook per iteration");
     let o = ping_opts(false);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, listener.local_addr().unwrap().port()));
@@ -439,6 +458,7 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     assert_eq!(seen, want);
 
     // perf write_bw client on the same context: counts advance (moderated) up to the total.
+    w.phase("perf write_bw client on the VF");
     let mut o = perf_opts(perf::Test::WriteBw);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
     o.port = listener.local_addr().unwrap().port();
@@ -459,6 +479,7 @@ fn hooks_run_between_iterations_on_a_guest_context() {
     assert_eq!(done.last(), Some(&(o.iters as u64)));
 
     // A write_bw server has no iterations of its own: it calls the hook while it waits for
+    w.phase("perf write_bw server on the VF, client paused by its hook");
     // the client, here paused for 50 ms mid-run by its own hook so the wait is long enough.
     let mut o = perf_opts(perf::Test::WriteBw);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
@@ -489,6 +510,7 @@ fn hooks_run_between_iterations_on_a_guest_context() {
         }));
 
     // A hook's error ends the run with it.
+    w.phase("pingpong client on the VF stopped by its hook");
     let o = ping_opts(false);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
     let server = SocketAddr::from((Ipv4Addr::LOCALHOST, listener.local_addr().unwrap().port()));
@@ -518,6 +540,7 @@ fn hooks_run_between_iterations_on_a_guest_context() {
         "{e}"
     );
     // The server, left waiting, gives up.
+    w.phase("the pingpong server left waiting gives up");
     assert!(matches!(
         srv.join().expect("server thread"),
         Err(pingpong::PingError::Stalled(_))
@@ -538,10 +561,11 @@ fn check_migration<'a>(r: &'a Value, counting: &str) -> &'a Value {
 /// it at the load) and the run finishes there; the node server sees every iteration.
 #[test]
 fn pingpong_vf_client_migrates_mid_run() {
+    let _w = Watchdog::arm("pingpong_vf_client_migrates_mid_run", DEADLINE);
     let (src_ip, dst_ip, node_ip) = (
-        Ipv4Addr::new(127, 0, 78, 41),
-        Ipv4Addr::new(127, 0, 78, 42),
-        Ipv4Addr::new(127, 0, 78, 43),
+        Ipv4Addr::new(127, 0, 78, 131),
+        Ipv4Addr::new(127, 0, 78, 132),
+        Ipv4Addr::new(127, 0, 78, 133),
     );
     let (src, dst) = (serve(src_ip), serve_destination(dst_ip));
     let o = ping_opts(false);
@@ -567,7 +591,7 @@ fn pingpong_vf_client_migrates_mid_run() {
         "--migrate-at".into(),
         "50".into(),
         "--migrate-hook".into(),
-        "test \"$VHCA_IP\" = 127.0.78.41".into(),
+        "test \"$VHCA_IP\" = 127.0.78.131".into(),
     ]);
     let client = json_of(vhca(&args));
     let server = srv.join().expect("server thread").expect("node server");
@@ -597,10 +621,11 @@ fn pingpong_vf_client_migrates_mid_run() {
 /// it migrates at its third 10 ms tick of the client's data phase.
 #[test]
 fn perf_write_bw_vf_server_migrates_mid_run() {
+    let _w = Watchdog::arm("perf_write_bw_vf_server_migrates_mid_run", DEADLINE);
     let (src_ip, dst_ip, node_ip) = (
-        Ipv4Addr::new(127, 0, 78, 51),
-        Ipv4Addr::new(127, 0, 78, 52),
-        Ipv4Addr::new(127, 0, 78, 53),
+        Ipv4Addr::new(127, 0, 78, 141),
+        Ipv4Addr::new(127, 0, 78, 142),
+        Ipv4Addr::new(127, 0, 78, 143),
     );
     let (src, dst) = (serve(src_ip), serve_destination(dst_ip));
     let mut o = perf_opts(perf::Test::WriteBw);
@@ -635,6 +660,7 @@ fn perf_write_bw_vf_server_migrates_mid_run() {
 
 #[test]
 fn migrate_options_need_a_vf_and_an_iteration() {
+    let _w = Watchdog::arm("migrate_options_need_a_vf_and_an_iteration", DEADLINE);
     let out = vhca(&[
         "pingpong".into(),
         "--ip".into(),

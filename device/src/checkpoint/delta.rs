@@ -8,8 +8,9 @@
 //! never existed.
 
 use super::codec::BINARY;
-use super::container::{encode_full, BaseStateV2, DeltaV2, RemovedStateV2};
+use super::container::{encode_full, DeltaV2};
 use super::v2::*;
+use super::v2::{BaseStateV2, RemovedStateV2};
 use super::CheckpointError;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,11 +20,12 @@ pub mod v1;
 pub mod v2;
 
 pub use codec::Codec;
-pub use container::{BaseStateV2, CheckpointV2, DeltaV2, RemovedStateV2, SectionInfo, SectionKind};
+pub use container::{CheckpointV2, DeltaV2, SectionInfo, SectionKind};
 pub use delta::{apply, delta, digest};
 pub use load::LoadCtx;
 pub use v1::*;
 pub use v2::*;
+pub use v2::{BaseStateV2, RemovedStateV2};
 
 use crate::memory::{SharedMemory, VecMemory};
 use crate::qp::Qp;

@@ -502,3 +502,35 @@ impl From<&Counters> for CountersStateV2 {
         }
     }
 }
+
+/// The base a delta applies to: the SHA-256 of the base's full checkpoint in the binary codec
+/// ([`super::delta::digest`]), whatever codec either blob uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BaseStateV2 {
+    pub digest: [u8; 32],
+}
+
+/// Objects of the base that a delta deletes, by number, per kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RemovedStateV2 {
+    pub pds: Vec<u32>,
+    pub mrs: Vec<u32>,
+    pub cqs: Vec<u32>,
+    pub srqs: Vec<u32>,
+    pub ahs: Vec<u32>,
+    pub qps: Vec<u32>,
+}
+
+impl RemovedStateV2 {
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+    pub fn count(&self) -> usize {
+        self.pds.len()
+            + self.mrs.len()
+            + self.cqs.len()
+            + self.srqs.len()
+            + self.ahs.len()
+            + self.qps.len()
+    }
+}

@@ -649,6 +649,8 @@ pub fn server_on<V: Endpoint>(
     );
     let (mut sock, _) = listener.accept()?;
     drop(listener);
+    // A client that connects and then says nothing is a stall like any other.
+    sock.set_read_timeout(Some(o.stall))?;
     let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
     connect(node, &mut s, o, rem)?;
     sock.write_all(&my_dest(&s).encode())?;
@@ -680,7 +682,8 @@ pub fn client_on<V: Endpoint>(
 ) -> Result<Report, PingError> {
     let mut s = setup(node, o)?;
     let routs = post_recvs(node, &s, o, o.rx_depth)?;
-    let mut sock = TcpStream::connect(server)?;
+    let mut sock = TcpStream::connect_timeout(&server, o.stall)?;
+    sock.set_read_timeout(Some(o.stall))?;
     sock.write_all(&my_dest(&s).encode())?;
     let rem = Dest::decode(&read_exact_msg(&mut sock, MSG_LEN)?)?;
     sock.write_all(b"done\0")?;

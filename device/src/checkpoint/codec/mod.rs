@@ -18,7 +18,6 @@
 //! justify (serde's sequence visitors already cap what a length prefix preallocates; a
 //! decompressing codec caps its output at [`MAX_SECTION_LEN`]).
 
-use super::container::{BaseStateV2, RemovedStateV2};
 use super::v1::VfStateV1;
 use super::v2::*;
 use super::CheckpointError;
