@@ -263,6 +263,11 @@ proptest! {
             let cur = &snaps[j % snaps.len()];
             let d = checkpoint::delta(base, cur).unwrap();
             prop_assert!(checkpoint::apply(base, d.clone()).unwrap() == *cur);
+            // A kept base (its digest computed once) makes and takes the same delta.
+            let kept = checkpoint::Base::new(base.clone()).unwrap();
+            prop_assert!(kept.digest() == checkpoint::digest(base).unwrap());
+            prop_assert!(kept.delta(cur) == d);
+            prop_assert!(kept.apply(d.clone()).unwrap() == *cur);
             for c in codec::all().iter().copied() {
                 let blob = checkpoint::save_delta(base, cur, c).unwrap();
                 prop_assert!(checkpoint::decode_delta(base, &blob).unwrap() == *cur, "codec {}", c.name());
@@ -472,6 +477,14 @@ fn a_delta_against_the_wrong_base_or_a_hostile_delta_is_refused() {
             checkpoint::decode_delta(&cur, &blob).err(),
             Some(CheckpointError::WrongBase)
         );
+        let kept_other = checkpoint::Base::new(other.clone()).unwrap();
+        assert_eq!(
+            checkpoint::decode_delta_onto(&kept_other, &blob).err(),
+            Some(CheckpointError::WrongBase)
+        );
+        let kept = checkpoint::Base::new(base.clone()).unwrap();
+        assert!(checkpoint::decode_delta_onto(&kept, &blob).unwrap() == cur);
+        assert_eq!(checkpoint::save_delta_from(&kept, &cur, c).unwrap(), blob);
         // A full checkpoint is no delta; a delta is no full checkpoint.
         let full = checkpoint::encode(&cur, c);
         assert_eq!(

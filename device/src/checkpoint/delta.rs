@@ -46,18 +46,65 @@ fn numbered_pds(pds: &[u32]) -> Vec<(u32, ())> {
     pds.iter().map(|p| (*p, ())).collect()
 }
 
-/// The delta that turns `base` into `cur`.
+/// A base as a migration keeps it: the state and its digest, computed once. The source makes
+/// every delta of a pre-copy against the same base, and the destination applies them to it:
+/// with the digest kept, neither re-encodes and hashes the whole base for each delta.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Base {
+    state: VfStateV2,
+    digest: [u8; 32],
+}
+
+impl Base {
+    pub fn new(state: VfStateV2) -> Result<Base, CheckpointError> {
+        let digest = digest(&state)?;
+        Ok(Base { state, digest })
+    }
+
+    pub fn state(&self) -> &VfStateV2 {
+        &self.state
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// The delta that turns this base into `cur`.
+    pub fn delta(&self, cur: &VfStateV2) -> DeltaV2 {
+        changes(&self.state, self.digest, cur)
+    }
+
+    /// The full state `d` describes; refused unless `d` names this base.
+    pub fn apply(&self, d: DeltaV2) -> Result<VfStateV2, CheckpointError> {
+        if self.digest != d.base.digest {
+            return Err(CheckpointError::WrongBase);
+        }
+        merged(&self.state, d)
+    }
+}
+
+/// The delta that turns `base` into `cur` (the base's digest computed here: see [`Base`]).
 pub fn delta(base: &VfStateV2, cur: &VfStateV2) -> Result<DeltaV2, CheckpointError> {
+    Ok(changes(base, digest(base)?, cur))
+}
+
+/// The full state `d` describes, given the `base` it names (whose digest is computed here).
+pub fn apply(base: &VfStateV2, d: DeltaV2) -> Result<VfStateV2, CheckpointError> {
+    if digest(base)? != d.base.digest {
+        return Err(CheckpointError::WrongBase);
+    }
+    merged(base, d)
+}
+
+fn changes(base: &VfStateV2, digest: [u8; 32], cur: &VfStateV2) -> DeltaV2 {
     let (pds, removed_pds) = table(&numbered_pds(&base.pds), &numbered_pds(&cur.pds));
     let (mrs, removed_mrs) = table(&base.mrs, &cur.mrs);
     let (cqs, removed_cqs) = table(&base.cqs, &cur.cqs);
     let (srqs, removed_srqs) = table(&base.srqs, &cur.srqs);
     let (ahs, removed_ahs) = table(&base.ahs, &cur.ahs);
     let (qps, removed_qps) = table(&numbered_qps(&base.qps), &numbered_qps(&cur.qps));
-    Ok(DeltaV2 {
-        base: BaseStateV2 {
-            digest: digest(base)?,
-        },
+    DeltaV2 {
+        base: BaseStateV2 { digest },
         changed: VfStateV2 {
             identity: cur.identity,
             pds: pds.into_iter().map(|p| p.0).collect(),
@@ -77,7 +124,7 @@ pub fn delta(base: &VfStateV2, cur: &VfStateV2) -> Result<DeltaV2, CheckpointErr
             ahs: removed_ahs,
             qps: removed_qps,
         },
-    })
+    }
 }
 
 /// `base`'s table with `removed` taken out and `changed` put in, ascending. Refuses a removal
@@ -116,11 +163,8 @@ fn merge<T>(
     Ok(out.into_iter().collect())
 }
 
-/// The full state `d` describes, given the `base` it names.
-pub fn apply(base: &VfStateV2, d: DeltaV2) -> Result<VfStateV2, CheckpointError> {
-    if digest(base)? != d.base.digest {
-        return Err(CheckpointError::WrongBase);
-    }
+/// `base` with `d` applied, its base already checked.
+fn merged(base: &VfStateV2, d: DeltaV2) -> Result<VfStateV2, CheckpointError> {
     let b = base.clone();
     let c = d.changed;
     let r = &d.removed;

@@ -21,7 +21,7 @@ pub mod v2;
 
 pub use codec::Codec;
 pub use container::{CheckpointV2, DeltaV2, SectionInfo, SectionKind};
-pub use delta::{apply, delta, digest};
+pub use delta::{apply, delta, digest, Base};
 pub use load::LoadCtx;
 pub use v1::*;
 pub use v2::*;
@@ -278,6 +278,23 @@ pub fn decode_delta(base: &VfStateV2, blob: &[u8]) -> Result<VfStateV2, Checkpoi
         (_, CheckpointV2::Delta(d)) => apply(base, d),
         (_, CheckpointV2::Full(_)) => Err(CheckpointError::NotADelta),
     }
+}
+
+/// [`decode_delta`] onto a kept [`Base`] (its digest not recomputed).
+pub fn decode_delta_onto(base: &Base, blob: &[u8]) -> Result<VfStateV2, CheckpointError> {
+    match decode_any(blob)? {
+        (_, CheckpointV2::Delta(d)) => base.apply(d),
+        (_, CheckpointV2::Full(_)) => Err(CheckpointError::NotADelta),
+    }
+}
+
+/// [`save_delta`] against a kept [`Base`].
+pub fn save_delta_from(
+    base: &Base,
+    cur: &VfStateV2,
+    codec: &'static dyn Codec,
+) -> Result<Vec<u8>, CheckpointError> {
+    container::encode_delta(&base.delta(cur), codec)
 }
 
 /// A delta blob of `cur` against `base`.
