@@ -65,7 +65,13 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
         let pkt_idx = qp.req.next_pkt;
         let psn = qp.req.sq[idx].first_psn.add(pkt_idx);
         let pkt = match requester::build_request(qp, res, idx, pkt_idx, psn, mtu) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                // The WQE completes as its last packet leaves and the application may then
+                // reuse the buffer: read guest memory now, as a NIC's DMA would, not when the
+                // packet is put on a wire or lands (as UD does).
+                p.payload.materialize();
+                p
+            }
             Err(status) => {
                 fail(qp, res, idx, status);
                 return None;
