@@ -37,8 +37,12 @@ pub struct Args {
     #[arg(short = 'r', long, default_value_t = 500)]
     rx_depth: u32,
     /// Unreliable datagram (ibv_ud_pingpong) instead of RC.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "uc")]
     ud: bool,
+    /// Unreliable connected (ibv_uc_pingpong) instead of RC: the same exchange, no ACKs and
+    /// no retransmission (a lost message stalls the run, as it does ibv_uc_pingpong).
+    #[arg(long)]
+    uc: bool,
     /// GID index (accepted for command-line compatibility; vhca VFs have one GID).
     #[arg(short = 'g', long)]
     gid_index: Option<u32>,
@@ -73,6 +77,7 @@ impl Args {
             mtu: self.mtu,
             rx_depth: self.rx_depth,
             ud: self.ud,
+            uc: self.uc,
             tap: self.tap,
             pcap: self.pcap,
             qp_timeout: self.qp_timeout,

@@ -1,6 +1,8 @@
-//! `vhca pingpong`: RC and UD ping-pong peers that interoperate with rdma-core's
-//! `ibv_rc_pingpong` and `ibv_ud_pingpong` (rdma-core v44): the same 52-byte TCP exchange on
-//! port 18515 and the same data phase, so either side can be the real tool.
+//! `vhca pingpong`: RC, UC and UD ping-pong peers that interoperate with rdma-core's
+//! `ibv_rc_pingpong`, `ibv_uc_pingpong` and `ibv_ud_pingpong` (rdma-core v44): the same
+//! 52-byte TCP exchange on port 18515 and the same data phase, so either side can be the real
+//! tool. `ibv_uc_pingpong` is `ibv_rc_pingpong` on a UC QP, moved to RTR and RTS with the UC
+//! attributes only (no timeout, retries, RNR timer or READ/atomic resources).
 //!
 //! Exchange (facts file A.1): the client connects and writes `"%04x:%06x:%06x:%s\0"` (LID,
 //! QPN, PSN, GID as 32 hex digits), the server answers with its own after moving its QP to RTS,
@@ -125,6 +127,8 @@ pub struct Options {
     pub mtu: Mtu,
     pub rx_depth: u32,
     pub ud: bool,
+    /// UC instead of RC (ignored with `ud`).
+    pub uc: bool,
     /// Give up when no completion arrives for this long.
     pub stall: Duration,
     /// Carry RoCEv2 through this TAP device (own MAC and IP, ARP) instead of a UDP socket.
@@ -155,6 +159,7 @@ impl Default for Options {
             mtu: Mtu::Mtu1024,
             rx_depth: 500,
             ud: false,
+            uc: false,
             stall: Duration::from_secs(30),
             tap: None,
             pcap: None,
@@ -210,7 +215,13 @@ fn setup<V: Endpoint>(node: &mut V, o: &Options) -> Result<Side, PingError> {
     let pd = node.alloc_pd()?;
     let cq = node.create_cq(o.rx_depth + 1)?;
     let qpn = node.create_qp(QpInitAttr {
-        qp_type: if o.ud { QpType::Ud } else { QpType::Rc },
+        qp_type: if o.ud {
+            QpType::Ud
+        } else if o.uc {
+            QpType::Uc
+        } else {
+            QpType::Rc
+        },
         pd,
         send_cq: cq,
         recv_cq: cq,
@@ -287,6 +298,25 @@ fn connect<V: Endpoint>(
                 ..AhAttr::default()
             },
         )?);
+    } else if o.uc {
+        // ibv_uc_pingpong's attributes: the path, nothing about acknowledgements.
+        a.qp_state = QpState::Rtr;
+        a.path_mtu = o.mtu;
+        a.dest_qp_num = rem.qpn;
+        a.rq_psn = rem.psn;
+        a.ah_attr = AhAttr {
+            dgid: rem.gid,
+            hop_limit: 1,
+            ..AhAttr::default()
+        };
+        node.modify_qp(
+            s.qpn,
+            &a,
+            M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN,
+        )?;
+        a.qp_state = QpState::Rts;
+        a.sq_psn = s.psn;
+        node.modify_qp(s.qpn, &a, M::STATE | M::SQ_PSN)?;
     } else {
         // ibv_rc_pingpong's attributes: one READ/atomic each way.
         let peer = PeerInfo {
@@ -409,7 +439,7 @@ fn data_phase<V: Endpoint>(
     let mut pending = RECV_WRID;
     if o.check && o.ud {
         return Err(PingError::Options(
-            "--chk checks RC replies; UD has no echo to check",
+            "--chk checks RC and UC replies; UD has no echo to check",
         ));
     }
     let check = o.check && client;
@@ -480,7 +510,8 @@ fn data_phase<V: Endpoint>(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    if !o.ud {
+    // Only RC owes the peer ACKs after its last completion.
+    if !o.ud && !o.uc {
         let until = Instant::now() + o.linger;
         while let Some(left) = until
             .checked_duration_since(Instant::now())
