@@ -122,6 +122,11 @@ fn ping_args(o: &pingpong::Options, port: u16) -> Vec<String> {
     if o.uc {
         a.push("--uc".into());
     }
+    if o.srq {
+        a.push("--srq".into());
+        a.push("-q".into());
+        a.push(o.num_qp.to_string());
+    }
     if o.check {
         a.push("--chk".into());
     }
@@ -137,6 +142,16 @@ fn check_ping(r: &Value, o: &pingpong::Options) {
 fn uc_opts() -> pingpong::Options {
     pingpong::Options {
         uc: true,
+        ..ping_opts(false)
+    }
+}
+
+/// ibv_srq_pingpong's options: RC QPs on one SRQ (no echo check: every QP shares the buffer).
+fn srq_opts() -> pingpong::Options {
+    pingpong::Options {
+        srq: true,
+        num_qp: 6,
+        check: false,
         ..ping_opts(false)
     }
 }
@@ -298,6 +313,70 @@ fn pingpong_uc_node_to_node_loopback() {
             .expect("a node's report has its link counters");
         // 4096-byte messages at MTU 1024: four packets per message, nothing else.
         assert_eq!(link.tx_packets, 4 * o.iters as u64, "{link:?}");
+    }
+}
+
+#[test]
+fn pingpong_srq_vf_client_to_node_server() {
+    let _w = Watchdog::arm("pingpong_srq_vf_client_to_node_server", DEADLINE);
+    ping_vf_client_with(
+        srq_opts(),
+        Ipv4Addr::new(127, 0, 75, 31),
+        Ipv4Addr::new(127, 0, 75, 32),
+    );
+}
+
+#[test]
+fn pingpong_srq_node_client_to_vf_server() {
+    let _w = Watchdog::arm("pingpong_srq_node_client_to_vf_server", DEADLINE);
+    ping_vf_server_with(
+        srq_opts(),
+        Ipv4Addr::new(127, 0, 75, 41),
+        Ipv4Addr::new(127, 0, 75, 42),
+    );
+}
+
+/// Two in-process nodes, `--srq` with the tool's default 16 QPs; a side started with another
+/// QP count is refused at the exchange.
+#[test]
+fn pingpong_srq_node_to_node_loopback() {
+    let _w = Watchdog::arm("pingpong_srq_node_to_node_loopback", DEADLINE);
+    for (server_qps, ok) in [(16, true), (4, false)] {
+        let o = pingpong::Options {
+            num_qp: 16,
+            ..srq_opts()
+        };
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
+        let port = listener.local_addr().unwrap().port();
+        let so = pingpong::Options {
+            num_qp: server_qps,
+            ..o.clone()
+        };
+        let srv = std::thread::spawn(move || {
+            let mut node = Node::new(Ipv4Addr::new(127, 0, 75, 51), 64 << 20).expect("node");
+            pingpong::server_on(
+                &mut node,
+                listener,
+                &so,
+                &mut vhca::interop::endpoint::no_hook,
+            )
+        });
+        let co = pingpong::Options { port, ..o.clone() };
+        let client = pingpong::client(Ipv4Addr::new(127, 0, 75, 52), Ipv4Addr::LOCALHOST, &co);
+        let server = srv.join().expect("server thread");
+        if !ok {
+            assert!(server.is_err(), "a server with 4 QPs took 16");
+            assert!(client.is_err());
+            continue;
+        }
+        for r in [client.expect("client"), server.expect("server")] {
+            assert_eq!(
+                (r.iters, r.bytes),
+                (o.iters, 2 * o.size as u64 * o.iters as u64)
+            );
+            let link = r.link.expect("a node's report has its link counters");
+            assert!(link.rx_packets >= 4 * o.iters as u64, "{link:?}");
+        }
     }
 }
 

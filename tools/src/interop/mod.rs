@@ -9,3 +9,4 @@ pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
 pub mod side_channel;
+pub mod srq_pingpong;

@@ -129,6 +129,9 @@ pub struct Options {
     pub ud: bool,
     /// UC instead of RC (ignored with `ud`).
     pub uc: bool,
+    /// `ibv_srq_pingpong`: `num_qp` RC QPs sharing one SRQ (`crate::interop::srq_pingpong`).
+    pub srq: bool,
+    pub num_qp: u32,
     /// Give up when no completion arrives for this long.
     pub stall: Duration,
     /// Carry RoCEv2 through this TAP device (own MAC and IP, ARP) instead of a UDP socket.
@@ -160,6 +163,8 @@ impl Default for Options {
             rx_depth: 500,
             ud: false,
             uc: false,
+            srq: false,
+            num_qp: 16,
             stall: Duration::from_secs(30),
             tap: None,
             pcap: None,
@@ -614,9 +619,11 @@ pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report
     )
 }
 
-/// Guest RAM a VF run needs: the buffer and the rings, with room to spare.
+/// Guest RAM a VF run needs: the buffer and the rings, with room to spare (more for `--srq`'s
+/// QPs).
 fn vf_mem(o: &Options) -> u64 {
-    (16 << 20) + 2 * o.size as u64
+    let qps = if o.srq { o.num_qp as u64 } else { 1 };
+    (16 << 20) + (qps << 16) + 2 * o.size as u64
 }
 
 /// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
@@ -671,6 +678,9 @@ pub fn server_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
+    if o.srq {
+        return crate::interop::srq_pingpong::server_on(node, listener, o, hook);
+    }
     let mut s = setup(node, o)?;
     let routs = post_recvs(node, &s, o, o.rx_depth)?;
     // A line scripts wait for before they start the client (no sleeping on a guess).
@@ -711,6 +721,9 @@ pub fn client_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
+    if o.srq {
+        return crate::interop::srq_pingpong::client_on(node, server, o, hook);
+    }
     let mut s = setup(node, o)?;
     let routs = post_recvs(node, &s, o, o.rx_depth)?;
     let mut sock = TcpStream::connect_timeout(&server, o.stall)?;
