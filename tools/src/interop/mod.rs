@@ -9,4 +9,3 @@ pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
 pub mod side_channel;
-pub mod srq_pingpong;

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use vhca_device::*;
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
-use super::endpoint::{random_psn, Endpoint, Hook, Progress};
-use super::pingpong::{Dest, Options, PingError, Report};
+use super::{Dest, Options, PingError, Report};
+use crate::interop::endpoint::{random_psn, Endpoint, Hook, Progress};
 
 /// srq_pingpong.c's `MAX_QP`: the exchange always carries this many entries.
 pub const MAX_QP: usize = 256;
