@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use vhca_device::packet::Opcode as O;
 use vhca_device::{
-    Access, QpAttr, QpAttrMask as M, QpState, SendFlags, SendOp, SendWr, VerbsError, WcOpcode,
-    WcStatus,
+    Access, Nanos, Psn, QpAttr, QpAttrMask as M, QpState, SendFlags, SendOp, SendWr, VecMemory,
+    VerbsError, VfLimits, WcOpcode, WcStatus,
 };
 
 fn signaled(id: u64, op: SendOp) -> SendWr {
@@ -394,4 +394,28 @@ fn a_uc_message_half_received_survives_a_checkpoint_of_both_ends() {
     net.run();
     let r = one(net.recv_wcs(&b));
     assert_eq!((r.wr_id, r.byte_len), (5, 7));
+}
+
+#[test]
+fn a_checkpoint_giving_a_uc_qp_reliable_transport_state_is_refused() {
+    use vhca_device::checkpoint::{self, RdAtomicResourceStateV2};
+    let mut net = Net::new(2);
+    let (a, _b) = net.uc_pair(0, 1, &RcOpts::default());
+    let good = checkpoint::state_of(net.vf_ref(0), net.now);
+    let lim = VfLimits::default();
+    let mem = || VecMemory::shared(MEM_SIZE);
+    assert!(checkpoint::restore(good.clone(), mem(), Nanos(0), &lim).is_ok());
+    let i = good.qps.iter().position(|q| q.qpn == a.qpn).unwrap();
+    let mut s = good.clone();
+    s.qps[i].req.deadline = Some(Nanos(5));
+    assert!(checkpoint::restore(s, mem(), Nanos(0), &lim).is_err());
+    let mut s = good.clone();
+    s.qps[i]
+        .resp
+        .resources
+        .push(RdAtomicResourceStateV2::Atomic {
+            psn: Psn(1),
+            orig: 0,
+        });
+    assert!(checkpoint::restore(s, mem(), Nanos(0), &lim).is_err());
 }

@@ -118,6 +118,10 @@ impl Qp {
     pub fn on_timeout(&mut self, res: &mut Resources, now: Nanos) {
         if self.qp_type() == QpType::Rc {
             requester::on_timeout(self, res, now);
+        } else {
+            // UC and UD arm no timer; a deadline here means nothing and must not fire again.
+            self.req.deadline = None;
+            self.req.rnr_until = None;
         }
     }
 
