@@ -296,6 +296,6 @@ tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 if [ -n "$perf_only" ]; then
     say "PASS: $runs perftest runs (4 binaries, both directions), no ICRC errors"
 else
-    say "PASS: $runs runs (RC and UD, both directions, 0%/1%/5% loss; perftest both ways), no ICRC errors"
+    say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors"
 fi
 rm -rf "$work"
