@@ -32,19 +32,9 @@ pub(super) fn bw_client<V: Endpoint>(
     let start = Instant::now();
     while ccnt < n {
         while scnt < n && scnt - ccnt < o.tx_depth as u64 {
-            let op = match o.test {
-                Test::WriteBw => SendOp::Write {
-                    remote_addr: remote.addr(scnt),
-                    rkey: MemKey(rem.rkey),
-                },
-                Test::ReadBw => SendOp::Read {
-                    remote_addr: remote.addr(scnt),
-                    rkey: MemKey(rem.rkey),
-                },
-                Test::SendBw | Test::SendLat => SendOp::Send,
-            };
+            let op = request(o, remote.addr(scnt), MemKey(rem.rkey));
             let signaled = (scnt + 1) % cq_mod == 0 || scnt == n - 1;
-            let wr = SendWr::new(scnt, op)
+            let mut wr = SendWr::new(scnt, op)
                 .flags(if signaled {
                     SendFlags::SIGNALED
                 } else {
@@ -55,6 +45,9 @@ pub(super) fn bw_client<V: Endpoint>(
                     len: o.size,
                     lkey: r.key,
                 });
+            if o.inline() {
+                wr = wr.inline(&node.read_buf(local.addr(scnt), o.size as usize)?);
+            }
             t.posted[scnt as usize] = start.elapsed().as_secs_f64();
             node.post_send(r.qpn, &wr)?;
             scnt += 1;
@@ -88,6 +81,40 @@ pub(super) fn bw_client<V: Endpoint>(
 }
 
 pub(super) const MB: f64 = 1048576.0;
+/// Bytes per second in a Gb/s (`--report_gbits`).
+const GBIT: f64 = 125_000_000.0;
+
+/// The bytes in one unit of the report's bandwidth (perftest's `format_factor`).
+pub(super) fn unit_bytes(o: &Options) -> f64 {
+    if o.report_gbits {
+        GBIT
+    } else {
+        MB
+    }
+}
+
+/// The request a client of `o.test` posts against `remote_addr` (`ctx_set_send_wqes`): atomics
+/// add 1 (`ATOMIC_ADD_VALUE`) or swap 0 for 0 (`ATOMIC_SWAP_VALUE`, compare left 0).
+pub(super) fn request(o: &Options, remote_addr: u64, rkey: MemKey) -> SendOp {
+    match o.test.verb() {
+        Verb::Send => SendOp::Send,
+        Verb::Write => SendOp::Write { remote_addr, rkey },
+        Verb::Read => SendOp::Read { remote_addr, rkey },
+        Verb::Atomic => match o.atomic_op() {
+            AtomicOp::FetchAndAdd => SendOp::FetchAdd {
+                remote_addr,
+                rkey,
+                add: 1,
+            },
+            AtomicOp::CmpAndSwap => SendOp::CmpSwap {
+                remote_addr,
+                rkey,
+                compare: 0,
+                swap: 0,
+            },
+        },
+    }
+}
 
 /// `print_report_bw`: average over the whole run, peak over the best stretch from a post to a
 /// later completion.
@@ -96,7 +123,8 @@ pub(super) fn bw_numbers(t: &BwTimes, o: &Options) -> WireReport {
     let size = o.size as f64;
     let total = t.completed[n - 1].unwrap_or(0.0) - t.posted[0];
     let total = total.max(1e-9);
-    let avg = size * n as f64 / total / MB;
+    let unit = unit_bytes(o);
+    let avg = size * n as f64 / total / unit;
     let mut best = total;
     if o.iters <= PEAK_ITERS_LIMIT {
         let done: Vec<(usize, f64)> = t
@@ -115,7 +143,7 @@ pub(super) fn bw_numbers(t: &BwTimes, o: &Options) -> WireReport {
         }
     }
     let peak = if o.iters <= PEAK_ITERS_LIMIT {
-        size / best.max(1e-12) / MB
+        size / best.max(1e-12) / unit
     } else {
         0.0
     };

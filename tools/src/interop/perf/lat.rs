@@ -1,4 +1,6 @@
-//! The send_lat data phase (a SEND ping-pong) and perftest's latency figures.
+//! The latency data phases: send_lat (a SEND ping-pong), write_lat (an RDMA WRITE ping-pong
+//! detected by polling the buffer's last byte), read_lat and atomic_lat (one request at a
+//! time); and perftest's latency figures.
 
 use super::*;
 
@@ -36,11 +38,14 @@ pub(super) fn send_lat<V: Endpoint>(
         }
         if scnt < n {
             posted.push(start.elapsed().as_secs_f64());
-            let wr = SendWr::new(scnt, SendOp::Send).sge(Sge {
+            let mut wr = SendWr::new(scnt, SendOp::Send).sge(Sge {
                 addr: r.buf,
                 len: o.size,
                 lkey: r.key,
             });
+            if o.inline() {
+                wr = wr.inline(&node.read_buf(r.buf, o.size as usize)?);
+            }
             node.post_send(r.qpn, &wr)?;
             scnt += 1;
             wait_cq(
@@ -65,12 +70,168 @@ pub(super) fn send_lat<V: Endpoint>(
     Ok((posted, bytes))
 }
 
-/// `print_report_lat`: half round trips between consecutive posts, sorted, the two largest
-/// dropped.
-pub(super) fn lat_numbers(posted: &[f64]) -> (f64, f64, f64, f64, f64, f64, f64) {
+/// `run_iter_lat_write`: each side WRITEs its buffer's first `size` bytes to the peer's, the
+/// last byte set to its count (mod 256), and waits for the peer's by polling the last byte of
+/// its own receive half. The server writes first. Returns the post times (seconds) and the
+/// bytes the peer wrote here.
+pub(super) fn write_lat<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    client: bool,
+    rem: &KeyMsg,
+    hook: Hook<'_, V>,
+) -> Result<(Vec<f64>, u64), PerfError> {
+    let n = o.iters as u64;
+    let size = o.size as u64;
+    let post_at = r.buf + size - 1;
+    let poll_at = r.buf + r.half + size - 1;
+    let (mut scnt, mut ccnt, mut rcnt) = (0u64, 0u64, 0u64);
+    let mut posted = Vec::with_capacity(n as usize);
+    let mut wcs = Vec::with_capacity(1);
+    let mut iterations = 0u64;
+    let start = Instant::now();
+    while scnt < n || ccnt < n || rcnt < n {
+        if rcnt < n && !(scnt == 0 && !client) {
+            rcnt += 1;
+            wait_byte(node, poll_at, rcnt as u8, o.timeout)?;
+        }
+        if scnt < n {
+            posted.push(start.elapsed().as_secs_f64());
+            scnt += 1;
+            node.write_buf(post_at, &[scnt as u8])?;
+            let op = SendOp::Write {
+                remote_addr: rem.vaddr,
+                rkey: MemKey(rem.rkey),
+            };
+            let mut wr = SendWr::new(scnt, op).sge(Sge {
+                addr: r.buf,
+                len: o.size,
+                lkey: r.key,
+            });
+            if o.inline() {
+                wr = wr.inline(&node.read_buf(r.buf, o.size as usize)?);
+            }
+            node.post_send(r.qpn, &wr)?;
+        }
+        if ccnt < n {
+            wait_cq(
+                node,
+                r.send_cq,
+                1,
+                &mut wcs,
+                o.timeout,
+                "waiting for a WRITE's ACK",
+            )?;
+            ccnt += 1;
+        }
+        if ccnt.min(rcnt) > iterations {
+            iterations = ccnt.min(rcnt);
+            let p = Progress {
+                done: Some(iterations),
+                total: n,
+            };
+            hook(node, p).map_err(PerfError::Hook)?;
+        }
+    }
+    Ok((posted, rcnt * size))
+}
+
+/// Polls the byte at `addr` until it is `want` (perftest spins on it; a node is pumped
+/// meanwhile, a VF of another process is left the CPU).
+fn wait_byte<V: Endpoint>(
+    node: &mut V,
+    addr: u64,
+    want: u8,
+    timeout: Duration,
+) -> Result<(), PerfError> {
+    let start = Instant::now();
+    loop {
+        let b = node.read_buf(addr, 1)?;
+        if b.first() == Some(&want) {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(PerfError::Stalled(
+                timeout,
+                "waiting for the peer's RDMA WRITE",
+            ));
+        }
+        if node.rx_packets().is_some() {
+            node.idle(vhca_fabric::node::MAX_WAIT)?;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// `run_iter_lat` (read_lat, atomic_lat client): one signaled request at a time on the same
+/// addresses. An atomic's fetched value is checked: the target starts at 0 (perftest zeroes its
+/// buffer) and only this client touches it, so FETCH_AND_ADD fetches 0, 1, 2, … and
+/// CMP_AND_SWAP (0 for 0) always 0. Returns the post times and the bytes read or fetched.
+pub(super) fn rdma_lat<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    rem: &KeyMsg,
+    hook: Hook<'_, V>,
+) -> Result<(Vec<f64>, u64), PerfError> {
+    let n = o.iters as u64;
+    let mut posted = Vec::with_capacity(n as usize);
+    let mut wcs = Vec::with_capacity(1);
+    let atomic = o.test.verb() == Verb::Atomic;
+    let start = Instant::now();
+    for i in 0..n {
+        posted.push(start.elapsed().as_secs_f64());
+        let wr = SendWr::new(i, request(o, rem.vaddr, MemKey(rem.rkey))).sge(Sge {
+            addr: r.buf,
+            len: o.size,
+            lkey: r.key,
+        });
+        node.post_send(r.qpn, &wr)?;
+        wait_cq(
+            node,
+            r.send_cq,
+            1,
+            &mut wcs,
+            o.timeout,
+            "waiting for a response",
+        )?;
+        if atomic {
+            let got = read_u64(node, r.buf)?;
+            let want = match o.atomic_op() {
+                AtomicOp::FetchAndAdd => i,
+                AtomicOp::CmpAndSwap => 0,
+            };
+            if got != want {
+                return Err(PerfError::Data(format!(
+                    "iteration {i}: {} fetched {got}, expected {want}",
+                    o.atomic_op().name()
+                )));
+            }
+        }
+        let p = Progress {
+            done: Some(i + 1),
+            total: n,
+        };
+        hook(node, p).map_err(PerfError::Hook)?;
+    }
+    Ok((posted, n * o.size as u64))
+}
+
+/// The 8-byte word at `addr` as an atomic leaves it (host order: little-endian, as on rxe's
+/// x86 hosts).
+pub(super) fn read_u64<V: Endpoint>(node: &mut V, addr: u64) -> Result<u64, PerfError> {
+    let b = node.read_buf(addr, 8)?;
+    Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// `print_report_lat`: the gaps between consecutive posts (halved for ping-pongs, whole for
+/// reads and atomics: perftest's `rtt_factor`), sorted, the two largest dropped.
+pub(super) fn lat_numbers(posted: &[f64], rtt_factor: f64) -> (f64, f64, f64, f64, f64, f64, f64) {
     let mut d: Vec<f64> = posted
         .windows(2)
-        .map(|w| (w[1] - w[0]) * 1e6 / 2.0)
+        .map(|w| (w[1] - w[0]) * 1e6 / rtt_factor)
         .collect();
     d.sort_by(|a, b| a.total_cmp(b));
     let m = d.len().saturating_sub(LAT_MEASURE_TAIL).max(1);

@@ -70,7 +70,7 @@ pub(super) fn create_resources<V: Endpoint>(
             max_recv_wr: o.rx_depth + 1,
             max_send_sge: 1,
             max_recv_sge: 1,
-            max_inline_data: 0,
+            max_inline_data: o.inline_size,
         },
         sq_sig_all: false,
     })?;
