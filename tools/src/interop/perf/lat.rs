@@ -92,7 +92,8 @@ pub(super) fn write_lat<V: Endpoint>(
     let mut iterations = 0u64;
     let start = Instant::now();
     while scnt < n || ccnt < n || rcnt < n {
-        if rcnt < n && !(scnt == 0 && !client) {
+        // The server writes first; after that each side waits for the peer's next WRITE.
+        if rcnt < n && (client || scnt != 0) {
             rcnt += 1;
             wait_byte(node, poll_at, rcnt as u8, o.timeout)?;
         }
