@@ -403,3 +403,39 @@ fn refusals() {
     assert!(with(Test::SendBw, &|o| o.events = true).contains("not implemented"));
     assert!(with(Test::WriteBw, &|o| o.inline_size = 512).contains("max_inline_data 256"));
 }
+
+/// `-q`: every QP runs the iterations; the reports count them all, the server's receives and
+/// atomic targets too.
+#[test]
+fn several_qps_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm("several_qps_loopback", Duration::from_secs(300));
+    for (test, host) in [
+        (Test::WriteBw, 100),
+        (Test::ReadBw, 102),
+        (Test::SendBw, 104),
+        (Test::AtomicBw, 106),
+    ] {
+        let size = if test == Test::AtomicBw {
+            None
+        } else {
+            Some(4096)
+        };
+        let mut o = opts(test, size, 300);
+        o.qps = 4;
+        let (c, s) = run_with(o, host);
+        assert!(c.table().contains("Number of qps   : 4"));
+        let (c, s) = (bw(c), bw(s));
+        let size = c.bytes;
+        assert_eq!(
+            (c.iterations, c.bytes_transferred),
+            (1200, 1200 * size),
+            "{test:?}"
+        );
+        assert_eq!(s.iterations, 1200, "{test:?}");
+        match test {
+            Test::SendBw => assert_eq!(s.bytes_transferred, 1200 * size),
+            Test::AtomicBw => assert!(s.checked.unwrap().contains("sum to 1200")),
+            _ => assert_eq!(s.source, "peer"),
+        }
+    }
+}

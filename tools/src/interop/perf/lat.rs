@@ -33,7 +33,7 @@ pub(super) fn send_lat<V: Endpoint>(
             rcnt += 1;
             bytes += wcs[0].byte_len as u64;
             if rcnt + posted_recvs <= n {
-                post_recv(node, r, o, recv_area, rcnt)?;
+                post_recv(node, r, 0, o, recv_area, rcnt)?;
             }
         }
         if scnt < n {

@@ -91,13 +91,14 @@ const CQ_MOD_SIZE_LIMIT: u32 = 8192;
 const PEAK_ITERS_LIMIT: u32 = 20000;
 /// perftest's latency report drops this many of the largest samples.
 const LAT_MEASURE_TAIL: usize = 2;
-const RECV_WRID: u64 = u64::MAX;
 /// The atomic tests' only message size (`DEF_SIZE_ATOMIC`).
 const ATOMIC_SIZE: u32 = 8;
 /// perftest's largest message (`MAX_SIZE`), the last size of `-a`.
 const MAX_SIZE: u32 = 0x80_0000;
 /// A vhca VF's `max_inline_data` (`VfLimits`); perftest allows up to 912 where a device does.
 const MAX_INLINE: u32 = 256;
+/// The most QPs `-q` takes here (perftest: 16384): their CQ entries and buffers stay small.
+const MAX_QPS: u32 = 1024;
 
 #[derive(Debug, Error)]
 pub enum PerfError {
@@ -189,8 +190,8 @@ pub fn vf_client_with(
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
-    let size = o.effective()?.size;
-    let mut ctx = open_vf(vf, node_mem(size) as u64)?;
+    let e = o.effective()?;
+    let mut ctx = open_vf(vf, node_mem(&e) as u64)?;
     client_on(&mut ctx, (server, o.port).into(), o, hook)
 }
 
@@ -206,8 +207,8 @@ pub fn vf_server_with(
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
-    let size = o.effective()?.size;
-    let mut ctx = open_vf(vf, node_mem(size) as u64)?;
+    let e = o.effective()?;
+    let mut ctx = open_vf(vf, node_mem(&e) as u64)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve_on(&mut ctx, listener, o, hook)
 }

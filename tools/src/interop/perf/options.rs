@@ -207,7 +207,8 @@ pub struct Options {
     pub report_gbits: bool,
     /// `-e`: wait for completions through events (refused: see [`Options::effective`]).
     pub events: bool,
-    /// `-q`: QPs (only 1 is implemented).
+    /// `-q`: QPs of a bandwidth test, each running `iters` (perftest spreads the work round
+    /// robin, up to `tx_depth` outstanding per QP).
     pub qps: u32,
     /// `-b`: bidirectional (refused).
     pub duplex: bool,
@@ -284,8 +285,11 @@ impl Options {
         if o.events {
             return bad("completion events (-e) are not implemented in vhca perf: its devices have no completion channel; it polls, which nothing on the wire distinguishes");
         }
-        if o.qps != 1 {
-            return bad("several QPs (-q) are not implemented in vhca perf");
+        if o.qps == 0 || o.qps > MAX_QPS {
+            return Err(PerfError::Options(format!(
+                "num of Qps {} out of range: vhca perf runs 1 to {MAX_QPS}",
+                o.qps
+            )));
         }
         if o.duplex {
             return bad("bidirectional runs (-b) are not implemented in vhca perf");

@@ -11,8 +11,8 @@ pub(super) fn session(
     o: &Options,
 ) -> Result<Report, PerfError> {
     // Bad options fail before the node (sized from them) is made.
-    let size = o.effective()?.size;
-    let mut node = Node::new(ip, node_mem(size))?;
+    let e = o.effective()?;
+    let mut node = Node::new(ip, node_mem(&e))?;
     session_on(&mut node, sock, client, o, &mut no_hook)
 }
 
@@ -69,23 +69,39 @@ pub(super) fn session_on<V: Endpoint>(
 
     let gid = node.local_gid()?;
     let r = create_resources(node, &o, cycle, gid)?;
-    let mine = my_key(gid, &r, &o);
+    let keys = my_keys(gid, &r, &o);
+    // QP 0's: the one the handshakes that are not per QP carry.
+    let mine = keys[0];
     let t = o.test;
     // K1: addresses (the latency tests of RDMA verbs exchange them once more first).
     let rdma_lat = !t.is_bw() && !t.is_send();
     if rdma_lat {
         chan.keys(node, &mine, "the first address exchange")?;
     }
-    let rem = chan.keys(node, &mine, "the address exchange")?;
+    let mut rems = Vec::with_capacity(keys.len());
+    for k in &keys {
+        rems.push(chan.keys(node, k, "the address exchange")?);
+    }
+    let rem = rems[0];
     if rem.gid.to_ipv4().is_none() {
         return Err(PerfError::GidType(rem.gid.0));
     }
-    print_dest("local", &mine);
-    print_dest("remote", &rem);
-    connect(node, &r, &o, mtu, &rem)?;
-    // K2: after RTR; K3: the addresses once more.
-    chan.keys(node, &mine, "the handshake after RTR")?;
-    chan.keys(node, &mine, "the second address exchange")?;
+    for (i, (k, rk)) in keys.iter().zip(&rems).enumerate() {
+        print_dest("local", k);
+        print_dest("remote", rk);
+        connect(node, &r, i, &o, mtu, rk)?;
+    }
+    // The handshake after RTR (QP 0's key) and the addresses once more (every QP's): send tests
+    // in this order, the others the other way round.
+    if t.is_send() {
+        chan.keys(node, &mine, "the handshake after RTR")?;
+    }
+    for k in &keys {
+        chan.keys(node, k, "the second address exchange")?;
+    }
+    if !t.is_send() {
+        chan.keys(node, &mine, "the handshake after RTR")?;
+    }
 
     let run = Run {
         o,
@@ -96,7 +112,7 @@ pub(super) fn session_on<V: Endpoint>(
         header: header(&o, client, mtu),
     };
     let report = match t.verb() {
-        Verb::Send => send_phase(node, &mut chan, &run, &r, &mine, cycle, &rem, hook)?,
+        Verb::Send => send_phase(node, &mut chan, &run, &r, &mine, cycle, &rems, hook)?,
         _ if rdma_lat && !client && t != Test::WriteLat => {
             // read_lat, atomic_lat server: straight into the close, whose key message waits
             // for the client's whole data phase.
@@ -128,7 +144,7 @@ pub(super) fn session_on<V: Endpoint>(
             let mut last = WireReport::default();
             for size in o.sizes() {
                 let os = o.at_size(size);
-                let times = bw_client(node, &r, &os, cycle, &rem, hook)?;
+                let times = bw_client(node, &r, &os, cycle, &rems, hook)?;
                 last = bw_numbers(&times, &os);
                 let secs =
                     times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
@@ -154,12 +170,14 @@ pub(super) fn session_on<V: Endpoint>(
             let secs = start.elapsed().as_secs_f64();
             let theirs = xchg_reports(&mut chan, node, &WireReport::default())?;
             let size = *o.sizes().last().unwrap_or(&o.size) as u64;
-            if theirs.size != size || theirs.iters != o.iters as u64 {
+            // perftest reports the iterations of all QPs.
+            let iters = o.iters as u64 * o.qps as u64;
+            if theirs.size != size || theirs.iters != iters {
                 return Err(PerfError::Mismatch {
                     peer_size: theirs.size,
                     peer_iters: theirs.iters,
                     size,
-                    iters: o.iters as u64,
+                    iters,
                 });
             }
             let checked = check_counters(node, &o, &r, cycle)?;
@@ -269,41 +287,47 @@ fn send_phase<V: Endpoint>(
     r: &Res,
     mine: &KeyMsg,
     cycle: u32,
-    rem: &KeyMsg,
+    rems: &[KeyMsg],
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
     let o = run.o;
     let mut rows = Vec::new();
     for size in o.sizes() {
         let os = o.at_size(size);
-        let recv_area = Cycler::new(r.buf + r.half, size, cycle);
+        let areas: Vec<Cycler> = (0..r.qps.len())
+            .map(|i| Cycler::new(r.target(i), size, cycle))
+            .collect();
+        let recv_area = &areas[0];
         let want_recvs = !run.client || o.test == Test::SendLat;
-        let mut posted = 0u64;
+        let mut posted = vec![0u64; r.qps.len()];
         if want_recvs {
-            while posted < os.rx_depth as u64 {
-                post_recv(node, r, &os, &recv_area, posted)?;
-                posted += 1;
+            for (i, (p, area)) in posted.iter_mut().zip(&areas).enumerate() {
+                while *p < os.rx_depth as u64 {
+                    post_recv(node, r, i, &os, area, *p)?;
+                    *p += 1;
+                }
             }
         }
         chan.keys(node, mine, "the barrier before the data phase")?;
         let row = if o.test == Test::SendLat {
-            let (times, bytes) = send_lat(node, r, &os, run.client, &recv_area, posted, hook)?;
+            let (times, bytes) = send_lat(node, r, &os, run.client, recv_area, posted[0], hook)?;
             run.lat(size, Some(&times), bytes, None)
         } else if run.client {
-            let times = bw_client(node, r, &os, cycle, rem, hook)?;
+            let times = bw_client(node, r, &os, cycle, rems, hook)?;
             let w = bw_numbers(&times, &os);
             let secs = times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
             Report::Bw(run.bw("local", &w, times.bytes, secs, None))
         } else {
-            let (secs, bytes) = send_bw_server(node, r, &os, &recv_area, posted, hook)?;
+            let (secs, bytes) = send_bw_server(node, r, &os, &areas, posted, hook)?;
             let s = secs.max(1e-9);
             let avg = bytes as f64 / s / unit_bytes(&os);
+            let iters = o.iters as u64 * r.qps.len() as u64;
             let w = WireReport {
                 size: size as u64,
-                iters: o.iters as u64,
+                iters,
                 bw_peak: avg,
                 bw_avg: avg,
-                msg_rate: o.iters as f64 / s / 1e6,
+                msg_rate: iters as f64 / s / 1e6,
             };
             Report::Bw(run.bw("local", &w, bytes, secs, None))
         };
@@ -354,26 +378,27 @@ fn check_counters<V: Endpoint>(
     let slots = if cycle == 0 {
         1
     } else {
-        Cycler::new(r.buf + r.half, o.size, cycle).slots
+        Cycler::new(r.target(0), o.size, cycle).slots
     };
     let mut sum = 0u64;
-    for i in 0..slots {
-        sum = sum.wrapping_add(read_u64(node, r.buf + r.half + i * inc(o.size))?);
+    for qp in 0..r.qps.len() {
+        for i in 0..slots {
+            sum = sum.wrapping_add(read_u64(node, r.target(qp) + i * inc(o.size))?);
+        }
     }
+    let iters = o.iters as u64 * r.qps.len() as u64;
     let want = match o.atomic_op() {
-        AtomicOp::FetchAndAdd => o.iters as u64,
+        AtomicOp::FetchAndAdd => iters,
         AtomicOp::CmpAndSwap => 0,
     };
     if sum != want {
         return Err(PerfError::Data(format!(
-            "after {} {}s the targets sum to {sum}, expected {want}",
-            o.iters,
+            "after {iters} {}s the targets sum to {sum}, expected {want}",
             o.atomic_op().name()
         )));
     }
     Ok(Some(format!(
-        "targets sum to {sum} after {} {}s",
-        o.iters,
+        "targets sum to {sum} after {iters} {}s",
         o.atomic_op().name()
     )))
 }
