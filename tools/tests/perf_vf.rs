@@ -103,6 +103,15 @@ fn args(o: &Options, port: u16) -> Vec<String> {
     if o.all_sizes {
         a.push("-a".into());
     }
+    if o.qps != 1 {
+        a.extend(["-q".into(), o.qps.to_string()]);
+    }
+    if o.inline_size != 0 {
+        a.extend(["-I".into(), o.inline_size.to_string()]);
+    }
+    if o.report_gbits {
+        a.push("--report_gbits".into());
+    }
     a
 }
 
@@ -264,4 +273,71 @@ fn all_sizes_vf() {
     assert_eq!(sizes(&c), every);
     // The server prints the client's last report, as perftest's does.
     assert_eq!(s["bytes"], 8 << 20, "{s}");
+}
+
+/// `-q`, `-I` and `--report_gbits` through the CLI on a VF, either role.
+#[test]
+fn options_vf() {
+    let w = Watchdog::arm("options_vf", DEADLINE);
+    w.phase("write_bw -q 3 --report_gbits, client on the VF");
+    let mut o = opts(Test::WriteBw, 200);
+    o.qps = 3;
+    o.report_gbits = true;
+    let (c, s) = vf_client(o, ip(121), ip(122));
+    assert_eq!(c["iterations"], 600, "{c}");
+    assert_eq!(c["bytes_transferred"], 600 * 64, "{c}");
+    assert_eq!(c["unit"], "Gb/sec", "{c}");
+    assert_eq!(s["iterations"], 600, "{s}");
+    w.phase("send_bw -q 3 -I 64, server on the VF");
+    let mut o = opts(Test::SendBw, 200);
+    o.qps = 3;
+    o.inline_size = 64;
+    let (c, s) = vf_server(o, ip(131), ip(132));
+    assert_eq!(c["bytes_transferred"], 600 * 64, "{c}");
+    assert_eq!(s["bytes_transferred"], 600 * 64, "{s}");
+    w.phase("atomic_bw -q 2, server on the VF");
+    let mut o = opts(Test::AtomicBw, 300);
+    o.qps = 2;
+    let (_, s) = vf_server(o, ip(141), ip(142));
+    assert!(s["checked"].as_str().unwrap().contains("sum to 600"), "{s}");
+}
+
+/// What perftest refuses, the CLI refuses with perftest's words (exit 1, before any socket).
+#[test]
+fn refusals_cli() {
+    let _w = Watchdog::arm("refusals_cli", DEADLINE);
+    for (args, says) in [
+        (
+            &["write_lat", "-q", "2"][..],
+            "Multiple QPs only available on bw tests",
+        ),
+        (
+            &["read_lat", "-I", "16"][..],
+            "Inline feature not available on READ/Atomic verbs",
+        ),
+        (
+            &["atomic_bw", "-s", "16"][..],
+            "Message size cannot be changed for Atomic tests",
+        ),
+        (
+            &["write_bw", "-A", "CMP_AND_SWAP"][..],
+            "You are not running the atomic_lat/bw test!",
+        ),
+        (
+            &["send_lat", "-b"][..],
+            "Bidirectional is only available in BW test",
+        ),
+        (
+            &["write_bw", "-e"][..],
+            "Events feature not available on WRITE verb",
+        ),
+    ] {
+        let mut a: Vec<String> = vec!["perf".into()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        a.extend(["--ip".into(), ip(200).to_string(), "-p".into(), "1".into()]);
+        let out = vhca(&a).wait_with_output().expect("vhca");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }
