@@ -1,6 +1,8 @@
 //! `vhca perf`: clients and servers that interoperate with perftest's `ib_send_bw`,
-//! `ib_write_bw`, `ib_read_bw` and `ib_send_lat` (perftest v4.5-0.17, protocol version "6.06"),
-//! RC over RoCEv2 with the GID-based ("Ethernet") side channel on TCP port 18515.
+//! `ib_write_bw`, `ib_read_bw`, `ib_atomic_bw`, `ib_send_lat`, `ib_write_lat`, `ib_read_lat` and
+//! `ib_atomic_lat` (perftest v4.5-0.17, protocol version "6.06"), RC over RoCEv2 with the
+//! GID-based ("Ethernet") side channel on TCP port 18515; with perftest's `-a`, `-q`, `-A`,
+//! `-I` and `--report_gbits` ([`Options`]).
 //!
 //! The side channel (facts file A.2) has no framing: every step is a fixed-size blob; the
 //! client writes then reads, the server reads then writes. The steps, in order:
@@ -15,16 +17,21 @@
 //! | R  | 5×8 | bandwidth report: size, iterations (u64 BE), peak, average, message rate (f64 BE) |
 //! | D  | 108 + 5 | one more K, then `"done\0"` from each side |
 //!
-//! and the sequences of the four binaries:
+//! and the sequences of the binaries (one QP; `-q N` makes the address exchanges N key
+//! messages each, docs/interop.md):
 //!
 //! * `ib_send_bw`, `ib_send_lat`: V S1 S2 M K K K K (data) K(D) done. The first K carries the
 //!   QP's address, then both connect (RTR/RTS), the second is the handshake "after RTR", the
 //!   third re-sends the addresses, the fourth is the barrier after the receivers posted their
 //!   receives (the client sends only after it).
-//! * `ib_write_bw`, `ib_read_bw`: V S1 S2 M K K K (data) K R R R R R K(D) done. The client starts
-//!   its RDMA right after the third K; the server does nothing but wait in the fourth K for the
-//!   client to finish, then receives the client's report (and sends an unused one back), prints
-//!   the client's numbers and closes.
+//! * `ib_write_bw`, `ib_read_bw`, `ib_atomic_bw`: V S1 S2 M K K K (data) K R R R R R K(D) done.
+//!   The client starts its requests right after the third K; the server does nothing but wait
+//!   in the fourth K for the client to finish, then receives the client's report (and sends an
+//!   unused one back), prints the client's numbers and closes.
+//! * `ib_write_lat`: V S1 S2 M K K K K (data), no close: a WRITE ping-pong, the server first,
+//!   each side polling the last byte of its buffer for the peer's count.
+//! * `ib_read_lat`, `ib_atomic_lat`: V S1 S2 M K K K K, then the client's requests and K(D)
+//!   done; the server goes straight into K(D), which waits for the client's data phase.
 //!
 //! Data phases follow perftest's defaults: bandwidth clients keep up to `tx_depth` (128) work
 //! requests outstanding and ask for a completion every `cq_mod` (100) of them (every one for
