@@ -439,3 +439,51 @@ fn several_qps_loopback() {
         }
     }
 }
+
+/// `-D SECS`: every test runs for a time; bandwidth reports have no peak and count what
+/// completed in the sample, latency reports perftest's t_avg and tps.
+#[test]
+fn duration_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm("duration_loopback", Duration::from_secs(300));
+    for (test, host) in [
+        (Test::WriteBw, 110),
+        (Test::SendBw, 112),
+        (Test::AtomicBw, 114),
+    ] {
+        let size = if test == Test::AtomicBw {
+            None
+        } else {
+            Some(4096)
+        };
+        let mut o = opts(test, size, 1000);
+        o.duration = Some(1);
+        let (c, s) = run_with(o, host);
+        let (c, s) = (bw(c), bw(s));
+        assert!(
+            c.iterations > 0 && c.bw_average_mb_per_sec > 0.0,
+            "{test:?} {c:?}"
+        );
+        assert_eq!(c.bw_peak_mb_per_sec, 0.0);
+        assert_eq!(c.bytes_transferred, c.iterations * c.bytes);
+        if test == Test::SendBw {
+            assert!(s.iterations > 0 && s.source == "local", "{s:?}");
+        } else {
+            assert_eq!((s.source, s.iterations), ("peer", c.iterations));
+        }
+    }
+    for (test, host) in [
+        (Test::WriteLat, 120),
+        (Test::SendLat, 122),
+        (Test::ReadLat, 124),
+        (Test::AtomicLat, 126),
+    ] {
+        let mut o = opts(test, None, 1000);
+        o.duration = Some(1);
+        let (c, _s) = run_with(o, host);
+        let table = c.table();
+        assert!(table.contains("t_avg[usec]    tps average"), "{table}");
+        let l = lat(c);
+        assert!(l.iterations > 0 && l.t_avg_usec > 0.0, "{test:?} {l:?}");
+        assert!(l.tps.unwrap() > 0.0);
+    }
+}

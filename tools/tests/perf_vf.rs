@@ -112,6 +112,9 @@ fn args(o: &Options, port: u16) -> Vec<String> {
     if o.report_gbits {
         a.push("--report_gbits".into());
     }
+    if let Some(d) = o.duration {
+        a.extend(["-D".into(), d.to_string()]);
+    }
     a
 }
 
@@ -300,6 +303,25 @@ fn options_vf() {
     o.qps = 2;
     let (_, s) = vf_server(o, ip(141), ip(142));
     assert!(s["checked"].as_str().unwrap().contains("sum to 600"), "{s}");
+}
+
+/// `-D` through the CLI on a VF, either role.
+#[test]
+fn duration_vf() {
+    let w = Watchdog::arm("duration_vf", DEADLINE);
+    w.phase("write_bw -D 1, client on the VF");
+    let mut o = opts(Test::WriteBw, 1000);
+    o.duration = Some(1);
+    let (c, s) = vf_client(o, ip(151), ip(152));
+    assert!(c["iterations"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(s["iterations"], c["iterations"], "{s}");
+    w.phase("write_lat -D 1, server on the VF");
+    let mut o = opts(Test::WriteLat, 1000);
+    o.duration = Some(1);
+    let (c, s) = vf_server(o, ip(161), ip(162));
+    for r in [&c, &s] {
+        assert!(r["tps"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }
 
 /// What perftest refuses, the CLI refuses with perftest's words (exit 1, before any socket).

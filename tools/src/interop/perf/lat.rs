@@ -13,23 +13,28 @@ pub(super) fn send_lat<V: Endpoint>(
     recv_area: &Cycler,
     posted_recvs: u64,
     hook: Hook<'_, V>,
-) -> Result<(Vec<f64>, u64), PerfError> {
-    let n = o.iters as u64;
+) -> Result<LatRun, PerfError> {
+    let timer = o.duration.map(Timer::start);
+    let n = if timer.is_some() {
+        u64::MAX
+    } else {
+        o.iters as u64
+    };
     let (mut scnt, mut rcnt, mut bytes) = (0u64, 0u64, 0u64);
-    let mut posted = Vec::with_capacity(n as usize);
+    let mut posted = Vec::with_capacity(o.iters as usize);
     let mut wcs = Vec::with_capacity(1);
     let mut iterations = 0u64;
+    let mut counted = 0u64;
     let start = Instant::now();
     while scnt < n || rcnt < n {
+        if timer.as_ref().is_some_and(Timer::ended) {
+            break;
+        }
         if rcnt < n && !(client && scnt == 0) {
-            wait_cq(
-                node,
-                r.recv_cq,
-                1,
-                &mut wcs,
-                o.timeout,
-                "waiting for the peer's SEND",
-            )?;
+            let what = "waiting for the peer's SEND";
+            if !wait_cq_until(node, r.recv_cq, &mut wcs, o.timeout, what, timer.as_ref())? {
+                break;
+            }
             rcnt += 1;
             bytes += wcs[0].byte_len as u64;
             if rcnt + posted_recvs <= n {
@@ -37,7 +42,9 @@ pub(super) fn send_lat<V: Endpoint>(
             }
         }
         if scnt < n {
-            posted.push(start.elapsed().as_secs_f64());
+            if timer.is_none() {
+                posted.push(start.elapsed().as_secs_f64());
+            }
             let mut wr = SendWr::new(scnt, SendOp::Send).sge(Sge {
                 addr: r.buf,
                 len: o.size,
@@ -56,18 +63,71 @@ pub(super) fn send_lat<V: Endpoint>(
                 o.timeout,
                 "waiting for a SEND's ACK",
             )?;
+            if timer.as_ref().is_some_and(Timer::in_sample) {
+                counted += 1;
+            }
         }
         // An iteration is a SEND and a receive (the client's first round only sends).
         if scnt.min(rcnt) > iterations {
             iterations = scnt.min(rcnt);
             let p = Progress {
                 done: Some(iterations),
-                total: n,
+                total: o.iters as u64,
             };
             hook(node, p).map_err(PerfError::Hook)?;
         }
     }
-    Ok((posted, bytes))
+    Ok(LatRun::new(posted, bytes, timer, counted))
+}
+
+/// What a latency data phase measured: the post times, or with `-D` the sample's count.
+pub(super) struct LatRun {
+    pub(super) posted: Vec<f64>,
+    pub(super) bytes: u64,
+    pub(super) sampled: Option<Sampled>,
+}
+
+impl LatRun {
+    fn new(posted: Vec<f64>, bytes: u64, timer: Option<Timer>, counted: u64) -> LatRun {
+        LatRun {
+            posted,
+            bytes,
+            sampled: timer.map(|t| Sampled {
+                iters: counted,
+                secs: t.sample_secs(),
+            }),
+        }
+    }
+}
+
+/// [`wait_cq`] for one completion that gives up at the timer's end (`Ok(false)`).
+fn wait_cq_until<V: Endpoint>(
+    node: &mut V,
+    cq: CqHandle,
+    out: &mut Vec<WorkCompletion>,
+    timeout: Duration,
+    what: &'static str,
+    timer: Option<&Timer>,
+) -> Result<bool, PerfError> {
+    let Some(t) = timer else {
+        wait_cq(node, cq, 1, out, timeout, what)?;
+        return Ok(true);
+    };
+    out.clear();
+    let start = Instant::now();
+    while out.is_empty() {
+        if t.ended() {
+            return Ok(false);
+        }
+        node.poll_cq(cq, 1, out)?;
+        if out.is_empty() && start.elapsed() > timeout {
+            return Err(PerfError::Stalled(timeout, what));
+        }
+    }
+    if let Some(bad) = out.iter().find(|wc| wc.status != WcStatus::Success) {
+        return Err(PerfError::Completion(*bad));
+    }
+    Ok(true)
 }
 
 /// `run_iter_lat_write`: each side WRITEs its buffer's first `size` bytes to the peer's, the
@@ -81,24 +141,37 @@ pub(super) fn write_lat<V: Endpoint>(
     client: bool,
     rem: &KeyMsg,
     hook: Hook<'_, V>,
-) -> Result<(Vec<f64>, u64), PerfError> {
-    let n = o.iters as u64;
+) -> Result<LatRun, PerfError> {
+    let timer = o.duration.map(Timer::start);
+    let n = if timer.is_some() {
+        u64::MAX
+    } else {
+        o.iters as u64
+    };
+    let mut counted = 0u64;
     let size = o.size as u64;
     let post_at = r.buf + size - 1;
     let poll_at = r.buf + r.half + size - 1;
     let (mut scnt, mut ccnt, mut rcnt) = (0u64, 0u64, 0u64);
-    let mut posted = Vec::with_capacity(n as usize);
+    let mut posted = Vec::with_capacity(o.iters as usize);
     let mut wcs = Vec::with_capacity(1);
     let mut iterations = 0u64;
     let start = Instant::now();
     while scnt < n || ccnt < n || rcnt < n {
+        if timer.as_ref().is_some_and(Timer::ended) {
+            break;
+        }
         // The server writes first; after that each side waits for the peer's next WRITE.
         if rcnt < n && (client || scnt != 0) {
+            if !wait_byte(node, poll_at, (rcnt + 1) as u8, o.timeout, timer.as_ref())? {
+                break;
+            }
             rcnt += 1;
-            wait_byte(node, poll_at, rcnt as u8, o.timeout)?;
         }
         if scnt < n {
-            posted.push(start.elapsed().as_secs_f64());
+            if timer.is_none() {
+                posted.push(start.elapsed().as_secs_f64());
+            }
             scnt += 1;
             node.write_buf(post_at, &[scnt as u8])?;
             let op = SendOp::Write {
@@ -125,32 +198,39 @@ pub(super) fn write_lat<V: Endpoint>(
                 "waiting for a WRITE's ACK",
             )?;
             ccnt += 1;
+            if timer.as_ref().is_some_and(Timer::in_sample) {
+                counted += 1;
+            }
         }
         if ccnt.min(rcnt) > iterations {
             iterations = ccnt.min(rcnt);
             let p = Progress {
                 done: Some(iterations),
-                total: n,
+                total: o.iters as u64,
             };
             hook(node, p).map_err(PerfError::Hook)?;
         }
     }
-    Ok((posted, rcnt * size))
+    Ok(LatRun::new(posted, rcnt * size, timer, counted))
 }
 
 /// Polls the byte at `addr` until it is `want` (perftest spins on it; a node is pumped
-/// meanwhile, a VF of another process is left the CPU).
+/// meanwhile, a VF of another process is left the CPU); `Ok(false)` at the timer's end.
 fn wait_byte<V: Endpoint>(
     node: &mut V,
     addr: u64,
     want: u8,
     timeout: Duration,
-) -> Result<(), PerfError> {
+    timer: Option<&Timer>,
+) -> Result<bool, PerfError> {
     let start = Instant::now();
     loop {
         let b = node.read_buf(addr, 1)?;
         if b.first() == Some(&want) {
-            return Ok(());
+            return Ok(true);
+        }
+        if timer.is_some_and(Timer::ended) {
+            return Ok(false);
         }
         if start.elapsed() > timeout {
             return Err(PerfError::Stalled(
@@ -176,14 +256,23 @@ pub(super) fn rdma_lat<V: Endpoint>(
     o: &Options,
     rem: &KeyMsg,
     hook: Hook<'_, V>,
-) -> Result<(Vec<f64>, u64), PerfError> {
-    let n = o.iters as u64;
-    let mut posted = Vec::with_capacity(n as usize);
+) -> Result<LatRun, PerfError> {
+    let timer = o.duration.map(Timer::start);
+    let n = if timer.is_some() {
+        u64::MAX
+    } else {
+        o.iters as u64
+    };
+    let mut counted = 0u64;
+    let mut posted = Vec::with_capacity(o.iters as usize);
     let mut wcs = Vec::with_capacity(1);
     let atomic = o.test.verb() == Verb::Atomic;
     let start = Instant::now();
-    for i in 0..n {
-        posted.push(start.elapsed().as_secs_f64());
+    let mut i = 0u64;
+    while i < n && !timer.as_ref().is_some_and(Timer::ended) {
+        if timer.is_none() {
+            posted.push(start.elapsed().as_secs_f64());
+        }
         let wr = SendWr::new(i, request(o, rem.vaddr, MemKey(rem.rkey))).sge(Sge {
             addr: r.buf,
             len: o.size,
@@ -198,6 +287,9 @@ pub(super) fn rdma_lat<V: Endpoint>(
             o.timeout,
             "waiting for a response",
         )?;
+        if timer.as_ref().is_some_and(Timer::in_sample) {
+            counted += 1;
+        }
         if atomic {
             let got = read_u64(node, r.buf)?;
             let want = match o.atomic_op() {
@@ -211,13 +303,14 @@ pub(super) fn rdma_lat<V: Endpoint>(
                 )));
             }
         }
+        i += 1;
         let p = Progress {
-            done: Some(i + 1),
-            total: n,
+            done: Some(i),
+            total: o.iters as u64,
         };
         hook(node, p).map_err(PerfError::Hook)?;
     }
-    Ok((posted, n * o.size as u64))
+    Ok(LatRun::new(posted, i * o.size as u64, timer, counted))
 }
 
 /// The 8-byte word at `addr` as an atomic leaves it (host order: little-endian, as on rxe's

@@ -65,6 +65,7 @@ use crate::interop::side_channel::{Chan, ChanError};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 mod bw;
+mod duration;
 mod lat;
 mod options;
 mod report;
@@ -73,6 +74,7 @@ mod setup;
 mod side_channel;
 
 use bw::*;
+use duration::*;
 use lat::*;
 pub use options::{AtomicOp, Options, Test, Verb};
 use report::*;

@@ -62,6 +62,10 @@ pub struct LatReport {
     /// "local": measured here; "none": a read_lat/atomic_lat server, which issues nothing and
     /// (like perftest's) reports no figures.
     pub source: &'static str,
+    /// With `-D`: transactions per second over the sample (then only `t_avg_usec` is set
+    /// besides, perftest's `print_report_lat_duration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tps: Option<f64>,
     pub mtu: u32,
     pub peer_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +89,7 @@ const RESULT_FMT: &str =
     " #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]";
 const RESULT_FMT_G: &str =
     " #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]";
+const RESULT_FMT_LAT_DUR: &str = " #bytes        #iterations       t_avg[usec]    tps average";
 const RESULT_FMT_LAT: &str = " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] ";
 
 impl Report {
@@ -99,6 +104,7 @@ impl Report {
             Report::Bw(r) if r.unit == UNIT_GBITS => (&r.header, RESULT_FMT_G),
             Report::Bw(r) => (&r.header, RESULT_FMT),
             Report::Lat(r) if r.source == "none" => return format!("{}{RESULT_LINE}\n", r.header),
+            Report::Lat(r) if r.tps.is_some() => (&r.header, RESULT_FMT_LAT_DUR),
             Report::Lat(r) => (&r.header, RESULT_FMT_LAT),
             Report::Sizes(_) => return String::new(),
         };
@@ -136,6 +142,13 @@ impl Report {
                 r.bw_peak_mb_per_sec,
                 r.bw_average_mb_per_sec,
                 r.msg_rate_mpps
+            ),
+            Report::Lat(r) if r.tps.is_some() => format!(
+                " {:<7}       {}            {:<7.2}        {:<7.2}\n",
+                r.bytes,
+                r.iterations,
+                r.t_avg_usec,
+                r.tps.unwrap_or(0.0)
             ),
             Report::Lat(r) => format!(
                 " {:<7} {}          {:<7.2}        {:<7.2}      {:<7.2}  \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}\n",

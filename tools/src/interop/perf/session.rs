@@ -126,7 +126,7 @@ pub(super) fn session_on<V: Endpoint>(
             KeyMsg::decode(&b)?;
             let checked = check_counters(node, &o, &r, 0)?;
             exchange_done(node, &mut chan)?;
-            return Ok(run.lat(o.size, None, 0, checked));
+            return Ok(run.lat(o.size, None, checked));
         }
         _ if rdma_lat => {
             let report = rdma_lat_phase(node, &run, &r, &rem, hook)?;
@@ -144,11 +144,9 @@ pub(super) fn session_on<V: Endpoint>(
             let mut last = WireReport::default();
             for size in o.sizes() {
                 let os = o.at_size(size);
-                let times = bw_client(node, &r, &os, cycle, &rems, hook)?;
-                last = bw_numbers(&times, &os);
-                let secs =
-                    times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
-                rows.push(Report::Bw(run.bw("local", &last, times.bytes, secs, None)));
+                let (w, bytes, secs) = bw_client_run(node, &r, &os, cycle, &rems, hook)?;
+                last = w;
+                rows.push(Report::Bw(run.bw("local", &last, bytes, secs, None)));
             }
             // K4: "finished", then the reports (the last size's).
             chan.keys(node, &mine, "the end-of-test handshake")?;
@@ -172,7 +170,9 @@ pub(super) fn session_on<V: Endpoint>(
             let size = *o.sizes().last().unwrap_or(&o.size) as u64;
             // perftest reports the iterations of all QPs.
             let iters = o.iters as u64 * o.qps as u64;
-            if theirs.size != size || theirs.iters != iters {
+            // With -D the client counts what completed in its sample.
+            let iters_differ = o.duration.is_none() && theirs.iters != iters;
+            if theirs.size != size || iters_differ {
                 return Err(PerfError::Mismatch {
                     peer_size: theirs.size,
                     peer_iters: theirs.iters,
@@ -233,25 +233,39 @@ impl Run {
     }
 
     /// A latency report from post times (`None`: a side that measures nothing).
-    fn lat(&self, size: u32, times: Option<&[f64]>, bytes: u64, checked: Option<String>) -> Report {
+    fn lat(&self, size: u32, run: Option<&LatRun>, checked: Option<String>) -> Report {
         let rtt = if self.o.test.is_read_or_atomic() {
             1.0
         } else {
             2.0
         };
-        let (min, max, typ, avg, stdev, p99, p999) = match times {
-            Some(t) => lat_numbers(t, rtt),
-            None => Default::default(),
+        let (mut iterations, mut tps) = (self.o.iters as u64, None);
+        let (min, max, typ, mut avg, stdev, p99, p999) = match run {
+            Some(LatRun {
+                sampled: Some(s), ..
+            }) => {
+                // print_report_lat_duration: the average over the sample and the rate.
+                iterations = s.iters;
+                tps = Some(s.iters as f64 / s.secs);
+                let avg = s.secs * 1e6 / rtt / s.iters.max(1) as f64;
+                (0.0, 0.0, 0.0, avg, 0.0, 0.0, 0.0)
+            }
+            Some(r) => lat_numbers(&r.posted, rtt),
+            None => {
+                iterations = 0;
+                Default::default()
+            }
         };
+        if !avg.is_finite() {
+            avg = 0.0;
+        }
+        let times = run;
+        let bytes = run.map_or(0, |r| r.bytes);
         Report::Lat(LatReport {
             test: self.o.test,
             role: self.role,
             bytes: size as u64,
-            iterations: if times.is_some() {
-                self.o.iters as u64
-            } else {
-                0
-            },
+            iterations,
             t_min_usec: min,
             t_max_usec: max,
             t_typical_usec: typ,
@@ -261,6 +275,7 @@ impl Run {
             p99_9_usec: p999,
             bytes_transferred: bytes,
             source: if times.is_some() { "local" } else { "none" },
+            tps,
             mtu: self.mtu,
             peer_version: self.peer_version.clone(),
             checked,
@@ -310,13 +325,15 @@ fn send_phase<V: Endpoint>(
         }
         chan.keys(node, mine, "the barrier before the data phase")?;
         let row = if o.test == Test::SendLat {
-            let (times, bytes) = send_lat(node, r, &os, run.client, recv_area, posted[0], hook)?;
-            run.lat(size, Some(&times), bytes, None)
+            let lr = send_lat(node, r, &os, run.client, recv_area, posted[0], hook)?;
+            run.lat(size, Some(&lr), None)
         } else if run.client {
-            let times = bw_client(node, r, &os, cycle, rems, hook)?;
-            let w = bw_numbers(&times, &os);
-            let secs = times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
-            Report::Bw(run.bw("local", &w, times.bytes, secs, None))
+            let (w, bytes, secs) = bw_client_run(node, r, &os, cycle, rems, hook)?;
+            Report::Bw(run.bw("local", &w, bytes, secs, None))
+        } else if let Some(d) = o.duration {
+            let (sampled, bytes) = send_bw_server_timed(node, r, &os, &areas, posted, d, hook)?;
+            let w = sampled.bw(&os);
+            Report::Bw(run.bw("local", &w, bytes, sampled.secs, None))
         } else {
             let (secs, bytes) = send_bw_server(node, r, &os, &areas, posted, hook)?;
             let s = secs.max(1e-9);
@@ -351,16 +368,37 @@ fn rdma_lat_phase<V: Endpoint>(
     let mut rows = Vec::new();
     for size in o.sizes() {
         let os = o.at_size(size);
-        let (times, bytes) = if o.test == Test::WriteLat {
+        let lr = if o.test == Test::WriteLat {
             write_lat(node, r, &os, run.client, rem, hook)?
         } else {
             rdma_lat(node, r, &os, rem, hook)?
         };
+        let done = lr.bytes / size.max(1) as u64;
         let checked = (o.test == Test::AtomicLat)
-            .then(|| format!("{} fetched values 0..{}", o.atomic_op().name(), o.iters));
-        rows.push(run.lat(size, Some(&times), bytes, checked));
+            .then(|| format!("{} fetched values 0..{done}", o.atomic_op().name()));
+        rows.push(run.lat(size, Some(&lr), checked));
     }
     Ok(one_or_all(rows))
+}
+
+/// A bandwidth client's run at one size: its report, the bytes it moved (with `-D`: in the
+/// sample) and the seconds they took.
+fn bw_client_run<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    cycle: u32,
+    rems: &[KeyMsg],
+    hook: Hook<'_, V>,
+) -> Result<(WireReport, u64, f64), PerfError> {
+    if let Some(d) = o.duration {
+        let s = bw_client_timed(node, r, o, cycle, rems, d, hook)?;
+        return Ok((s.bw(o), s.iters * o.size as u64, s.secs));
+    }
+    let times = bw_client(node, r, o, cycle, rems, hook)?;
+    let w = bw_numbers(&times, o);
+    let secs = times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
+    Ok((w, times.bytes, secs))
 }
 
 /// An atomic test's server, once the client finished: its targets hold what the client's
@@ -372,7 +410,8 @@ fn check_counters<V: Endpoint>(
     r: &Res,
     cycle: u32,
 ) -> Result<Option<String>, PerfError> {
-    if o.test.verb() != Verb::Atomic {
+    // With -D nobody knows how many operations there were.
+    if o.test.verb() != Verb::Atomic || o.duration.is_some() {
         return Ok(None);
     }
     let slots = if cycle == 0 {
