@@ -487,3 +487,37 @@ fn duration_loopback() {
         assert!(l.tps.unwrap() > 0.0);
     }
 }
+
+/// `-b`: both sides run the requests at once and print the sum of both reports.
+#[test]
+fn bidirectional_loopback() {
+    let _w =
+        vhca_guest::watchdog::Watchdog::arm("bidirectional_loopback", Duration::from_secs(300));
+    for (test, host) in [
+        (Test::WriteBw, 130),
+        (Test::ReadBw, 132),
+        (Test::AtomicBw, 134),
+    ] {
+        let size = if test == Test::AtomicBw {
+            None
+        } else {
+            Some(4096)
+        };
+        let mut o = opts(test, size, 300);
+        o.duplex = true;
+        let (c, s) = run_with(o, host);
+        assert!(c.table().contains("Bidirectional BW Test"));
+        let (c, s) = (bw(c), bw(s));
+        for r in [&c, &s] {
+            assert_eq!(r.source, "local+peer", "{test:?}");
+            assert_eq!((r.iterations, r.bytes_transferred), (300, 300 * r.bytes));
+        }
+        // Each printed its own figures plus the other's: the same sum on both sides.
+        let (a, b) = (c.bw_average_mb_per_sec, s.bw_average_mb_per_sec);
+        assert!((a - b).abs() <= a * 1e-9, "{a} vs {b}");
+    }
+    let mut o = opts(Test::SendBw, Some(64), 10);
+    o.duplex = true;
+    let e = perf::client(Ipv4Addr::new(127, 0, 86, 136), Ipv4Addr::LOCALHOST, &o).unwrap_err();
+    assert!(e.to_string().contains("not implemented"), "{e}");
+}

@@ -112,6 +112,9 @@ fn args(o: &Options, port: u16) -> Vec<String> {
     if o.report_gbits {
         a.push("--report_gbits".into());
     }
+    if o.duplex {
+        a.push("-b".into());
+    }
     if let Some(d) = o.duration {
         a.extend(["-D".into(), d.to_string()]);
     }
@@ -321,6 +324,28 @@ fn duration_vf() {
     let (c, s) = vf_server(o, ip(161), ip(162));
     for r in [&c, &s] {
         assert!(r["tps"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+/// `-b` through the CLI on a VF, either role.
+#[test]
+fn bidirectional_vf() {
+    let w = Watchdog::arm("bidirectional_vf", DEADLINE);
+    w.phase("write_bw -b, client on the VF");
+    let mut o = opts(Test::WriteBw, 300);
+    o.duplex = true;
+    let (c, s) = vf_client(o, ip(171), ip(172));
+    for r in [&c, &s] {
+        assert_eq!(r["source"], "local+peer", "{r}");
+        assert_eq!(r["bytes_transferred"], 300 * 64, "{r}");
+    }
+    w.phase("read_bw -b, server on the VF");
+    let mut o = opts(Test::ReadBw, 300);
+    o.duplex = true;
+    let (c, s) = vf_server(o, ip(181), ip(182));
+    for r in [&c, &s] {
+        assert_eq!(r["source"], "local+peer", "{r}");
+        assert_eq!(r["bytes_transferred"], 300 * 64, "{r}");
     }
 }
 

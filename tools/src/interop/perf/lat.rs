@@ -247,9 +247,11 @@ fn wait_byte<V: Endpoint>(
 }
 
 /// `run_iter_lat` (read_lat, atomic_lat client): one signaled request at a time on the same
-/// addresses. An atomic's fetched value is checked: the target starts at 0 (perftest zeroes its
-/// buffer) and only this client touches it, so FETCH_AND_ADD fetches 0, 1, 2, … and
-/// CMP_AND_SWAP (0 for 0) always 0. Returns the post times and the bytes read or fetched.
+/// addresses. An atomic's fetched value is checked: only this client touches the target, whose
+/// first value is whatever the server left there (perftest fills its buffer with random bytes;
+/// vhca's is zero), so FETCH_AND_ADD fetches that value, then one more each time, and
+/// CMP_AND_SWAP (compare 0, swap 0) never changes it. Returns the post times and the bytes read
+/// or fetched.
 pub(super) fn rdma_lat<V: Endpoint>(
     node: &mut V,
     r: &Res,
@@ -267,6 +269,7 @@ pub(super) fn rdma_lat<V: Endpoint>(
     let mut posted = Vec::with_capacity(o.iters as usize);
     let mut wcs = Vec::with_capacity(1);
     let atomic = o.test.verb() == Verb::Atomic;
+    let mut base: Option<u64> = None;
     let start = Instant::now();
     let mut i = 0u64;
     while i < n && !timer.as_ref().is_some_and(Timer::ended) {
@@ -292,9 +295,10 @@ pub(super) fn rdma_lat<V: Endpoint>(
         }
         if atomic {
             let got = read_u64(node, r.buf)?;
+            let first = *base.get_or_insert(got);
             let want = match o.atomic_op() {
-                AtomicOp::FetchAndAdd => i,
-                AtomicOp::CmpAndSwap => 0,
+                AtomicOp::FetchAndAdd => first.wrapping_add(i),
+                AtomicOp::CmpAndSwap => first,
             };
             if got != want {
                 return Err(PerfError::Data(format!(

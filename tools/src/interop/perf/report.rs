@@ -32,7 +32,7 @@ pub struct BwReport {
     pub bytes_transferred: u64,
     pub seconds: f64,
     /// "local": measured here; "peer": the client's report, printed by the server as perftest
-    /// does.
+    /// does; "local+peer": `-b`, the sum of both sides' reports, as perftest prints it.
     pub source: &'static str,
     pub mtu: u32,
     pub peer_version: String,
@@ -173,17 +173,19 @@ pub(super) const UNIT_GBITS: &str = "Gb/sec";
 /// `ctx_print_test_info` for what vhca runs: the title and the settings, between result lines.
 pub(super) fn header(o: &Options, client: bool, mtu: Mtu) -> String {
     let t = o.test;
-    let mut s = format!(
-        "{RESULT_LINE}\n                    {}\n",
+    let title = if o.duplex {
+        t.title_duplex(o.atomic_op())
+    } else {
         t.title(o.atomic_op())
-    );
+    };
+    let mut s = format!("{RESULT_LINE}\n                    {title}\n");
     s.push_str(" Dual-port       : OFF\t\tDevice         : vhca\n");
     s.push_str(&format!(
         " Number of qps   : {}\t\tTransport type : IB\n",
         o.qps
     ));
     s.push_str(" Connection type : RC\t\tUsing SRQ      : OFF\n");
-    if client {
+    if client || o.duplex {
         s.push_str(&format!(" TX depth        : {}\n", o.tx_depth));
     }
     if t.is_send() && !client {

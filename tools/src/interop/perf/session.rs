@@ -139,18 +139,40 @@ pub(super) fn session_on<V: Endpoint>(
             }
             report
         }
-        _ if client => {
+        _ if client || o.duplex => {
             let mut rows = Vec::new();
             let mut last = WireReport::default();
             for size in o.sizes() {
                 let os = o.at_size(size);
+                // -b: both sides go at once, after a handshake (and one after each size of
+                // -a); then they exchange reports and each prints the sum.
+                if o.duplex {
+                    chan.keys(node, &mine, "the bidirectional start")?;
+                }
                 let (w, bytes, secs) = bw_client_run(node, &r, &os, cycle, &rems, hook)?;
                 last = w;
-                rows.push(Report::Bw(run.bw("local", &last, bytes, secs, None)));
+                if o.duplex && o.all_sizes {
+                    chan.keys(node, &mine, "the handshake after a size")?;
+                }
+                let row = if o.duplex {
+                    let theirs = xchg_reports(&mut chan, node, &w)?;
+                    let both = WireReport {
+                        bw_peak: w.bw_peak + theirs.bw_peak,
+                        bw_avg: w.bw_avg + theirs.bw_avg,
+                        msg_rate: w.msg_rate + theirs.msg_rate,
+                        ..w
+                    };
+                    run.bw("local+peer", &both, bytes, secs, None)
+                } else {
+                    run.bw("local", &w, bytes, secs, None)
+                };
+                rows.push(Report::Bw(row));
             }
-            // K4: "finished", then the reports (the last size's).
-            chan.keys(node, &mine, "the end-of-test handshake")?;
-            xchg_reports(&mut chan, node, &last)?;
+            if !o.duplex {
+                // K4: "finished", then the reports (the last size's).
+                chan.keys(node, &mine, "the end-of-test handshake")?;
+                xchg_reports(&mut chan, node, &last)?;
+            }
             one_or_all(rows)
         }
         _ => {
@@ -375,7 +397,7 @@ fn rdma_lat_phase<V: Endpoint>(
         };
         let done = lr.bytes / size.max(1) as u64;
         let checked = (o.test == Test::AtomicLat)
-            .then(|| format!("{} fetched values 0..{done}", o.atomic_op().name()));
+            .then(|| format!("{} fetched {done} consecutive values", o.atomic_op().name()));
         rows.push(run.lat(size, Some(&lr), checked));
     }
     Ok(one_or_all(rows))
