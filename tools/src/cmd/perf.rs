@@ -78,13 +78,13 @@ pub struct Args {
     /// Completion events instead of polling (perftest's -e; refused: see docs/interop.md).
     #[arg(short = 'e', long = "events")]
     events: bool,
-    /// Number of QPs (perftest's -q; only 1 is implemented).
+    /// Number of QPs of a bandwidth test, each running the iterations.
     #[arg(short = 'q', long = "qp", default_value_t = 1)]
     qps: u32,
-    /// Bidirectional (perftest's -b; refused: see docs/interop.md).
+    /// Bidirectional: both sides send at once and print the sum (write_bw, read_bw, atomic_bw).
     #[arg(short = 'b', long = "bidirectional")]
     bidirectional: bool,
-    /// Run for this many seconds (perftest's -D; refused: see docs/interop.md).
+    /// Run for this many seconds instead of a number of iterations.
     #[arg(short = 'D', long = "duration")]
     duration: Option<u32>,
     /// Seconds without progress before giving up.
