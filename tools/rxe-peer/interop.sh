@@ -184,7 +184,9 @@ perf_summary() {
     if grep -q '"t_typical_usec"' "$f"; then
         printf 't_typical %.2f usec, t_avg %.2f usec' "$(json_field "$f" t_typical_usec)" "$(json_field "$f" t_avg_usec)"
     else
-        printf 'BW average %.2f MB/s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" \
+        local unit
+        unit=$(grep -m1 '^{' "$f" | sed -n 's/.*"unit":"\([A-Za-z/]*\)".*/\1/p')
+        printf 'BW average %.2f %s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" "${unit:-MB/sec}" \
             "$(json_field "$f" msg_rate_mpps)" "$(json_field "$f" bytes_transferred)"
     fi
 }
@@ -271,7 +273,11 @@ perf_all() {
         fi
         sizes=$(grep -o '"bytes":[0-9]*' "$out" | wc -l)
         grep -q '"bytes":8388608' "$out" || fail "$name: vhca reported no 8 MiB row"
-        say "$name: ok (vhca: $sizes sizes reported; guest:$(guest_row 8388608 5))"
+        if [ $dir = to ] && [ "$vt" = read_lat ]; then
+            say "$name: ok (vhca: $sizes sizes reported; guest: no row, as perftest's $bin server)"
+        else
+            say "$name: ok (vhca: $sizes sizes reported; guest:$(guest_row 8388608 5))"
+        fi
     done
 }
 
