@@ -13,8 +13,8 @@
 # and ib_atomic_lat (-n 200):
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
 # and, with no loss only, options: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
-# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, atomic_bw), -I 64 (send_lat)
-# and -a -n 5 (send_bw, write_bw, write_lat, read_lat).
+# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, atomic_bw), -I 64 (send_lat),
+# -e (send_bw, atomic_lat) and -a -n 5 (send_bw, write_bw, write_lat, read_lat).
 # (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
@@ -302,6 +302,8 @@ perf_options() {
     perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters" "-b"
     perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters" "-b"
     perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters" "-I 64"
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-e"
+    perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-e"
     perf_all ib_send_bw send_bw
     perf_all ib_write_bw write_bw
     perf_all ib_write_lat write_lat

@@ -400,7 +400,11 @@ fn refusals() {
         o.all_sizes = true
     })
     .contains("Duration mode currently doesn't support running on all sizes."));
-    assert!(with(Test::SendBw, &|o| o.events = true).contains("not implemented"));
+    assert!(with(Test::SendBw, &|o| {
+        o.duration = Some(5);
+        o.events = true
+    })
+    .contains("Duration mode doesn't work with events."));
     assert!(with(Test::WriteBw, &|o| o.inline_size = 512).contains("max_inline_data 256"));
 }
 
@@ -520,4 +524,40 @@ fn bidirectional_loopback() {
     o.duplex = true;
     let e = perf::client(Ipv4Addr::new(127, 0, 86, 136), Ipv4Addr::LOCALHOST, &o).unwrap_err();
     assert!(e.to_string().contains("not implemented"), "{e}");
+}
+
+/// `-e`: the waits go through completion events (the CQ armed, the event waited for); the
+/// same runs complete with the same counts.
+#[test]
+fn events_loopback() {
+    let _w = vhca_guest::watchdog::Watchdog::arm("events_loopback", Duration::from_secs(300));
+    for (test, host) in [
+        (Test::SendBw, 140),
+        (Test::ReadBw, 142),
+        (Test::AtomicBw, 144),
+    ] {
+        let size = if test == Test::AtomicBw {
+            None
+        } else {
+            Some(4096)
+        };
+        let mut o = opts(test, size, 300);
+        o.events = true;
+        let (c, s) = run_with(o, host);
+        let (c, s) = (bw(c), bw(s));
+        assert_eq!(c.bytes_transferred, 300 * c.bytes, "{test:?}");
+        if test == Test::SendBw {
+            assert_eq!(s.bytes_transferred, 300 * c.bytes);
+        }
+    }
+    for (test, host) in [
+        (Test::SendLat, 150),
+        (Test::ReadLat, 152),
+        (Test::AtomicLat, 154),
+    ] {
+        let mut o = opts(test, None, 200);
+        o.events = true;
+        let (c, _) = run_with(o, host);
+        check_lat_row(&lat(c), test.default_size() as u64, 200);
+    }
 }

@@ -115,6 +115,9 @@ fn args(o: &Options, port: u16) -> Vec<String> {
     if o.duplex {
         a.push("-b".into());
     }
+    if o.events {
+        a.push("-e".into());
+    }
     if let Some(d) = o.duration {
         a.extend(["-D".into(), d.to_string()]);
     }
@@ -347,6 +350,30 @@ fn bidirectional_vf() {
         assert_eq!(r["source"], "local+peer", "{r}");
         assert_eq!(r["bytes_transferred"], 300 * 64, "{r}");
     }
+}
+
+/// `-e` through the CLI on a VF (its events come over the virtio event queue), either role.
+#[test]
+fn events_vf() {
+    let w = Watchdog::arm("events_vf", DEADLINE);
+    w.phase("send_bw -e, client on the VF");
+    let mut o = opts(Test::SendBw, 300);
+    o.events = true;
+    let (c, s) = vf_client(o, ip(191), ip(192));
+    assert_eq!(c["bytes_transferred"], 300 * 64, "{c}");
+    assert_eq!(s["bytes_transferred"], 300 * 64, "{s}");
+    w.phase("send_lat -e, server on the VF");
+    let mut o = opts(Test::SendLat, 200);
+    o.events = true;
+    let (c, s) = vf_server(o, ip(201), ip(202));
+    for r in [&c, &s] {
+        check_lat(r, 64, 200);
+    }
+    w.phase("atomic_lat -e, client on the VF");
+    let mut o = opts(Test::AtomicLat, 200);
+    o.events = true;
+    let (c, _) = vf_client(o, ip(211), ip(212));
+    check_lat(&c, 8, 200);
 }
 
 /// What perftest refuses, the CLI refuses with perftest's words (exit 1, before any socket).

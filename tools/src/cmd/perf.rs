@@ -75,7 +75,7 @@ pub struct Args {
     /// Report bandwidth in Gb/s instead of MB/s.
     #[arg(long = "report_gbits")]
     report_gbits: bool,
-    /// Completion events instead of polling (perftest's -e; refused: see docs/interop.md).
+    /// Wait for completions through completion events (not in the WRITE tests).
     #[arg(short = 'e', long = "events")]
     events: bool,
     /// Number of QPs of a bandwidth test, each running the iterations.

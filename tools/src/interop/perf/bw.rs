@@ -68,12 +68,12 @@ pub(super) fn bw_client<V: Endpoint>(
                 totscnt += 1;
             }
         }
-        wait_cq(
+        await_cq(
             node,
             r.send_cq,
             16,
             &mut wcs,
-            o.timeout,
+            o,
             "waiting for send completions",
         )?;
         let now = start.elapsed().as_secs_f64();
@@ -192,14 +192,7 @@ pub(super) fn send_bw_server<V: Endpoint>(
     let mut first: Option<Instant> = None;
     let mut wcs = Vec::with_capacity(16);
     while rcnt < total {
-        wait_cq(
-            node,
-            r.recv_cq,
-            16,
-            &mut wcs,
-            o.timeout,
-            "waiting for SENDs",
-        )?;
+        await_cq(node, r.recv_cq, 16, &mut wcs, o, "waiting for SENDs")?;
         first.get_or_insert_with(Instant::now);
         for wc in &wcs {
             rcnt += 1;

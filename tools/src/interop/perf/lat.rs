@@ -32,7 +32,7 @@ pub(super) fn send_lat<V: Endpoint>(
         }
         if rcnt < n && !(client && scnt == 0) {
             let what = "waiting for the peer's SEND";
-            if !wait_cq_until(node, r.recv_cq, &mut wcs, o.timeout, what, timer.as_ref())? {
+            if !wait_cq_until(node, r.recv_cq, &mut wcs, o, what, timer.as_ref())? {
                 break;
             }
             rcnt += 1;
@@ -55,14 +55,7 @@ pub(super) fn send_lat<V: Endpoint>(
             }
             node.post_send(r.qpn, &wr)?;
             scnt += 1;
-            wait_cq(
-                node,
-                r.send_cq,
-                1,
-                &mut wcs,
-                o.timeout,
-                "waiting for a SEND's ACK",
-            )?;
+            await_cq(node, r.send_cq, 1, &mut wcs, o, "waiting for a SEND's ACK")?;
             if timer.as_ref().is_some_and(Timer::in_sample) {
                 counted += 1;
             }
@@ -105,12 +98,13 @@ fn wait_cq_until<V: Endpoint>(
     node: &mut V,
     cq: CqHandle,
     out: &mut Vec<WorkCompletion>,
-    timeout: Duration,
+    o: &Options,
     what: &'static str,
     timer: Option<&Timer>,
 ) -> Result<bool, PerfError> {
+    let timeout = o.timeout;
     let Some(t) = timer else {
-        wait_cq(node, cq, 1, out, timeout, what)?;
+        await_cq(node, cq, 1, out, o, what)?;
         return Ok(true);
     };
     out.clear();
@@ -282,14 +276,7 @@ pub(super) fn rdma_lat<V: Endpoint>(
             lkey: r.key,
         });
         node.post_send(r.qpn, &wr)?;
-        wait_cq(
-            node,
-            r.send_cq,
-            1,
-            &mut wcs,
-            o.timeout,
-            "waiting for a response",
-        )?;
+        await_cq(node, r.send_cq, 1, &mut wcs, o, "waiting for a response")?;
         if timer.as_ref().is_some_and(Timer::in_sample) {
             counted += 1;
         }

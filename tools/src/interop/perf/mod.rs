@@ -2,7 +2,7 @@
 //! `ib_write_bw`, `ib_read_bw`, `ib_atomic_bw`, `ib_send_lat`, `ib_write_lat`, `ib_read_lat` and
 //! `ib_atomic_lat` (perftest v4.5-0.17, protocol version "6.06"), RC over RoCEv2 with the
 //! GID-based ("Ethernet") side channel on TCP port 18515; with perftest's `-a`, `-q`, `-b`,
-//! `-D`, `-A`, `-I` and `--report_gbits` ([`Options`]).
+//! `-e`, `-D`, `-A`, `-I` and `--report_gbits` ([`Options`]).
 //!
 //! The side channel (facts file A.2) has no framing: every step is a fixed-size blob; the
 //! client writes then reads, the server reads then writes. The steps, in order:

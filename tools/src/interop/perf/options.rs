@@ -211,7 +211,8 @@ pub struct Options {
     pub inline_size: u32,
     /// `--report_gbits`: bandwidth in Gb/s (10^9 bit) instead of MB/s (2^20 bytes).
     pub report_gbits: bool,
-    /// `-e`: wait for completions through events (refused: see [`Options::effective`]).
+    /// `-e`: wait for completions through completion events (the CQ armed, then the event
+    /// waited for) instead of polling only.
     pub events: bool,
     /// `-q`: QPs of a bandwidth test, each running `iters` (perftest spreads the work round
     /// robin, up to `tx_depth` outstanding per QP).
@@ -290,9 +291,6 @@ impl Options {
             return bad("Message size cannot be changed for Atomic tests");
         }
         // What vhca does not implement (yet).
-        if o.events {
-            return bad("completion events (-e) are not implemented in vhca perf: its devices have no completion channel; it polls, which nothing on the wire distinguishes");
-        }
         if o.qps == 0 || o.qps > MAX_QPS {
             return Err(PerfError::Options(format!(
                 "num of Qps {} out of range: vhca perf runs 1 to {MAX_QPS}",

@@ -217,3 +217,41 @@ pub(super) fn wait_cq<V: Endpoint>(
     }
     Ok(())
 }
+
+/// [`wait_cq`], or with `-e` as perftest's `ctx_notify_events` does it: the CQ armed
+/// (`req_notify_cq`), polled, and while empty a completion event waited for. Arming before the
+/// poll means a completion that arrives after the poll raises an event; nothing on the wire
+/// changes.
+pub(super) fn await_cq<V: Endpoint>(
+    node: &mut V,
+    cq: CqHandle,
+    max: usize,
+    out: &mut Vec<WorkCompletion>,
+    o: &Options,
+    what: &'static str,
+) -> Result<(), PerfError> {
+    if !o.events {
+        return wait_cq(node, cq, max, out, o.timeout, what);
+    }
+    out.clear();
+    let start = Instant::now();
+    // The device's running count of this CQ's events, where it keeps one.
+    let mut seen = node.take_cq_events(cq, None)?;
+    loop {
+        node.req_notify_cq(cq, false)?;
+        node.poll_cq(cq, max, out)?;
+        if !out.is_empty() {
+            break;
+        }
+        while node.take_cq_events(cq, Some(&mut seen))? == 0 {
+            if start.elapsed() > o.timeout {
+                return Err(PerfError::Stalled(o.timeout, what));
+            }
+            node.idle(vhca_fabric::node::MAX_WAIT)?;
+        }
+    }
+    if let Some(bad) = out.iter().find(|wc| wc.status != WcStatus::Success) {
+        return Err(PerfError::Completion(*bad));
+    }
+    Ok(())
+}
