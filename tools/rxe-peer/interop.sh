@@ -13,7 +13,7 @@
 # and ib_atomic_lat (-n 200):
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
 # and, with no loss only, options: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
-# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, atomic_bw), -I 64 (send_lat),
+# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64 (send_lat),
 # -e (send_bw, atomic_lat) and -a -n 5 (send_bw, write_bw, write_lat, read_lat).
 # (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
@@ -300,6 +300,7 @@ perf_options() {
     perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-A CMP_AND_SWAP"
     perf_pair ib_read_bw read_bw "$pt_size" "$pt_iters" "--report_gbits"
     perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters" "-b"
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-b"
     perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters" "-b"
     perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters" "-I 64"
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-e"

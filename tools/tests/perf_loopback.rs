@@ -501,6 +501,7 @@ fn bidirectional_loopback() {
         (Test::WriteBw, 130),
         (Test::ReadBw, 132),
         (Test::AtomicBw, 134),
+        (Test::SendBw, 136),
     ] {
         let size = if test == Test::AtomicBw {
             None
@@ -522,7 +523,8 @@ fn bidirectional_loopback() {
     }
     let mut o = opts(Test::SendBw, Some(64), 10);
     o.duplex = true;
-    let e = perf::client(Ipv4Addr::new(127, 0, 86, 136), Ipv4Addr::LOCALHOST, &o).unwrap_err();
+    o.duration = Some(1);
+    let e = perf::client(Ipv4Addr::new(127, 0, 86, 138), Ipv4Addr::LOCALHOST, &o).unwrap_err();
     assert!(e.to_string().contains("not implemented"), "{e}");
 }
 

@@ -342,6 +342,14 @@ fn bidirectional_vf() {
         assert_eq!(r["source"], "local+peer", "{r}");
         assert_eq!(r["bytes_transferred"], 300 * 64, "{r}");
     }
+    w.phase("send_bw -b, client on the VF");
+    let mut o = opts(Test::SendBw, 300);
+    o.duplex = true;
+    let (c, s) = vf_client(o, ip(221), ip(222));
+    for r in [&c, &s] {
+        assert_eq!(r["source"], "local+peer", "{r}");
+        assert_eq!(r["bytes_transferred"], 300 * 64, "{r}");
+    }
     w.phase("read_bw -b, server on the VF");
     let mut o = opts(Test::ReadBw, 300);
     o.duplex = true;

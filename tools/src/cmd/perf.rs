@@ -81,7 +81,7 @@ pub struct Args {
     /// Number of QPs of a bandwidth test, each running the iterations.
     #[arg(short = 'q', long = "qp", default_value_t = 1)]
     qps: u32,
-    /// Bidirectional: both sides send at once and print the sum (write_bw, read_bw, atomic_bw).
+    /// Bidirectional: both sides send at once and print the sum (bandwidth tests).
     #[arg(short = 'b', long = "bidirectional")]
     bidirectional: bool,
     /// Run for this many seconds instead of a number of iterations.

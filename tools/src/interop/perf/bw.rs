@@ -217,3 +217,109 @@ pub(super) fn send_bw_server<V: Endpoint>(
         bytes,
     ))
 }
+
+/// `run_iter_bi` for send_bw `-b`: the client's sends (as [`bw_client`]: round robin, up to
+/// `tx_depth` outstanding per QP) while counting the peer's SENDs into the receives posted
+/// before the start and re-posting while more are due; done when every send completed and
+/// every receive arrived. The figures are the sends'.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn send_bw_bidir<V: Endpoint>(
+    node: &mut V,
+    r: &Res,
+    o: &Options,
+    cycle: u32,
+    areas: &[Cycler],
+    mut posted: Vec<u64>,
+    hook: Hook<'_, V>,
+) -> Result<(BwTimes, u64), PerfError> {
+    let n = o.iters as u64;
+    let q = r.qps.len();
+    let total = n * q as u64;
+    let cq_mod = o.cq_mod.unwrap_or(1) as u64;
+    let local: Vec<Cycler> = (0..q)
+        .map(|i| Cycler::new(r.local(i), o.size, cycle))
+        .collect();
+    let mut t = BwTimes {
+        posted: vec![0.0; total as usize],
+        completed: vec![None; total as usize],
+        bytes: 0,
+    };
+    let (mut scnt, mut ccnt) = (vec![0u64; q], vec![0u64; q]);
+    let (mut totscnt, mut totccnt, mut rcnt, mut rbytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut wcs = Vec::with_capacity(16);
+    let start = Instant::now();
+    let mut last_progress = Instant::now();
+    while totccnt < total || rcnt < total {
+        for i in 0..q {
+            while scnt[i] < n && scnt[i] - ccnt[i] < o.tx_depth as u64 {
+                let k = scnt[i];
+                let signaled = (k + 1) % cq_mod == 0 || k == n - 1;
+                let mut wr = SendWr::new(((i as u64) << 32) | k, SendOp::Send)
+                    .flags(if signaled {
+                        SendFlags::SIGNALED
+                    } else {
+                        SendFlags::empty()
+                    })
+                    .sge(Sge {
+                        addr: local[i].addr(k),
+                        len: o.size,
+                        lkey: r.key,
+                    });
+                if o.inline() {
+                    wr = wr.inline(&node.read_buf(local[i].addr(k), o.size as usize)?);
+                }
+                t.posted[totscnt as usize] = start.elapsed().as_secs_f64();
+                node.post_send(r.qps[i].0, &wr)?;
+                scnt[i] += 1;
+                totscnt += 1;
+            }
+        }
+        let before = (totccnt, rcnt);
+        wcs.clear();
+        node.poll_cq(r.send_cq, 16, &mut wcs)?;
+        let now = start.elapsed().as_secs_f64();
+        for wc in &wcs {
+            if wc.status != WcStatus::Success {
+                return Err(PerfError::Completion(*wc));
+            }
+            let i = (wc.wr_id >> 32) as usize;
+            let k = wc.wr_id & 0xffff_ffff;
+            if let Some(c) = ccnt.get_mut(i) {
+                *c = (*c).max(k.min(n - 1) + 1);
+            }
+            totccnt = ccnt.iter().sum();
+            t.completed[(totccnt.max(1) - 1) as usize] = Some(now);
+        }
+        wcs.clear();
+        node.poll_cq(r.recv_cq, 16, &mut wcs)?;
+        for wc in &wcs {
+            if wc.status != WcStatus::Success {
+                return Err(PerfError::Completion(*wc));
+            }
+            rcnt += 1;
+            rbytes += wc.byte_len as u64;
+            let i = wc.wr_id as usize;
+            if let (Some(p), Some(area)) = (posted.get_mut(i), areas.get(i)) {
+                if *p < n {
+                    post_recv(node, r, i, o, area, *p)?;
+                    *p += 1;
+                }
+            }
+        }
+        if (totccnt, rcnt) != before {
+            last_progress = Instant::now();
+            let p = Progress {
+                done: Some(totccnt.min(rcnt)),
+                total,
+            };
+            hook(node, p).map_err(PerfError::Hook)?;
+        } else if last_progress.elapsed() > o.timeout {
+            return Err(PerfError::Stalled(
+                o.timeout,
+                "waiting for completions both ways",
+            ));
+        }
+    }
+    t.bytes = total * o.size as u64;
+    Ok((t, rbytes))
+}

@@ -335,7 +335,7 @@ fn send_phase<V: Endpoint>(
             .map(|i| Cycler::new(r.target(i), size, cycle))
             .collect();
         let recv_area = &areas[0];
-        let want_recvs = !run.client || o.test == Test::SendLat;
+        let want_recvs = !run.client || o.test == Test::SendLat || o.duplex;
         let mut posted = vec![0u64; r.qps.len()];
         if want_recvs {
             for (i, (p, area)) in posted.iter_mut().zip(&areas).enumerate() {
@@ -349,6 +349,19 @@ fn send_phase<V: Endpoint>(
         let row = if o.test == Test::SendLat {
             let lr = send_lat(node, r, &os, run.client, recv_area, posted[0], hook)?;
             run.lat(size, Some(&lr), None)
+        } else if o.duplex {
+            // -b: both send and receive at once, then exchange reports and print the sum.
+            let (times, _) = send_bw_bidir(node, r, &os, cycle, &areas, posted, hook)?;
+            let w = bw_numbers(&times, &os);
+            let secs = times.completed[times.completed.len() - 1].unwrap_or(0.0) - times.posted[0];
+            let theirs = xchg_reports(chan, node, &w)?;
+            let both = WireReport {
+                bw_peak: w.bw_peak + theirs.bw_peak,
+                bw_avg: w.bw_avg + theirs.bw_avg,
+                msg_rate: w.msg_rate + theirs.msg_rate,
+                ..w
+            };
+            Report::Bw(run.bw("local+peer", &both, times.bytes, secs, None))
         } else if run.client {
             let (w, bytes, secs) = bw_client_run(node, r, &os, cycle, rems, hook)?;
             Report::Bw(run.bw("local", &w, bytes, secs, None))
