@@ -14,7 +14,8 @@
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
 # and, with no loss only, options: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
 # (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64 (send_lat),
-# -e (send_bw, atomic_lat) and -a -n 5 (send_bw, write_bw, write_lat, read_lat).
+# -e (send_bw, atomic_lat), -D 4 (write_bw, send_lat) and -a -n 5 (send_bw, write_bw, write_lat,
+# read_lat).
 # (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
@@ -281,6 +282,37 @@ perf_all() {
     done
 }
 
+# perf_dur BINARY VTEST SIZE: -D 4 both ways (one second of warm-up, two measured, one to cool
+# down); both exit 0 and vhca's report counts iterations (how many is not known in advance).
+perf_dur() {
+    local bin=$1 vt=$2 size=$3 name out dir i
+    for dir in to from; do
+        runs=$((runs + 1))
+        out=$work/vhca-$runs.out
+        if [ $dir = to ]; then
+            name="perf: vhca -> $bin -D 4"
+            guest_cmd "$bin -d rxe0 -x 1 -F -s $size -D 4"
+            listens=$((listens + 1))
+            rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
+            vx perf "$vt" --json -s "$size" -D 4 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
+            guest_done "$name"
+        else
+            name="perf: $bin -D 4 -> vhca"
+            : >"$out"
+            vx perf "$vt" --json -s "$size" -D 4 --ip 10.77.0.1 >"$out" 2>&1 &
+            local vp=$!
+            pids+=("$vp")
+            rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
+            guest_cmd "$bin -d rxe0 -x 1 -F -s $size -D 4 10.77.0.1"
+            guest_done "$name"
+            wait "$vp" || fail "$name: vhca server failed"
+        fi
+        i=$(json_field "$out" iterations)
+        [ "${i:-0}" -gt 0 ] || fail "$name: vhca counted no iterations"
+        say "$name: ok (vhca: $i iterations, $(perf_summary "$out"))"
+    done
+}
+
 perf_suite() {
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters"
     perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters"
@@ -305,6 +337,8 @@ perf_options() {
     perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters" "-I 64"
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-e"
     perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-e"
+    perf_dur ib_write_bw write_bw 4096
+    perf_dur ib_send_lat send_lat 64
     perf_all ib_send_bw send_bw
     perf_all ib_write_bw write_bw
     perf_all ib_write_lat write_lat
