@@ -11,9 +11,14 @@
 #   vhca client  -> ibv_uc_pingpong server      ibv_uc_pingpong client -> vhca server (no loss:
 #                                               a lost UC message stalls both tools for good)
 #   vhca client  -> ibv_srq_pingpong server     ibv_srq_pingpong client -> vhca server
-# and, with no loss, perftest (v4.5-0.17) both ways for each of ib_send_bw, ib_write_bw,
-# ib_read_bw (-s 4096 -n 200) and ib_send_lat (-s 64 -n 200):
+# and perftest (v4.5-0.17) both ways for each of ib_send_bw, ib_write_bw, ib_read_bw
+# (-s 4096 -n 200), ib_atomic_bw (-n 200), ib_send_lat, ib_write_lat, ib_read_lat (-s 64 -n 200)
+# and ib_atomic_lat (-n 200):
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
+# and, with no loss only, options: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
+# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64 (send_lat),
+# -e (send_bw, atomic_lat), -D 4 (write_bw, send_lat) and -a -n 5 (send_bw, write_bw, write_lat,
+# read_lat).
 # (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
@@ -162,13 +167,15 @@ json_field() {
 }
 
 # perf_check NAME FILE SIZE ITERS: vhca's report shows SIZE x ITERS, and the bytes it counted
-# itself (a write/read server cannot see them and prints the client's report instead).
+# itself (a write/read/atomic bw server cannot see them and prints the client's report instead;
+# a read_lat/atomic_lat server, like perftest's, reports nothing).
 perf_check() {
     local name=$1 f=$2 size=$3 it=$4 b i t src
     b=$(json_field "$f" bytes)
     i=$(json_field "$f" iterations)
     t=$(json_field "$f" bytes_transferred)
     src=$(grep -m1 '^{' "$f" | sed -n 's/.*"source":"\([a-z]*\)".*/\1/p')
+    [ "$src" = none ] && return 0
     if [ "$b" != "$size" ] || [ "$i" != "$it" ]; then
         fail "$name: vhca reported ${b:-?} B x ${i:-?}, expected $size x $it"
     fi
@@ -185,7 +192,9 @@ perf_summary() {
     if grep -q '"t_typical_usec"' "$f"; then
         printf 't_typical %.2f usec, t_avg %.2f usec' "$(json_field "$f" t_typical_usec)" "$(json_field "$f" t_avg_usec)"
     else
-        printf 'BW average %.2f MB/s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" \
+        local unit
+        unit=$(grep -m1 '^{' "$f" | sed -n 's/.*"unit":"\([A-Za-z/]*\)".*/\1/p')
+        printf 'BW average %.2f %s, MsgRate %.6f Mpps, %s bytes' "$(json_field "$f" bw_average_mb_per_sec)" "${unit:-MB/sec}" \
             "$(json_field "$f" msg_rate_mpps)" "$(json_field "$f" bytes_transferred)"
     fi
 }
@@ -195,15 +204,18 @@ guest_row() {
     tr -d '\r' <"$log" | grep -E "^ $1 +$2 " | tail -n1 | tr -s ' \t' ' '
 }
 
-# perf_pair BINARY VTEST SIZE ITERS: vhca client -> guest server, then guest client -> vhca
-# server.
+# perf_pair BINARY VTEST SIZE ITERS [OPTS [QPS]]: vhca client -> guest server, then guest client
+# -> vhca server, both with OPTS (perftest's spelling); with -q QPS the reports count ITERS x QPS.
+# A read_lat/atomic_lat server prints no result row (perftest's does not either).
 perf_pair() {
-    local bin=$1 vt=$2 size=$3 it=$4 name out rows
-    local gargs="$bin -d rxe0 -x 1 -F -s $size -n $it"
-    local vargs="perf $vt --json -s $size -n $it $vhca_loss_opts"
-    rows=$(tr -d '\r' <"$log" | grep -cE "^ $size +$it " || true)
+    local bin=$1 vt=$2 size=$3 it=$4 opts=${5:-} qps=${6:-1} name out rows srv_row=1
+    local gargs="$bin -d rxe0 -x 1 -F -s $size -n $it $opts"
+    local vargs="perf $vt --json -s $size -n $it $opts $vhca_loss_opts"
+    local tot=$((it * qps))
+    case $vt in read_lat | atomic_lat) srv_row="" ;; esac
+    rows=$(tr -d '\r' <"$log" | grep -cE "^ $size +$tot " || true)
 
-    name="perf: vhca -> $bin"
+    name="perf: vhca -> $bin${opts:+ $opts}"
     runs=$((runs + 1))
     out=$work/vhca-$runs.out
     guest_cmd "$gargs"
@@ -212,12 +224,16 @@ perf_pair() {
     # shellcheck disable=SC2086
     vx $vargs 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
     guest_done "$name"
-    perf_check "$name" "$out" "$size" "$it"
-    rows=$((rows + 1))
-    [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
-    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
+    perf_check "$name" "$out" "$size" "$tot"
+    if [ -n "$srv_row" ]; then
+        rows=$((rows + 1))
+        [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$tot ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $tot"
+        say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$tot"))"
+    else
+        say "$name: ok (vhca: $(perf_summary "$out"); guest: no row, as perftest's $bin server)"
+    fi
 
-    name="perf: $bin -> vhca"
+    name="perf: $bin${opts:+ $opts} -> vhca"
     runs=$((runs + 1))
     out=$work/vhca-$runs.out
     : >"$out"
@@ -229,24 +245,120 @@ perf_pair() {
     guest_cmd "$gargs 10.77.0.1"
     guest_done "$name"
     wait "$vp" || fail "$name: vhca server failed"
-    perf_check "$name" "$out" "$size" "$it"
+    perf_check "$name" "$out" "$size" "$tot"
     rows=$((rows + 1))
-    [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$it ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $it"
-    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$it"))"
+    [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$tot ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $tot"
+    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$tot"))"
+}
+
+# perf_all BINARY VTEST: -a -n 5 both ways; both exit 0, vhca's report has every size from 2 B
+# to 8 MiB (write/read bw server: the client's last), the guest printed its 8 MiB row (where
+# perftest prints one). vhca runs with -u 17 (537 ms): the TCG guest's rxe streams an 8 MiB READ
+# response with gaps longer than the default 67 ms ACK timeout, eight in a row once, and vhca
+# (as the IBTA says, unlike rxe) gives up after retry_cnt 7.
+perf_all() {
+    local bin=$1 vt=$2 name out dir sizes
+    for dir in to from; do
+        runs=$((runs + 1))
+        out=$work/vhca-$runs.out
+        if [ $dir = to ]; then
+            name="perf: vhca -> $bin -a"
+            guest_cmd "$bin -d rxe0 -x 1 -F -a -n 5"
+            listens=$((listens + 1))
+            rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
+            vx perf "$vt" --json -a -n 5 -u 17 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
+            guest_done "$name"
+        else
+            name="perf: $bin -a -> vhca"
+            : >"$out"
+            vx perf "$vt" --json -a -n 5 -u 17 --ip 10.77.0.1 >"$out" 2>&1 &
+            local vp=$!
+            pids+=("$vp")
+            rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
+            guest_cmd "$bin -d rxe0 -x 1 -F -a -n 5 10.77.0.1"
+            guest_done "$name"
+            wait "$vp" || fail "$name: vhca server failed"
+        fi
+        sizes=$(grep -o '"bytes":[0-9]*' "$out" | wc -l)
+        grep -q '"bytes":8388608' "$out" || fail "$name: vhca reported no 8 MiB row"
+        if [ $dir = to ] && [ "$vt" = read_lat ]; then
+            say "$name: ok (vhca: $sizes sizes reported; guest: no row, as perftest's $bin server)"
+        else
+            say "$name: ok (vhca: $sizes sizes reported; guest:$(guest_row 8388608 5))"
+        fi
+    done
+}
+
+# perf_dur BINARY VTEST SIZE: -D 4 both ways (one second of warm-up, two measured, one to cool
+# down); both exit 0 and vhca's report counts iterations (how many is not known in advance).
+perf_dur() {
+    local bin=$1 vt=$2 size=$3 name out dir i
+    for dir in to from; do
+        runs=$((runs + 1))
+        out=$work/vhca-$runs.out
+        if [ $dir = to ]; then
+            name="perf: vhca -> $bin -D 4"
+            guest_cmd "$bin -d rxe0 -x 1 -F -s $size -D 4"
+            listens=$((listens + 1))
+            rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
+            vx perf "$vt" --json -s "$size" -D 4 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
+            guest_done "$name"
+        else
+            name="perf: $bin -D 4 -> vhca"
+            : >"$out"
+            vx perf "$vt" --json -s "$size" -D 4 --ip 10.77.0.1 >"$out" 2>&1 &
+            local vp=$!
+            pids+=("$vp")
+            rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
+            guest_cmd "$bin -d rxe0 -x 1 -F -s $size -D 4 10.77.0.1"
+            guest_done "$name"
+            wait "$vp" || fail "$name: vhca server failed"
+        fi
+        i=$(json_field "$out" iterations)
+        [ "${i:-0}" -gt 0 ] || fail "$name: vhca counted no iterations"
+        say "$name: ok (vhca: $i iterations, $(perf_summary "$out"))"
+    done
 }
 
 perf_suite() {
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters"
     perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters"
     perf_pair ib_read_bw read_bw "$pt_size" "$pt_iters"
+    perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters"
     perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters"
+    perf_pair ib_write_lat write_lat "$lat_size" "$lat_iters"
+    perf_pair ib_read_lat read_lat "$lat_size" "$lat_iters"
+    perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters"
+}
+
+# Options, no loss only.
+perf_options() {
+    perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters" "-q 2" 2
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-q 2" 2
+    perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters" "-q 2 -A CMP_AND_SWAP" 2
+    perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-A CMP_AND_SWAP"
+    perf_pair ib_read_bw read_bw "$pt_size" "$pt_iters" "--report_gbits"
+    perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters" "-b"
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-b"
+    perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters" "-b"
+    perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters" "-I 64"
+    perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-e"
+    perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-e"
+    perf_dur ib_write_bw write_bw 4096
+    perf_dur ib_send_lat send_lat 64
+    perf_all ib_send_bw send_bw
+    perf_all ib_write_bw write_bw
+    perf_all ib_write_lat write_lat
+    perf_all ib_read_lat read_lat
 }
 
 if [ -n "$perf_only" ]; then
     perf_suite
+    perf_options
 else
     suite "no loss"
     perf_suite
+    perf_options
     # Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
     # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
     # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
@@ -294,7 +406,7 @@ tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
 [ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
 if [ -n "$perf_only" ]; then
-    say "PASS: $runs perftest runs (4 binaries, both directions), no ICRC errors"
+    say "PASS: $runs perftest runs (8 binaries and options, both directions), no ICRC errors"
 else
     say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors"
 fi

@@ -9,7 +9,8 @@ use vhca_guest::{GuestContext, VfTarget};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The test: send_bw, write_bw, read_bw or send_lat (ib_* names accepted).
+    /// The test: send_bw, write_bw, read_bw, atomic_bw, send_lat, write_lat, read_lat or
+    /// atomic_lat (ib_* names accepted).
     test: perf::Test,
     /// The server to connect to; without it, act as the server.
     server: Option<Ipv4Addr>,
@@ -25,7 +26,8 @@ pub struct Args {
     /// TCP port of the side channel.
     #[arg(short = 'p', long, default_value_t = perf::DEFAULT_PORT)]
     port: u16,
-    /// Message size in bytes (default: perftest's, 65536 for bw tests, 2 for send_lat).
+    /// Message size in bytes (default: perftest's, 65536 for bw tests, 2 for latency tests, 8
+    /// and only 8 for atomics).
     #[arg(short = 's', long)]
     size: Option<u32>,
     /// Iterations (default: perftest's, 5000 for write_bw, else 1000).
@@ -57,6 +59,34 @@ pub struct Args {
     /// with the monotonic clock).
     #[arg(short = 'F', long)]
     cpu_freq: bool,
+    /// Run every size from 2 B to 8 MiB (powers of two), a report line each.
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// The atomic operation (atomic_bw, atomic_lat).
+    #[arg(
+        short = 'A',
+        long = "atomic_type",
+        value_name = "CMP_AND_SWAP|FETCH_AND_ADD"
+    )]
+    atomic: Option<perf::AtomicOp>,
+    /// Send SENDs and WRITEs of at most this many bytes inline (vhca's default: none).
+    #[arg(short = 'I', long = "inline_size")]
+    inline_size: Option<u32>,
+    /// Report bandwidth in Gb/s instead of MB/s.
+    #[arg(long = "report_gbits")]
+    report_gbits: bool,
+    /// Wait for completions through completion events (not in the WRITE tests).
+    #[arg(short = 'e', long = "events")]
+    events: bool,
+    /// Number of QPs of a bandwidth test, each running the iterations.
+    #[arg(short = 'q', long = "qp", default_value_t = 1)]
+    qps: u32,
+    /// Bidirectional: both sides send at once and print the sum (bandwidth tests).
+    #[arg(short = 'b', long = "bidirectional")]
+    bidirectional: bool,
+    /// Run for this many seconds instead of a number of iterations.
+    #[arg(short = 'D', long = "duration")]
+    duration: Option<u32>,
     /// Seconds without progress before giving up.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -84,6 +114,14 @@ impl Args {
         o.out_reads = self.outs;
         o.timeout = std::time::Duration::from_secs(self.timeout);
         o.qp_timeout = self.qp_timeout;
+        o.all_sizes = self.all;
+        o.atomic = self.atomic;
+        o.inline_size = self.inline_size.unwrap_or(0);
+        o.report_gbits = self.report_gbits;
+        o.events = self.events;
+        o.qps = self.qps;
+        o.duplex = self.bidirectional;
+        o.duration = self.duration;
         // Without --migrate-to the hook does nothing.
         let mut hook = |c: &mut GuestContext, p| match mig.as_mut() {
             Some(m) => Ok(m.hook(c, p)?),

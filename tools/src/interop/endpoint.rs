@@ -16,7 +16,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 use thiserror::Error;
-use vhca_device::{Gid, Verbs, VerbsResult};
+use vhca_device::{CqHandle, Gid, Verbs, VerbsResult};
 use vhca_fabric::node::Node;
 use vhca_fabric::{Link, LinkCounters};
 use vhca_guest::{DriverConfig, DriverError, GuestContext, VfTarget};
@@ -36,6 +36,13 @@ pub trait Endpoint: Verbs {
 
     /// The link's counters for a run's report; `None` when the link is in another process.
     fn link_counters(&self) -> Option<LinkCounters>;
+
+    /// Completion events (`ibv_get_cq_event`) of `cq`, armed with `req_notify_cq`: with
+    /// `seen`, how many arrived since the caller's count `seen`, which it updates; without,
+    /// the count to start from. (A VF behind a socket counts its events; a node's device queues
+    /// them, and they are taken here: events of other CQs are dropped, so a program waits on
+    /// one CQ's events at a time.)
+    fn take_cq_events(&mut self, cq: CqHandle, seen: Option<&mut u64>) -> VerbsResult<u64>;
 }
 
 impl<L: Link> Endpoint for Node<L> {
@@ -53,6 +60,17 @@ impl<L: Link> Endpoint for Node<L> {
 
     fn link_counters(&self) -> Option<LinkCounters> {
         Some(self.link.counters())
+    }
+
+    fn take_cq_events(&mut self, cq: CqHandle, seen: Option<&mut u64>) -> VerbsResult<u64> {
+        if seen.is_none() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while let Some(c) = self.vf.poll_cq_event() {
+            n += u64::from(c == cq);
+        }
+        Ok(n)
     }
 }
 
@@ -76,6 +94,18 @@ impl Endpoint for GuestContext {
 
     fn link_counters(&self) -> Option<LinkCounters> {
         None
+    }
+
+    fn take_cq_events(&mut self, cq: CqHandle, seen: Option<&mut u64>) -> VerbsResult<u64> {
+        let total = self.completion_events(cq)?;
+        Ok(match seen {
+            Some(s) => {
+                let new = total.saturating_sub(*s);
+                *s = total;
+                new
+            }
+            None => total,
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! `vhca perf`: clients and servers that interoperate with perftest's `ib_send_bw`,
-//! `ib_write_bw`, `ib_read_bw` and `ib_send_lat` (perftest v4.5-0.17, protocol version "6.06"),
-//! RC over RoCEv2 with the GID-based ("Ethernet") side channel on TCP port 18515.
+//! `ib_write_bw`, `ib_read_bw`, `ib_atomic_bw`, `ib_send_lat`, `ib_write_lat`, `ib_read_lat` and
+//! `ib_atomic_lat` (perftest v4.5-0.17, protocol version "6.06"), RC over RoCEv2 with the
+//! GID-based ("Ethernet") side channel on TCP port 18515; with perftest's `-a`, `-q`, `-b`,
+//! `-e`, `-D`, `-A`, `-I` and `--report_gbits` ([`Options`]).
 //!
 //! The side channel (facts file A.2) has no framing: every step is a fixed-size blob; the
 //! client writes then reads, the server reads then writes. The steps, in order:
@@ -15,16 +17,21 @@
 //! | R  | 5×8 | bandwidth report: size, iterations (u64 BE), peak, average, message rate (f64 BE) |
 //! | D  | 108 + 5 | one more K, then `"done\0"` from each side |
 //!
-//! and the sequences of the four binaries:
+//! and the sequences of the binaries (one QP; `-q N` makes the address exchanges N key
+//! messages each, docs/interop.md):
 //!
 //! * `ib_send_bw`, `ib_send_lat`: V S1 S2 M K K K K (data) K(D) done. The first K carries the
 //!   QP's address, then both connect (RTR/RTS), the second is the handshake "after RTR", the
 //!   third re-sends the addresses, the fourth is the barrier after the receivers posted their
 //!   receives (the client sends only after it).
-//! * `ib_write_bw`, `ib_read_bw`: V S1 S2 M K K K (data) K R R R R R K(D) done. The client starts
-//!   its RDMA right after the third K; the server does nothing but wait in the fourth K for the
-//!   client to finish, then receives the client's report (and sends an unused one back), prints
-//!   the client's numbers and closes.
+//! * `ib_write_bw`, `ib_read_bw`, `ib_atomic_bw`: V S1 S2 M K K K (data) K R R R R R K(D) done.
+//!   The client starts its requests right after the third K; the server does nothing but wait
+//!   in the fourth K for the client to finish, then receives the client's report (and sends an
+//!   unused one back), prints the client's numbers and closes.
+//! * `ib_write_lat`: V S1 S2 M K K K K (data), no close: a WRITE ping-pong, the server first,
+//!   each side polling the last byte of its buffer for the peer's count.
+//! * `ib_read_lat`, `ib_atomic_lat`: V S1 S2 M K K K K, then the client's requests and K(D)
+//!   done; the server goes straight into K(D), which waits for the client's data phase.
 //!
 //! Data phases follow perftest's defaults: bandwidth clients keep up to `tx_depth` (128) work
 //! requests outstanding and ask for a completion every `cq_mod` (100) of them (every one for
@@ -58,14 +65,18 @@ use crate::interop::side_channel::{Chan, ChanError};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 mod bw;
+mod duration;
 mod lat;
+mod options;
 mod report;
 mod session;
 mod setup;
 mod side_channel;
 
 use bw::*;
+use duration::*;
 use lat::*;
+pub use options::{AtomicOp, Options, Test, Verb};
 use report::*;
 pub use report::{BwReport, LatReport, Report, WireReport};
 use session::*;
@@ -89,7 +100,14 @@ const CQ_MOD_SIZE_LIMIT: u32 = 8192;
 const PEAK_ITERS_LIMIT: u32 = 20000;
 /// perftest's latency report drops this many of the largest samples.
 const LAT_MEASURE_TAIL: usize = 2;
-const RECV_WRID: u64 = u64::MAX;
+/// The atomic tests' only message size (`DEF_SIZE_ATOMIC`).
+const ATOMIC_SIZE: u32 = 8;
+/// perftest's largest message (`MAX_SIZE`), the last size of `-a`.
+const MAX_SIZE: u32 = 0x80_0000;
+/// A vhca VF's `max_inline_data` (`VfLimits`); perftest allows up to 912 where a device does.
+const MAX_INLINE: u32 = 256;
+/// The most QPs `-q` takes here (perftest: 16384): their CQ entries and buffers stay small.
+const MAX_QPS: u32 = 1024;
 
 #[derive(Debug, Error)]
 pub enum PerfError {
@@ -116,6 +134,8 @@ pub enum PerfError {
         size: u64,
         iters: u64,
     },
+    #[error("data check failed: {0}")]
+    Data(String),
     #[error("bad options: {0}")]
     Options(String),
     #[error("VF: {0}")]
@@ -135,171 +155,17 @@ impl From<ChanError> for PerfError {
     }
 }
 
-/// The perftest binary a run is compatible with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Test {
-    /// ib_send_bw
-    #[value(name = "send_bw", alias = "ib_send_bw")]
-    SendBw,
-    /// ib_write_bw
-    #[value(name = "write_bw", alias = "ib_write_bw")]
-    WriteBw,
-    /// ib_read_bw
-    #[value(name = "read_bw", alias = "ib_read_bw")]
-    ReadBw,
-    /// ib_send_lat
-    #[value(name = "send_lat", alias = "ib_send_lat")]
-    SendLat,
-}
-
-impl Test {
-    pub fn binary(self) -> &'static str {
-        match self {
-            Test::SendBw => "ib_send_bw",
-            Test::WriteBw => "ib_write_bw",
-            Test::ReadBw => "ib_read_bw",
-            Test::SendLat => "ib_send_lat",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Test::SendBw => "Send BW Test",
-            Test::WriteBw => "RDMA_Write BW Test",
-            Test::ReadBw => "RDMA_Read BW Test",
-            Test::SendLat => "Send Latency Test",
-        }
-    }
-
-    pub fn is_bw(self) -> bool {
-        self != Test::SendLat
-    }
-
-    fn is_send(self) -> bool {
-        matches!(self, Test::SendBw | Test::SendLat)
-    }
-
-    /// perftest's default message size (`DEF_SIZE_BW`, `DEF_SIZE_LAT`).
-    pub fn default_size(self) -> u32 {
-        if self.is_bw() {
-            65536
-        } else {
-            2
-        }
-    }
-
-    /// perftest's default iteration count (`DEF_ITERS_WB` for write_bw, else `DEF_ITERS`).
-    pub fn default_iters(self) -> u32 {
-        if self == Test::WriteBw {
-            5000
-        } else {
-            1000
-        }
-    }
-
-    /// Remote access the QP grants (`ctx_modify_qp_to_init`).
-    fn qp_access(self) -> Access {
-        match self {
-            Test::SendBw | Test::SendLat => Access::REMOTE_WRITE | Access::LOCAL_WRITE,
-            Test::WriteBw => Access::REMOTE_WRITE,
-            Test::ReadBw => Access::REMOTE_READ,
-        }
-    }
-
-    /// Access of the buffer's memory region (`create_single_mr`).
-    fn mr_access(self) -> Access {
-        match self {
-            Test::SendBw | Test::SendLat => Access::LOCAL_WRITE,
-            Test::WriteBw => Access::LOCAL_WRITE | Access::REMOTE_WRITE,
-            Test::ReadBw => Access::LOCAL_WRITE | Access::REMOTE_READ,
-        }
-    }
-}
-
-/// Options; both sides must use the same size and iteration count (perftest does not exchange
-/// them).
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    pub test: Test,
-    pub port: u16,
-    pub size: u32,
-    pub iters: u32,
-    /// This port's MTU (the peer's may lower it).
-    pub mtu: Mtu,
-    /// Outstanding work requests of a bandwidth client (`-t`).
-    pub tx_depth: u32,
-    /// Receives a SEND receiver keeps posted (`-r`).
-    pub rx_depth: u32,
-    /// Completion moderation (`-Q`); `None` = perftest's default.
-    pub cq_mod: Option<u32>,
-    /// Outstanding RDMA READs this side accepts/issues (ib_read_bw; `-o`).
-    pub out_reads: u8,
-    /// Give up after this long without progress (no completion, no packet, no side-channel
-    /// byte).
-    pub timeout: Duration,
-    /// The RC local ACK timeout exponent (4.096 µs × 2^t; perftest's `-u`, default 14).
-    pub qp_timeout: u8,
-}
-
-impl Options {
-    pub fn new(test: Test) -> Options {
-        Options {
-            test,
-            port: DEFAULT_PORT,
-            size: test.default_size(),
-            iters: test.default_iters(),
-            mtu: Mtu::Mtu1024,
-            tx_depth: if test.is_bw() { 128 } else { 1 },
-            rx_depth: 512,
-            cq_mod: None,
-            out_reads: 128,
-            timeout: Duration::from_secs(120),
-            qp_timeout: 14,
-        }
-    }
-
-    /// perftest's `force_dependecies` for what this implementation uses.
-    fn effective(&self) -> Result<Options, PerfError> {
-        let mut o = *self;
-        if o.iters < 5 {
-            return Err(PerfError::Options("at least 5 iterations".into()));
-        }
-        if o.size == 0 || o.size > 0x80_0000 {
-            return Err(PerfError::Options("size must be 1 B .. 8 MiB".into()));
-        }
-        if !o.test.is_bw() {
-            o.tx_depth = 1;
-        }
-        o.tx_depth = o.tx_depth.clamp(1, o.iters);
-        o.rx_depth = o.rx_depth.clamp(1, o.iters);
-        if o.test.is_send() && o.rx_depth % 2 == 1 {
-            o.rx_depth += 1;
-        }
-        let mut cq_mod = o.cq_mod.unwrap_or(100).max(1);
-        if o.size > CQ_MOD_SIZE_LIMIT && o.cq_mod.is_none() {
-            cq_mod = 1;
-        }
-        if !o.test.is_bw() {
-            cq_mod = 1;
-        }
-        o.cq_mod = Some(cq_mod.min(o.tx_depth));
-        if o.test != Test::ReadBw {
-            o.out_reads = 1;
-        }
-        o.out_reads = o.out_reads.max(1);
-        Ok(o)
-    }
-}
-
 /// Client: connects to `server:o.port`.
 pub fn client(ip: Ipv4Addr, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    // Bad options fail before anything touches the network.
+    o.effective()?;
     let sock = TcpStream::connect_timeout(&(server, o.port).into(), o.timeout)?;
     session(ip, sock, true, o)
 }
 
 /// Server: accepts one client on TCP `o.port` (all addresses), runs one test.
 pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
+    o.effective()?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve(ip, listener, o)
 }
@@ -333,8 +199,8 @@ pub fn vf_client_with(
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
-    o.effective()?;
-    let mut ctx = open_vf(vf, node_mem(o.size) as u64)?;
+    let e = o.effective()?;
+    let mut ctx = open_vf(vf, node_mem(&e) as u64)?;
     client_on(&mut ctx, (server, o.port).into(), o, hook)
 }
 
@@ -350,8 +216,8 @@ pub fn vf_server_with(
     o: &Options,
     hook: Hook<'_, GuestContext>,
 ) -> Result<Report, PerfError> {
-    o.effective()?;
-    let mut ctx = open_vf(vf, node_mem(o.size) as u64)?;
+    let e = o.effective()?;
+    let mut ctx = open_vf(vf, node_mem(&e) as u64)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve_on(&mut ctx, listener, o, hook)
 }
@@ -364,6 +230,7 @@ pub fn client_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
+    o.effective()?;
     let sock = TcpStream::connect_timeout(&server, o.timeout)?;
     session_on(node, sock, true, o, hook)
 }
@@ -437,7 +304,7 @@ mod tests {
     #[test]
     fn latency_numbers() {
         let posted: Vec<f64> = (0..10).map(|i| i as f64 * 2e-6).collect();
-        let (min, max, typ, avg, stdev, _, _) = lat_numbers(&posted);
+        let (min, max, typ, avg, stdev, _, _) = lat_numbers(&posted, 2.0);
         for x in [min, max, typ, avg] {
             assert!((x - 1.0).abs() < 1e-9, "{x}");
         }
