@@ -37,6 +37,18 @@ impl Opcode {
     pub const RC_FETCH_ADD: Opcode = Opcode(0x14);
     pub const RC_SEND_LAST_INV: Opcode = Opcode(0x16);
     pub const RC_SEND_ONLY_INV: Opcode = Opcode(0x17);
+    pub const UC_SEND_FIRST: Opcode = Opcode(0x20);
+    pub const UC_SEND_MIDDLE: Opcode = Opcode(0x21);
+    pub const UC_SEND_LAST: Opcode = Opcode(0x22);
+    pub const UC_SEND_LAST_IMM: Opcode = Opcode(0x23);
+    pub const UC_SEND_ONLY: Opcode = Opcode(0x24);
+    pub const UC_SEND_ONLY_IMM: Opcode = Opcode(0x25);
+    pub const UC_WRITE_FIRST: Opcode = Opcode(0x26);
+    pub const UC_WRITE_MIDDLE: Opcode = Opcode(0x27);
+    pub const UC_WRITE_LAST: Opcode = Opcode(0x28);
+    pub const UC_WRITE_LAST_IMM: Opcode = Opcode(0x29);
+    pub const UC_WRITE_ONLY: Opcode = Opcode(0x2a);
+    pub const UC_WRITE_ONLY_IMM: Opcode = Opcode(0x2b);
     pub const UD_SEND_ONLY: Opcode = Opcode(0x64);
     pub const UD_SEND_ONLY_IMM: Opcode = Opcode(0x65);
 
@@ -47,9 +59,32 @@ impl Opcode {
     pub fn is_ud(self) -> bool {
         self.0 == 0x64 || self.0 == 0x65
     }
+    /// True for the UC opcodes vhca implements (SEND and RDMA WRITE, 0x20..=0x2b).
+    pub fn is_uc(self) -> bool {
+        matches!(self.0, 0x20..=0x2b)
+    }
+
+    /// The RC opcode with the same operation: a UC SEND/WRITE opcode (0x20..=0x2b) differs
+    /// from its RC twin only in the transport bits (IBTA table 38). Every other opcode is
+    /// returned as it is.
+    pub const fn base(self) -> Opcode {
+        match self.0 {
+            0x20..=0x2b => Opcode(self.0 - 0x20),
+            _ => self,
+        }
+    }
+
+    /// The UC opcode with the same operation as this RC SEND/WRITE opcode (`None` for RC
+    /// opcodes UC does not have: READ, atomics, ACKs, SEND_WITH_INVALIDATE).
+    pub const fn to_uc(self) -> Option<Opcode> {
+        match self.0 {
+            0x00..=0x0b => Some(Opcode(self.0 + 0x20)),
+            _ => None,
+        }
+    }
 
     /// The extended headers this opcode carries, per IBTA table 38. `None` for opcodes vhca
-    /// does not implement (UC, RD, CNP, FLUSH, ...).
+    /// does not implement (RD, XRC, CNP, FLUSH, ...).
     pub fn layout(self) -> Option<Layout> {
         LAYOUTS[self.0 as usize]
     }
@@ -78,7 +113,7 @@ impl Opcode {
                 payload,
             }
         }
-        Some(match self {
+        Some(match self.base() {
             O::RC_SEND_FIRST | O::RC_SEND_MIDDLE | O::RC_SEND_LAST | O::RC_SEND_ONLY => {
                 l(false, false, false, false, false, false, false, true)
             }
@@ -123,7 +158,7 @@ impl Opcode {
     /// First packet of a request message (or the only one).
     pub fn is_first(self) -> bool {
         matches!(
-            self,
+            self.base(),
             Opcode::RC_SEND_FIRST
                 | Opcode::RC_SEND_ONLY
                 | Opcode::RC_SEND_ONLY_IMM
@@ -137,7 +172,7 @@ impl Opcode {
     /// Last packet of a request message (or the only one).
     pub fn is_last(self) -> bool {
         matches!(
-            self,
+            self.base(),
             Opcode::RC_SEND_LAST
                 | Opcode::RC_SEND_LAST_IMM
                 | Opcode::RC_SEND_LAST_INV
@@ -152,11 +187,11 @@ impl Opcode {
     }
 
     pub fn is_send(self) -> bool {
-        matches!(self.0, 0x00..=0x05 | 0x16 | 0x17)
+        matches!(self.base().0, 0x00..=0x05 | 0x16 | 0x17)
     }
 
     pub fn is_write(self) -> bool {
-        matches!(self.0, 0x06..=0x0b)
+        matches!(self.base().0, 0x06..=0x0b)
     }
 
     pub fn is_read_response(self) -> bool {
@@ -197,6 +232,18 @@ impl Opcode {
             0x14 => "FETCH_ADD",
             0x16 => "SEND_LAST_WITH_INVALIDATE",
             0x17 => "SEND_ONLY_WITH_INVALIDATE",
+            0x20 => "UC_SEND_FIRST",
+            0x21 => "UC_SEND_MIDDLE",
+            0x22 => "UC_SEND_LAST",
+            0x23 => "UC_SEND_LAST_WITH_IMMEDIATE",
+            0x24 => "UC_SEND_ONLY",
+            0x25 => "UC_SEND_ONLY_WITH_IMMEDIATE",
+            0x26 => "UC_RDMA_WRITE_FIRST",
+            0x27 => "UC_RDMA_WRITE_MIDDLE",
+            0x28 => "UC_RDMA_WRITE_LAST",
+            0x29 => "UC_RDMA_WRITE_LAST_WITH_IMMEDIATE",
+            0x2a => "UC_RDMA_WRITE_ONLY",
+            0x2b => "UC_RDMA_WRITE_ONLY_WITH_IMMEDIATE",
             0x64 => "UD_SEND_ONLY",
             0x65 => "UD_SEND_ONLY_WITH_IMMEDIATE",
             _ => "UNKNOWN",
@@ -611,6 +658,16 @@ mod tests {
         assert_eq!(Opcode::RC_ATOMIC_ACK.ext_header_len(), Some(12));
         assert_eq!(Opcode::UD_SEND_ONLY_IMM.ext_header_len(), Some(12));
         assert_eq!(Opcode::RC_READ_RESP_MIDDLE.ext_header_len(), Some(0));
-        assert_eq!(Opcode(0x20).layout(), None);
+        // UC: the RC layouts under the UC opcodes; no READ, atomics or ACKs.
+        assert_eq!(Opcode::UC_WRITE_ONLY_IMM.ext_header_len(), Some(20));
+        assert_eq!(Opcode::UC_SEND_LAST_IMM.ext_header_len(), Some(4));
+        assert_eq!(Opcode::UC_SEND_MIDDLE.ext_header_len(), Some(0));
+        assert_eq!(Opcode(0x2c).layout(), None);
+        assert_eq!(Opcode(0x31).layout(), None);
+        assert_eq!(Opcode(0x40).layout(), None);
+        assert!(Opcode::UC_SEND_FIRST.is_first() && !Opcode::UC_SEND_FIRST.is_last());
+        assert!(Opcode::UC_WRITE_ONLY.is_write() && Opcode::UC_SEND_ONLY.is_send());
+        assert_eq!(Opcode::RC_WRITE_LAST.to_uc(), Some(Opcode::UC_WRITE_LAST));
+        assert_eq!(Opcode::RC_READ_REQUEST.to_uc(), None);
     }
 }

@@ -295,6 +295,8 @@ impl WorkCompletion {
 pub enum QpType {
     Rc,
     Ud,
+    /// Unreliable connected. Appended after `Ud`: a variant's index is its checkpoint encoding.
+    Uc,
 }
 
 /// IBTA QP states.

@@ -3,7 +3,7 @@
 //! references, truncated sections, bad checksums, a delta against the wrong base) are refused
 //! by `validate` and by the load path alike.
 //!
-//! The states come from random workloads on two VFs: RC pairs and UD QPs created and
+//! The states come from random workloads on two VFs: RC and UC pairs and UD QPs created and
 //! destroyed, MRs registered and deregistered, SENDs, WRITEs, READs and atomics posted, the
 //! network pumped a random number of rounds (so snapshots land mid-message, with packets and
 //! responses outstanding), timers fired. Snapshots are taken of VF 0 along the way.
@@ -23,6 +23,8 @@ enum Op {
     Pair,
     /// A new UD QP on VF 0.
     Ud,
+    /// A new UC pair between VF 0 and VF 1 (READs and atomics on it are refused at post).
+    UcPair,
     /// A new MR on VF 0 of this many bytes.
     Mr(u32),
     /// Destroys VF 0's k-th QP (modulo how many), after moving it to ERR.
@@ -49,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => Just(Op::Pair),
         1 => Just(Op::Ud),
+        1 => Just(Op::UcPair),
         1 => (1u32..20_000).prop_map(Op::Mr),
         1 => any::<usize>().prop_map(Op::DestroyQp),
         1 => any::<usize>().prop_map(Op::Dereg),
@@ -91,6 +94,16 @@ impl Load {
                     ..Default::default()
                 };
                 let (a, b) = net.rc_pair(0, 1, &opts);
+                let la = net.rbuf(0, 8192);
+                let lb = net.rbuf(1, 8192);
+                self.pairs.push((a, b, la, lb));
+            }
+            Op::UcPair if self.pairs.len() < 6 => {
+                let opts = RcOpts {
+                    psn_a: 0xff_fff8 - self.pairs.len() as u32,
+                    ..Default::default()
+                };
+                let (a, b) = net.uc_pair(0, 1, &opts);
                 let la = net.rbuf(0, 8192);
                 let lb = net.rbuf(1, 8192);
                 self.pairs.push((a, b, la, lb));
@@ -281,12 +294,14 @@ proptest! {
     }
 }
 
-/// A busy state: two RC pairs mid-WRITE, a UD QP, MRs.
+/// A busy state: two RC pairs mid-WRITE, a UD QP, a UC pair mid-SEND, MRs.
 fn busy() -> VfStateV2 {
     let ops = [
         (Op::Pair, false),
         (Op::Pair, false),
         (Op::Ud, false),
+        (Op::UcPair, false),
+        (Op::Send(8, 3000), false),
         (Op::Mr(5000), false),
         (Op::Write(0, 5000), false),
         (Op::Read(1, 3000), false),

@@ -125,6 +125,50 @@ pub fn connect(
     )
 }
 
+/// Moves UC QP `me` to RTS connected to `peer`: the UC masks (no timeout, retries, RNR timer
+/// or READ/atomic resources).
+pub fn connect_uc(
+    w: &mut World,
+    me: QpEnd,
+    peer: QpEnd,
+    my_psn: Psn,
+    peer_psn: Psn,
+    mtu: Mtu,
+    access: Access,
+) -> VerbsResult<()> {
+    let dgid = w.gid(peer.vf);
+    let vf = w.vf_mut(me.vf);
+    let mut a = QpAttr {
+        qp_state: QpState::Init,
+        pkey_index: 0,
+        port_num: 1,
+        qp_access_flags: access,
+        ..QpAttr::default()
+    };
+    vf.modify_qp(
+        me.qpn,
+        &a,
+        M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS,
+    )?;
+    a.qp_state = QpState::Rtr;
+    a.path_mtu = mtu;
+    a.dest_qp_num = peer.qpn;
+    a.rq_psn = peer_psn;
+    a.ah_attr = AhAttr {
+        dgid,
+        hop_limit: 64,
+        ..AhAttr::default()
+    };
+    vf.modify_qp(
+        me.qpn,
+        &a,
+        M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN,
+    )?;
+    a.qp_state = QpState::Rts;
+    a.sq_psn = my_psn;
+    vf.modify_qp(me.qpn, &a, M::STATE | M::SQ_PSN)
+}
+
 /// Moves a UD QP to RTS with Q_Key `qkey`.
 pub fn activate_ud(w: &mut World, me: QpEnd, qkey: u32, sq_psn: Psn) -> VerbsResult<()> {
     let vf = w.vf_mut(me.vf);

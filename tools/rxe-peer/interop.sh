@@ -8,6 +8,9 @@
 # Runs, with no loss (RC and UD) and then with 1% and 5% loss on the link (RC):
 #   vhca client  -> ibv_rc_pingpong server      ibv_rc_pingpong client -> vhca server
 #   vhca client  -> ibv_ud_pingpong server      ibv_ud_pingpong client -> vhca server
+#   vhca client  -> ibv_uc_pingpong server      ibv_uc_pingpong client -> vhca server (no loss:
+#                                               a lost UC message stalls both tools for good)
+#   vhca client  -> ibv_srq_pingpong server     ibv_srq_pingpong client -> vhca server
 # and perftest (v4.5-0.17) both ways for each of ib_send_bw, ib_write_bw, ib_read_bw
 # (-s 4096 -n 200), ib_atomic_bw (-n 200), ib_send_lat, ib_write_lat, ib_read_lat (-s 64 -n 200)
 # and ib_atomic_lat (-n 200):
@@ -146,6 +149,10 @@ suite() {
     vhca_server "$tag rc: ibv_rc_pingpong -> vhca" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters"
     vhca_client "$tag ud: vhca -> ibv_ud_pingpong" "ibv_ud_pingpong -g 1 -d rxe0 -s 1024 -n $iters" "--ud -s 1024 -n $iters"
     vhca_server "$tag ud: ibv_ud_pingpong -> vhca" "ibv_ud_pingpong -g 1 -d rxe0 -s 1024 -n $iters 10.77.0.1" "--ud -s 1024 -n $iters"
+    vhca_client "$tag uc: vhca -> ibv_uc_pingpong" "ibv_uc_pingpong -g 1 -d rxe0 -n $iters" "--uc -n $iters"
+    vhca_server "$tag uc: ibv_uc_pingpong -> vhca" "ibv_uc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "--uc -n $iters"
+    vhca_client "$tag srq: vhca -> ibv_srq_pingpong" "ibv_srq_pingpong -g 1 -d rxe0 -n $iters" "--srq -q 16 -n $iters"
+    vhca_server "$tag srq: ibv_srq_pingpong -> vhca" "ibv_srq_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "--srq -q 16 -n $iters"
 }
 
 # perftest. Sizes and iteration counts are not exchanged, so both sides get the same ones.
@@ -355,7 +362,8 @@ else
     # Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
     # tc netem runs inside the guest's Debian kernel on eth0 (rxe -> vhca), and the same rate is
     # dropped host-side with iptables' statistic match (vhca -> rxe). UD has no recovery by design
-    # (a lost datagram stalls ibv_ud_pingpong for good), so only RC (pingpong and perftest) runs
+    # (a lost datagram stalls ibv_ud_pingpong for good; UC likewise), so only RC (pingpong, srq
+    # pingpong and perftest) runs
     # with loss. vhca's side uses a 537 ms ACK timeout (--qp-timeout 17, 8x ibv_rc_pingpong's):
     # with retry_cnt 7 the IBTA allows 8 timeouts without progress (4.3 s), and a TCG guest on a busy
     # 2-core machine once stalled past 8 x 268 ms at 5% loss; rxe, the peer, retries forever.
@@ -370,6 +378,10 @@ else
             "-n $iters $vhca_loss_opts"
         vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" \
             "ibv_rc_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "-n $iters $vhca_loss_opts"
+        vhca_client "loss ${p}% srq: vhca -> ibv_srq_pingpong" "ibv_srq_pingpong -g 1 -d rxe0 -n $iters" \
+            "--srq -q 16 -n $iters $vhca_loss_opts"
+        vhca_server "loss ${p}% srq: ibv_srq_pingpong -> vhca" \
+            "ibv_srq_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "--srq -q 16 -n $iters $vhca_loss_opts"
         say "loss ${p}%: perftest, both directions"
         perf_suite
     done
@@ -396,6 +408,6 @@ tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 if [ -n "$perf_only" ]; then
     say "PASS: $runs perftest runs (8 binaries and options, both directions), no ICRC errors"
 else
-    say "PASS: $runs runs (RC and UD, both directions, 0%/1%/5% loss; perftest both ways), no ICRC errors"
+    say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors"
 fi
 rm -rf "$work"

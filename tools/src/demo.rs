@@ -52,6 +52,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
             ops: ops_per_side,
             bad_qkey_every: None,
         }],
+        uc: Vec::new(),
         cuts: Vec::new(),
         migrations: Vec::new(),
         vf_mem_bytes: 64 << 20,

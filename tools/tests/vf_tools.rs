@@ -119,6 +119,14 @@ fn ping_args(o: &pingpong::Options, port: u16) -> Vec<String> {
     if o.ud {
         a.push("--ud".into());
     }
+    if o.uc {
+        a.push("--uc".into());
+    }
+    if o.srq {
+        a.push("--srq".into());
+        a.push("-q".into());
+        a.push(o.num_qp.to_string());
+    }
     if o.check {
         a.push("--chk".into());
     }
@@ -130,10 +138,31 @@ fn check_ping(r: &Value, o: &pingpong::Options) {
     assert_eq!(r["bytes"], 2 * o.size as u64 * o.iters as u64, "{r}");
 }
 
+/// ibv_uc_pingpong's options: RC's, on a UC QP, every reply checked.
+fn uc_opts() -> pingpong::Options {
+    pingpong::Options {
+        uc: true,
+        ..ping_opts(false)
+    }
+}
+
+/// ibv_srq_pingpong's options: RC QPs on one SRQ (no echo check: every QP shares the buffer).
+fn srq_opts() -> pingpong::Options {
+    pingpong::Options {
+        srq: true,
+        num_qp: 6,
+        check: false,
+        ..ping_opts(false)
+    }
+}
+
 /// `vhca pingpong --vf` client against an in-process node server.
 fn ping_vf_client(ud: bool, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
+    ping_vf_client_with(ping_opts(ud), vf_ip, node_ip)
+}
+
+fn ping_vf_client_with(o: pingpong::Options, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
     let p = serve(vf_ip);
-    let o = ping_opts(ud);
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
     let port = listener.local_addr().unwrap().port();
     let so = o.clone();
@@ -166,10 +195,14 @@ fn ping_vf_client(ud: bool, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
 
 /// `vhca pingpong --vf` server against an in-process node client.
 fn ping_vf_server(ud: bool, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
+    ping_vf_server_with(ping_opts(ud), vf_ip, node_ip)
+}
+
+fn ping_vf_server_with(o: pingpong::Options, vf_ip: Ipv4Addr, node_ip: Ipv4Addr) {
     let p = serve(vf_ip);
     let o = pingpong::Options {
         port: free_port(),
-        ..ping_opts(ud)
+        ..o
     };
     let mut args = vec!["pingpong".into(), "--vf".into()];
     args.push(p.socket(0).display().to_string());
@@ -225,6 +258,126 @@ fn pingpong_ud_node_client_to_vf_server() {
         Ipv4Addr::new(127, 0, 78, 31),
         Ipv4Addr::new(127, 0, 78, 32),
     );
+}
+
+#[test]
+fn pingpong_uc_vf_client_to_node_server() {
+    let _w = Watchdog::arm("pingpong_uc_vf_client_to_node_server", DEADLINE);
+    ping_vf_client_with(
+        uc_opts(),
+        Ipv4Addr::new(127, 0, 75, 1),
+        Ipv4Addr::new(127, 0, 75, 2),
+    );
+}
+
+#[test]
+fn pingpong_uc_node_client_to_vf_server() {
+    let _w = Watchdog::arm("pingpong_uc_node_client_to_vf_server", DEADLINE);
+    ping_vf_server_with(
+        uc_opts(),
+        Ipv4Addr::new(127, 0, 75, 11),
+        Ipv4Addr::new(127, 0, 75, 12),
+    );
+}
+
+/// Two in-process nodes, UC, every reply checked; the wire carries UC opcodes only and no
+/// ACKs.
+#[test]
+fn pingpong_uc_node_to_node_loopback() {
+    let _w = Watchdog::arm("pingpong_uc_node_to_node_loopback", DEADLINE);
+    let o = uc_opts();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
+    let port = listener.local_addr().unwrap().port();
+    let so = o.clone();
+    let srv = std::thread::spawn(move || {
+        let mut node = Node::new(Ipv4Addr::new(127, 0, 75, 21), 64 << 20).expect("node");
+        pingpong::server_on(
+            &mut node,
+            listener,
+            &so,
+            &mut vhca::interop::endpoint::no_hook,
+        )
+    });
+    let co = pingpong::Options { port, ..o.clone() };
+    let client = pingpong::client(Ipv4Addr::new(127, 0, 75, 22), Ipv4Addr::LOCALHOST, &co)
+        .expect("node client");
+    let server = srv.join().expect("server thread").expect("node server");
+    for r in [&client, &server] {
+        assert_eq!(
+            (r.iters, r.bytes),
+            (o.iters, 2 * o.size as u64 * o.iters as u64)
+        );
+        let link = r
+            .link
+            .as_ref()
+            .expect("a node's report has its link counters");
+        // 4096-byte messages at MTU 1024: four packets per message, nothing else.
+        assert_eq!(link.tx_packets, 4 * o.iters as u64, "{link:?}");
+    }
+}
+
+#[test]
+fn pingpong_srq_vf_client_to_node_server() {
+    let _w = Watchdog::arm("pingpong_srq_vf_client_to_node_server", DEADLINE);
+    ping_vf_client_with(
+        srq_opts(),
+        Ipv4Addr::new(127, 0, 75, 31),
+        Ipv4Addr::new(127, 0, 75, 32),
+    );
+}
+
+#[test]
+fn pingpong_srq_node_client_to_vf_server() {
+    let _w = Watchdog::arm("pingpong_srq_node_client_to_vf_server", DEADLINE);
+    ping_vf_server_with(
+        srq_opts(),
+        Ipv4Addr::new(127, 0, 75, 41),
+        Ipv4Addr::new(127, 0, 75, 42),
+    );
+}
+
+/// Two in-process nodes, `--srq` with the tool's default 16 QPs; a side started with another
+/// QP count is refused at the exchange.
+#[test]
+fn pingpong_srq_node_to_node_loopback() {
+    let _w = Watchdog::arm("pingpong_srq_node_to_node_loopback", DEADLINE);
+    for (server_qps, ok) in [(16, true), (4, false)] {
+        let o = pingpong::Options {
+            num_qp: 16,
+            ..srq_opts()
+        };
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP");
+        let port = listener.local_addr().unwrap().port();
+        let so = pingpong::Options {
+            num_qp: server_qps,
+            ..o.clone()
+        };
+        let srv = std::thread::spawn(move || {
+            let mut node = Node::new(Ipv4Addr::new(127, 0, 75, 51), 64 << 20).expect("node");
+            pingpong::server_on(
+                &mut node,
+                listener,
+                &so,
+                &mut vhca::interop::endpoint::no_hook,
+            )
+        });
+        let co = pingpong::Options { port, ..o.clone() };
+        let client = pingpong::client(Ipv4Addr::new(127, 0, 75, 52), Ipv4Addr::LOCALHOST, &co);
+        let server = srv.join().expect("server thread");
+        if !ok {
+            assert!(server.is_err(), "a server with 4 QPs took 16");
+            assert!(client.is_err());
+            continue;
+        }
+        for r in [client.expect("client"), server.expect("server")] {
+            assert_eq!(
+                (r.iters, r.bytes),
+                (o.iters, 2 * o.size as u64 * o.iters as u64)
+            );
+            let link = r.link.expect("a node's report has its link counters");
+            assert!(link.rx_packets >= 4 * o.iters as u64, "{link:?}");
+        }
+    }
 }
 
 fn perf_opts(test: perf::Test) -> perf::Options {

@@ -67,7 +67,7 @@ pub enum WireError {
     /// A header field holds a value this implementation does not accept.
     #[error("{what}: unsupported value {value:#x}")]
     Unsupported { what: &'static str, value: u32 },
-    /// The BTH opcode is not one vhca implements (UC, RD, CNP, FLUSH, ...).
+    /// The BTH opcode is not one vhca implements (RD, XRC, CNP, FLUSH, ...).
     #[error("BTH opcode {0:#04x} is not supported")]
     UnsupportedOpcode(u8),
     /// The frame is valid but not RoCEv2 (another EtherType, protocol or UDP port).

@@ -851,10 +851,10 @@ mod tests {
         p.payload = Payload::Bytes(vec![1]);
         assert!(emit_udp_payload(&p, k).is_err());
         let mut p = sample(Opcode::RC_SEND_ONLY, 4, false);
-        p.bth.opcode = Opcode(0x24); // UC SEND_ONLY
+        p.bth.opcode = Opcode(0x40); // RD SEND_FIRST
         assert_eq!(
             emit_udp_payload(&p, k),
-            Err(WireError::UnsupportedOpcode(0x24))
+            Err(WireError::UnsupportedOpcode(0x40))
         );
         // 65507 bytes is the largest IPv4 UDP payload: 12 + 65488 + 4 fits, 4 more do not.
         let p = sample(Opcode::RC_SEND_ONLY, 65_488, false);
@@ -895,10 +895,10 @@ mod tests {
         assert!(parse_udp_payload(&good, s2, d, Some(k)).is_err());
         // Unsupported opcode, TVer, lengths (ICRC not checked to reach the decoder).
         let mut b = good.clone();
-        b[0] = 0x24;
+        b[0] = 0x40;
         assert_eq!(
             parse_udp_payload(&b, s, d, None),
-            Err(WireError::UnsupportedOpcode(0x24))
+            Err(WireError::UnsupportedOpcode(0x40))
         );
         let mut b = good.clone();
         b[1] = 0x01;

@@ -8,7 +8,7 @@ use vhca_device::packet::{
 use vhca_device::{Gid, MemKey, Msn, Packet, Psn, Qpn};
 
 /// Every opcode the device implements.
-pub const ALL_OPCODES: [Opcode; 25] = [
+pub const ALL_OPCODES: [Opcode; 37] = [
     Opcode::RC_SEND_FIRST,
     Opcode::RC_SEND_MIDDLE,
     Opcode::RC_SEND_LAST,
@@ -32,6 +32,18 @@ pub const ALL_OPCODES: [Opcode; 25] = [
     Opcode::RC_FETCH_ADD,
     Opcode::RC_SEND_LAST_INV,
     Opcode::RC_SEND_ONLY_INV,
+    Opcode::UC_SEND_FIRST,
+    Opcode::UC_SEND_MIDDLE,
+    Opcode::UC_SEND_LAST,
+    Opcode::UC_SEND_LAST_IMM,
+    Opcode::UC_SEND_ONLY,
+    Opcode::UC_SEND_ONLY_IMM,
+    Opcode::UC_WRITE_FIRST,
+    Opcode::UC_WRITE_MIDDLE,
+    Opcode::UC_WRITE_LAST,
+    Opcode::UC_WRITE_LAST_IMM,
+    Opcode::UC_WRITE_ONLY,
+    Opcode::UC_WRITE_ONLY_IMM,
     Opcode::UD_SEND_ONLY,
     Opcode::UD_SEND_ONLY_IMM,
 ];
@@ -79,7 +91,7 @@ pub fn hand_ext(op: Opcode) -> (ExtHeaders, bool) {
         src_qp: Qpn(0x12),
     });
     let none = ExtHeaders::default();
-    match op {
+    match op.base() {
         Opcode::RC_SEND_FIRST | Opcode::RC_SEND_MIDDLE => (none, true),
         Opcode::RC_SEND_LAST | Opcode::RC_SEND_ONLY => (none, true),
         Opcode::RC_SEND_LAST_IMM | Opcode::RC_SEND_ONLY_IMM => (ExtHeaders { imm, ..none }, true),

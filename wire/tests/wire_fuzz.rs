@@ -218,5 +218,5 @@ proptest! {
 
 #[test]
 fn opcode_list_is_the_devices() {
-    assert_eq!(opcodes().len(), 25);
+    assert_eq!(opcodes().len(), 37);
 }

@@ -325,6 +325,20 @@ fn check_qp(q: &QpStateV2, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     {
         return bad("responder state");
     }
+    // UC has no timers, no go-back, no READ/atomic resources and nothing to answer with; a UC
+    // send queue holds only what post_send accepts on UC.
+    if q.qp_type() == QpType::Uc
+        && (r.deadline.is_some()
+            || r.rnr_until.is_some()
+            || r.retrying_from.is_some()
+            || !s.resources.is_empty()
+            || !s.out.is_empty()
+            || r.sq
+                .iter()
+                .any(|w| w.op.is_read_or_atomic() || matches!(w.op, SendOp::SendWithInv { .. })))
+    {
+        return bad("UC QP with reliable-transport state");
+    }
     let resource_ok = |r: &RdAtomicResourceStateV2| match *r {
         RdAtomicResourceStateV2::Read { psn, npkts } => psn_ok(psn) && npkts <= l.max_msg_sz.max(1),
         RdAtomicResourceStateV2::Atomic { psn, .. } => psn_ok(psn),

@@ -1,13 +1,15 @@
-//! Queue pairs: attributes, the state machine, work queues, and the RC/UD transport.
+//! Queue pairs: attributes, the state machine, work queues, and the RC/UC/UD transport.
 //!
 //! A QP is split the way rxe and quinn split a connection: the [`requester`] turns send WQEs
 //! into packets and completes them from ACKs/responses, the [`responder`] executes incoming
-//! requests and produces ACKs/NAKs/responses, and [`ud`] is the datagram service. None of them
+//! requests and produces ACKs/NAKs/responses, [`uc`] runs both without acknowledgements and
+//! [`ud`] is the datagram service. None of them
 //! touches a clock or a socket: time comes in as `now`, packets leave through `next_packet`.
 
 pub mod requester;
 pub mod responder;
 pub mod state;
+pub mod uc;
 pub mod ud;
 
 use crate::resources::Resources;
@@ -116,6 +118,10 @@ impl Qp {
     pub fn on_timeout(&mut self, res: &mut Resources, now: Nanos) {
         if self.qp_type() == QpType::Rc {
             requester::on_timeout(self, res, now);
+        } else {
+            // UC and UD arm no timer; a deadline here means nothing and must not fire again.
+            self.req.deadline = None;
+            self.req.rnr_until = None;
         }
     }
 
@@ -133,6 +139,7 @@ impl Qp {
                 requester::next_packet(self, res, now)
             }
             QpType::Ud => ud::next_packet(self, res),
+            QpType::Uc => uc::next_packet(self, res),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The IBTA QP state machine: which transitions exist and which attributes each requires or
-//! allows (IBTA 11.2.4.2 / the kernel's `ib_modify_qp_is_ok` table), for RC and UD.
+//! allows (IBTA 11.2.4.2 / the kernel's `ib_modify_qp_is_ok` table), for RC, UC and UD.
 
 use crate::error::{VerbsError, VerbsResult};
 use crate::verbs::{QpAttrMask as M, QpState as S, QpType};
@@ -18,9 +18,37 @@ fn t(required: M, optional: M) -> Option<Transition> {
 /// The transition `cur → next` for `ty`, or `None` when IBTA does not define it.
 pub fn transition(ty: QpType, cur: S, next: S) -> Option<Transition> {
     let rc = ty == QpType::Rc;
+    let uc = ty == QpType::Uc;
     let none = M::empty();
     match (cur, next) {
         (_, S::Reset) | (_, S::Err) => t(none, none),
+        // UC: connected like RC, without anything that belongs to acknowledgements, retries
+        // or READ/atomic resources (the kernel's table, IB_QPT_UC columns).
+        (S::Reset, S::Init) | (S::Init, S::Init) if uc => {
+            let a = M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS;
+            if cur == S::Reset {
+                t(a, none)
+            } else {
+                t(none, a)
+            }
+        }
+        (S::Init, S::Rtr) if uc => t(
+            M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN,
+            M::ALT_PATH | M::ACCESS_FLAGS | M::PKEY_INDEX,
+        ),
+        (S::Rtr, S::Rts) if uc => t(
+            M::SQ_PSN,
+            M::CUR_STATE | M::ALT_PATH | M::ACCESS_FLAGS | M::PATH_MIG_STATE,
+        ),
+        (S::Rts, S::Rts) | (S::Sqd, S::Rts) if uc => t(
+            none,
+            M::CUR_STATE | M::ACCESS_FLAGS | M::ALT_PATH | M::PATH_MIG_STATE,
+        ),
+        (S::Sqd, S::Sqd) if uc => t(
+            none,
+            M::PKEY_INDEX | M::AV | M::ALT_PATH | M::ACCESS_FLAGS | M::PATH_MIG_STATE,
+        ),
+        (S::Sqe, S::Rts) if uc => t(none, M::CUR_STATE | M::ACCESS_FLAGS),
         (S::Reset, S::Init) => {
             if rc {
                 t(M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS, none)
@@ -198,7 +226,7 @@ mod tests {
 
     #[test]
     fn undefined_transitions_are_refused() {
-        for ty in [QpType::Rc, QpType::Ud] {
+        for ty in [QpType::Rc, QpType::Ud, QpType::Uc] {
             for cur in ALL {
                 for next in ALL {
                     let ok = transition(ty, cur, next).is_some();
@@ -214,13 +242,37 @@ mod tests {
                             | (S::Rts, S::Sqd)
                             | (S::Sqd, S::Rts)
                             | (S::Sqd, S::Sqd)
-                    ) || (ty == QpType::Ud && cur == S::Sqe && next == S::Rts);
+                    ) || (ty != QpType::Rc && cur == S::Sqe && next == S::Rts);
                     assert_eq!(ok, expected, "{ty:?} {cur:?} -> {next:?}");
                 }
             }
         }
         assert!(check_modify(QpType::Rc, S::Reset, Some(S::Rts), M::STATE).is_err());
         assert!(check_modify(QpType::Rc, S::Sqe, Some(S::Rts), M::STATE).is_err());
+    }
+
+    #[test]
+    fn uc_takes_the_connected_attributes_without_the_reliable_ones() {
+        let ty = QpType::Uc;
+        let init = M::STATE | M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS;
+        assert_eq!(check_modify(ty, S::Reset, Some(S::Init), init), Ok(S::Init));
+        let rtr = M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN;
+        assert_eq!(check_modify(ty, S::Init, Some(S::Rtr), rtr), Ok(S::Rtr));
+        assert!(check_modify(ty, S::Init, Some(S::Rtr), rtr - M::DEST_QPN).is_err());
+        assert!(check_modify(ty, S::Init, Some(S::Rtr), rtr | M::MIN_RNR_TIMER).is_err());
+        assert!(check_modify(ty, S::Init, Some(S::Rtr), rtr | M::MAX_DEST_RD_ATOMIC).is_err());
+        assert_eq!(
+            check_modify(ty, S::Rtr, Some(S::Rts), M::STATE | M::SQ_PSN),
+            Ok(S::Rts)
+        );
+        for extra in [M::TIMEOUT, M::RETRY_CNT, M::RNR_RETRY, M::MAX_QP_RD_ATOMIC] {
+            assert!(
+                check_modify(ty, S::Rtr, Some(S::Rts), M::STATE | M::SQ_PSN | extra).is_err(),
+                "{extra:?}"
+            );
+        }
+        assert!(check_modify(ty, S::Rts, None, M::MIN_RNR_TIMER).is_err());
+        assert_eq!(check_modify(ty, S::Rts, None, M::ACCESS_FLAGS), Ok(S::Rts));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::Vf;
 use crate::error::{VerbsError as E, VerbsResult};
 use crate::qp::{requester, state, ud, Qp};
 use crate::types::Qpn;
-use crate::verbs::{QpAttr, QpAttrMask as M, QpInitAttr, QpState, QpType, RecvWr, SendWr};
+use crate::verbs::{QpAttr, QpAttrMask as M, QpInitAttr, QpState, QpType, RecvWr, SendOp, SendWr};
 
 impl Vf {
     // ---- queue pairs --------------------------------------------------------------------
@@ -61,7 +61,7 @@ impl Vf {
         let qp = self.qps.get(qpn.0).ok_or(E::NotFound("QP"))?;
         let mut a = qp.attr;
         a.cur_qp_state = a.qp_state;
-        if qp.qp_type() == QpType::Rc && !matches!(a.qp_state, QpState::Reset | QpState::Init) {
+        if qp.qp_type() != QpType::Ud && !matches!(a.qp_state, QpState::Reset | QpState::Init) {
             // The PSNs a query reports are the live ones (what migration must carry).
             a.rq_psn = qp.resp.epsn;
             a.sq_psn = qp.req.psn;
@@ -173,6 +173,7 @@ impl Vf {
                 let a = qp.attr;
                 match qp.qp_type() {
                     QpType::Rc => qp.req.start(a.sq_psn, a.retry_cnt, a.rnr_retry),
+                    QpType::Uc => qp.req.start(a.sq_psn, 0, 0),
                     QpType::Ud => ud::start(qp, a.sq_psn),
                 }
             }
@@ -222,6 +223,16 @@ impl Vf {
             QpType::Rc => {
                 if wr.ud.is_some() {
                     return Err(E::Invalid("RC sends take no UD destination"));
+                }
+            }
+            QpType::Uc => {
+                if wr.ud.is_some() {
+                    return Err(E::Invalid("UC sends take no UD destination"));
+                }
+                if wr.op.is_read_or_atomic() || matches!(wr.op, SendOp::SendWithInv { .. }) {
+                    return Err(E::Invalid(
+                        "UC has no RDMA READ, atomics or SEND_WITH_INVALIDATE",
+                    ));
                 }
             }
         }

@@ -6,7 +6,7 @@
 
 use super::Vf;
 use crate::packet::Packet;
-use crate::qp::{requester, responder, ud};
+use crate::qp::{requester, responder, uc, ud};
 use crate::types::Nanos;
 use crate::verbs::{AsyncEvent, QpType};
 use std::cmp::Reverse;
@@ -59,6 +59,19 @@ impl Vf {
                     requester::on_response(qp, &mut self.res, pkt, now);
                 } else if responder::accepts_requests(qp.state()) {
                     responder::on_request(qp, &mut self.res, pkt);
+                } else {
+                    c.rx_dropped += 1;
+                    return;
+                }
+            }
+            QpType::Uc => {
+                // No responses exist in UC: every packet is a request from the QP's peer.
+                if !op.is_uc() || pkt.src_gid != qp.attr.ah_attr.dgid {
+                    c.rx_dropped += 1;
+                    return;
+                }
+                if responder::accepts_requests(qp.state()) {
+                    uc::on_request(qp, &mut self.res, pkt);
                 } else {
                     c.rx_dropped += 1;
                     return;

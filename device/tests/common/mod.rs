@@ -408,6 +408,28 @@ impl Net {
         self.rc_rts(b, opts.psn_b, opts);
     }
 
+    /// Two connected UC QPs in RTS (`opts`' MTU, PSNs, access and SRQs; nothing reliable).
+    pub fn uc_pair(&mut self, na: usize, nb: usize, opts: &RcOpts) -> (Ep, Ep) {
+        let a = self.create_qp(na, QpType::Uc, opts, opts.srq_a);
+        let b = self.create_qp(nb, QpType::Uc, opts, opts.srq_b);
+        self.rc_init(&a, opts.access);
+        self.rc_init(&b, opts.access);
+        for (ep, remote, rq_psn) in [(&a, &b, opts.psn_b), (&b, &a, opts.psn_a)] {
+            let attr = self.rtr_attr(remote, rq_psn, opts);
+            let mask = M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN;
+            self.modify(ep, &attr, mask).unwrap();
+        }
+        for (ep, sq_psn) in [(&a, opts.psn_a), (&b, opts.psn_b)] {
+            let attr = QpAttr {
+                qp_state: QpState::Rts,
+                sq_psn: Psn(sq_psn),
+                ..QpAttr::default()
+            };
+            self.modify(ep, &attr, M::STATE | M::SQ_PSN).unwrap();
+        }
+        (a, b)
+    }
+
     /// A UD QP in RTS with Q_Key `qkey`.
     pub fn ud_qp(&mut self, node: usize, qkey: u32, srq: Option<SrqHandle>) -> Ep {
         let opts = RcOpts::default();

@@ -275,6 +275,7 @@ impl Verbs for GuestContext {
         let r = self.exec(Command::CreateQp {
             qp_type: match init.qp_type {
                 QpType::Rc => 2,
+                QpType::Uc => 3,
                 QpType::Ud => 4,
             },
             sq_sig_all: init.sq_sig_all,

@@ -37,8 +37,19 @@ pub struct Args {
     #[arg(short = 'r', long, default_value_t = 500)]
     rx_depth: u32,
     /// Unreliable datagram (ibv_ud_pingpong) instead of RC.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "uc")]
     ud: bool,
+    /// Unreliable connected (ibv_uc_pingpong) instead of RC: the same exchange, no ACKs and
+    /// no retransmission (a lost message stalls the run, as it does ibv_uc_pingpong).
+    #[arg(long, conflicts_with = "srq")]
+    uc: bool,
+    /// Several RC QPs sharing one SRQ (ibv_srq_pingpong): -q QPs, -n SENDs in all.
+    #[arg(long, conflicts_with_all = ["ud", "chk"])]
+    srq: bool,
+    /// With --srq: how many QPs (1–256).
+    #[arg(short = 'q', long, default_value_t = 16, requires = "srq",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    num_qp: u32,
     /// GID index (accepted for command-line compatibility; vhca VFs have one GID).
     #[arg(short = 'g', long)]
     gid_index: Option<u32>,
@@ -73,6 +84,9 @@ impl Args {
             mtu: self.mtu,
             rx_depth: self.rx_depth,
             ud: self.ud,
+            uc: self.uc,
+            srq: self.srq,
+            num_qp: self.num_qp,
             tap: self.tap,
             pcap: self.pcap,
             qp_timeout: self.qp_timeout,

@@ -22,6 +22,16 @@ pub struct RcPlan {
     pub max_rd_atomic: u8,
 }
 
+/// A UC connection: both sides send SENDs and WRITEs (with and without immediates).
+#[derive(Clone, Debug)]
+pub struct UcPlan {
+    pub a: usize,
+    pub b: usize,
+    pub mtu: Mtu,
+    pub max_size: u32,
+    pub ops: [usize; 2],
+}
+
 #[derive(Clone, Debug)]
 pub struct UdPlan {
     pub members: Vec<usize>,
@@ -48,6 +58,7 @@ pub struct Plan {
     pub vfs: Vec<(usize, u16)>,
     pub rc: Vec<RcPlan>,
     pub ud: Vec<UdPlan>,
+    pub uc: Vec<UcPlan>,
     /// RC connection index → virtual time at which its VF pair's link is cut.
     pub cuts: Vec<(usize, Nanos)>,
     /// VFs that migrate mid-run (`vhca sim --migrate`).
@@ -130,11 +141,28 @@ impl Plan {
         } else {
             Vec::new()
         };
+        let uc = (0..rng.gen_range(1..=3))
+            .map(|_| {
+                let a = rng.gen_range(0..vfs.len());
+                UcPlan {
+                    a,
+                    b: if rng.gen_bool(0.1) {
+                        a
+                    } else {
+                        rng.gen_range(0..vfs.len())
+                    },
+                    mtu: Mtu::ALL[rng.gen_range(0..5)],
+                    max_size: if rng.gen_bool(0.3) { 1 << 18 } else { 16_384 },
+                    ops: [rng.gen_range(5..=40), rng.gen_range(0..=40)],
+                }
+            })
+            .collect();
         Plan {
             pfs,
             vfs,
             rc,
             ud,
+            uc,
             cuts,
             migrations: Vec::new(),
             vf_mem_bytes: 160 << 20,

@@ -305,6 +305,7 @@ impl VfPort {
     ) -> Result<(u32, RingInfo, RingInfo), Status> {
         let qp_type = match qp_type {
             2 => QpType::Rc,
+            3 => QpType::Uc,
             4 => QpType::Ud,
             _ => return Err(Status::Invalid),
         };

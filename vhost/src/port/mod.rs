@@ -106,6 +106,7 @@ fn qp_type_name(t: QpType) -> &'static str {
     match t {
         QpType::Rc => "RC",
         QpType::Ud => "UD",
+        QpType::Uc => "UC",
     }
 }
 

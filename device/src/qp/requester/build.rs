@@ -10,9 +10,9 @@ use crate::qp::Qp;
 use crate::resources::Resources;
 use crate::sgl::{check_sgl, sgl_segments};
 use crate::types::Psn;
-use crate::verbs::{Access, SendFlags, SendOp, WcStatus};
+use crate::verbs::{Access, QpType, SendFlags, SendOp, WcStatus};
 
-pub(super) fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
+pub(crate) fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     match op {
         SendOp::LocalInv { .. } => 0,
         SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. } => 1,
@@ -35,7 +35,7 @@ fn key_status(_: KeyError) -> WcStatus {
 /// of a small message); it was inlined there when both lived in one file, and this keeps it so
 /// across the module boundary (codegen units are split by module).
 #[inline]
-pub(super) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<(), WcStatus> {
+pub(crate) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<(), WcStatus> {
     if w.inline.is_some() {
         return Ok(());
     }
@@ -79,7 +79,7 @@ fn gather(qp: &Qp, res: &Resources, w: &SendWqe, off: u32, len: u32) -> Result<P
     })
 }
 
-pub(super) fn build_request(
+pub(crate) fn build_request(
     qp: &mut Qp,
     res: &Resources,
     idx: usize,
@@ -179,6 +179,13 @@ pub(super) fn build_request(
             _ => {}
         }
     }
+    // UC: the same segmentation under the UC opcodes, and nothing ever asks for an ACK.
+    let uc = qp.qp_type() == QpType::Uc;
+    let opcode = if uc {
+        opcode.to_uc().ok_or(WcStatus::LocQpOpErr)?
+    } else {
+        opcode
+    };
     let mut bth = Bth::new(opcode, dest, psn);
     bth.pkey = Bth::DEFAULT_PKEY;
     bth.se = last
@@ -190,13 +197,14 @@ pub(super) fn build_request(
                 | SendOp::SendWithInv { .. }
                 | SendOp::WriteWithImm { .. }
         );
-    let ack_req = last
-        || opcode.is_atomic()
-        || opcode == Opcode::RC_READ_REQUEST
-        || qp.req.since_ack_req + 1 >= MAX_PKT_PER_ACK;
+    let ack_req = !uc
+        && (last
+            || opcode.is_atomic()
+            || opcode == Opcode::RC_READ_REQUEST
+            || qp.req.since_ack_req + 1 >= MAX_PKT_PER_ACK);
     bth.ack_req = ack_req;
     bth.pad = ((4 - payload.len() % 4) % 4) as u8;
-    if ack_req {
+    if ack_req || uc {
         qp.req.since_ack_req = 0;
     } else {
         qp.req.since_ack_req += 1;

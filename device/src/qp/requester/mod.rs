@@ -21,9 +21,11 @@ mod response;
 mod retry;
 mod transmit;
 
+pub(crate) use build::{build_request, npkts, validate_local};
 pub use complete::{complete_in_order, notify_drained, send_wc};
 pub use response::on_response;
 pub use retry::{on_timeout, resume};
+pub(crate) use transmit::local_invalidate;
 pub use transmit::next_packet;
 
 use super::Qp;

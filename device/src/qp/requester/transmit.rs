@@ -155,7 +155,7 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources, now: Nanos) -> Option<Packe
     }
 }
 
-fn local_invalidate(qp: &Qp, res: &mut Resources, key: MemKey) -> WcStatus {
+pub(crate) fn local_invalidate(qp: &Qp, res: &mut Resources, key: MemKey) -> WcStatus {
     match res.mrs.get_mut(key.index()) {
         Some(mr) if mr.key == key && mr.pd == qp.pd() && mr.valid => {
             mr.valid = false;

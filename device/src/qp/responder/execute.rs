@@ -34,8 +34,9 @@ fn take_recv(qp: &mut Qp, res: &mut Resources) -> Option<RecvWr> {
     }
 }
 
-pub(super) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure> {
-    let op = pkt.bth.opcode;
+pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<(), Failure> {
+    // A UC opcode runs as its RC twin: the transports differ in what follows, not here.
+    let op = pkt.bth.opcode.base();
     let mtu = qp.mtu();
     let plen = pkt.payload.len() as u32;
     // Opcode sequence: a message in progress takes only its MIDDLE/LAST packets.
@@ -320,7 +321,7 @@ pub(super) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
         return Err(invalid());
     }
     qp.resp.epsn = psn.add(1);
-    if pkt.bth.ack_req {
+    if pkt.bth.ack_req && qp.qp_type() == crate::verbs::QpType::Rc {
         qp.resp.ack(psn);
     }
     Ok(())

@@ -19,7 +19,7 @@ mod transmit;
 pub use transmit::next_packet;
 
 use duplicate::duplicate;
-use execute::execute;
+pub(crate) use execute::execute;
 
 use super::{recv_wc, Qp};
 use crate::packet::{NakCode, Packet, Syndrome};
@@ -131,8 +131,8 @@ impl Responder {
     }
 }
 
-/// Why a request failed, as the NAK tells the requester.
-enum Failure {
+/// Why a request failed, as the NAK tells the requester (RC; UC drops the message instead).
+pub(crate) enum Failure {
     Rnr,
     Nak(NakCode, Option<(RecvWr, WcStatus)>),
 }

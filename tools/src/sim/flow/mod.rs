@@ -1,21 +1,24 @@
-//! The simulator's traffic: RC connections and UD groups, each posting its workload and
+//! The simulator's traffic: RC and UC connections and UD groups, each posting its workload and
 //! checking every completion against the model of what must have happened.
 
 mod rc;
+mod uc;
 mod ud;
 
 pub use rc::RcConn;
 use rc::*;
+use uc::build_uc;
+pub use uc::UcConn;
 use ud::*;
 pub use ud::{UdGroup, UdMember};
 
 use crate::sim::check::{pattern, Checker};
-use crate::sim::plan::{Plan, RcPlan, UdPlan};
+use crate::sim::plan::{Plan, RcPlan, UcPlan, UdPlan};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, HashSet, VecDeque};
 use vhca_device::*;
-use vhca_fabric::conn::{activate_ud, connect, create_qp, QpEnd, RcParams};
+use vhca_fabric::conn::{activate_ud, connect, connect_uc, create_qp, QpEnd, RcParams};
 use vhca_fabric::{VfAddr, World};
 
 /// Splits `len` bytes at `addr` into 1–4 SGEs.
@@ -45,6 +48,7 @@ pub(super) fn split_sgl(
 pub enum Flow {
     Rc(Box<RcConn>),
     Ud(Box<UdGroup>),
+    Uc(Box<UcConn>),
 }
 
 /// Creates every VF, connection and UD QP of the plan.
@@ -186,6 +190,9 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             send_done: 0,
         })));
     }
+    for (i, up) in plan.uc.iter().enumerate() {
+        flows.push(Flow::Uc(Box::new(build_uc(w, &vfs, i, up, rng)?)));
+    }
     Ok(flows)
 }
 
@@ -202,6 +209,7 @@ impl Flow {
                 }
             }
             Flow::Ud(u) => u.post(w, rng, c),
+            Flow::Uc(u) => u.post(w, rng, c),
         }
     }
 
@@ -239,6 +247,20 @@ impl Flow {
                     }
                 }
             }
+            Flow::Uc(u) => {
+                for (side, e) in u.cqs().into_iter().enumerate() {
+                    wcs.clear();
+                    if !w.has_vf(e.vf) {
+                        continue;
+                    }
+                    let _ = w.vf_mut(e.vf).poll_cq(e.cq, 64, wcs);
+                    seen += wcs.len();
+                    for wc in wcs.iter() {
+                        c.saw(wc);
+                        u.on_completion(w, c, side, wc);
+                    }
+                }
+            }
         }
         seen
     }
@@ -260,6 +282,7 @@ impl Flow {
                     }
                 }
             }
+            Flow::Uc(u) => u.relocate(old, new),
         }
     }
 
@@ -270,7 +293,7 @@ impl Flow {
                 let (a, b) = (r.ends[0].q.vf, r.ends[1].q.vf);
                 Some((a.min(b), a.max(b)))
             }
-            Flow::Ud(_) => None,
+            Flow::Ud(_) | Flow::Uc(_) => None,
         }
     }
 
@@ -303,6 +326,7 @@ impl Flow {
                     && (r.broken.is_some() || e.expected.is_empty())
             }),
             Flow::Ud(u) => u.members.iter().all(|m| m.ops_left == 0 && m.inflight == 0),
+            Flow::Uc(u) => u.finished(),
         }
     }
 
@@ -341,10 +365,14 @@ impl Flow {
                 format!("rc{} broken={:?} [{} | {}]", r.index, r.broken, e(0), e(1))
             }
             Flow::Ud(_) => "ud".into(),
+            Flow::Uc(u) => u.describe(w),
         }
     }
 
     pub fn final_checks(&self, w: &World, c: &mut Checker) {
+        if let Flow::Uc(u) = self {
+            u.final_checks(w, c);
+        }
         if let Flow::Rc(r) = self {
             if r.broken.is_some() {
                 return;

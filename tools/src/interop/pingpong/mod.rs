@@ -1,31 +1,36 @@
-//! `vhca pingpong`: RC and UD ping-pong peers that interoperate with rdma-core's
-//! `ibv_rc_pingpong` and `ibv_ud_pingpong` (rdma-core v44): the same 52-byte TCP exchange on
-//! port 18515 and the same data phase, so either side can be the real tool.
+//! `vhca pingpong`: RC, UC and UD ping-pong peers that interoperate with rdma-core's
+//! `ibv_rc_pingpong`, `ibv_uc_pingpong` and `ibv_ud_pingpong` (rdma-core v44): the same
+//! 52-byte TCP exchange on port 18515 and the same data phase, so either side can be the real
+//! tool. `ibv_uc_pingpong` is `ibv_rc_pingpong` on a UC QP, moved to RTR and RTS with the UC
+//! attributes only (no timeout, retries, RNR timer or READ/atomic resources).
 //!
 //! Exchange (facts file A.1): the client connects and writes `"%04x:%06x:%06x:%s\0"` (LID,
 //! QPN, PSN, GID as 32 hex digits), the server answers with its own after moving its QP to RTS,
 //! the client writes `"done\0"`. Sizes, iterations and MTU are not exchanged: start both sides
 //! with the same values.
 //!
-//! The program runs on any [`Endpoint`]: an in-process [`Node`] with its own UDP socket or TAP
+//! The program runs on any [`Endpoint`]: an in-process [`Node`](vhca_fabric::node::Node) with its own UDP socket or TAP
 //! device (`--ip`), or a VF of a running `vhca serve` through the guest driver (`--vf SOCKET`,
 //! [`vf_server`], [`vf_client`]). [`server_on`] and [`client_on`] take a [`Hook`] called
 //! between iterations.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use vhca_device::*;
-use vhca_fabric::capture::Capture;
-use vhca_fabric::node::Node;
 use vhca_fabric::tap::TapError;
-use vhca_fabric::{Link, LinkCounters};
-use vhca_guest::{DriverError, GuestContext, VfTarget};
+use vhca_fabric::LinkCounters;
+use vhca_guest::DriverError;
 
 use crate::interop::endpoint::{random_psn, Endpoint, Hook, HookError, Progress};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
+
+mod run;
+pub mod srq;
+
+pub use run::{client, server, vf_client, vf_client_with, vf_server, vf_server_with};
 
 pub const DEFAULT_PORT: u16 = 18515;
 const MSG_LEN: usize = 52;
@@ -125,6 +130,11 @@ pub struct Options {
     pub mtu: Mtu,
     pub rx_depth: u32,
     pub ud: bool,
+    /// UC instead of RC (ignored with `ud`).
+    pub uc: bool,
+    /// `ibv_srq_pingpong`: `num_qp` RC QPs sharing one SRQ ([`srq`]).
+    pub srq: bool,
+    pub num_qp: u32,
     /// Give up when no completion arrives for this long.
     pub stall: Duration,
     /// Carry RoCEv2 through this TAP device (own MAC and IP, ARP) instead of a UDP socket.
@@ -155,6 +165,9 @@ impl Default for Options {
             mtu: Mtu::Mtu1024,
             rx_depth: 500,
             ud: false,
+            uc: false,
+            srq: false,
+            num_qp: 16,
             stall: Duration::from_secs(30),
             tap: None,
             pcap: None,
@@ -210,7 +223,13 @@ fn setup<V: Endpoint>(node: &mut V, o: &Options) -> Result<Side, PingError> {
     let pd = node.alloc_pd()?;
     let cq = node.create_cq(o.rx_depth + 1)?;
     let qpn = node.create_qp(QpInitAttr {
-        qp_type: if o.ud { QpType::Ud } else { QpType::Rc },
+        qp_type: if o.ud {
+            QpType::Ud
+        } else if o.uc {
+            QpType::Uc
+        } else {
+            QpType::Rc
+        },
         pd,
         send_cq: cq,
         recv_cq: cq,
@@ -287,6 +306,25 @@ fn connect<V: Endpoint>(
                 ..AhAttr::default()
             },
         )?);
+    } else if o.uc {
+        // ibv_uc_pingpong's attributes: the path, nothing about acknowledgements.
+        a.qp_state = QpState::Rtr;
+        a.path_mtu = o.mtu;
+        a.dest_qp_num = rem.qpn;
+        a.rq_psn = rem.psn;
+        a.ah_attr = AhAttr {
+            dgid: rem.gid,
+            hop_limit: 1,
+            ..AhAttr::default()
+        };
+        node.modify_qp(
+            s.qpn,
+            &a,
+            M::STATE | M::AV | M::PATH_MTU | M::DEST_QPN | M::RQ_PSN,
+        )?;
+        a.qp_state = QpState::Rts;
+        a.sq_psn = s.psn;
+        node.modify_qp(s.qpn, &a, M::STATE | M::SQ_PSN)?;
     } else {
         // ibv_rc_pingpong's attributes: one READ/atomic each way.
         let peer = PeerInfo {
@@ -409,7 +447,7 @@ fn data_phase<V: Endpoint>(
     let mut pending = RECV_WRID;
     if o.check && o.ud {
         return Err(PingError::Options(
-            "--chk checks RC replies; UD has no echo to check",
+            "--chk checks RC and UC replies; UD has no echo to check",
         ));
     }
     let check = o.check && client;
@@ -480,7 +518,8 @@ fn data_phase<V: Endpoint>(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    if !o.ud {
+    // Only RC owes the peer ACKs after its last completion.
+    if !o.ud && !o.uc {
         let until = Instant::now() + o.linger;
         while let Some(left) = until
             .checked_duration_since(Instant::now())
@@ -501,137 +540,6 @@ fn data_phase<V: Endpoint>(
     })
 }
 
-const MEM_BYTES: usize = 64 << 20;
-
-/// The node `o` asks for: on a TAP device or a UDP socket, capturing when asked.
-fn with_node<T>(ip: Ipv4Addr, o: &Options, f: impl RunOn<T>) -> Result<T, PingError> {
-    let cap = match &o.pcap {
-        Some(p) => Some(Capture::create(p)?),
-        None => None,
-    };
-    match &o.tap {
-        Some(name) => {
-            let mut node = Node::tap(ip, name, MEM_BYTES)?;
-            if let Some(c) = cap {
-                node.link.set_capture(c);
-            }
-            f.run(node)
-        }
-        None => {
-            let mut node = Node::new(ip, MEM_BYTES)?;
-            if let Some(c) = cap {
-                node.link.set_capture(c);
-            }
-            f.run(node)
-        }
-    }
-}
-
-/// A side's run, for any link (a generic closure, which Rust lacks).
-trait RunOn<T> {
-    fn run<L: Link>(self, node: Node<L>) -> Result<T, PingError>;
-}
-
-struct Server<'a> {
-    o: &'a Options,
-}
-
-struct Client<'a> {
-    server: Ipv4Addr,
-    o: &'a Options,
-}
-
-impl RunOn<Report> for Server<'_> {
-    fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
-        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, self.o.port))?;
-        server_on(
-            &mut node,
-            listener,
-            self.o,
-            &mut crate::interop::endpoint::no_hook,
-        )
-    }
-}
-
-impl RunOn<Report> for Client<'_> {
-    fn run<L: Link>(self, mut node: Node<L>) -> Result<Report, PingError> {
-        let server = SocketAddr::from((self.server, self.o.port));
-        client_on(
-            &mut node,
-            server,
-            self.o,
-            &mut crate::interop::endpoint::no_hook,
-        )
-    }
-}
-
-/// Server side: waits for one client on TCP `o.port`.
-pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    with_node(ip, o, Server { o })
-}
-
-/// Client side: connects to `server_addr:o.port` (TCP; the RoCEv2 peer is the GID the server
-/// sends, which on a TAP device need not be an address of the kernel's).
-pub fn client(ip: Ipv4Addr, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    with_node(
-        ip,
-        o,
-        Client {
-            server: server_addr,
-            o,
-        },
-    )
-}
-
-/// Guest RAM a VF run needs: the buffer and the rings, with room to spare.
-fn vf_mem(o: &Options) -> u64 {
-    (16 << 20) + 2 * o.size as u64
-}
-
-/// Opens the VF for a run with `o`; `o.tap` and `o.pcap` do not apply (the serve process owns
-/// the link), and are refused rather than ignored.
-fn open_vf(vf: &VfTarget, o: &Options) -> Result<GuestContext, PingError> {
-    if o.tap.is_some() || o.pcap.is_some() {
-        return Err(PingError::Options(
-            "a TAP device or a capture is the serve process's, not a VF user's",
-        ));
-    }
-    Ok(crate::interop::endpoint::open_vf(vf, vf_mem(o))?)
-}
-
-/// [`server`] on the VF `vf` (a `vhca serve` VF's socket, or a VF's PCI function in a guest):
-/// its GID is the one the device reports.
-pub fn vf_server(vf: &VfTarget, o: &Options) -> Result<Report, PingError> {
-    vf_server_with(vf, o, &mut crate::interop::endpoint::no_hook)
-}
-
-/// [`vf_server`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
-pub fn vf_server_with(
-    vf: &VfTarget,
-    o: &Options,
-    hook: Hook<'_, GuestContext>,
-) -> Result<Report, PingError> {
-    let mut ctx = open_vf(vf, o)?;
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
-    server_on(&mut ctx, listener, o, hook)
-}
-
-/// [`client`] on the VF `vf`.
-pub fn vf_client(vf: &VfTarget, server_addr: Ipv4Addr, o: &Options) -> Result<Report, PingError> {
-    vf_client_with(vf, server_addr, o, &mut crate::interop::endpoint::no_hook)
-}
-
-/// [`vf_client`] with a hook between iterations (`--migrate-to`: `vhca::migration::vf_mid_run`).
-pub fn vf_client_with(
-    vf: &VfTarget,
-    server_addr: Ipv4Addr,
-    o: &Options,
-    hook: Hook<'_, GuestContext>,
-) -> Result<Report, PingError> {
-    let mut ctx = open_vf(vf, o)?;
-    client_on(&mut ctx, SocketAddr::from((server_addr, o.port)), o, hook)
-}
-
 /// The server's run on any device, for one client of `listener` (`o.port` is not used: the
 /// listener is bound already). `hook` runs between iterations.
 pub fn server_on<V: Endpoint>(
@@ -640,6 +548,9 @@ pub fn server_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
+    if o.srq {
+        return srq::server_on(node, listener, o, hook);
+    }
     let mut s = setup(node, o)?;
     let routs = post_recvs(node, &s, o, o.rx_depth)?;
     // A line scripts wait for before they start the client (no sleeping on a guess).
@@ -680,6 +591,9 @@ pub fn client_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PingError> {
+    if o.srq {
+        return srq::client_on(node, server, o, hook);
+    }
     let mut s = setup(node, o)?;
     let routs = post_recvs(node, &s, o, o.rx_depth)?;
     let mut sock = TcpStream::connect_timeout(&server, o.stall)?;
