@@ -124,6 +124,7 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             ends: [a, b],
             broken: None,
             cut: false,
+            budget_may_run_out: w.switch.faults().drop >= rc::RETRY_BUDGET_LOSS,
         };
         for side in 0..2 {
             conn.fill_recvs(w, side);
