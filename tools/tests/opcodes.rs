@@ -12,57 +12,18 @@
 //! of its own (tests run in parallel).
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vhca::interop::opcodes::{self, Fault, OpcodesError, Options, Report};
 use vhca_guest::serve::ServeProcess;
 
-const READY: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
 
-fn vhca(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vhca"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vhca")
-}
-
-/// A TCP port nobody listens on now (the child binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind TCP")
-        .port()
-}
-
-/// Waits until a server child prints its "listening" line, then leaves its stderr to a
-/// thread so the child never blocks on a full pipe.
-fn wait_listening(child: &mut Child) -> JoinHandle<String> {
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.expect("child stderr");
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("listening on TCP port") {
-            return std::thread::spawn(move || {
-                for l in lines.map_while(Result::ok) {
-                    seen.push_str(&l);
-                    seen.push('\n');
-                }
-                seen
-            });
-        }
-    }
-    panic!("the server exited before it listened:\n{seen}");
-}
-
-/// The child's one-line JSON report; panics with its output when it failed.
+/// The child's one-line JSON report; panics with its output (or `log`, the stderr a
+/// [`wait_listening`] thread kept) when it failed.
 fn json_of(child: Child, log: Option<JoinHandle<String>>) -> Value {
     let out = child.wait_with_output().expect("wait for vhca");
     let stdout = String::from_utf8_lossy(&out.stdout);
