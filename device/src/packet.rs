@@ -37,6 +37,10 @@ impl Opcode {
     pub const RC_FETCH_ADD: Opcode = Opcode(0x14);
     pub const RC_SEND_LAST_INV: Opcode = Opcode(0x16);
     pub const RC_SEND_ONLY_INV: Opcode = Opcode(0x17);
+    /// FLUSH (IBTA 1.5): FETH + RETH, no payload; answered by a zero-length READ RESPONSE ONLY.
+    pub const RC_FLUSH: Opcode = Opcode(0x1c);
+    /// ATOMIC WRITE (IBTA 1.5): RETH + 8 bytes; answered by a zero-length READ RESPONSE ONLY.
+    pub const RC_ATOMIC_WRITE: Opcode = Opcode(0x1d);
     pub const UC_SEND_FIRST: Opcode = Opcode(0x20);
     pub const UC_SEND_MIDDLE: Opcode = Opcode(0x21);
     pub const UC_SEND_LAST: Opcode = Opcode(0x22);
@@ -103,6 +107,7 @@ impl Opcode {
             payload: bool,
         ) -> Layout {
             Layout {
+                feth: false,
                 reth,
                 aeth,
                 atomic,
@@ -141,6 +146,11 @@ impl Opcode {
             O::RC_SEND_LAST_INV | O::RC_SEND_ONLY_INV => {
                 l(false, false, false, false, false, true, false, true)
             }
+            O::RC_FLUSH => Layout {
+                feth: true,
+                ..l(true, false, false, false, false, false, false, false)
+            },
+            O::RC_ATOMIC_WRITE => l(true, false, false, false, false, false, false, true),
             O::UD_SEND_ONLY => l(false, false, false, false, false, false, true, true),
             O::UD_SEND_ONLY_IMM => l(false, false, false, false, true, false, true, true),
             _ => return None,
@@ -202,6 +212,12 @@ impl Opcode {
         self == Opcode::RC_CMP_SWAP || self == Opcode::RC_FETCH_ADD
     }
 
+    /// ATOMIC WRITE and FLUSH: single-packet requests that take a responder resource like a
+    /// READ and are answered by a zero-length READ RESPONSE ONLY.
+    pub fn is_flush_or_atomic_write(self) -> bool {
+        self == Opcode::RC_FLUSH || self == Opcode::RC_ATOMIC_WRITE
+    }
+
     /// Packets a responder sends (ACKs, READ responses, atomic ACKs) rather than a requester.
     pub fn is_response(self) -> bool {
         matches!(self.0, 0x0d..=0x12)
@@ -232,6 +248,8 @@ impl Opcode {
             0x14 => "FETCH_ADD",
             0x16 => "SEND_LAST_WITH_INVALIDATE",
             0x17 => "SEND_ONLY_WITH_INVALIDATE",
+            0x1c => "FLUSH",
+            0x1d => "ATOMIC_WRITE",
             0x20 => "UC_SEND_FIRST",
             0x21 => "UC_SEND_MIDDLE",
             0x22 => "UC_SEND_LAST",
@@ -283,9 +301,11 @@ static EXT_LENS: [u8; 256] = {
 };
 
 /// Which extended transport headers follow the BTH, in wire order
-/// (RETH/DETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH).
+/// (DETH, FETH, RETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
+    /// FLUSH extended transport header (FLUSH only).
+    pub feth: bool,
     pub reth: bool,
     pub aeth: bool,
     pub atomic: bool,
@@ -299,6 +319,7 @@ pub struct Layout {
 impl Layout {
     pub const fn ext_len(&self) -> usize {
         (self.deth as usize) * Deth::LEN
+            + (self.feth as usize) * Feth::LEN
             + (self.reth as usize) * Reth::LEN
             + (self.atomic as usize) * AtomicEth::LEN
             + (self.aeth as usize) * Aeth::LEN
@@ -426,6 +447,29 @@ impl Syndrome {
     }
 }
 
+/// FLUSH extended transport header (IBTA 1.5 §9.3.x, rxe's `rxe_feth`): what the FLUSH asks
+/// for. Raw fields as received; the responder validates them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Feth {
+    /// Placement type, 4 bits: [`Feth::GLOBAL`] and/or [`Feth::PERSISTENT`].
+    pub placement: u8,
+    /// Selectivity level, 2 bits: [`Feth::RANGE`] (the RETH's range) or [`Feth::MR`] (the
+    /// whole region the R_Key names).
+    pub selectivity: u8,
+}
+
+impl Feth {
+    pub const LEN: usize = 4;
+    /// Placement type bit: make prior writes globally visible (`IB_FLUSH_GLOBAL`).
+    pub const GLOBAL: u8 = 1;
+    /// Placement type bit: make prior writes persistent (`IB_FLUSH_PERSISTENT`).
+    pub const PERSISTENT: u8 = 2;
+    /// Selectivity level: the range in the RETH (`IB_FLUSH_RANGE`).
+    pub const RANGE: u8 = 0;
+    /// Selectivity level: the whole memory region (`IB_FLUSH_MR`).
+    pub const MR: u8 = 1;
+}
+
 /// ACK extended transport header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Aeth {
@@ -476,6 +520,7 @@ impl Deth {
 /// Extended transport headers present in one packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExtHeaders {
+    pub feth: Option<Feth>,
     pub reth: Option<Reth>,
     pub aeth: Option<Aeth>,
     pub atomic: Option<AtomicEth>,
@@ -599,6 +644,7 @@ impl Packet {
         };
         let e = &self.ext;
         l.reth == e.reth.is_some()
+            && l.feth == e.feth.is_some()
             && l.aeth == e.aeth.is_some()
             && l.atomic == e.atomic.is_some()
             && l.atomic_ack == e.atomic_ack.is_some()
@@ -662,6 +708,12 @@ mod tests {
         assert_eq!(Opcode::UC_WRITE_ONLY_IMM.ext_header_len(), Some(20));
         assert_eq!(Opcode::UC_SEND_LAST_IMM.ext_header_len(), Some(4));
         assert_eq!(Opcode::UC_SEND_MIDDLE.ext_header_len(), Some(0));
+        // IBTA 1.5: FLUSH is FETH + RETH, ATOMIC WRITE a RETH (and 8 bytes of payload).
+        assert_eq!(Opcode::RC_FLUSH.ext_header_len(), Some(20));
+        assert_eq!(Opcode::RC_ATOMIC_WRITE.ext_header_len(), Some(16));
+        assert!(!Opcode::RC_FLUSH.layout().unwrap().payload);
+        assert!(Opcode::RC_ATOMIC_WRITE.layout().unwrap().payload);
+        assert_eq!(Opcode::RC_FLUSH.to_uc(), None);
         assert_eq!(Opcode(0x2c).layout(), None);
         assert_eq!(Opcode(0x31).layout(), None);
         assert_eq!(Opcode(0x40).layout(), None);

@@ -15,7 +15,40 @@ bitflags! {
         const REMOTE_WRITE = 1 << 1;
         const REMOTE_READ = 1 << 2;
         const REMOTE_ATOMIC = 1 << 3;
+        /// The target of FLUSH with the global-visibility placement type (IBTA 1.5).
+        const FLUSH_GLOBAL = 1 << 8;
+        /// The target of FLUSH with the persistence placement type. Guest memory has no
+        /// persistence domain: a VF refuses to register an MR with it (as rxe does for memory
+        /// that is not pmem).
+        const FLUSH_PERSISTENT = 1 << 9;
     }
+}
+
+bitflags! {
+    /// What a FLUSH makes durable (`enum ib_placement_type`, the FETH placement bits).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub struct FlushPlacement: u8 {
+        const GLOBAL = 1 << 0;
+        const PERSISTENT = 1 << 1;
+    }
+}
+
+impl JsonSchema for FlushPlacement {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FlushPlacement".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        flags_schema::<FlushPlacement>("FLUSH placement type")
+    }
+}
+
+/// Which memory a FLUSH covers (`enum ib_selectivity_level`, the FETH selectivity field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum FlushLevel {
+    /// The range `[remote_addr, remote_addr + len)`.
+    Range,
+    /// The whole memory region the R_Key names (`remote_addr` and `len` are not checked).
+    Mr,
 }
 
 bitflags! {
@@ -104,6 +137,24 @@ pub enum SendOp {
     LocalInv {
         key: MemKey,
     },
+    /// ATOMIC WRITE (IBTA 1.5): the 8 bytes of `value` (in memory order, as
+    /// `ibv_wr_atomic_write` takes them) stored at the 8-byte aligned `remote_addr` as one
+    /// indivisible write, after every earlier request of the QP has executed. RC only.
+    AtomicWrite {
+        remote_addr: u64,
+        rkey: MemKey,
+        value: u64,
+    },
+    /// FLUSH (IBTA 1.5): completes once the writes the responder executed before it are
+    /// globally visible (or persistent) in `[remote_addr, remote_addr + len)` or the whole MR.
+    /// RC only.
+    Flush {
+        remote_addr: u64,
+        rkey: MemKey,
+        len: u32,
+        placement: FlushPlacement,
+        level: FlushLevel,
+    },
 }
 
 impl SendOp {
@@ -117,15 +168,27 @@ impl SendOp {
             SendOp::CmpSwap { .. } => WcOpcode::CmpSwap,
             SendOp::FetchAdd { .. } => WcOpcode::FetchAdd,
             SendOp::LocalInv { .. } => WcOpcode::LocalInv,
+            SendOp::AtomicWrite { .. } => WcOpcode::AtomicWrite,
+            SendOp::Flush { .. } => WcOpcode::Flush,
         }
     }
 
-    /// READ and atomics need responder resources and obey `max_rd_atomic` and fences.
+    /// READ, atomics, ATOMIC WRITE and FLUSH need responder resources, obey `max_rd_atomic`
+    /// and fences, and are answered by a response packet rather than an ACK.
     pub fn is_read_or_atomic(&self) -> bool {
         matches!(
             self,
-            SendOp::Read { .. } | SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. }
+            SendOp::Read { .. }
+                | SendOp::CmpSwap { .. }
+                | SendOp::FetchAdd { .. }
+                | SendOp::AtomicWrite { .. }
+                | SendOp::Flush { .. }
         )
+    }
+
+    /// ATOMIC WRITE and FLUSH: answered by a zero-length READ RESPONSE ONLY.
+    pub fn is_flush_or_atomic_write(&self) -> bool {
+        matches!(self, SendOp::AtomicWrite { .. } | SendOp::Flush { .. })
     }
 
     pub fn is_atomic(&self) -> bool {
@@ -263,6 +326,9 @@ pub enum WcOpcode {
     LocalInv,
     Recv,
     RecvRdmaWithImm,
+    /// Appended (a variant's index is its checkpoint encoding).
+    Flush,
+    AtomicWrite,
 }
 
 /// A work completion (`ibv_wc`).

@@ -5,7 +5,8 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use vhca_device::packet::{
-    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Opcode, Packet, Payload, Reth, Syndrome,
+    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Feth, Opcode, Packet, Payload, Reth,
+    Syndrome,
 };
 use vhca_device::{
     Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, Msn, Mtu, Nanos, PdHandle, Psn, QpAttr,
@@ -106,6 +107,8 @@ fn packet(l: Live) -> impl Strategy<Value = Packet> {
                 imm,
                 ieth: ieth.map(MemKey),
                 deth,
+                // A FETH from the FLUSH opcode's own arm below: random bits of its two fields.
+                feth: None,
             };
             if follow {
                 if let Some(layout) = op.layout() {
@@ -140,6 +143,12 @@ fn packet(l: Live) -> impl Strategy<Value = Packet> {
                     }
                     if !pick(layout.ieth, ext.ieth.is_some()) {
                         ext.ieth = layout.ieth.then_some(MemKey(0x101));
+                    }
+                    if layout.feth {
+                        ext.feth = Some(Feth {
+                            placement: (psn & 0xf) as u8,
+                            selectivity: ((psn >> 4) & 3) as u8,
+                        });
                     }
                     if !pick(layout.deth, ext.deth.is_some()) {
                         ext.deth = layout.deth.then_some(Deth {

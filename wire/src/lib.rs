@@ -29,6 +29,7 @@ pub mod atomic_eth;
 pub mod bth;
 pub mod deth;
 pub mod ethernet;
+pub mod feth;
 pub mod icrc;
 pub mod ieth;
 pub mod immdt;
@@ -67,7 +68,7 @@ pub enum WireError {
     /// A header field holds a value this implementation does not accept.
     #[error("{what}: unsupported value {value:#x}")]
     Unsupported { what: &'static str, value: u32 },
-    /// The BTH opcode is not one vhca implements (RD, XRC, CNP, FLUSH, ...).
+    /// The BTH opcode is not one vhca implements (RD, XRC, CNP, ...).
     #[error("BTH opcode {0:#04x} is not supported")]
     UnsupportedOpcode(u8),
     /// The frame is valid but not RoCEv2 (another EtherType, protocol or UDP port).

@@ -13,8 +13,8 @@
 
 use super::icrc::{self, ICRC_LEN};
 use super::{
-    aeth, atomic_ack_eth, atomic_eth, bth, check_len, deth, ethernet, ieth, immdt, ipv4, ipv6,
-    reth, udp, Result, WireError,
+    aeth, atomic_ack_eth, atomic_eth, bth, check_len, deth, ethernet, feth, ieth, immdt, ipv4,
+    ipv6, reth, udp, Result, WireError,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use vhca_device::packet::{Bth, ExtHeaders, Layout, Payload};
@@ -224,13 +224,19 @@ fn write_body(pkt: &Packet, layout: &Layout, pad: usize, out: &mut [u8]) -> Resu
     bth::Repr(b).emit(&mut bth::Packet::new_unchecked(&mut out[..bth::HEADER_LEN]));
     let mut at = bth::HEADER_LEN;
     let e = &pkt.ext;
-    // IBTA order: DETH, RETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH. `check_encodable`
-    // made sure each header is present exactly when the layout wants it.
+    // IBTA order: DETH, FETH, RETH, AtomicETH, AETH, AtomicAckETH, ImmDt, IETH.
+    // `check_encodable` made sure each header is present exactly when the layout wants it.
     if let Some(d) = e.deth {
         deth::Repr(d).emit(&mut deth::Packet::new_unchecked(
             &mut out[at..at + deth::HEADER_LEN],
         ));
         at += deth::HEADER_LEN;
+    }
+    if let Some(f) = e.feth {
+        feth::Repr(f).emit(&mut feth::Packet::new_unchecked(
+            &mut out[at..at + feth::HEADER_LEN],
+        ));
+        at += feth::HEADER_LEN;
     }
     if let Some(r) = e.reth {
         reth::Repr(r).emit(&mut reth::Packet::new_unchecked(
@@ -320,6 +326,11 @@ fn read_body(body: &[u8]) -> Result<(Bth, ExtHeaders, &[u8])> {
         let p = deth::Packet::new_checked(rest)?;
         ext.deth = Some(deth::Repr::parse(&p)?.0);
         take(&mut rest, deth::HEADER_LEN);
+    }
+    if layout.feth {
+        let p = feth::Packet::new_checked(rest)?;
+        ext.feth = Some(feth::Repr::parse(&p)?.0);
+        take(&mut rest, feth::HEADER_LEN);
     }
     if layout.reth {
         let p = reth::Packet::new_checked(rest)?;

@@ -3,12 +3,12 @@
 //! `test-support` feature, which only dev-dependencies turn on.
 
 use vhca_device::packet::{
-    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Opcode, Payload, Reth, Syndrome,
+    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Feth, Opcode, Payload, Reth, Syndrome,
 };
 use vhca_device::{Gid, MemKey, Msn, Packet, Psn, Qpn};
 
 /// Every opcode the device implements.
-pub const ALL_OPCODES: [Opcode; 37] = [
+pub const ALL_OPCODES: [Opcode; 39] = [
     Opcode::RC_SEND_FIRST,
     Opcode::RC_SEND_MIDDLE,
     Opcode::RC_SEND_LAST,
@@ -32,6 +32,8 @@ pub const ALL_OPCODES: [Opcode; 37] = [
     Opcode::RC_FETCH_ADD,
     Opcode::RC_SEND_LAST_INV,
     Opcode::RC_SEND_ONLY_INV,
+    Opcode::RC_FLUSH,
+    Opcode::RC_ATOMIC_WRITE,
     Opcode::UC_SEND_FIRST,
     Opcode::UC_SEND_MIDDLE,
     Opcode::UC_SEND_LAST,
@@ -90,6 +92,10 @@ pub fn hand_ext(op: Opcode) -> (ExtHeaders, bool) {
         qkey: 0x1111_1111,
         src_qp: Qpn(0x12),
     });
+    let feth = Some(Feth {
+        placement: Feth::GLOBAL | Feth::PERSISTENT,
+        selectivity: Feth::MR,
+    });
     let none = ExtHeaders::default();
     match op.base() {
         Opcode::RC_SEND_FIRST | Opcode::RC_SEND_MIDDLE => (none, true),
@@ -116,6 +122,8 @@ pub fn hand_ext(op: Opcode) -> (ExtHeaders, bool) {
         ),
         Opcode::RC_CMP_SWAP | Opcode::RC_FETCH_ADD => (ExtHeaders { atomic, ..none }, false),
         Opcode::RC_SEND_LAST_INV | Opcode::RC_SEND_ONLY_INV => (ExtHeaders { ieth, ..none }, true),
+        Opcode::RC_FLUSH => (ExtHeaders { feth, reth, ..none }, false),
+        Opcode::RC_ATOMIC_WRITE => (ExtHeaders { reth, ..none }, true),
         Opcode::UD_SEND_ONLY => (ExtHeaders { deth, ..none }, true),
         Opcode::UD_SEND_ONLY_IMM => (ExtHeaders { deth, imm, ..none }, true),
         other => panic!("no hand-written headers for {other:?}"),

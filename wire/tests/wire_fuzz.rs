@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::net::SocketAddr;
 use vhca_device::packet::{
-    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Opcode, Payload, Reth, Syndrome,
+    Aeth, AtomicAckEth, AtomicEth, Bth, Deth, ExtHeaders, Feth, Opcode, Payload, Reth, Syndrome,
 };
 use vhca_device::{Gid, Mac, MemKey, Msn, Packet, Psn, Qpn};
 use vhca_wire::roce::{self, FrameParams, Ipv4Ident};
@@ -58,6 +58,11 @@ fn random_packet(rng: &mut ChaCha8Rng) -> Packet {
     bth.ack_req = rng.gen();
     bth.pad = ((4 - plen % 4) % 4) as u8;
     let ext = ExtHeaders {
+        // Only the FETH's field bits travel (reserved bits are zero on the wire).
+        feth: l.feth.then(|| Feth {
+            placement: rng.gen::<u8>() & 0x0f,
+            selectivity: rng.gen::<u8>() & 0x03,
+        }),
         reth: l.reth.then(|| Reth {
             va: rng.gen(),
             rkey: MemKey(rng.gen()),

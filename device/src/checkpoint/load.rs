@@ -341,7 +341,9 @@ fn check_qp(q: &QpStateV2, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     }
     let resource_ok = |r: &RdAtomicResourceStateV2| match *r {
         RdAtomicResourceStateV2::Read { psn, npkts } => psn_ok(psn) && npkts <= l.max_msg_sz.max(1),
-        RdAtomicResourceStateV2::Atomic { psn, .. } => psn_ok(psn),
+        RdAtomicResourceStateV2::Atomic { psn, .. } | RdAtomicResourceStateV2::Answered { psn } => {
+            psn_ok(psn)
+        }
     };
     let out_ok = |o: &OutgoingStateV2| match *o {
         OutgoingStateV2::Ack { psn, msn, .. } | OutgoingStateV2::AtomicAck { psn, msn, .. } => {
@@ -472,6 +474,7 @@ fn responder(s: ResponderStateV2) -> Responder {
                 RdAtomicResourceStateV2::Atomic { psn, orig } => {
                     RdAtomicResource::Atomic { psn, orig }
                 }
+                RdAtomicResourceStateV2::Answered { psn } => RdAtomicResource::Answered { psn },
             })
             .collect(),
         out: s

@@ -224,8 +224,18 @@ pub enum InMessageStateV2 {
 /// A saved READ or atomic request (responder resources), for duplicates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RdAtomicResourceStateV2 {
-    Read { psn: Psn, npkts: u32 },
-    Atomic { psn: Psn, orig: u64 },
+    Read {
+        psn: Psn,
+        npkts: u32,
+    },
+    Atomic {
+        psn: Psn,
+        orig: u64,
+    },
+    /// Appended: an ATOMIC WRITE or FLUSH executed at `psn`.
+    Answered {
+        psn: Psn,
+    },
 }
 
 /// A response the responder still owes.
@@ -421,6 +431,7 @@ impl From<&RdAtomicResource> for RdAtomicResourceStateV2 {
         match *r {
             RdAtomicResource::Read { psn, npkts } => RdAtomicResourceStateV2::Read { psn, npkts },
             RdAtomicResource::Atomic { psn, orig } => RdAtomicResourceStateV2::Atomic { psn, orig },
+            RdAtomicResource::Answered { psn } => RdAtomicResourceStateV2::Answered { psn },
         }
     }
 }

@@ -79,6 +79,13 @@ impl Vf {
         {
             return Err(E::Invalid("remote write/atomic access needs local write"));
         }
+        // Guest memory has no persistence domain a FLUSH could reach; rxe refuses the flag
+        // for memory that is not pmem the same way.
+        if access.contains(Access::FLUSH_PERSISTENT) {
+            return Err(E::Invalid(
+                "FLUSH_PERSISTENT: guest memory is not persistent",
+            ));
+        }
         let probe = Mr {
             pd,
             iova,

@@ -231,7 +231,7 @@ impl Vf {
                 }
                 if wr.op.is_read_or_atomic() || matches!(wr.op, SendOp::SendWithInv { .. }) {
                     return Err(E::Invalid(
-                        "UC has no RDMA READ, atomics or SEND_WITH_INVALIDATE",
+                        "UC has no RDMA READ, atomics, ATOMIC WRITE, FLUSH or SEND_WITH_INVALIDATE",
                     ));
                 }
             }

@@ -8,8 +8,8 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use vhca_device::{
-    AhHandle, Gid, MemKey, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, WcOpcode, WcStatus,
-    WorkCompletion,
+    AhHandle, FlushLevel, FlushPlacement, Gid, MemKey, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge,
+    UdDest, WcOpcode, WcStatus, WorkCompletion,
 };
 
 /// Bytes of a send WQE before its SGEs or inline data.
@@ -73,6 +73,9 @@ pub mod op {
     pub const ATOMIC_CMP_AND_SWP: u8 = 6;
     pub const ATOMIC_FETCH_AND_ADD: u8 = 7;
     pub const LOCAL_INV: u8 = 8;
+    // 9 BIND_MW and 10 REG_MR are the memory-window and fast-register WQEs.
+    pub const ATOMIC_WRITE: u8 = 11;
+    pub const FLUSH: u8 = 12;
 }
 
 fn encode_sges(w: &mut Writer, sgl: &[Sge]) {
@@ -125,6 +128,28 @@ pub fn encode_send(wr: &SendWr, stride: u32) -> Vec<u8> {
             add,
         } => (op::ATOMIC_FETCH_AND_ADD, 0, remote_addr, rkey.0, add, 0),
         SendOp::LocalInv { key } => (op::LOCAL_INV, key.0, 0, 0, 0, 0),
+        SendOp::AtomicWrite {
+            remote_addr,
+            rkey,
+            value,
+        } => (op::ATOMIC_WRITE, 0, remote_addr, rkey.0, value, 0),
+        SendOp::Flush {
+            remote_addr,
+            rkey,
+            len,
+            placement,
+            level,
+        } => (
+            op::FLUSH,
+            len,
+            remote_addr,
+            rkey.0,
+            placement.bits() as u64,
+            match level {
+                FlushLevel::Range => 0,
+                FlushLevel::Mr => 1,
+            },
+        ),
     };
     let inline = wr.flags.contains(SendFlags::INLINE);
     let ud = wr.ud.unwrap_or(UdDest {
@@ -210,6 +235,26 @@ pub fn decode_send(
         op::LOCAL_INV => SendOp::LocalInv {
             key: MemKey(imm_key),
         },
+        op::ATOMIC_WRITE => SendOp::AtomicWrite {
+            remote_addr,
+            rkey,
+            value: a,
+        },
+        op::FLUSH => SendOp::Flush {
+            remote_addr,
+            rkey,
+            len: imm_key,
+            placement: u8::try_from(a)
+                .ok()
+                .and_then(FlushPlacement::from_bits)
+                .filter(|p| !p.is_empty())
+                .ok_or(DecodeError::Invalid("FLUSH placement type"))?,
+            level: match bb {
+                0 => FlushLevel::Range,
+                1 => FlushLevel::Mr,
+                _ => return Err(DecodeError::Invalid("FLUSH selectivity level")),
+            },
+        },
         _ => return Err(DecodeError::Invalid("send opcode")),
     };
     let mut wr = SendWr::new(wr_id, op).flags(flags);
@@ -272,6 +317,8 @@ fn wc_opcode_code(o: WcOpcode) -> u8 {
         WcOpcode::CmpSwap => 3,
         WcOpcode::FetchAdd => 4,
         WcOpcode::LocalInv => 6,
+        WcOpcode::Flush => 8,
+        WcOpcode::AtomicWrite => 9,
         WcOpcode::Recv => 128,
         WcOpcode::RecvRdmaWithImm => 129,
     }
@@ -285,6 +332,8 @@ fn wc_opcode_from(c: u8) -> Option<WcOpcode> {
         3 => WcOpcode::CmpSwap,
         4 => WcOpcode::FetchAdd,
         6 => WcOpcode::LocalInv,
+        8 => WcOpcode::Flush,
+        9 => WcOpcode::AtomicWrite,
         128 => WcOpcode::Recv,
         129 => WcOpcode::RecvRdmaWithImm,
         _ => return None,
@@ -418,7 +467,45 @@ mod tests {
                 add: 3,
             },
             SendOp::LocalInv { key: k },
+            SendOp::AtomicWrite {
+                remote_addr: 0x6000,
+                rkey: k,
+                value: 0x0102_0304_0506_0708,
+            },
+            SendOp::Flush {
+                remote_addr: 0x7000,
+                rkey: k,
+                len: 4096,
+                placement: FlushPlacement::GLOBAL,
+                level: FlushLevel::Mr,
+            },
         ]
+    }
+
+    #[test]
+    fn a_flush_wqe_with_an_unknown_placement_or_level_is_malformed() {
+        let flush = |placement: u64, level: u64| {
+            let wr = SendWr::new(
+                1,
+                SendOp::Flush {
+                    remote_addr: 0,
+                    rkey: MemKey(1),
+                    len: 8,
+                    placement: FlushPlacement::GLOBAL,
+                    level: FlushLevel::Range,
+                },
+            );
+            let mut b = encode_send(&wr, 128);
+            b[32..40].copy_from_slice(&placement.to_le_bytes());
+            b[40..48].copy_from_slice(&level.to_le_bytes());
+            decode_send(&b, 4, 64, false)
+        };
+        assert!(flush(1, 0).is_ok());
+        assert!(flush(3, 1).is_ok());
+        assert!(flush(0, 0).is_err(), "a placement type naming nothing");
+        assert!(flush(4, 0).is_err(), "a reserved placement bit");
+        assert!(flush(0x101, 0).is_err(), "placement beyond 8 bits");
+        assert!(flush(1, 2).is_err(), "a reserved selectivity level");
     }
 
     #[test]

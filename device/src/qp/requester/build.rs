@@ -5,17 +5,20 @@
 
 use super::{SendWqe, MAX_PKT_PER_ACK};
 use crate::mr::KeyError;
-use crate::packet::{AtomicEth, Bth, ExtHeaders, Opcode, Packet, Payload, Reth};
+use crate::packet::{AtomicEth, Bth, ExtHeaders, Feth, Opcode, Packet, Payload, Reth};
 use crate::qp::Qp;
 use crate::resources::Resources;
 use crate::sgl::{check_sgl, sgl_segments};
 use crate::types::Psn;
-use crate::verbs::{Access, QpType, SendFlags, SendOp, WcStatus};
+use crate::verbs::{Access, FlushLevel, QpType, SendFlags, SendOp, WcStatus};
 
 pub(crate) fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     match op {
         SendOp::LocalInv { .. } => 0,
-        SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. } => 1,
+        SendOp::CmpSwap { .. }
+        | SendOp::FetchAdd { .. }
+        | SendOp::AtomicWrite { .. }
+        | SendOp::Flush { .. } => 1,
         _ => len.div_ceil(mtu).max(1),
     }
 }
@@ -49,7 +52,9 @@ pub(crate) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<()
             }
             check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::LOCAL_WRITE).map_err(key_status)
         }
-        SendOp::LocalInv { .. } => Ok(()),
+        // No local buffers; the responder checks the target (alignment included, as rxe's
+        // responder does: a misaligned ATOMIC WRITE is NAKed as an invalid request).
+        SendOp::LocalInv { .. } | SendOp::AtomicWrite { .. } | SendOp::Flush { .. } => Ok(()),
         _ => check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::empty()).map_err(key_status),
     }
 }
@@ -170,6 +175,40 @@ pub(crate) fn build_request(
             });
             Opcode::RC_FETCH_ADD
         }
+        SendOp::AtomicWrite {
+            remote_addr,
+            rkey,
+            value,
+        } => {
+            ext.reth = Some(Reth {
+                va: remote_addr,
+                rkey,
+                len: 8,
+            });
+            payload = Payload::Bytes(value.to_le_bytes().to_vec());
+            Opcode::RC_ATOMIC_WRITE
+        }
+        SendOp::Flush {
+            remote_addr,
+            rkey,
+            len,
+            placement,
+            level,
+        } => {
+            ext.feth = Some(Feth {
+                placement: placement.bits(),
+                selectivity: match level {
+                    FlushLevel::Range => Feth::RANGE,
+                    FlushLevel::Mr => Feth::MR,
+                },
+            });
+            ext.reth = Some(Reth {
+                va: remote_addr,
+                rkey,
+                len,
+            });
+            Opcode::RC_FLUSH
+        }
         SendOp::LocalInv { .. } => return Err(WcStatus::LocQpOpErr),
     };
     if last {
@@ -200,6 +239,7 @@ pub(crate) fn build_request(
     let ack_req = !uc
         && (last
             || opcode.is_atomic()
+            || opcode.is_flush_or_atomic_write()
             || opcode == Opcode::RC_READ_REQUEST
             || qp.req.since_ack_req + 1 >= MAX_PKT_PER_ACK);
     bth.ack_req = ack_req;

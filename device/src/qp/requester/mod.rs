@@ -148,10 +148,18 @@ pub fn make_wqe(
             return Err(E::Invalid("inline data only for SEND and RDMA WRITE"));
         }
     }
-    let len64 = if inline {
-        wr.inline_data.len() as u64
-    } else {
-        sgl_len(&wr.sgl)
+    let len64 = match wr.op {
+        // ATOMIC WRITE carries its 8 bytes in the WR and FLUSH moves no data: neither has
+        // local buffers (rxe's WR_ATOMIC_WRITE_MASK / WR_FLUSH_MASK take no SGEs).
+        SendOp::AtomicWrite { .. } | SendOp::Flush { .. } if !wr.sgl.is_empty() => {
+            return Err(E::Invalid(
+                "ATOMIC WRITE and FLUSH take no scatter/gather list",
+            ));
+        }
+        SendOp::AtomicWrite { .. } => 8,
+        SendOp::Flush { len, .. } => len as u64,
+        _ if inline => wr.inline_data.len() as u64,
+        _ => sgl_len(&wr.sgl),
     };
     if len64 > limits_msg as u64 {
         return Err(E::Invalid("message larger than max_msg_sz"));

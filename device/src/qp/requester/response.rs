@@ -118,18 +118,19 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: &Packet, now: Nanos) 
         res.counters.rx_dropped += 1;
         return;
     };
-    let (first_psn, resp_pkts, len, is_read) = {
+    let (first_psn, resp_pkts, len, is_read, empty_answer) = {
         let w = &qp.req.sq[idx];
         (
             w.first_psn,
             w.resp_pkts,
             w.len,
             matches!(w.op, SendOp::Read { .. }),
+            w.op.is_flush_or_atomic_write(),
         )
     };
     let expected = first_psn.add(resp_pkts);
     let d = p.diff(expected);
-    if d < 0 || !is_read {
+    if d < 0 || !(is_read || empty_answer) {
         // A duplicate of a response already taken (or one for nothing we asked).
         res.counters.rx_dropped += 1;
         return;
@@ -144,8 +145,26 @@ fn on_read_response(qp: &mut Qp, res: &mut Resources, pkt: &Packet, now: Nanos) 
         implied_nak(qp, res, now);
         return;
     }
-    let mtu = qp.mtu();
     let op = pkt.bth.opcode;
+    if empty_answer {
+        // ATOMIC WRITE and FLUSH are answered by one zero-length READ RESPONSE ONLY (rxe's
+        // send_read_response_ack); anything else at their PSN is a bad response.
+        if op != Opcode::RC_READ_RESP_ONLY || !pkt.payload.is_empty() {
+            fail_head(qp, res, WcStatus::BadRespErr);
+            return;
+        }
+        ack_through(qp, first_psn.sub(1));
+        let w = &mut qp.req.sq[idx];
+        w.resp_pkts = 1;
+        w.done = Some(WcStatus::Success);
+        let new_una = first_psn.add(1);
+        if qp.req.una.before(new_una) {
+            qp.req.una = new_una;
+        }
+        progressed(qp, now);
+        return;
+    }
+    let mtu = qp.mtu();
     let is_first = matches!(op, Opcode::RC_READ_RESP_FIRST | Opcode::RC_READ_RESP_ONLY);
     let is_last = matches!(op, Opcode::RC_READ_RESP_LAST | Opcode::RC_READ_RESP_ONLY);
     let off = resp_pkts * mtu;

@@ -54,6 +54,21 @@ pub(super) fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
         }
         return;
     }
+    if op.is_flush_or_atomic_write() {
+        // Only if this responder executed it (rxe: find_resource; otherwise a class D drop).
+        let known = qp
+            .resp
+            .resources
+            .iter()
+            .any(|r| matches!(r, RdAtomicResource::Answered { psn: p } if *p == psn));
+        if known {
+            let msn = qp.resp.msn;
+            qp.resp
+                .out
+                .push_back(super::placement::empty_read_response(psn, msn));
+        }
+        return;
+    }
     if op.is_atomic() {
         let saved = qp.resp.resources.iter().find_map(|r| match r {
             RdAtomicResource::Atomic { psn: p, orig } if *p == psn => Some(*orig),

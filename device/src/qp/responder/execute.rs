@@ -53,7 +53,10 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
             Opcode::RC_WRITE_MIDDLE | Opcode::RC_WRITE_LAST | Opcode::RC_WRITE_LAST_IMM
         )
     );
-    let starts = op.is_first() || op == Opcode::RC_READ_REQUEST || op.is_atomic();
+    let starts = op.is_first()
+        || op == Opcode::RC_READ_REQUEST
+        || op.is_atomic()
+        || op.is_flush_or_atomic_write();
     if !(continues || (qp.resp.current.is_none() && starts)) {
         return Err(invalid());
     }
@@ -317,6 +320,10 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
             .push_back(Outgoing::AtomicAck { psn, orig, msn });
         qp.resp.epsn = psn.add(1);
         return Ok(());
+    } else if op == Opcode::RC_ATOMIC_WRITE && qp.qp_type() == crate::verbs::QpType::Rc {
+        return super::placement::atomic_write(qp, res, pkt);
+    } else if op == Opcode::RC_FLUSH && qp.qp_type() == crate::verbs::QpType::Rc {
+        return super::placement::flush(qp, res, pkt);
     } else {
         return Err(invalid());
     }

@@ -5,15 +5,18 @@
 //! - expected PSN: execute; ACK if AckReq (coalesced with a not-yet-sent earlier ACK);
 //! - a PSN ahead: one PSN-sequence-error NAK for the gap, then silence until the gap fills;
 //! - a PSN behind (duplicate): SEND/WRITE re-ACKed with `expected − 1`, READ re-executed,
-//!   atomic answered from the saved result without running it again.
+//!   atomic answered from the saved result without running it again, ATOMIC WRITE and FLUSH
+//!   answered again with their zero-length READ RESPONSE ONLY.
 //!
 //! This module holds the responder's state and the per-PSN dispatch above; the work is split
 //! by job: `execute.rs` runs a request at the expected PSN (SEND, WRITE, READ, atomic, into
-//! receive WQEs and guest memory), `duplicate.rs` answers a request seen before, and
+//! receive WQEs and guest memory), `placement.rs` runs ATOMIC WRITE and FLUSH (IBTA 1.5),
+//! `duplicate.rs` answers a request seen before, and
 //! `transmit.rs` ([`next_packet`]) turns queued answers into response packets.
 
 mod duplicate;
 mod execute;
+mod placement;
 mod transmit;
 
 pub use transmit::next_packet;
@@ -46,8 +49,19 @@ pub enum InMessage {
 /// Saved READ/atomic request, for duplicates (the responder resources of IBTA 9.7.5.1.3).
 #[derive(Clone, Debug)]
 pub enum RdAtomicResource {
-    Read { psn: Psn, npkts: u32 },
-    Atomic { psn: Psn, orig: u64 },
+    Read {
+        psn: Psn,
+        npkts: u32,
+    },
+    Atomic {
+        psn: Psn,
+        orig: u64,
+    },
+    /// An ATOMIC WRITE or FLUSH executed at `psn`: a duplicate is answered with the same
+    /// zero-length READ RESPONSE ONLY, without executing again.
+    Answered {
+        psn: Psn,
+    },
 }
 
 /// Something the responder must still send, in PSN order.
