@@ -6,9 +6,9 @@
 //! RTS, post and poll.
 
 use vhca_device::{
-    Access, AhAttr, CqHandle, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr, QpAttrMask as M, QpCap,
-    QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, Verbs,
-    VerbsError, VerbsResult, WcOpcode, WcStatus, WorkCompletion,
+    Access, AhAttr, CqHandle, FlushLevel, FlushPlacement, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr,
+    QpAttrMask as M, QpCap, QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr,
+    Sge, UdDest, Verbs, VerbsError, VerbsResult, WcOpcode, WcStatus, WorkCompletion,
 };
 
 /// What two sides exchange out of band before connecting (the 52-byte message of
@@ -525,6 +525,123 @@ pub fn rc_invalidate<A: Verbs, B: Verbs>(
     if w[0].status != WcStatus::RemAccessErr {
         return Err(VerbsError::Invalid(
             "a WRITE with an invalidated key did not fail",
+        ));
+    }
+    Ok(())
+}
+
+/// ATOMIC WRITE and FLUSH (IBTA 1.5) over a connected RC pair: `b` opens its QP and a second
+/// key over its buffer to FLUSH_GLOBAL (an RTS→RTS modify of its access flags), `a` WRITEs a
+/// block, FLUSHes that range, ATOMIC WRITEs `value` into the 8 bytes after it and FLUSHes the
+/// whole region; every completion must succeed with its own opcode and `b`'s memory must hold
+/// the block and the value. Then a misaligned ATOMIC WRITE must fail with REM_INV_REQ_ERR,
+/// which ends the connection (ERR on both sides).
+pub fn rc_placement<A: Verbs, B: Verbs>(
+    a: &mut A,
+    ea: &Endpoint,
+    b: &mut B,
+    eb: &Endpoint,
+    value: u64,
+) -> VerbsResult<()> {
+    let size = 256u32;
+    if ea.len < size as u64 || eb.len < size as u64 + 16 {
+        return Err(VerbsError::Invalid("buffers too small for rc_placement"));
+    }
+    let flushable = FULL_ACCESS | Access::FLUSH_GLOBAL;
+    let open = QpAttr {
+        qp_state: QpState::Rts,
+        qp_access_flags: flushable,
+        ..QpAttr::default()
+    };
+    b.modify_qp(eb.qpn, &open, M::ACCESS_FLAGS)?;
+    let target = b.reg_mr(eb.pd, eb.buf, eb.len, flushable)?;
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(13) ^ 0xa5)
+        .collect();
+    a.write_buf(ea.buf, &data)?;
+    let ops = [
+        (
+            40,
+            SendOp::Write {
+                remote_addr: eb.buf,
+                rkey: target,
+            },
+            WcOpcode::RdmaWrite,
+        ),
+        (
+            41,
+            SendOp::Flush {
+                remote_addr: eb.buf,
+                rkey: target,
+                len: size,
+                placement: FlushPlacement::GLOBAL,
+                level: FlushLevel::Range,
+            },
+            WcOpcode::Flush,
+        ),
+        (
+            42,
+            SendOp::AtomicWrite {
+                remote_addr: eb.buf + size as u64,
+                rkey: target,
+                value,
+            },
+            WcOpcode::AtomicWrite,
+        ),
+        (
+            43,
+            SendOp::Flush {
+                remote_addr: 0,
+                rkey: target,
+                len: 0,
+                placement: FlushPlacement::GLOBAL,
+                level: FlushLevel::Mr,
+            },
+            WcOpcode::Flush,
+        ),
+    ];
+    for (id, op, _) in ops {
+        let mut wr = SendWr::new(id, op);
+        if id == 40 {
+            wr = wr.sge(Sge {
+                addr: ea.buf,
+                len: size,
+                lkey: ea.key,
+            });
+        }
+        a.post_send(ea.qpn, &wr)?;
+    }
+    let w = wait(a, ea.cq, ops.len(), 1_000_000)?;
+    expect_ok(&w)?;
+    let got: Vec<(u64, WcOpcode)> = w.iter().map(|c| (c.wr_id, c.opcode)).collect();
+    let want: Vec<(u64, WcOpcode)> = ops.iter().map(|(id, _, o)| (*id, *o)).collect();
+    if got != want {
+        return Err(VerbsError::Invalid(
+            "ATOMIC WRITE/FLUSH completed out of order or wrong",
+        ));
+    }
+    if b.read_buf(eb.buf, size as usize)? != data
+        || b.read_buf(eb.buf + size as u64, 8)? != value.to_le_bytes()
+    {
+        return Err(VerbsError::Invalid(
+            "ATOMIC WRITE/FLUSH target holds the wrong bytes",
+        ));
+    }
+    a.post_send(
+        ea.qpn,
+        &SendWr::new(
+            44,
+            SendOp::AtomicWrite {
+                remote_addr: eb.buf + 4,
+                rkey: target,
+                value,
+            },
+        ),
+    )?;
+    let w = wait(a, ea.cq, 1, 1_000_000)?;
+    if w[0].status != WcStatus::RemInvReqErr {
+        return Err(VerbsError::Invalid(
+            "a misaligned ATOMIC WRITE did not fail",
         ));
     }
     Ok(())

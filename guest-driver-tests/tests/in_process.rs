@@ -4,7 +4,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use vhca_device::{Mtu, Psn};
 use vhca_fabric::{Context, FaultConfig, FaultLevel, World, WorldConfig};
-use vhca_guest::programs::{rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, ud_exchange};
+use vhca_guest::programs::{
+    rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, rc_placement, ud_exchange,
+};
 
 fn two_contexts(faults: FaultConfig) -> (Context, Context) {
     let mut w = World::new(WorldConfig {
@@ -49,6 +51,21 @@ fn every_opcode_program_runs_in_process() {
     for size in [0, 1, 4096, 70_000] {
         rc_every_opcode(&mut a, &ea, &mut b, &eb, size).unwrap();
     }
+}
+
+#[test]
+fn atomic_write_and_flush_program_runs_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::level(FaultLevel::Heavy));
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 12,
+        16,
+        (Psn(7), Psn(0xffffff)),
+        Mtu::Mtu256,
+    )
+    .unwrap();
+    rc_placement(&mut a, &ea, &mut b, &eb, 0x1122_3344_5566_7788).unwrap();
 }
 
 #[test]

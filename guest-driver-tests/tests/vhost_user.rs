@@ -8,7 +8,8 @@ use std::time::Duration;
 use vhca_device::{Mtu, Psn, QpState, Verbs, VerbsError, WcStatus};
 use vhca_guest::context::status_to_error;
 use vhca_guest::programs::{
-    rc_endpoint, rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, ud_exchange, wait, Endpoint,
+    rc_endpoint, rc_every_opcode, rc_invalidate, rc_pair, rc_pingpong, rc_placement, ud_exchange,
+    wait, Endpoint,
 };
 use vhca_guest::serve::ServeProcess;
 use vhca_guest::virtq::{Buf, RawDesc, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
@@ -137,6 +138,21 @@ fn invalidation_opcodes_run_over_vhost_user() {
         qa.qp_state,
         QpState::Err,
         "a remote access error ends the connection"
+    );
+    still_works(&mut a, &mut b);
+}
+
+#[test]
+fn atomic_write_and_flush_run_over_vhost_user() {
+    let s = server();
+    let (mut a, mut b) = (open(&s, 0), open(&s, 1));
+    let (ea, eb) = connected(&mut a, &mut b, 1 << 16, 16, Mtu::Mtu1024);
+    rc_placement(&mut a, &ea, &mut b, &eb, 0x0807_0605_0403_0201).unwrap();
+    let (qa, _) = a.query_qp(ea.qpn).unwrap();
+    assert_eq!(
+        qa.qp_state,
+        QpState::Err,
+        "the misaligned ATOMIC WRITE's NAK ends the connection"
     );
     still_works(&mut a, &mut b);
 }

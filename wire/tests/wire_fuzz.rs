@@ -223,5 +223,5 @@ proptest! {
 
 #[test]
 fn opcode_list_is_the_devices() {
-    assert_eq!(opcodes().len(), 37);
+    assert_eq!(opcodes().len(), 39);
 }
