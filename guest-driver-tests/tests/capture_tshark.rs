@@ -13,7 +13,7 @@ use std::time::Duration;
 use vhca_device::{Mtu, Packet, Psn};
 use vhca_fabric::capture::Capture;
 use vhca_fabric::{Context, World, WorldConfig};
-use vhca_guest::programs::{rc_every_opcode, rc_pair};
+use vhca_guest::programs::{rc_every_opcode, rc_pair, rc_placement};
 
 /// The fields compared: opcode, destination QP, PSN, RETH (or AtomicETH) VA and R_Key, RETH
 /// DMA length, AETH syndrome and MSN (absent headers: None).
@@ -147,4 +147,169 @@ fn tshark_decodes_a_capture_of_every_opcode() {
     // without immediate, READ request and responses, ACKs and atomics.
     let ops: std::collections::BTreeSet<u8> = want.iter().map(|f| f[0].unwrap() as u8).collect();
     assert!(ops.len() >= 18, "opcodes seen: {ops:?}");
+}
+
+/// A tshark whose InfiniBand dissector knows IBTA 1.5's FLUSH and ATOMIC WRITE (Wireshark ≥
+/// 4.2): the host's, or the one in the trixie chroot the QEMU stages use (`.ci/run` builds it,
+/// with tshark 4.4, before the tests). Returns the command prefix and the directory a capture
+/// must be in for it to read it (the chroot's /tmp, as a host path and as its own path).
+fn ib15_tshark() -> Option<(Vec<String>, std::path::PathBuf, std::path::PathBuf)> {
+    let knows = |cmd: &[String]| {
+        Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(["-G", "fields"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("\tinfiniband.feth\t"))
+            .unwrap_or(false)
+    };
+    let host = vec!["tshark".to_string()];
+    if knows(&host) {
+        let d = std::env::temp_dir();
+        return Some((host, d.clone(), d));
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-chroot");
+    let chrooted = vec![
+        "chroot".to_string(),
+        root.to_string_lossy().into_owned(),
+        "tshark".to_string(),
+    ];
+    if root.join("usr/bin/tshark").exists() && knows(&chrooted) {
+        return Some((chrooted, root.join("tmp"), "/tmp".into()));
+    }
+    None
+}
+
+/// ATOMIC WRITE and FLUSH on the wire, read back by tshark: the `rc_placement` program on two
+/// in-process VFs with a capture. The host's tshark (4.0 on bookworm, which predates IBTA 1.5's
+/// opcodes) must read every packet's opcode number and PSN as sent; a tshark that knows IBTA
+/// 1.5 must also name opcodes 0x1c and 0x1d, find FLUSH's FETH and RETH and ATOMIC WRITE's
+/// RETH, and see the READ RESPONSE ONLY answering each. Under CI both are required.
+#[test]
+fn tshark_decodes_atomic_write_and_flush() {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    if !tshark_available() {
+        assert!(
+            !ci,
+            "tshark is not installed, but CI must run this test (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: tshark not installed (apt-get install tshark)");
+        return;
+    }
+    let newer = ib15_tshark();
+    let dir = match &newer {
+        Some((_, host_dir, _)) => host_dir.clone(),
+        None => std::env::temp_dir(),
+    };
+    let name = format!("vhca-placement-{}.pcap", std::process::id());
+    let path = dir.join(&name);
+    let sent: Rc<RefCell<Vec<Packet>>> = Rc::default();
+    {
+        let mut w = World::new(WorldConfig {
+            latency_ns: 1_000,
+            ..Default::default()
+        });
+        let p0 = w.add_pf(2);
+        let a = w.add_vf(p0).unwrap();
+        let b = w.add_vf(p0).unwrap();
+        let mut cap = Capture::create(&path).unwrap();
+        let log = sent.clone();
+        w.tap = Some(Box::new(move |now, p: &Packet| {
+            log.borrow_mut().push(p.clone());
+            cap.packet(Duration::from_nanos(now.0), p);
+        }));
+        let shared = Rc::new(RefCell::new(w));
+        let (mut a, mut b) = (Context::open(&shared, a), Context::open(&shared, b));
+        let (ea, eb) =
+            rc_pair(&mut a, &mut b, 1 << 12, 16, (Psn(5), Psn(9)), Mtu::Mtu1024).unwrap();
+        rc_placement(&mut a, &ea, &mut b, &eb, 0x1122_3344_5566_7788).unwrap();
+    }
+    let sent = sent.borrow();
+    let run = |cmd: &[String], file: &std::path::Path, fields: &[&str]| -> Vec<Vec<String>> {
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..])
+            .arg("-r")
+            .arg(file)
+            .args(["--disable-protocol", "rpcordma"])
+            .args(["-T", "fields", "-E", "separator=|"]);
+        for f in fields {
+            c.args(["-e", f]);
+        }
+        let out = c.output().expect("run tshark");
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('|').map(|f| f.trim().to_string()).collect())
+            .collect()
+    };
+    // Every tshark: opcode numbers and PSNs, packet by packet.
+    let got = run(
+        &["tshark".to_string()],
+        &path,
+        &["infiniband.bth.opcode", "infiniband.bth.psn"],
+    );
+    let want: Vec<Vec<String>> = sent
+        .iter()
+        .map(|p| vec![p.bth.opcode.0.to_string(), p.bth.psn.0.to_string()])
+        .collect();
+    assert_eq!(got, want);
+    let ops: Vec<u8> = sent.iter().map(|p| p.bth.opcode.0).collect();
+    assert_eq!(
+        ops.iter().filter(|o| **o == 0x1c).count(),
+        2,
+        "two FLUSHes: {ops:?}"
+    );
+    assert_eq!(
+        ops.iter().filter(|o| **o == 0x1d).count(),
+        2,
+        "two ATOMIC WRITEs: {ops:?}"
+    );
+    let Some((cmd, _, inside)) = newer else {
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            !ci,
+            "CI must have a tshark that knows FLUSH (the trixie chroot's 4.4)"
+        );
+        eprintln!("SKIPPED the IBTA 1.5 names: no tshark here knows FLUSH and ATOMIC WRITE");
+        return;
+    };
+    let got = run(
+        &cmd,
+        &inside.join(&name),
+        &[
+            "_ws.col.Info",
+            "infiniband.feth",
+            "infiniband.reth.va",
+            "infiniband.reth.r_key",
+            "infiniband.reth.dmalen",
+        ],
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got.len(), sent.len());
+    for (p, g) in sent.iter().zip(&got) {
+        let info = g[0].to_uppercase();
+        match p.bth.opcode.0 {
+            0x1c => {
+                assert!(info.contains("FLUSH"), "{info}");
+                // The FETH word as rxe lays it out (placement in bits 3-0, selectivity in
+                // 5-4; Wireshark splits the same word as 2-0 and 4-3, see docs/transport.md).
+                let f = p.ext.feth.unwrap();
+                let word = u32::from(f.placement) | u32::from(f.selectivity) << 4;
+                assert_eq!(g[1].replace(':', ""), format!("{word:08x}"), "{g:?}");
+            }
+            0x1d => assert!(info.contains("ATOMIC WRITE"), "{info}"),
+            0x10 => assert!(info.contains("READ RESPONSE ONLY"), "{info}"),
+            _ => {}
+        }
+        if p.bth.opcode.is_flush_or_atomic_write() {
+            let r = p.ext.reth.unwrap();
+            let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            assert_eq!(hex(&g[2]), r.va, "{g:?}");
+            assert_eq!(hex(&g[3]), u64::from(r.rkey.0), "{g:?}");
+            assert_eq!(g[4].parse::<u32>().unwrap(), r.len, "{g:?}");
+        }
+    }
 }

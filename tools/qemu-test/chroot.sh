@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds (once) a Debian trixie chroot holding QEMU 11.x from trixie-backports: the first
 # Debian QEMU whose `vhost-user-test-device-pci` is user-creatable. The host's own QEMU (7.2 on
-# bookworm) cannot attach a generic vhost-user device.
+# bookworm) cannot attach a generic vhost-user device. It also holds trixie's tshark (4.4), the
+# first whose InfiniBand dissector knows IBTA 1.5's FLUSH and ATOMIC WRITE (bookworm's 4.0 does
+# not); guest-driver-tests/tests/capture_tshark.rs reads captures with it.
 #
 #   QEMU_TEST_CHROOT=target/qemu-chroot tools/qemu-test/chroot.sh
 #
@@ -36,8 +38,24 @@ has_device() { # root
         qemu-system-x86_64 -device vhost-user-test-device-pci,help 2>/dev/null | grep -q 'virtio-id'
 }
 
+# The chroot's tshark must know FLUSH (IBTA 1.5).
+has_tshark() { # root
+    unshare --mount --propagation private -- chroot "$1" \
+        tshark -G fields 2>/dev/null | grep -q 'infiniband\.feth'
+}
+
 if [ -f "$root/.vhca-qemu-ready" ] && has_device "$root"; then
-    say "ready in $root ($(cat "$root/.vhca-qemu-ready"))"
+    if ! has_tshark "$root"; then
+        # A chroot built before tshark was part of it: add it rather than build it again.
+        say "adding tshark to $root"
+        unshare --mount --propagation private -- sh -c '
+            root=$1
+            mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" &&
+                exec chroot "$root" env DEBIAN_FRONTEND=noninteractive sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends tshark && apt-get clean"' \
+            sh "$root" >>"$root.log" 2>&1 || { tail -n 20 "$root.log" >&2; die "installing tshark into $root failed"; }
+        has_tshark "$root" || die "the chroot's tshark does not know FLUSH"
+    fi
+    say "ready in $root ($(cat "$root/.vhca-qemu-ready"), $(unshare --mount --propagation private -- chroot "$root" tshark --version 2>/dev/null | head -n1))"
     exit 0
 fi
 
@@ -78,19 +96,20 @@ in_root() {
         mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" &&
             mount --rbind /sys "$root/sys" && exec chroot "$root" "$@"' sh "$tmp" "$@"
 }
-say "apt-get install -t $suite-backports qemu-system-x86"
+say "apt-get install -t $suite-backports qemu-system-x86 tshark"
 if ! in_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$tmp.log" 2>&1; then
     tail -n 20 "$tmp.log" >&2
     skip "apt-get update inside the chroot failed"
 fi
 if ! in_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    -t "$suite-backports" qemu-system-x86 >>"$tmp.log" 2>&1; then
+    -t "$suite-backports" qemu-system-x86 tshark >>"$tmp.log" 2>&1; then
     tail -n 20 "$tmp.log" >&2
-    skip "qemu-system-x86 from $suite-backports is not installable here"
+    skip "qemu-system-x86 from $suite-backports (or tshark) is not installable here"
 fi
 in_root apt-get clean >/dev/null 2>&1 || true
 version=$(in_root qemu-system-x86_64 --version | head -n1)
 has_device "$tmp" || skip "$version has no user-creatable vhost-user-test-device-pci with virtio-id"
+has_tshark "$tmp" || die "the chroot's tshark does not know FLUSH"
 printf '%s\n' "$version" >"$tmp/.vhca-qemu-ready"
 mv "$tmp" "$root"
 mv "$tmp.log" "$root.log"
