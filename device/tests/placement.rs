@@ -387,3 +387,27 @@ fn an_answered_atomic_write_survives_a_checkpoint() {
         assert_eq!(after, before, "{c:?}");
     }
 }
+
+#[test]
+fn queued_and_in_flight_atomic_write_and_flush_survive_a_checkpoint() {
+    let (mut net, a, _b) = pair_with(&opts());
+    let remote = net.buf(1, 64, FLUSHABLE);
+    net.post_send(&a, atomic_write(1, remote.addr, remote.key, 3));
+    net.post_send(&a, flush(2, remote.addr, remote.key, 64, FlushLevel::Range));
+    // Both queued, then both sent (PSNs assigned, responses outstanding).
+    for sent in [false, true] {
+        if sent {
+            let now = net.now;
+            while net.vf(0).poll_transmit(now).is_some() {}
+        }
+        let now = net.now;
+        let before = serde_json::to_value(checkpoint::state_of(net.vf_ref(0), now)).unwrap();
+        for c in codec::all().iter().copied() {
+            let blob = checkpoint::save(net.vf_ref(0), now, c);
+            let back = checkpoint::load(&blob, VecMemory::shared(MEM_SIZE), now)
+                .unwrap_or_else(|e| panic!("{c:?}, sent {sent}: {e}"));
+            let after = serde_json::to_value(checkpoint::state_of(&back, now)).unwrap();
+            assert_eq!(after, before, "{c:?}, sent {sent}");
+        }
+    }
+}

@@ -91,6 +91,8 @@ fn demo_runs_every_opcode_over_a_lossy_fabric() {
         "ATOMIC_CMP_AND_SWP",
         "ATOMIC_FETCH_AND_ADD",
         "LOCAL_INV",
+        "ATOMIC_WRITE",
+        "FLUSH",
         "RECV",
         "UD_RECV",
     ] {

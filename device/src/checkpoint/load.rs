@@ -377,13 +377,24 @@ fn check_wqe(
     max_msg: u32,
     mtu: u32,
 ) -> Result<(), &'static str> {
-    match &w.inline {
-        Some(d) => {
+    match (&w.inline, w.op) {
+        // No local buffers: the length is the op's own (8 bytes stored, or the range flushed).
+        (None, SendOp::AtomicWrite { .. }) => {
+            if !w.sgl.is_empty() || w.len != 8 {
+                return Err("ATOMIC WRITE");
+            }
+        }
+        (None, SendOp::Flush { len, .. }) => {
+            if !w.sgl.is_empty() || w.len != len {
+                return Err("FLUSH");
+            }
+        }
+        (Some(d), _) => {
             if d.len() as u32 > max_inline || d.len() as u32 != w.len {
                 return Err("inline data");
             }
         }
-        None => {
+        (None, _) => {
             if w.sgl.len() as u32 > max_sge || crate::sgl::sgl_len(&w.sgl) != w.len as u64 {
                 return Err("SGL");
             }
@@ -393,11 +404,7 @@ fn check_wqe(
         return Err("length");
     }
     if w.started {
-        let expect = match w.op {
-            SendOp::LocalInv { .. } => 0,
-            SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. } => 1,
-            _ => w.len.div_ceil(mtu).max(1),
-        };
+        let expect = crate::qp::requester::npkts(&w.op, w.len, mtu);
         if w.npkts != expect || w.resp_pkts > w.npkts || !psn_ok(w.first_psn) {
             return Err("transport progress");
         }

@@ -286,6 +286,10 @@ pub fn run_plan_tapped(
     let mut retransmits = 0;
     let mut vf_counters = Vec::new();
     for a in world.vfs() {
+        if !world.has_vf(a) {
+            // Still in flight: a migration that could not finish, on record as a violation.
+            continue;
+        }
         let c = world.vf(a).counters();
         packets += c.tx_packets;
         retransmits += c.retransmits;

@@ -67,6 +67,8 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             rnr_retry: 7,
             min_rnr_timer: rng.gen_range(1..=14),
             max_rd_atomic: rp.max_rd_atomic,
+            // FLUSH needs FLUSH_GLOBAL on the QP and on the MR it names.
+            access: RcParams::default().access | Access::FLUSH_GLOBAL,
             ..RcParams::default()
         };
         let mk = |w: &mut World, v: VfAddr, side: usize| -> VerbsResult<End> {
@@ -380,6 +382,10 @@ impl Flow {
             }
             for s in 0..2 {
                 let e = &r.ends[s];
+                if !w.has_vf(e.q.vf) {
+                    // A migration that never finished is a violation already on record.
+                    continue;
+                }
                 if let Ok(b) = w.read(e.q.vf, e.atomic_word, 8) {
                     let v = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
                     if v != e.atomic_model {

@@ -14,6 +14,8 @@ pub(super) enum Kind {
     CmpSwap,
     FetchAdd,
     LocalInv,
+    AtomicWrite,
+    Flush,
 }
 
 impl Kind {
@@ -28,11 +30,13 @@ impl Kind {
             Kind::CmpSwap => "ATOMIC_CMP_AND_SWP",
             Kind::FetchAdd => "ATOMIC_FETCH_AND_ADD",
             Kind::LocalInv => "LOCAL_INV",
+            Kind::AtomicWrite => "ATOMIC_WRITE",
+            Kind::Flush => "FLUSH",
         }
     }
 }
 
-pub(super) const KINDS: [Kind; 9] = [
+pub(super) const KINDS: [Kind; 11] = [
     Kind::Send,
     Kind::SendImm,
     Kind::SendInv,
@@ -42,6 +46,8 @@ pub(super) const KINDS: [Kind; 9] = [
     Kind::CmpSwap,
     Kind::FetchAdd,
     Kind::LocalInv,
+    Kind::AtomicWrite,
+    Kind::Flush,
 ];
 
 #[derive(Debug)]
@@ -182,7 +188,7 @@ impl RcConn {
             let id = rng.gen::<u64>() >> 8;
             let max = self.plan.max_size;
             let len = match kind {
-                Kind::CmpSwap | Kind::FetchAdd => 8,
+                Kind::CmpSwap | Kind::FetchAdd | Kind::AtomicWrite => 8,
                 Kind::LocalInv => 0,
                 _ => {
                     if rng.gen_range(0..100) < 95 {
@@ -291,6 +297,29 @@ impl RcConn {
                         add,
                     }
                 }
+                Kind::AtomicWrite => {
+                    // Into the word the peer's atomics use: the CMP_SWAP/FETCH_ADD that run
+                    // after it must see its value, so the model checks it took effect once and
+                    // in PSN order among them.
+                    let value = rng.gen();
+                    peer.atomic_model = value;
+                    SendOp::AtomicWrite {
+                        remote_addr: peer.atomic_word,
+                        rkey: peer.key,
+                        value,
+                    }
+                }
+                Kind::Flush => SendOp::Flush {
+                    remote_addr: target,
+                    rkey: peer.key,
+                    len,
+                    placement: FlushPlacement::GLOBAL,
+                    level: if rng.gen_bool(0.5) {
+                        FlushLevel::Range
+                    } else {
+                        FlushLevel::Mr
+                    },
+                },
                 Kind::LocalInv => {
                     let key =
                         match w
@@ -324,7 +353,8 @@ impl RcConn {
             let mut wr = SendWr::new(wr_id, op).flags(flags);
             if inline {
                 wr = wr.inline(&data);
-            } else {
+            } else if !matches!(kind, Kind::AtomicWrite | Kind::Flush) {
+                // ATOMIC WRITE carries its value in the WR and FLUSH moves no data.
                 wr.sgl = sgl;
             }
             if let Err(e) = w.vf_mut(mine.q.vf).post_send(mine.q.qpn, &wr) {
@@ -584,5 +614,7 @@ pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
         Kind::CmpSwap => WcOpcode::CmpSwap,
         Kind::FetchAdd => WcOpcode::FetchAdd,
         Kind::LocalInv => WcOpcode::LocalInv,
+        Kind::AtomicWrite => WcOpcode::AtomicWrite,
+        Kind::Flush => WcOpcode::Flush,
     }
 }
