@@ -20,6 +20,10 @@ pub struct RcPlan {
     pub bad_rkey_at: Option<(usize, usize)>,
     pub timeout: u8,
     pub max_rd_atomic: u8,
+    /// Every opcode the device has. Off: only the nine vhca had when the v1 checkpoint
+    /// samples were recorded (`rc::CLASSIC_KINDS`), so `vhca state`'s sample, built from this
+    /// workload, stays the state those fixtures hold.
+    pub all_ops: bool,
 }
 
 /// A UC connection: both sides send SENDs and WRITEs (with and without immediates).
@@ -124,6 +128,7 @@ impl Plan {
                     },
                     timeout: rng.gen_range(8..=12),
                     max_rd_atomic: rng.gen_range(1..=8),
+                    all_ops: true,
                 }
             })
             .collect::<Vec<_>>();

@@ -68,7 +68,11 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             min_rnr_timer: rng.gen_range(1..=14),
             max_rd_atomic: rp.max_rd_atomic,
             // FLUSH needs FLUSH_GLOBAL on the QP and on the MR it names.
-            access: RcParams::default().access | Access::FLUSH_GLOBAL,
+            access: if rp.all_ops {
+                RcParams::default().access | Access::FLUSH_GLOBAL
+            } else {
+                RcParams::default().access
+            },
             ..RcParams::default()
         };
         let mk = |w: &mut World, v: VfAddr, side: usize| -> VerbsResult<End> {

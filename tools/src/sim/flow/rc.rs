@@ -36,6 +36,20 @@ impl Kind {
     }
 }
 
+/// The opcodes of the v1 checkpoint samples' day (see `RcPlan::all_ops`): the first nine of
+/// [`KINDS`], in the same order, so a plan without the newer ones draws exactly as it did.
+pub(super) const CLASSIC_KINDS: [Kind; 9] = [
+    Kind::Send,
+    Kind::SendImm,
+    Kind::SendInv,
+    Kind::Write,
+    Kind::WriteImm,
+    Kind::Read,
+    Kind::CmpSwap,
+    Kind::FetchAdd,
+    Kind::LocalInv,
+];
+
 pub(super) const KINDS: [Kind; 11] = [
     Kind::Send,
     Kind::SendImm,
@@ -179,7 +193,12 @@ impl RcConn {
             let Some(slot) = me.slot_busy.iter().position(|b| !b) else {
                 return;
             };
-            let kind = KINDS[rng.gen_range(0..KINDS.len())];
+            let kinds: &[Kind] = if self.plan.all_ops {
+                &KINDS
+            } else {
+                &CLASSIC_KINDS
+            };
+            let kind = kinds[rng.gen_range(0..kinds.len())];
             let op_index = me.posted_count;
             let bad = self.plan.bad_rkey_at == Some((side, op_index));
             let kind = if bad { Kind::Write } else { kind };
@@ -616,5 +635,16 @@ pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
         Kind::LocalInv => WcOpcode::LocalInv,
         Kind::AtomicWrite => WcOpcode::AtomicWrite,
         Kind::Flush => WcOpcode::Flush,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_kinds_are_the_first_of_all_kinds() {
+        // A plan without the newer opcodes must draw exactly as before they existed.
+        assert_eq!(&KINDS[..CLASSIC_KINDS.len()], &CLASSIC_KINDS[..]);
     }
 }
