@@ -73,7 +73,6 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             } else {
                 RcParams::default().access
             },
-            ..RcParams::default()
         };
         let mk = |w: &mut World, v: VfAddr, side: usize| -> VerbsResult<End> {
             let vf = w.vf_mut(v);
