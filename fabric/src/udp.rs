@@ -44,6 +44,8 @@ pub struct UdpBridge {
     rx: Vec<Vec<u8>>,
     pub counters: UdpCounters,
     capture: Option<Capture>,
+    /// The ICRC FLUSHes go out with (rxe's for an rxe peer; received ones pass with either).
+    flush_icrc: vhca_wire::icrc::FlushIcrc,
 }
 
 fn sockaddr(a: SocketAddr) -> SockaddrStorage {
@@ -119,6 +121,14 @@ fn open_socket(ip: IpAddr, port: u16, freebind: bool) -> io::Result<UdpSocket> {
 }
 
 impl UdpBridge {
+    /// Sends FLUSHes with this ICRC from now on: [`FlushIcrc::Rxe`] for a Linux rxe peer,
+    /// which drops a FLUSH carrying IBTA's (docs/transport.md).
+    ///
+    /// [`FlushIcrc::Rxe`]: vhca_wire::icrc::FlushIcrc::Rxe
+    pub fn set_flush_icrc(&mut self, f: vhca_wire::icrc::FlushIcrc) {
+        self.flush_icrc = f;
+    }
+
     /// Binds `ip:4791`.
     pub fn bind(ip: IpAddr) -> io::Result<UdpBridge> {
         UdpBridge::bind_port(ip, ROCE_V2_PORT)
@@ -149,6 +159,7 @@ impl UdpBridge {
             rx: (0..BATCH).map(|_| vec![0u8; RX_BUF]).collect(),
             counters: UdpCounters::default(),
             capture: None,
+            flush_icrc: vhca_wire::icrc::FlushIcrc::Ibta,
         })
     }
 
@@ -215,10 +226,11 @@ impl UdpBridge {
             if self.tx.len() <= n {
                 self.tx.push(Vec::with_capacity(RX_BUF));
             }
-            if roce::emit_udp_payload_into(
+            if roce::emit_udp_payload_into_with(
                 pkt,
                 Ipv4Ident::KERNEL_UNCONNECTED_UDP,
                 dst_port,
+                self.flush_icrc,
                 &mut self.tx[n],
             )
             .is_err()

@@ -30,8 +30,17 @@ done
 
 # ---- What goes in --------------------------------------------------------------------------------
 # Root packages. The kernel is the one Debian's linux-image-amd64 metapackage currently points to.
-kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)
-[ -n "$kernel_pkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
+# RXE_PEER_KERNEL=6.12 picks the newest linux-image-6.12.*-amd64-unsigned instead (bookworm
+# carries Debian's 6.12 too; its rxe has IBTA 1.5's ATOMIC WRITE and FLUSH, 6.1's does not).
+if [ -n "${RXE_PEER_KERNEL:-}" ]; then
+    kernel_re="^linux-image-${RXE_PEER_KERNEL//./\\.}\\.[0-9]+\\+deb[0-9]+-amd64-unsigned\$"
+    kernel_pkg=$(apt-cache search --names-only "$kernel_re" 2>/dev/null |
+        cut -d' ' -f1 | sort -V | tail -n1)
+    [ -n "$kernel_pkg" ] || die "no linux-image-$RXE_PEER_KERNEL.*-amd64-unsigned package (run apt-get update?)"
+else
+    kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)
+    [ -n "$kernel_pkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
+fi
 roots=(busybox-static libibverbs1 ibverbs-providers ibverbs-utils perftest iproute2 "$kernel_pkg")
 
 # Binaries copied into the guest (paths inside the unpacked packages).
@@ -96,6 +105,9 @@ manifest_new=$(
     done
     printf 'script %s %s\n' build.sh "$(sha256sum <"$here/build.sh" | cut -d' ' -f1)"
     printf 'script %s %s\n' init "$(sha256sum <"$here/init" | cut -d' ' -f1)"
+    for c in "$here"/src/*.c; do
+        printf 'source %s %s\n' "$(basename "$c")" "$(sha256sum <"$c" | cut -d' ' -f1)"
+    done
 )
 
 if [ -f "$out/manifest.txt" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] &&
@@ -214,6 +226,15 @@ for b in "${binaries[@]}"; do
     mkdir -p "$(dirname "$rootfs/$b")"
     cp "$pr/$(resolve_in "$b")" "$rootfs/$b"
     walk_elf "$b"
+done
+
+# The project's own guest programs (tools/rxe-peer/src/*.c: responders no stock tool provides),
+# built here against Debian's libibverbs-dev; they need only libraries the tools above pulled in.
+command -v gcc >/dev/null || die "gcc not found (apt-get install gcc)"
+[ -f /usr/include/infiniband/verbs.h ] || die "infiniband/verbs.h not found (apt-get install libibverbs-dev)"
+for c in "$here"/src/*.c; do
+    bin=$rootfs/usr/bin/$(basename "$c" .c)
+    gcc -O2 -Wall -Wextra -Werror -o "$bin" "$c" -libverbs || die "compiling $c failed"
 done
 
 # libibverbs loads its providers with dlopen from these places.

@@ -46,6 +46,11 @@ enum Cmd {
     /// UD exchange per iteration; both sides check what they see, compare summaries at the
     /// end and report the longest gap between iterations (docs/interop.md).
     Opcodes(cmd::opcodes::Args),
+    /// ATOMIC WRITE and FLUSH (IBTA 1.5) as requester against an rxe peer's placement_target
+    ///
+    /// WRITE, FLUSH of its range, ATOMIC WRITE, FLUSH of the whole MR, then the target's
+    /// buffer is read back over TCP and checked (docs/interop.md).
+    Placement(cmd::placement::Args),
     /// Live-migrate an RC-connected VF pair between two `vhca serve`s it starts, as QEMU does
     ///
     /// A source and a destination `vhca serve`, a connected RC pair under traffic, pre-copy
@@ -77,6 +82,7 @@ impl Cmd {
             Cmd::Pingpong(_) => "pingpong",
             Cmd::Perf(_) => "perf",
             Cmd::Opcodes(_) => "opcodes",
+            Cmd::Placement(_) => "placement",
             Cmd::Migrate(_) => "migrate",
             Cmd::MigrateAttached(_) => "migrate-attached",
             Cmd::Announce(_) => "announce",
@@ -95,6 +101,7 @@ impl Cmd {
             Cmd::Pingpong(a) => a.run(),
             Cmd::Perf(a) => a.run(),
             Cmd::Opcodes(a) => a.run(),
+            Cmd::Placement(a) => a.run(),
             Cmd::Migrate(a) => a.run(),
             Cmd::MigrateAttached(a) => a.run(),
             Cmd::Announce(a) => a.run(),

@@ -84,7 +84,43 @@ pub fn compute(ip_header: &[u8], udp_header: &[u8], transport: &[u8]) -> Result<
     Ok(h.finalize())
 }
 
-/// Checks the ICRC at the end of `transport_with_icrc` (BTH … pad, ICRC).
+/// Which ICRC a FLUSH (RC opcode 0x1C) carries.
+///
+/// Linux rxe (from 6.2, still in Debian's 6.12) has no payload offset for FLUSH in its opcode
+/// table, so its ICRC runs over the BTH, FETH and RETH once as headers and then a second time
+/// as the "payload" that starts at offset 0 (BTH unmasked). rxe drops a FLUSH whose ICRC IBTA
+/// computes, and sends its own; see docs/transport.md.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlushIcrc {
+    /// IBTA's ICRC, like every other opcode.
+    #[default]
+    Ibta,
+    /// rxe's: the headers a second time.
+    Rxe,
+}
+
+/// The FLUSH opcode (a BTH's first byte) whose ICRC rxe computes its own way.
+const FLUSH: u8 = 0x1c;
+
+/// [`compute`], with a FLUSH's ICRC in the chosen flavour.
+pub fn compute_with(
+    ip_header: &[u8],
+    udp_header: &[u8],
+    transport: &[u8],
+    flush: FlushIcrc,
+) -> Result<u32> {
+    let crc = compute(ip_header, udp_header, transport)?;
+    if flush == FlushIcrc::Rxe && transport.first() == Some(&FLUSH) {
+        // rxe's "payload" of a FLUSH: every byte from the BTH to the pad, unmasked.
+        let mut h = crc32fast::Hasher::new_with_initial(crc);
+        h.update(transport);
+        return Ok(h.finalize());
+    }
+    Ok(crc)
+}
+
+/// Checks the ICRC at the end of `transport_with_icrc` (BTH … pad, ICRC). A FLUSH passes with
+/// either flavour of [`FlushIcrc`]: vhca accepts what rxe sends as well as what IBTA says.
 pub fn verify(ip_header: &[u8], udp_header: &[u8], transport_with_icrc: &[u8]) -> Result<()> {
     check_len(
         "RoCEv2 transport with ICRC",
@@ -94,7 +130,10 @@ pub fn verify(ip_header: &[u8], udp_header: &[u8], transport_with_icrc: &[u8]) -
     let (body, tail) = transport_with_icrc.split_at(transport_with_icrc.len() - ICRC_LEN);
     let carried = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
     let computed = compute(ip_header, udp_header, body)?;
-    if computed == carried {
+    if computed == carried
+        || (body.first() == Some(&FLUSH)
+            && compute_with(ip_header, udp_header, body, FlushIcrc::Rxe)? == carried)
+    {
         Ok(())
     } else {
         Err(WireError::BadIcrc { computed, carried })
@@ -105,6 +144,40 @@ pub fn verify(ip_header: &[u8], udp_header: &[u8], transport_with_icrc: &[u8]) -
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_flush_verifies_with_either_icrc_and_nothing_else_does() {
+        // FLUSH: BTH (opcode 0x1c) + FETH + RETH, no payload.
+        let mut t = TRANSPORT.to_vec();
+        t.truncate(12);
+        t[0] = 0x1c;
+        t.extend_from_slice(&[0, 0, 0, 1]);
+        t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 2, 0x45, 0, 0, 1, 0]);
+        let ibta = compute(&IP, &UDP, &t).unwrap();
+        let rxe = compute_with(&IP, &UDP, &t, FlushIcrc::Rxe).unwrap();
+        assert_ne!(ibta, rxe);
+        assert_eq!(compute_with(&IP, &UDP, &t, FlushIcrc::Ibta).unwrap(), ibta);
+        // rxe's is one CRC over the IBTA input followed by the transport bytes again.
+        let mut h = crc32fast::Hasher::new_with_initial(ibta);
+        h.update(&t);
+        assert_eq!(rxe, h.finalize());
+        for crc in [ibta, rxe] {
+            let mut w = t.clone();
+            w.extend_from_slice(&crc.to_le_bytes());
+            assert!(verify(&IP, &UDP, &w).is_ok());
+        }
+        let mut w = t.clone();
+        w.extend_from_slice(&(rxe ^ 1).to_le_bytes());
+        assert!(verify(&IP, &UDP, &w).is_err());
+        // Any other opcode: the rxe flavour changes nothing and is not accepted instead.
+        let mut send = TRANSPORT.to_vec();
+        let std = compute(&IP, &UDP, &send).unwrap();
+        assert_eq!(compute_with(&IP, &UDP, &send, FlushIcrc::Rxe).unwrap(), std);
+        let mut h = crc32fast::Hasher::new_with_initial(std);
+        h.update(&send);
+        send.extend_from_slice(&h.finalize().to_le_bytes());
+        assert!(verify(&IP, &UDP, &send).is_err());
+    }
 
     // The SEND_ONLY of the hand-written vector: 10.77.0.3:49441 → 10.77.0.1:4791, QP 0x11,
     // PSN 0xd97ec5, AckReq, payload "ping" (no pad). IP header as a kernel UDP socket writes it

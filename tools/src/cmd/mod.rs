@@ -14,6 +14,7 @@ pub mod migrate_attached;
 pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
+pub mod placement;
 pub mod serve;
 pub mod sim;
 pub mod state;
@@ -52,6 +53,8 @@ pub enum CmdError {
     Perf(#[from] vhca::interop::perf::PerfError),
     #[error(transparent)]
     Opcodes(#[from] vhca::interop::opcodes::OpcodesError),
+    #[error(transparent)]
+    Placement(#[from] vhca::interop::placement::PlacementError),
     #[error(transparent)]
     VfMigration(#[from] vhca::migration::vf_mid_run::VfMigrateError),
     #[error(transparent)]

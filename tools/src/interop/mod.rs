@@ -8,4 +8,5 @@ pub mod endpoint;
 pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
+pub mod placement;
 pub mod side_channel;

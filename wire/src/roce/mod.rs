@@ -274,6 +274,17 @@ pub fn emit_udp_payload_into(
     dst_port: u16,
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    emit_udp_payload_into_with(pkt, v4, dst_port, icrc::FlushIcrc::Ibta, out)
+}
+
+/// [`emit_udp_payload_into`] with a FLUSH's ICRC in the chosen flavour (rxe's for an rxe peer).
+pub fn emit_udp_payload_into_with(
+    pkt: &Packet,
+    v4: Ipv4Ident,
+    dst_port: u16,
+    flush: icrc::FlushIcrc,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let (src, dst) = packet_ips(pkt)?;
     let (layout, pad) = check_encodable(pkt)?;
     let body = body_len(&layout, pkt.payload.len(), pad);
@@ -285,7 +296,7 @@ pub fn emit_udp_payload_into(
     out.resize(total, 0);
     write_body(pkt, &layout, pad, &mut out[..body])?;
     let (ip, udp) = synth_headers(src, dst, pkt.src_port, dst_port, total, v4)?;
-    let crc = icrc::compute(ip.bytes(), &udp, &out[..body])?;
+    let crc = icrc::compute_with(ip.bytes(), &udp, &out[..body], flush)?;
     out[body..].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
