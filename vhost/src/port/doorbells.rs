@@ -92,7 +92,7 @@ impl VfPort {
             self.fail_qp(qpn);
             return;
         };
-        let is_ud = r.qp_type == QpType::Ud;
+        let is_ud = r.qp_type.is_datagram();
         let mut failed = false;
         for k in 0..n {
             let i = r.sq_pi.wrapping_add(k);
