@@ -6,7 +6,7 @@ use super::VfPort;
 use crate::protocol::doorbell::{async_code, Doorbell, Event};
 use crate::protocol::ring::{self, Ring};
 use vhca_device::{
-    CqHandle, QpAttrMask, QpState, QpType, Qpn, SrqHandle, WcOpcode, WcStatus, WorkCompletion,
+    CqHandle, QpAttrMask, QpState, Qpn, SrqHandle, WcOpcode, WcStatus, WorkCompletion,
 };
 
 fn error_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, qpn: u32) -> WorkCompletion {
