@@ -9,4 +9,5 @@ pub mod endpoint;
 pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
+pub mod rping;
 pub mod side_channel;

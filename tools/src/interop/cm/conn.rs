@@ -438,6 +438,20 @@ impl Cm {
         Ok(())
     }
 
+    /// The passive side saw traffic on the connection's QP before the RTU (the RTU was lost
+    /// and the peer already sends: IBA's communication-established event). The connection is
+    /// up; the REP is not resent any more.
+    pub fn notify_established(&mut self, id: ConnId) {
+        if let Ok(c) = self.conn(id) {
+            if c.state == State::RepSent {
+                c.state = State::Established;
+                c.deadline = None;
+                c.last = None;
+                self.events.push_back(Event::Established { id });
+            }
+        }
+    }
+
     /// Whether `id` is established (RTU sent or received).
     pub fn is_established(&self, id: ConnId) -> bool {
         self.conns
