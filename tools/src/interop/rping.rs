@@ -53,8 +53,13 @@ pub enum RpingError {
     Completion(WorkCompletion),
     #[error("no completion for {0:?}")]
     Stalled(Duration),
-    #[error("ping {ping}: data mismatch (first difference at byte {first})")]
-    Mismatch { ping: u64, first: usize },
+    #[error("ping {ping}: data mismatch (first difference at byte {first}): got {got:?}, sent {sent:?}")]
+    Mismatch {
+        ping: u64,
+        first: usize,
+        got: String,
+        sent: String,
+    },
     #[error("bad peer message: {0}")]
     Peer(String),
     #[error("bad options: {0}")]
@@ -415,13 +420,16 @@ pub fn client_on<E: Endpoint>(
         }
     };
     let path = s.path(o, None);
+    // A CM message's starting PSN is the one its sender expects to receive first (the kernel
+    // sets the passive QP's rq_psn from the REP): this side sends from the REP's and receives
+    // from the REQ's.
     rc_rtr_rts(
         dev,
         s.qpn,
-        s.psn,
+        Psn(rep.starting_psn),
         PeerInfo {
             qpn: Qpn(rep.local_qpn),
-            psn: Psn(rep.starting_psn),
+            psn: s.psn,
             gid: peer,
         },
         path,
@@ -456,7 +464,12 @@ pub fn client_on<E: Endpoint>(
                 .zip(&pattern)
                 .position(|(a, b)| a != b)
                 .unwrap_or(0);
-            return Err(RpingError::Mismatch { ping, first });
+            return Err(RpingError::Mismatch {
+                ping,
+                first,
+                got: printable(&got),
+                sent: printable(&pattern),
+            });
         }
         if o.verbose {
             println!("ping data: {}", printable(&got));
@@ -504,13 +517,14 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
     s.conn = Some(id);
     s.post_recv(dev)?;
     let path = s.path(o, Some(req.path_mtu));
+    // Sends from the REQ's starting PSN, receives from the REP's (see the client).
     rc_rtr_rts(
         dev,
         s.qpn,
-        s.psn,
+        Psn(req.starting_psn),
         PeerInfo {
             qpn: Qpn(req.local_qpn),
-            psn: Psn(req.starting_psn),
+            psn: s.psn,
             gid: peer,
         },
         path,

@@ -74,6 +74,7 @@ pub struct ConnectParams {
     pub local_gid: Gid,
     pub service_id: u64,
     pub qpn: u32,
+    /// The PSN this side expects to receive first (the peer sends from it).
     pub starting_psn: u32,
     pub responder_resources: u8,
     pub initiator_depth: u8,
@@ -91,6 +92,7 @@ pub struct ConnectParams {
 #[derive(Debug, Clone)]
 pub struct AcceptParams {
     pub qpn: u32,
+    /// The PSN this side expects to receive first (the peer sends from it).
     pub starting_psn: u32,
     pub responder_resources: u8,
     pub initiator_depth: u8,
