@@ -53,9 +53,12 @@ fn rping_in_process_small_and_multi_packet_buffers() {
             ("server", 25),
             "the server answered every ping"
         );
-        // REQ, RTU, DREQ out of the client; REP, DREP out of the server (no loss here).
-        assert_eq!((c.cm_sent, c.cm_resent), (3, 0));
-        assert!(s.cm_sent >= 2, "{s:?}");
+        // REQ, RTU, DREQ out of the client; REP, DREP out of the server. No loss here, but
+        // the client's first REQ may reach the server's address before its socket is bound:
+        // resent then, which is what the resend timer is for.
+        assert_eq!(c.cm_sent - c.cm_resent, 3, "{c:?}");
+        assert!(c.cm_resent <= 2, "{c:?}");
+        assert!(s.cm_sent >= 2 && s.cm_received >= 3, "{s:?}");
     }
 }
 

@@ -53,7 +53,9 @@ pub enum RpingError {
     Completion(WorkCompletion),
     #[error("no completion for {0:?}")]
     Stalled(Duration),
-    #[error("ping {ping}: data mismatch (first difference at byte {first}): got {got:?}, sent {sent:?}")]
+    #[error(
+        "ping {ping}: data mismatch (first difference at byte {first}): got {got:?}, sent {sent:?}"
+    )]
     Mismatch {
         ping: u64,
         first: usize,
