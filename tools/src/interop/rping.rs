@@ -546,11 +546,8 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
     )?;
     s.cm.drive(dev)?;
     let mut pings = 0u64;
-    loop {
-        // The client's start buffer.
-        let Some(_) = s.wait(dev, RECV_WRID, o)? else {
-            break;
-        };
+    // Each ping starts with the client's start buffer; a disconnect ends the loop.
+    while s.wait(dev, RECV_WRID, o)?.is_some() {
         s.post_recv(dev)?;
         let (addr, rkey, len) = s.peer_info(dev)?;
         if len > o.size {
