@@ -6,6 +6,7 @@
 pub mod cma;
 pub mod conn;
 pub mod mad;
+pub mod params;
 pub mod port;
 
 pub use conn::{AcceptParams, Cm, CmConfig, ConnectParams, Event};
