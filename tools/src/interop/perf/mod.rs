@@ -68,7 +68,6 @@ mod bw;
 mod duration;
 mod lat;
 mod options;
-mod rdma_cm;
 mod report;
 mod session;
 mod setup;

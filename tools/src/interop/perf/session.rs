@@ -24,32 +24,7 @@ pub(super) fn session_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
-    let mut cm = None;
-    let report = session_steps(node, sock, client, o, hook, &mut cm)?;
-    // -R: the connections come down after the side channel's close, as perftest's do.
-    if let Some(cm) = cm.as_mut() {
-        rdma_cm::disconnect_all(node, cm)?;
-    }
-    Ok(report)
-}
-
-fn session_steps<V: Endpoint>(
-    node: &mut V,
-    sock: TcpStream,
-    client: bool,
-    o: &Options,
-    hook: Hook<'_, V>,
-    cm: &mut Option<rdma_cm::PerfCm>,
-) -> Result<Report, PerfError> {
     let o = o.effective()?;
-    // -R connects to the side channel's peer address (perftest's client uses its server name
-    // for both).
-    let peer_ip = match sock.peer_addr()?.ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => {
-            return Err(PerfError::Options("-R needs an IPv4 side channel".into()))
-        }
-    };
     let mut chan = Chan::new(sock, client, o.timeout)?;
     let role = if client { "client" } else { "server" };
 
@@ -94,15 +69,6 @@ fn session_steps<V: Endpoint>(
 
     let gid = node.local_gid()?;
     let r = create_resources(node, &o, cycle, gid)?;
-    if o.rdma_cm {
-        *cm = Some(rdma_cm::connect_all(
-            node,
-            &r,
-            &o,
-            mtu,
-            client.then_some(peer_ip),
-        )?);
-    }
     let keys = my_keys(gid, &r, &o);
     // QP 0's: the one the handshakes that are not per QP carry.
     let mine = keys[0];
@@ -123,9 +89,7 @@ fn session_steps<V: Endpoint>(
     for (i, (k, rk)) in keys.iter().zip(&rems).enumerate() {
         print_dest("local", k);
         print_dest("remote", rk);
-        if !o.rdma_cm {
-            connect(node, &r, i, &o, mtu, rk)?;
-        }
+        connect(node, &r, i, &o, mtu, rk)?;
     }
     // The handshake after RTR (QP 0's key) and the addresses once more (every QP's): send tests
     // in this order, the others the other way round.
