@@ -116,4 +116,3 @@ pub struct Outgoing {
     pub dest: Gid,
     pub mad: [u8; mad::MAD_LEN],
 }
-
