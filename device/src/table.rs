@@ -104,6 +104,25 @@ impl<T> Table<T> {
         Ok(())
     }
 
+    /// Inserts at one of the special numbers below `first` (QP1, the GSI QP), counted against
+    /// the limit like any other object. Numbers at or above `first` go through [`Table::insert`]
+    /// or [`Table::insert_at`].
+    pub fn insert_reserved(&mut self, idx: u32, v: T) -> Result<(), PlaceError> {
+        if idx >= self.first {
+            return Err(PlaceError::OutOfRange(idx));
+        }
+        if self.live >= self.limit {
+            return Err(PlaceError::OutOfRange(idx));
+        }
+        let slot = &mut self.slots[idx as usize];
+        if slot.is_some() {
+            return Err(PlaceError::Taken(idx));
+        }
+        *slot = Some(Box::new(v));
+        self.live += 1;
+        Ok(())
+    }
+
     pub fn get(&self, idx: u32) -> Option<&T> {
         self.slots.get(idx as usize).and_then(|s| s.as_deref())
     }
@@ -117,7 +136,10 @@ impl<T> Table<T> {
     pub fn remove(&mut self, idx: u32) -> Option<T> {
         let v = self.slots.get_mut(idx as usize)?.take()?;
         self.live -= 1;
-        self.free.push_back(idx);
+        // A special number (below `first`) is never handed out by `insert`.
+        if idx >= self.first {
+            self.free.push_back(idx);
+        }
         Some(*v)
     }
 

@@ -363,6 +363,16 @@ pub enum QpType {
     Ud,
     /// Unreliable connected. Appended after `Ud`: a variant's index is its checkpoint encoding.
     Uc,
+    /// The general services interface QP (QP1): a UD QP with the fixed number 1, one per VF,
+    /// that sends and accepts only the GSI Q_Key and carries 256-byte MADs. Appended last.
+    Gsi,
+}
+
+impl QpType {
+    /// Datagram service: UD and the GSI QP (one packet per message, DETH, GRH area).
+    pub fn is_datagram(self) -> bool {
+        matches!(self, QpType::Ud | QpType::Gsi)
+    }
 }
 
 /// IBTA QP states.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the rxe peer guest: a Debian kernel image and a busybox initramfs holding rdma-core's
-# tools (ibverbs-utils, perftest, the rxe provider, iproute2's `rdma`) and the kernel modules
+# tools (ibverbs-utils, perftest, rdmacm-utils' rping, the rxe provider, iproute2's `rdma`) and the kernel modules
 # rdma_rxe needs. Everything comes from Debian packages fetched with `apt-get download` (the
 # host's apt sources; run `apt-get update` first on a fresh machine) and unpacked with dpkg-deb.
 #
@@ -41,7 +41,8 @@ else
     kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n1)
     [ -n "$kernel_pkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update?)"
 fi
-roots=(busybox-static libibverbs1 ibverbs-providers ibverbs-utils perftest iproute2 "$kernel_pkg")
+roots=(busybox-static libibverbs1 ibverbs-providers ibverbs-utils perftest iproute2 librdmacm1
+    rdmacm-utils "$kernel_pkg")
 
 # Binaries copied into the guest (paths inside the unpacked packages).
 binaries=(
@@ -49,13 +50,15 @@ binaries=(
     usr/bin/ibv_uc_pingpong usr/bin/ibv_srq_pingpong usr/bin/ibv_xsrq_pingpong usr/bin/ibv_asyncwatch
     usr/bin/ib_send_bw usr/bin/ib_send_lat usr/bin/ib_write_bw usr/bin/ib_write_lat
     usr/bin/ib_read_bw usr/bin/ib_read_lat usr/bin/ib_atomic_bw usr/bin/ib_atomic_lat
-    usr/bin/rdma bin/ip sbin/tc
+    usr/bin/rdma bin/ip sbin/tc usr/bin/rping
 )
 
 # Kernel modules to load, in this order after their dependencies (from modules.dep). Missing
 # optional ones (marked ?) are skipped; built-in ones are skipped.
+# ib_cm, iw_cm, rdma_cm and rdma_ucm: the connection manager rping and perftest's -R use
+# (/dev/infiniband/rdma_cm).
 modules=(virtio_pci virtio_net e1000 crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel
-    rdma_rxe "?rdma_ucm" "?sch_netem")
+    rdma_rxe ib_cm iw_cm rdma_cm rdma_ucm "?sch_netem")
 
 # ---- Dependency closure --------------------------------------------------------------------------
 # Depends/Pre-Depends of the candidate version, first alternative only, following only packages
@@ -238,6 +241,10 @@ for c in "$here"/src/*.c; do
 done
 
 # libibverbs loads its providers with dlopen from these places.
+# glibc dlopen()s libgcc_s for pthread_exit/pthread_cancel (rping's threads end that way); no
+# binary names it, so the ELF walk does not find it.
+copy_in lib/x86_64-linux-gnu/libgcc_s.so.1
+
 mkdir -p "$rootfs/etc/libibverbs.d"
 cp "$pr"/etc/libibverbs.d/*.driver "$rootfs/etc/libibverbs.d/"
 provdir=usr/lib/x86_64-linux-gnu/libibverbs

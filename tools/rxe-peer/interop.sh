@@ -3,7 +3,7 @@
 # (10.77.0.2) on a bridge in a private network namespace, vhca on the bridge's address
 # (10.77.0.1) speaking RoCEv2 over a kernel UDP socket.
 #
-#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N] [--perf-only]
+#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N] [--perf-only | --cm-only]
 #
 # Runs, with no loss (RC and UD) and then with 1% and 5% loss on the link (RC):
 #   vhca client  -> ibv_rc_pingpong server      ibv_rc_pingpong client -> vhca server
@@ -19,7 +19,11 @@
 # (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64 (send_lat),
 # -e (send_bw, atomic_lat), -D 4 (write_bw, send_lat) and -a -n 5 (send_bw, write_bw, write_lat,
 # read_lat).
-# (--perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
+# and rping (rdmacm-utils; connected by the IB CM on QP1 with rdma_cm's IP header), 0%, 1% and
+# 5% loss, -C 50 -S 64 and -C 20 -S 4000, data checked (-V):
+#   vhca rping -c -> rping -s                   rping -c -> vhca rping -s
+# (--cm-only runs just the rping part;
+# --perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
 # size, iteration count and byte count it was asked for, the guest tool must print its result
@@ -36,12 +40,14 @@ repo=$(cd "$here/../.." && pwd)
 vhca=$repo/target/release/vhca
 iters=200
 perf_only=""
+cm_only=""
 while [ $# -gt 0 ]; do
     case $1 in
         --vhca) vhca=$2; shift 2 ;;
         --iters) iters=$2; shift 2 ;;
         --perf-only) perf_only=1; shift ;;
-        *) echo "usage: $0 [--vhca PATH] [--iters N] [--perf-only]" >&2; exit 2 ;;
+        --cm-only) cm_only=1; shift ;;
+        *) echo "usage: $0 [--vhca PATH] [--iters N] [--perf-only | --cm-only]" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "interop.sh: must run as root" >&2; exit 2; }
@@ -141,6 +147,51 @@ vhca_server() {
     guest_done "$name"
     wait "$vp" || fail "$name: vhca server failed"
     say "$name: ok ($(grep -m1 'usec/iter' "$out"))"
+}
+
+# rping (rdmacm-utils), connected by the IB CM on QP1 with rdma_cm's IP header: vhca client ->
+# rping -s in the guest, then rping -c in the guest -> vhca server; -V checks every ping's data
+# on the client (the guest's rping exits non-zero on a mismatch, vhca likewise).
+# An rdma_cm listener has no TCP socket to watch, so the vhca client retries while the guest's
+# CM still refuses the service (REJ reason 8: nobody listens yet).
+rping_pair() {
+    local tag=$1 count=$2 size=$3 name out i
+    runs=$((runs + 1))
+    name="$tag rping: vhca -> rping -s"
+    out=$work/vhca-$runs.out
+    guest_cmd "rping -s -a 10.77.0.2 -p 7174 -S $size -C $count"
+    for i in $(seq 1 60); do
+        if vx rping -c -a 10.77.0.2 -p 7174 --ip 10.77.0.1 -C "$count" -S "$size" -V $vhca_loss_opts \
+            >"$out" 2>&1; then
+            i=ok
+            break
+        fi
+        grep -q 'rejected the connection (reason 8)' "$out" || fail "$name: vhca client failed"
+        sleep 0.5
+    done
+    [ "$i" = ok ] || fail "$name: the guest's rping never listened"
+    guest_done "$name"
+    say "$name: ok ($(grep -m1 'rping client' "$out"))"
+
+    runs=$((runs + 1))
+    name="$tag rping: rping -c -> vhca"
+    out=$work/vhca-$runs.out
+    : >"$out"
+    vx rping -s --ip 10.77.0.1 -p 7174 -S "$size" $vhca_loss_opts >"$out" 2>&1 &
+    local vp=$!
+    pids+=("$vp")
+    rxe_peer_wait "$out" 'listening on port' 1 30 || fail "$name: vhca server did not listen"
+    guest_cmd "rping -c -a 10.77.0.1 -p 7174 -S $size -C $count -V"
+    guest_done "$name"
+    wait "$vp" || fail "$name: vhca server failed"
+    grep -q "rping server: $count pings" "$out" || fail "$name: vhca server did not count $count pings"
+    say "$name: ok ($(grep -m1 'rping server: [0-9]' "$out"))"
+}
+
+cm_suite() {
+    local tag=$1
+    rping_pair "$tag" 50 64
+    rping_pair "$tag" 20 4000
 }
 
 suite() {
@@ -352,11 +403,28 @@ perf_options() {
     perf_all ib_read_lat read_lat
 }
 
-if [ -n "$perf_only" ]; then
+# loss_on P: P% loss both ways (see the loss runs below).
+loss_on() {
+    guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${1}%"
+    guest_done "netem ${1}% in the guest"
+    ip netns exec "$ns" iptables-legacy -F OUTPUT
+    ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
+        --probability "0.0$1" -j DROP
+}
+
+if [ -n "$cm_only" ]; then
+    cm_suite "no loss"
+    vhca_loss_opts="--qp-timeout 17"
+    for p in 1 5; do
+        loss_on "$p"
+        cm_suite "loss ${p}%"
+    done
+elif [ -n "$perf_only" ]; then
     perf_suite
     perf_options
 else
     suite "no loss"
+    cm_suite "no loss"
     perf_suite
     perf_options
     # Loss on the link. These hosts' kernels have no sch_netem (CONFIG_NET_SCH_NETEM is not set), so
@@ -369,11 +437,8 @@ else
     # 2-core machine once stalled past 8 x 268 ms at 5% loss; rxe, the peer, retries forever.
     vhca_loss_opts="--qp-timeout 17"
     for p in 1 5; do
-        guest_cmd "/sbin/tc qdisc replace dev eth0 root netem loss ${p}%"
-        guest_done "netem ${p}% in the guest"
-        ip netns exec "$ns" iptables-legacy -F OUTPUT
-        ip netns exec "$ns" iptables-legacy -A OUTPUT -p udp --dport 4791 -m statistic --mode random \
-            --probability "0.0$p" -j DROP
+        loss_on "$p"
+        cm_suite "loss ${p}%"
         vhca_client "loss ${p}% rc: vhca -> ibv_rc_pingpong" "ibv_rc_pingpong -g 1 -d rxe0 -n $iters" \
             "-n $iters $vhca_loss_opts"
         vhca_server "loss ${p}% rc: ibv_rc_pingpong -> vhca" \
@@ -405,7 +470,9 @@ rcvd=$(tr -d '\r' <"$log" | sed -n 's/^VHCA-COUNTER rcvd_pkts //p' | tail -n1)
 tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
 [ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
-if [ -n "$perf_only" ]; then
+if [ -n "$cm_only" ]; then
+    say "PASS: $runs rping runs (both directions, 0%/1%/5% loss), no ICRC errors"
+elif [ -n "$perf_only" ]; then
     say "PASS: $runs perftest runs (8 binaries and options, both directions), no ICRC errors"
 else
     say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors"

@@ -39,6 +39,8 @@ enum Cmd {
     Pingpong(cmd::pingpong::Args),
     /// perftest-compatible ib_send_bw, ib_write_bw, ib_read_bw and ib_send_lat over RoCEv2
     Perf(cmd::perf::Args),
+    /// librdmacm's rping (-s server / -c client), connected by the IB CM with rdma_cm's IP header
+    Rping(cmd::rping::Args),
     /// Every RC opcode and UD between two processes' VFs, every byte checked
     ///
     /// A server and a client exchange their QPs over TCP (port 18517), then the client runs
@@ -81,6 +83,7 @@ impl Cmd {
             Cmd::GuestPair(_) => "guest-pair",
             Cmd::Pingpong(_) => "pingpong",
             Cmd::Perf(_) => "perf",
+            Cmd::Rping(_) => "rping",
             Cmd::Opcodes(_) => "opcodes",
             Cmd::Placement(_) => "placement",
             Cmd::Migrate(_) => "migrate",
@@ -100,6 +103,7 @@ impl Cmd {
             Cmd::GuestPair(a) => a.run(),
             Cmd::Pingpong(a) => a.run(),
             Cmd::Perf(a) => a.run(),
+            Cmd::Rping(a) => a.run(),
             Cmd::Opcodes(a) => a.run(),
             Cmd::Placement(a) => a.run(),
             Cmd::Migrate(a) => a.run(),

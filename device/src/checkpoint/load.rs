@@ -239,7 +239,9 @@ fn check_qp(q: &QpStateV2, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     let l = cx.limits;
     let n = q.qpn.0;
     let bad = |what: &str| invalid(format!("QP {n}: {what}"));
-    if !(FIRST_QPN..=Qpn::MASK).contains(&n) {
+    // QP1 is the GSI QP's fixed number (`restore` checks that the two go together).
+    let gsi = n == crate::qp::ud::GSI_QPN && q.qp_type() == QpType::Gsi;
+    if !gsi && !(FIRST_QPN..=Qpn::MASK).contains(&n) {
         return bad("number");
     }
     let init = &q.init;
@@ -280,7 +282,7 @@ fn check_qp(q: &QpStateV2, cx: &LoadCtx<'_>) -> Result<(), CheckpointError> {
     {
         return bad("PSN, QPN or MTU out of range");
     }
-    if q.qp_type() == QpType::Ud
+    if q.qp_type().is_datagram()
         && !matches!(a.qp_state, QpState::Reset | QpState::Init)
         && a.path_mtu.bytes() != cx.port_mtu
     {

@@ -28,11 +28,11 @@ pub use v2::*;
 pub use v2::{BaseStateV2, RemovedStateV2};
 
 use crate::memory::{SharedMemory, VecMemory};
-use crate::qp::Qp;
+use crate::qp::{ud::GSI_QPN, Qp};
 use crate::resources::Pd;
 use crate::table;
 use crate::types::{Nanos, PdHandle, Qpn};
-use crate::verbs::VfLimits;
+use crate::verbs::{QpType, VfLimits};
 use crate::vf::{Vf, FIRST_QPN};
 use thiserror::Error;
 
@@ -402,7 +402,35 @@ pub fn restore(
     let srqs = numbers_of("SRQ", s.srqs.iter().map(|c| c.0), 1, l.max_srq)?;
     numbers_of("MR", s.mrs.iter().map(|c| c.0), 1, l.max_mr)?;
     numbers_of("AH", s.ahs.iter().map(|c| c.0), 1, l.max_ah)?;
-    let qpns = numbers_of("QP", s.qps.iter().map(|q| q.qpn.0), FIRST_QPN, l.max_qp)?;
+    // QP1 is the GSI QP and nothing else; every other QP has an ordinary number.
+    let gsi = GSI_QPN;
+    if let Some(q) = s
+        .qps
+        .iter()
+        .find(|q| (q.qpn.0 == gsi) != (q.qp_type() == QpType::Gsi))
+    {
+        return invalid(format!(
+            "QP {} of type {:?}: QP{gsi} is exactly the GSI QP",
+            q.qpn.0,
+            q.qp_type()
+        ));
+    }
+    if s.qps.iter().filter(|q| q.qpn.0 == gsi).count() > 1 {
+        return invalid(format!("QP number {gsi} used twice"));
+    }
+    if s.qps.len() as u64 > l.max_qp as u64 {
+        return invalid(format!(
+            "{} QPs, the VF's limit is {}",
+            s.qps.len(),
+            l.max_qp
+        ));
+    }
+    let qpns = numbers_of(
+        "QP",
+        s.qps.iter().map(|q| q.qpn.0).filter(|n| *n != gsi),
+        FIRST_QPN,
+        l.max_qp,
+    )?;
     if let Some(n) = qpns.last().filter(|n| **n > Qpn::MASK) {
         return invalid(format!("QP number {n} is beyond 24 bits"));
     }
@@ -473,7 +501,11 @@ pub fn restore(
         q.req.deadline = rebase(q.req.deadline, now, true);
         q.req.rnr_until = rebase(q.req.rnr_until, now, true);
         let n = q.qpn.0;
-        put(vf.qps.insert_at(n, q), "QP")?;
+        if n == gsi {
+            put(vf.qps.insert_reserved(n, q), "QP")?;
+        } else {
+            put(vf.qps.insert_at(n, q), "QP")?;
+        }
     }
     vf.res.async_events = s.events.async_events.into_iter().collect();
     vf.res.cq_events = s.events.cq_events.into_iter().collect();

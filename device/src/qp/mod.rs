@@ -138,7 +138,7 @@ impl Qp {
                 }
                 requester::next_packet(self, res, now)
             }
-            QpType::Ud => ud::next_packet(self, res),
+            QpType::Ud | QpType::Gsi => ud::next_packet(self, res),
             QpType::Uc => uc::next_packet(self, res),
         }
     }

@@ -49,6 +49,8 @@ pub fn transition(ty: QpType, cur: S, next: S) -> Option<Transition> {
             M::PKEY_INDEX | M::AV | M::ALT_PATH | M::ACCESS_FLAGS | M::PATH_MIG_STATE,
         ),
         (S::Sqe, S::Rts) if uc => t(none, M::CUR_STATE | M::ACCESS_FLAGS),
+        // The GSI QP has one port and needs none named (the kernel's IB_QPT_GSI column).
+        (S::Reset, S::Init) if ty == QpType::Gsi => t(M::PKEY_INDEX | M::QKEY, M::PORT),
         (S::Reset, S::Init) => {
             if rc {
                 t(M::PKEY_INDEX | M::PORT | M::ACCESS_FLAGS, none)

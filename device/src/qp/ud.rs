@@ -1,15 +1,37 @@
 //! Unreliable datagram: one packet per message, Q_Key checked, a 40-byte GRH area in front of
 //! the payload in the receive buffer, and the sender's QPN and GID in the completion.
+//!
+//! The GSI QP (QP1) is a UD QP with fixed rules (IBTA 13.5.1, rxe's `check_keys` and
+//! `init_req_packet`): it sends and accepts only the GSI Q_Key whatever the WR or the QP's
+//! attribute say, and its messages are MADs of at most [`MAD_LEN`] bytes.
 
 use super::{recv_wc, Qp};
 use crate::packet::{Bth, Deth, ExtHeaders, Opcode, Packet, Payload};
 use crate::resources::Resources;
 use crate::sgl::{check_sgl, sgl_len, sgl_segments};
 use crate::types::Psn;
-use crate::verbs::{Access, QpState, SendOp, WcOpcode, WcStatus};
+use crate::verbs::{Access, QpState, QpType, SendOp, WcOpcode, WcStatus};
 
 /// Bytes reserved for the GRH at the start of every UD receive buffer.
 pub const GRH_LEN: u32 = 40;
+
+/// The Q_Key of QP1: the only one it puts in a DETH and the only one it accepts.
+pub const GSI_QKEY: u32 = 0x8001_0000;
+
+/// The GSI QP's number.
+pub const GSI_QPN: u32 = 1;
+
+/// A MAD's size: the most a GSI message may carry.
+pub const MAD_LEN: u32 = 256;
+
+/// The Q_Key a received datagram must carry for this QP.
+fn expected_qkey(qp: &Qp) -> u32 {
+    if qp.qp_type() == QpType::Gsi {
+        GSI_QKEY
+    } else {
+        qp.attr.qkey
+    }
+}
 
 /// The 40-byte GRH the receive buffer gets: IPv6 layout, next header 0x1b (IB BTH).
 pub fn grh_bytes(pkt: &Packet) -> [u8; 40] {
@@ -66,7 +88,8 @@ fn build(qp: &mut Qp, res: &Resources, idx: usize) -> Result<Packet, WcStatus> {
     if ah.pd != qp.pd() {
         return Err(WcStatus::LocQpOpErr);
     }
-    if w.len > res.port_mtu.bytes() {
+    let gsi = qp.qp_type() == QpType::Gsi;
+    if w.len > res.port_mtu.bytes() || (gsi && w.len > MAD_LEN) {
         return Err(WcStatus::LocLenErr);
     }
     let payload = match &w.inline {
@@ -96,8 +119,11 @@ fn build(qp: &mut Qp, res: &Resources, idx: usize) -> Result<Packet, WcStatus> {
             p
         }
     };
-    // IBTA: a Q_Key with the high bit set means "use the QP's own Q_Key".
-    let qkey = if dest.remote_qkey & 0x8000_0000 != 0 {
+    // IBTA: a Q_Key with the high bit set means "use the QP's own Q_Key". QP1 always sends
+    // the GSI Q_Key (rxe does the same, whatever the WR says).
+    let qkey = if gsi {
+        GSI_QKEY
+    } else if dest.remote_qkey & 0x8000_0000 != 0 {
         qp.attr.qkey
     } else {
         dest.remote_qkey
@@ -143,8 +169,13 @@ pub fn on_packet(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
         res.counters.rx_dropped += 1;
         return;
     };
-    if deth.qkey != qp.attr.qkey {
+    if deth.qkey != expected_qkey(qp) {
         res.counters.qkey_violations += 1;
+        return;
+    }
+    if qp.qp_type() == QpType::Gsi && pkt.payload.len() as u32 > MAD_LEN {
+        // Not a MAD: QP1 carries nothing larger.
+        res.counters.rx_dropped += 1;
         return;
     }
     let wqe = match qp.srq() {

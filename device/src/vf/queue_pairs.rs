@@ -40,6 +40,9 @@ impl Vf {
         {
             return Err(E::Invalid("SGE or inline capacity"));
         }
+        if init.qp_type == QpType::Gsi {
+            return self.create_gsi_qp(init);
+        }
         let n = self
             .qps
             .insert(Qp::new(Qpn(0), init))
@@ -53,6 +56,19 @@ impl Vf {
         Ok(Qpn(n))
     }
 
+    /// QP1 has its fixed number; a VF has one (IBTA: one GSI QP per port), so a second create
+    /// is refused until the first is destroyed.
+    fn create_gsi_qp(&mut self, init: QpInitAttr) -> VerbsResult<Qpn> {
+        if self.qps.get(ud::GSI_QPN).is_some() {
+            return Err(E::Invalid("the VF already has its GSI QP (QP1)"));
+        }
+        let n = ud::GSI_QPN;
+        self.qps
+            .insert_reserved(n, Qp::new(Qpn(n), init))
+            .map_err(|_| E::Exhausted("QP"))?;
+        Ok(Qpn(n))
+    }
+
     pub fn destroy_qp(&mut self, qpn: Qpn) -> VerbsResult<()> {
         self.qps.remove(qpn.0).map(|_| ()).ok_or(E::NotFound("QP"))
     }
@@ -61,7 +77,7 @@ impl Vf {
         let qp = self.qps.get(qpn.0).ok_or(E::NotFound("QP"))?;
         let mut a = qp.attr;
         a.cur_qp_state = a.qp_state;
-        if qp.qp_type() != QpType::Ud && !matches!(a.qp_state, QpState::Reset | QpState::Init) {
+        if !qp.qp_type().is_datagram() && !matches!(a.qp_state, QpState::Reset | QpState::Init) {
             // The PSNs a query reports are the live ones (what migration must carry).
             a.rq_psn = qp.resp.epsn;
             a.sq_psn = qp.req.psn;
@@ -158,7 +174,7 @@ impl Vf {
         set!(SQ_PSN, sq_psn);
         set!(MAX_DEST_RD_ATOMIC, max_dest_rd_atomic);
         set!(DEST_QPN, dest_qp_num);
-        if qp.qp_type() == QpType::Ud {
+        if qp.qp_type().is_datagram() {
             qp.attr.path_mtu = port_mtu;
         }
         match (cur, next) {
@@ -174,7 +190,7 @@ impl Vf {
                 match qp.qp_type() {
                     QpType::Rc => qp.req.start(a.sq_psn, a.retry_cnt, a.rnr_retry),
                     QpType::Uc => qp.req.start(a.sq_psn, 0, 0),
-                    QpType::Ud => ud::start(qp, a.sq_psn),
+                    QpType::Ud | QpType::Gsi => ud::start(qp, a.sq_psn),
                 }
             }
             (QpState::Rts, QpState::Sqd) => {
@@ -208,7 +224,7 @@ impl Vf {
             return Err(E::QueueFull);
         }
         match qp.qp_type() {
-            QpType::Ud => {
+            QpType::Ud | QpType::Gsi => {
                 if wr.ud.is_none()
                     || !matches!(
                         wr.op,
@@ -237,6 +253,9 @@ impl Vf {
             }
         }
         let wqe = requester::make_wqe(qp, max_msg, wr)?;
+        if qp.qp_type() == QpType::Gsi && wqe.len > ud::MAD_LEN {
+            return Err(E::Invalid("a GSI message is one MAD of at most 256 bytes"));
+        }
         qp.req.sq.push_back(wqe);
         if matches!(st, QpState::Err | QpState::Sqe) {
             qp.flush_send(&mut self.res);

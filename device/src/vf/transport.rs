@@ -77,7 +77,7 @@ impl Vf {
                     return;
                 }
             }
-            QpType::Ud => {
+            QpType::Ud | QpType::Gsi => {
                 if !op.is_ud() {
                     c.rx_dropped += 1;
                     return;

@@ -277,6 +277,7 @@ impl Verbs for GuestContext {
                 QpType::Rc => 2,
                 QpType::Uc => 3,
                 QpType::Ud => 4,
+                QpType::Gsi => 1,
             },
             sq_sig_all: init.sq_sig_all,
             pd: init.pd.0,
@@ -404,7 +405,7 @@ impl Verbs for GuestContext {
         q.rq_pi = q.rq_pi.wrapping_add(1);
         q.rq_outstanding += 1;
         let pi = q.rq_pi;
-        let ud = q.init.qp_type == QpType::Ud;
+        let ud = q.init.qp_type.is_datagram();
         self.drv
             .ram()
             .write(slot, &wqe)

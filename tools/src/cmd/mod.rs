@@ -15,6 +15,7 @@ pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
 pub mod placement;
+pub mod rping;
 pub mod serve;
 pub mod sim;
 pub mod state;
@@ -51,6 +52,8 @@ pub enum CmdError {
     Pingpong(#[from] vhca::interop::pingpong::PingError),
     #[error(transparent)]
     Perf(#[from] vhca::interop::perf::PerfError),
+    #[error(transparent)]
+    Rping(#[from] vhca::interop::rping::RpingError),
     #[error(transparent)]
     Opcodes(#[from] vhca::interop::opcodes::OpcodesError),
     #[error(transparent)]

@@ -4,9 +4,11 @@
 //! in-process VF with its own socket, or a VF of a `vhca serve`) and talk over a TCP
 //! [`side_channel`].
 
+pub mod cm;
 pub mod endpoint;
 pub mod opcodes;
 pub mod perf;
 pub mod pingpong;
 pub mod placement;
+pub mod rping;
 pub mod side_channel;

@@ -53,13 +53,19 @@ pub fn free_port() -> u16 {
 /// Waits until a server child prints its "listening" line (as the interop scripts do), then
 /// leaves its stderr to a thread so the child never blocks on a full pipe.
 pub fn wait_listening(child: &mut Child) -> std::thread::JoinHandle<String> {
+    wait_line(child, "listening on TCP port")
+}
+
+/// Waits until a child prints a stderr line containing `marker`, then leaves its stderr to a
+/// thread (see [`wait_listening`]).
+pub fn wait_line(child: &mut Child, marker: &str) -> std::thread::JoinHandle<String> {
     let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {
         let line = line.expect("child stderr");
         seen.push_str(&line);
         seen.push('\n');
-        if line.contains("listening on TCP port") {
+        if line.contains(marker) {
             return std::thread::spawn(move || {
                 for l in lines.map_while(Result::ok) {
                     seen.push_str(&l);

@@ -304,6 +304,7 @@ impl VfPort {
         rq_gpa: u64,
     ) -> Result<(u32, RingInfo, RingInfo), Status> {
         let qp_type = match qp_type {
+            1 => QpType::Gsi,
             2 => QpType::Rc,
             3 => QpType::Uc,
             4 => QpType::Ud,

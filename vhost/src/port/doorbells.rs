@@ -6,7 +6,7 @@ use super::VfPort;
 use crate::protocol::doorbell::{async_code, Doorbell, Event};
 use crate::protocol::ring::{self, Ring};
 use vhca_device::{
-    CqHandle, QpAttrMask, QpState, QpType, Qpn, SrqHandle, WcOpcode, WcStatus, WorkCompletion,
+    CqHandle, QpAttrMask, QpState, Qpn, SrqHandle, WcOpcode, WcStatus, WorkCompletion,
 };
 
 fn error_wc(wr_id: u64, status: WcStatus, opcode: WcOpcode, qpn: u32) -> WorkCompletion {
@@ -92,7 +92,7 @@ impl VfPort {
             self.fail_qp(qpn);
             return;
         };
-        let is_ud = r.qp_type == QpType::Ud;
+        let is_ud = r.qp_type.is_datagram();
         let mut failed = false;
         for k in 0..n {
             let i = r.sq_pi.wrapping_add(k);

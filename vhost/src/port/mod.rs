@@ -107,6 +107,7 @@ fn qp_type_name(t: QpType) -> &'static str {
         QpType::Rc => "RC",
         QpType::Ud => "UD",
         QpType::Uc => "UC",
+        QpType::Gsi => "GSI",
     }
 }
 

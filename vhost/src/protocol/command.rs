@@ -144,7 +144,7 @@ pub enum Command {
         cqn: u32,
         solicited: bool,
     },
-    /// `qp_type` is `ibv_qp_type` (2 = RC, 3 = UC, 4 = UD). `srq` 0 means none. The rings' geometry
+    /// `qp_type` is `ib_qp_type` (1 = GSI, 2 = RC, 3 = UC, 4 = UD). `srq` 0 means none. The rings' geometry
     /// follows from the capacities (`ring::send_stride`, `ring::recv_stride`, depths rounded up
     /// to powers of two) and is returned.
     CreateQp {
