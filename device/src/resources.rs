@@ -3,6 +3,7 @@
 use crate::cq::{Cq, Pushed};
 use crate::memory::SharedMemory;
 use crate::mr::Mr;
+use crate::mw::Mw;
 use crate::srq::Srq;
 use crate::table::Table;
 use crate::types::{CqHandle, Gid, PdHandle};
@@ -80,6 +81,8 @@ pub struct Resources {
     pub limits: VfLimits,
     pub pds: Table<Pd>,
     pub mrs: Table<Mr>,
+    /// Memory windows, numbered from 1; their key index is `mw::MW_INDEX_BASE + number`.
+    pub mws: Table<Mw>,
     pub cqs: Table<Cq>,
     pub srqs: Table<Srq>,
     pub ahs: Table<Ah>,

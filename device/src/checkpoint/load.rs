@@ -126,6 +126,8 @@ impl TryFrom<(u32, MrStateV2, &LoadCtx<'_>)> for Mr {
             key: m.key,
             map,
             valid: m.valid,
+            // Set by the fast-register section, which names its MRs.
+            fast_reg: None,
         })
     }
 }
@@ -392,7 +394,7 @@ fn check_wqe(
     }
     if w.started {
         let expect = match w.op {
-            SendOp::LocalInv { .. } => 0,
+            op if op.is_local() => 0,
             SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. } => 1,
             _ => w.len.div_ceil(mtu).max(1),
         };

@@ -14,7 +14,7 @@ use crate::verbs::{Access, QpType, SendFlags, SendOp, WcStatus};
 
 pub(crate) fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     match op {
-        SendOp::LocalInv { .. } => 0,
+        SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. } => 0,
         SendOp::CmpSwap { .. } | SendOp::FetchAdd { .. } => 1,
         _ => len.div_ceil(mtu).max(1),
     }
@@ -49,7 +49,7 @@ pub(crate) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<()
             }
             check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::LOCAL_WRITE).map_err(key_status)
         }
-        SendOp::LocalInv { .. } => Ok(()),
+        SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. } => Ok(()),
         _ => check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::empty()).map_err(key_status),
     }
 }
@@ -170,7 +170,9 @@ pub(crate) fn build_request(
             });
             Opcode::RC_FETCH_ADD
         }
-        SendOp::LocalInv { .. } => return Err(WcStatus::LocQpOpErr),
+        SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. } => {
+            return Err(WcStatus::LocQpOpErr)
+        }
     };
     if last {
         match w.op {
