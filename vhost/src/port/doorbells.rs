@@ -264,6 +264,8 @@ fn send_wc_opcode(op: u8) -> WcOpcode {
         op::ATOMIC_CMP_AND_SWP => WcOpcode::CmpSwap,
         op::ATOMIC_FETCH_AND_ADD => WcOpcode::FetchAdd,
         op::LOCAL_INV => WcOpcode::LocalInv,
+        op::BIND_MW => WcOpcode::BindMw,
+        op::REG_MR => WcOpcode::RegMr,
         _ => WcOpcode::Send,
     }
 }
