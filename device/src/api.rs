@@ -36,7 +36,13 @@ pub trait Verbs {
     /// `ibv_bind_mw` for a type 1 window: posts the BIND_MW work request libibverbs posts
     /// (ordered with the QP's other work requests) with the window's next key byte, and
     /// answers the R_Key the window has once it completes.
-    fn bind_mw(&mut self, qpn: Qpn, wr_id: u64, mw: MemKey, bind: MwBindInfo) -> VerbsResult<MemKey> {
+    fn bind_mw(
+        &mut self,
+        qpn: Qpn,
+        wr_id: u64,
+        mw: MemKey,
+        bind: MwBindInfo,
+    ) -> VerbsResult<MemKey> {
         let rkey = MemKey::from_parts(mw.index(), mw.key_byte().wrapping_add(1));
         let op = SendOp::BindMw {
             mw,

@@ -5,6 +5,8 @@
 //! register a buffer, create a CQ and a QP, exchange QPN/PSN/GID out of band, move the QP to
 //! RTS, post and poll.
 
+pub mod windows;
+
 use vhca_device::{
     Access, AhAttr, CqHandle, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr, QpAttrMask as M, QpCap,
     QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, Verbs,
@@ -240,7 +242,7 @@ pub fn wait<V: Verbs>(
     Ok(got)
 }
 
-fn expect_ok(wcs: &[WorkCompletion]) -> VerbsResult<()> {
+pub(crate) fn expect_ok(wcs: &[WorkCompletion]) -> VerbsResult<()> {
     match wcs.iter().find(|w| w.status != WcStatus::Success) {
         Some(w) => {
             tracing::warn!(?w, "work completion failed");

@@ -33,9 +33,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vhca_device::{
-    Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, MwType, PdHandle, QpAttr, QpAttrMask, QpInitAttr,
-    QpType, Qpn, RecvWr, SendFlags, SendWr, SrqHandle, Verbs, VerbsError, VerbsResult, WcOpcode,
-    WcStatus, WorkCompletion,
+    Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, MwType, PdHandle, QpAttr, QpAttrMask,
+    QpInitAttr, QpType, Qpn, RecvWr, SendFlags, SendWr, SrqHandle, Verbs, VerbsError, VerbsResult,
+    WcOpcode, WcStatus, WorkCompletion,
 };
 use vhca_vhost::protocol::command::{body, opcode, Command, RingInfo, Status};
 use vhca_vhost::protocol::doorbell::{Doorbell, Event};

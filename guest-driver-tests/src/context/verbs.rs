@@ -88,7 +88,9 @@ impl Verbs for GuestContext {
             MwType::Type1 => 1,
             MwType::Type2 => 2,
         };
-        Ok(MemKey(self.exec_u32(Command::AllocMw { pd: pd.0, mw_type })?))
+        Ok(MemKey(
+            self.exec_u32(Command::AllocMw { pd: pd.0, mw_type })?,
+        ))
     }
 
     fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()> {
