@@ -110,6 +110,8 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
                 expected: VecDeque::new(),
                 next_wr: ((i as u64) << 40) | ((side as u64) << 39),
                 failed: false,
+                fast_reg: None,
+                window: None,
             })
         };
         let a = mk(w, vfs[rp.a], 0)?;

@@ -14,6 +14,12 @@ pub(super) enum Kind {
     CmpSwap,
     FetchAdd,
     LocalInv,
+    /// A fast-register MR of this side: REG_MR with a new key byte when it is invalid,
+    /// LOCAL_INV when it is valid (the model in `End::fast_reg` says which).
+    FastReg,
+    /// A type 2 window of this side: BIND_MW with a new key byte when it is free, LOCAL_INV
+    /// when it is bound (`End::window`).
+    Window,
 }
 
 impl Kind {
@@ -28,11 +34,13 @@ impl Kind {
             Kind::CmpSwap => "ATOMIC_CMP_AND_SWP",
             Kind::FetchAdd => "ATOMIC_FETCH_AND_ADD",
             Kind::LocalInv => "LOCAL_INV",
+            Kind::FastReg => "REG_MR/LOCAL_INV (fast-register MR)",
+            Kind::Window => "BIND_MW/LOCAL_INV (type 2 window)",
         }
     }
 }
 
-pub(super) const KINDS: [Kind; 9] = [
+pub(super) const KINDS: [Kind; 11] = [
     Kind::Send,
     Kind::SendImm,
     Kind::SendInv,
@@ -42,7 +50,20 @@ pub(super) const KINDS: [Kind; 9] = [
     Kind::CmpSwap,
     Kind::FetchAdd,
     Kind::LocalInv,
+    Kind::FastReg,
+    Kind::Window,
 ];
+
+/// The model of one side's fast-register MR or window: its key now and whether it is valid
+/// (registered, bound). Local work requests run in send queue order, so the model advances at
+/// post time.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LocalKey {
+    pub(super) key: MemKey,
+    pub(super) valid: bool,
+    /// Window: the MR it is bound in.
+    pub(super) mr: MemKey,
+}
 
 #[derive(Debug)]
 pub(super) struct Posted {
@@ -56,6 +77,9 @@ pub(super) struct Posted {
     pub(super) expect_orig: u64,
     /// LOCAL_INV: the key that must be invalid afterwards.
     pub(super) key: Option<MemKey>,
+    /// FastReg and Window: the completion opcode the op posted must have, and the key that
+    /// must then be valid (REG_MR, BIND_MW) or not (LOCAL_INV).
+    pub(super) local: Option<(WcOpcode, MemKey)>,
     /// Seeds the bytes of the message (see `pattern`).
     pub(super) id: u64,
     /// Uses a bad rkey on purpose.
@@ -91,6 +115,9 @@ pub(super) struct End {
     pub(super) next_wr: u64,
     /// A send completion of this side already failed (the QP is in ERR).
     pub(super) failed: bool,
+    /// This side's fast-register MR and type 2 window, once drawn.
+    pub(super) fast_reg: Option<LocalKey>,
+    pub(super) window: Option<LocalKey>,
 }
 
 pub struct RcConn {
@@ -183,7 +210,7 @@ impl RcConn {
             let max = self.plan.max_size;
             let len = match kind {
                 Kind::CmpSwap | Kind::FetchAdd => 8,
-                Kind::LocalInv => 0,
+                Kind::LocalInv | Kind::FastReg | Kind::Window => 0,
                 _ => {
                     if rng.gen_range(0..100) < 95 {
                         crate::sim::plan::Plan::size_of(rng, max)
@@ -212,6 +239,7 @@ impl RcConn {
                 check_at: 0,
                 expect_orig: 0,
                 key: None,
+                local: None,
                 bad,
                 id,
             };
@@ -305,6 +333,111 @@ impl RcConn {
                         };
                     posted.key = Some(key);
                     SendOp::LocalInv { key }
+                }
+                Kind::FastReg => {
+                    let vf = w.vf_mut(mine.q.vf);
+                    let m = match mine.fast_reg {
+                        Some(m) => m,
+                        None => match vf.alloc_mr(mine.q.pd, 1) {
+                            Ok(key) => LocalKey {
+                                key,
+                                valid: false,
+                                mr: key,
+                            },
+                            Err(e) => {
+                                c.violation(format!("alloc_mr: {e}"));
+                                return;
+                            }
+                        },
+                    };
+                    let (op, next) = if m.valid {
+                        (
+                            SendOp::LocalInv { key: m.key },
+                            LocalKey { valid: false, ..m },
+                        )
+                    } else {
+                        // One page: the one holding this WR's slot, whose first 8 bytes
+                        // carry the page list (the slot is this WR's until it completes).
+                        let page = local & !4095;
+                        let key = next_key(m.key);
+                        if let Err(e) = w.write(mine.q.vf, local, &page.to_le_bytes()) {
+                            c.violation(format!("page list for REG_MR: {e}"));
+                            return;
+                        }
+                        let op = SendOp::RegMr {
+                            mr: key,
+                            page_list: local,
+                            npages: 1,
+                            page_shift: 12,
+                            iova: page,
+                            len: 4096,
+                            access: Access::LOCAL_WRITE,
+                        };
+                        (
+                            op,
+                            LocalKey {
+                                key,
+                                valid: true,
+                                ..m
+                            },
+                        )
+                    };
+                    posted.local = Some((local_opcode(&op), next.key));
+                    mine.fast_reg = Some(next);
+                    op
+                }
+                Kind::Window => {
+                    let vf = w.vf_mut(mine.q.vf);
+                    let m = match mine.window {
+                        Some(m) => m,
+                        None => {
+                            let mr = vf.reg_mr(
+                                mine.q.pd,
+                                local,
+                                64,
+                                Access::LOCAL_WRITE | Access::MW_BIND,
+                            );
+                            match (mr, vf.alloc_mw(mine.q.pd, vhca_device::MwType::Type2)) {
+                                (Ok(mr), Ok(key)) => LocalKey {
+                                    key,
+                                    valid: false,
+                                    mr,
+                                },
+                                (Err(e), _) | (_, Err(e)) => {
+                                    c.violation(format!("a window and its MR: {e}"));
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    let (op, next) = if m.valid {
+                        (
+                            SendOp::LocalInv { key: m.key },
+                            LocalKey { valid: false, ..m },
+                        )
+                    } else {
+                        let addr = w.vf(mine.q.vf).mr(m.mr).map_or(0, |r| r.iova);
+                        let key = next_key(m.key);
+                        let op = SendOp::BindMw {
+                            mw: m.key,
+                            rkey: key,
+                            mr: m.mr,
+                            addr,
+                            len: 64,
+                            access: Access::REMOTE_READ,
+                        };
+                        (
+                            op,
+                            LocalKey {
+                                key,
+                                valid: true,
+                                ..m
+                            },
+                        )
+                    };
+                    posted.local = Some((local_opcode(&op), next.key));
+                    mine.window = Some(next);
+                    op
                 }
             };
             match kind {
@@ -478,6 +611,27 @@ impl RcConn {
                     ));
                 }
             }
+            Kind::FastReg | Kind::Window => {
+                if let Some((op, key)) = p.local {
+                    let vf = w.vf(mine.q.vf);
+                    let valid = if p.kind == Kind::FastReg {
+                        vf.mr(key).map(|m| m.valid)
+                    } else {
+                        vf.mw(key).map(|m| m.key == key && m.binding.is_some())
+                    };
+                    // Later local WRs of this side may have run already (and changed the
+                    // key byte); the state is checked when none is pending.
+                    let later = mine.posted.iter().any(|q| q.kind == p.kind);
+                    let want = op != WcOpcode::LocalInv;
+                    if wc.opcode != op || (!later && valid != Some(want)) {
+                        c.violation(format!(
+                            "rc{idx} side {side}: {} completed as {:?}, the key {key} now {valid:?}",
+                            p.kind.name(),
+                            wc.opcode
+                        ));
+                    }
+                }
+            }
             Kind::LocalInv => {
                 if let Some(k) = p.key {
                     if w.vf(mine.q.vf).mr(k).is_some_and(|m| m.valid) {
@@ -488,7 +642,9 @@ impl RcConn {
             }
             _ => {}
         }
-        if wc.opcode != expected_wc_opcode(p.kind) {
+        if !matches!(p.kind, Kind::FastReg | Kind::Window)
+            && wc.opcode != expected_wc_opcode(p.kind)
+        {
             c.violation(format!(
                 "rc{idx} side {side}: completion opcode {:?} for {:?}",
                 wc.opcode, p.kind
@@ -584,5 +740,19 @@ pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
         Kind::CmpSwap => WcOpcode::CmpSwap,
         Kind::FetchAdd => WcOpcode::FetchAdd,
         Kind::LocalInv => WcOpcode::LocalInv,
+        // Either, by the model's state at post time (`Posted::local`).
+        Kind::FastReg => WcOpcode::RegMr,
+        Kind::Window => WcOpcode::BindMw,
     }
+}
+
+/// The completion opcode of a local work request.
+fn local_opcode(op: &SendOp) -> WcOpcode {
+    op.wc_opcode()
+}
+
+/// The same object's key with the next key byte (what a consumer does before each REG_MR
+/// or bind).
+fn next_key(k: MemKey) -> MemKey {
+    MemKey::from_parts(k.index(), k.key_byte().wrapping_add(1))
 }
