@@ -133,25 +133,22 @@ fn check_bind(mws: &Table<Mw>, mrs: &Table<Mr>, pd: PdHandle, a: &BindArgs) -> R
 
 /// Invalidates the type 2 window `key`: by LOCAL_INV posted on a QP of PD `pd`
 /// (`on_qp == None`), or by a SEND_WITH_INV arriving on QP `on_qp`, the QP it is bound on.
-/// A type 1 window cannot be invalidated (o10-37.2.26).
-pub fn invalidate(
-    mws: &mut Table<Mw>,
-    key: MemKey,
-    pd: PdHandle,
-    on_qp: Option<Qpn>,
-) -> Result<(), ()> {
-    let mw = mws.get_mut(mw_number(key)).ok_or(())?;
+/// A type 1 window cannot be invalidated (o10-37.2.26). Whether it was invalidated.
+pub fn invalidate(mws: &mut Table<Mw>, key: MemKey, pd: PdHandle, on_qp: Option<Qpn>) -> bool {
+    let Some(mw) = mws.get_mut(mw_number(key)) else {
+        return false;
+    };
     let Some(b) = mw.binding else {
-        return Err(());
+        return false;
     };
     if mw.key != key || mw.kind != MwType::Type2 || mw.pd != pd {
-        return Err(());
+        return false;
     }
     if on_qp.is_some() && b.qpn != on_qp {
-        return Err(());
+        return false;
     }
     mw.binding = None;
-    Ok(())
+    true
 }
 
 /// Whether any window is bound inside the MR `key` (it cannot be invalidated or deregistered

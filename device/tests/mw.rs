@@ -429,11 +429,8 @@ fn bind_status(kind: MwType, make: impl FnOnce(&mut Net, &Ep, MemKey, &Buf) -> S
 #[test]
 fn bind_errors_are_mw_bind_err() {
     use MwType::{Type1, Type2};
-    let cases: Vec<(
-        &str,
-        MwType,
-        Box<dyn FnOnce(&mut Net, &Ep, MemKey, &Buf) -> SendOp>,
-    )> = vec![
+    type Make = Box<dyn FnOnce(&mut Net, &Ep, MemKey, &Buf) -> SendOp>;
+    let cases: Vec<(&str, MwType, Make)> = vec![
         (
             "MR without MW_BIND",
             Type1,

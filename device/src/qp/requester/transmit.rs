@@ -214,9 +214,10 @@ pub(crate) fn run_local(qp: &Qp, res: &mut Resources, op: SendOp) -> WcStatus {
 /// (docs/transport.md, "LOCAL_INV"; rxe uses `LOC_QP_OP_ERR`).
 pub(crate) fn local_invalidate(qp: &Qp, res: &mut Resources, key: MemKey) -> WcStatus {
     if crate::mw::is_mw_key(key) {
-        return match crate::mw::invalidate(&mut res.mws, key, qp.pd(), None) {
-            Ok(()) => WcStatus::Success,
-            Err(()) => WcStatus::LocProtErr,
+        return if crate::mw::invalidate(&mut res.mws, key, qp.pd(), None) {
+            WcStatus::Success
+        } else {
+            WcStatus::LocProtErr
         };
     }
     // rxe: an MR with windows bound to it cannot be invalidated.

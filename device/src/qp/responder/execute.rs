@@ -39,7 +39,9 @@ fn take_recv(qp: &mut Qp, res: &mut Resources) -> Option<RecvWr> {
 /// or a type 2 window bound on this QP (rxe's `invalidate_rkey`).
 fn invalidate_remote(qp: &Qp, res: &mut Resources, key: MemKey) -> Result<(), ()> {
     if crate::mw::is_mw_key(key) {
-        return crate::mw::invalidate(&mut res.mws, key, qp.pd(), Some(qp.qpn));
+        return crate::mw::invalidate(&mut res.mws, key, qp.pd(), Some(qp.qpn))
+            .then_some(())
+            .ok_or(());
     }
     if crate::mw::mr_has_windows(&res.mws, key) {
         return Err(());
