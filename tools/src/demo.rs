@@ -38,6 +38,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
         bad_rkey_at: None,
         timeout: 10,
         max_rd_atomic: 8,
+        local_keys: false,
     };
     Plan {
         pfs: vec![2, 1],

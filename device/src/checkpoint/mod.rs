@@ -439,8 +439,11 @@ pub fn restore(
     // it is sent), so AH references are not checked; SRQ ones are.
     // Windows first: their checks read the MRs and QPs as the state has them.
     let mut mws = Vec::with_capacity(s.mws.len());
-    for (i, w) in &s.mws {
-        mws.push((*i, windows::check_mw(*i, w, &pds, &s.mrs, &s.qps)?));
+    if !s.mws.is_empty() {
+        let look = windows::Lookup::new(&pds, &s.mrs, &s.qps);
+        for (i, w) in &s.mws {
+            mws.push((*i, windows::check_mw(*i, w, &look)?));
+        }
     }
     let mut mrs = Vec::with_capacity(s.mrs.len());
     for (i, m) in s.mrs {

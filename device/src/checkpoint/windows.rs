@@ -63,28 +63,54 @@ impl From<&Mw> for MwStateV2 {
     }
 }
 
+/// What the window checks look up, sorted by number so that each lookup is a binary search
+/// (a hostile blob with many windows and many MRs must not cost their product).
+pub struct Lookup<'a> {
+    pub pds: &'a [u32],
+    mrs: Vec<(u32, &'a MrStateV2)>,
+    qps: Vec<(Qpn, PdHandle)>,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(pds: &'a [u32], mrs: &'a [(u32, MrStateV2)], qps: &[QpStateV2]) -> Lookup<'a> {
+        let mut m: Vec<(u32, &MrStateV2)> = mrs.iter().map(|(n, s)| (*n, s)).collect();
+        m.sort_unstable_by_key(|e| e.0);
+        let mut q: Vec<(Qpn, PdHandle)> = qps.iter().map(|p| (p.qpn, p.init.pd)).collect();
+        q.sort_unstable_by_key(|e| e.0 .0);
+        Lookup {
+            pds,
+            mrs: m,
+            qps: q,
+        }
+    }
+
+    fn mr(&self, n: u32) -> Option<&'a MrStateV2> {
+        let i = self.mrs.binary_search_by_key(&n, |e| e.0).ok()?;
+        Some(self.mrs[i].1)
+    }
+
+    fn qp_pd(&self, q: Qpn) -> Option<PdHandle> {
+        let i = self.qps.binary_search_by_key(&q.0, |e| e.0 .0).ok()?;
+        Some(self.qps[i].1)
+    }
+}
+
 /// Window number `n`, checked against the state it belongs to: its key names it, its PD
 /// exists, and a binding is one a bind could have made and nothing since has undone — inside
 /// a valid MR of its PD that allows windows (and local write for a writable window), rights a
 /// window may have, a length, and for type 2 (only) a QP of its PD.
-pub fn check_mw(
-    n: u32,
-    w: &MwStateV2,
-    pds: &[u32],
-    mrs: &[(u32, MrStateV2)],
-    qps: &[QpStateV2],
-) -> Result<Mw, CheckpointError> {
+pub fn check_mw(n: u32, w: &MwStateV2, cx: &Lookup<'_>) -> Result<Mw, CheckpointError> {
     let bad = |what: &str| invalid(format!("MW {n}: {what}"));
     if n == 0 || w.key.index() != MW_INDEX_BASE.wrapping_add(n) || n >= MW_INDEX_BASE {
         return bad("key index");
     }
-    if pds.binary_search(&w.pd.0).is_err() {
+    if cx.pds.binary_search(&w.pd.0).is_err() {
         return bad("no such PD");
     }
     let binding = match w.binding {
         None => None,
         Some(b) => {
-            let Some((_, mr)) = mrs.iter().find(|(i, _)| *i == b.mr.index()) else {
+            let Some(mr) = cx.mr(b.mr.index()) else {
                 return bad("bound to a missing MR");
             };
             if mr.key != b.mr || !mr.valid || mr.pd != w.pd {
@@ -106,8 +132,7 @@ pub fn check_mw(
             match (w.kind, b.qpn) {
                 (MwType::Type1, None) => {}
                 (MwType::Type2, Some(q)) => {
-                    let qp = qps.iter().find(|p| p.qpn == q);
-                    if qp.is_none_or(|p| p.init.pd != w.pd) {
+                    if cx.qp_pd(q) != Some(w.pd) {
                         return bad("bound on a missing QP or a QP of another PD");
                     }
                 }

@@ -20,6 +20,10 @@ pub struct RcPlan {
     pub bad_rkey_at: Option<(usize, usize)>,
     pub timeout: u8,
     pub max_rd_atomic: u8,
+    /// Each side also registers and invalidates a fast-register MR and binds and invalidates a
+    /// type 2 window. Off in the demo, whose workload (seeded) the frozen v1 sample
+    /// checkpoint fixtures were made from.
+    pub local_keys: bool,
 }
 
 /// A UC connection: both sides send SENDs and WRITEs (with and without immediates).
@@ -124,6 +128,7 @@ impl Plan {
                     },
                     timeout: rng.gen_range(8..=12),
                     max_rd_atomic: rng.gen_range(1..=8),
+                    local_keys: true,
                 }
             })
             .collect::<Vec<_>>();

@@ -200,7 +200,14 @@ impl RcConn {
             let Some(slot) = me.slot_busy.iter().position(|b| !b) else {
                 return;
             };
-            let kind = KINDS[rng.gen_range(0..KINDS.len())];
+            // Without local keys the draw is the one it was before they existed (the demo's
+            // seeded workload is frozen in the v1 sample fixtures).
+            let kinds = if self.plan.local_keys {
+                KINDS.len()
+            } else {
+                KINDS.len() - 2
+            };
+            let kind = KINDS[rng.gen_range(0..kinds)];
             let op_index = me.posted_count;
             let bad = self.plan.bad_rkey_at == Some((side, op_index));
             let kind = if bad { Kind::Write } else { kind };
