@@ -6,7 +6,7 @@
 //! not only inside its MR, and both window types check the QP's PD (docs/transport.md,
 //! "Memory windows").
 
-use crate::mr::{KeyError, Mr};
+use crate::mr::Mr;
 use crate::table::Table;
 use crate::types::{MemKey, PdHandle, Qpn};
 use crate::verbs::{Access, MwType, WcStatus};
@@ -156,50 +156,4 @@ pub fn invalidate(mws: &mut Table<Mw>, key: MemKey, pd: PdHandle, on_qp: Option<
 pub fn mr_has_windows(mws: &Table<Mw>, key: MemKey) -> bool {
     mws.iter()
         .any(|(_, w)| w.binding.is_some_and(|b| b.mr == key))
-}
-
-impl crate::resources::Resources {
-    /// Looks up an R_Key arriving on QP `qpn` (PD `pd`) and checks an access of
-    /// `[va, va + len)` for `need`; returns the MR whose memory the access reaches. An MR key is
-    /// checked as an MR's; a window key against the window (key, PD, QP for type 2, rights,
-    /// range), and then it reaches its MR, which must still be valid under the key it was bound
-    /// with.
-    pub fn check_rkey(
-        &self,
-        qpn: Qpn,
-        pd: PdHandle,
-        rkey: MemKey,
-        va: u64,
-        len: u64,
-        need: Access,
-    ) -> Result<&Mr, KeyError> {
-        if !is_mw_key(rkey) {
-            let mr = self.mrs.get(rkey.index()).ok_or(KeyError::BadKey)?;
-            mr.check(rkey, pd, va, len, need)?;
-            return Ok(mr);
-        }
-        let mw = self.mws.get(mw_number(rkey)).ok_or(KeyError::BadKey)?;
-        let b = mw.binding.ok_or(KeyError::BadKey)?;
-        if mw.key != rkey || mw.pd != pd || b.qpn.is_some_and(|q| q != qpn) {
-            return Err(KeyError::BadKey);
-        }
-        if !b.access.contains(need) {
-            return Err(KeyError::Access);
-        }
-        let end = va.checked_add(len).ok_or(KeyError::Bounds)?;
-        if va < b.addr || end > b.addr.saturating_add(b.len) {
-            return Err(KeyError::Bounds);
-        }
-        let mr = self
-            .mrs
-            .get(b.mr.index())
-            .filter(|m| m.key == b.mr && m.valid && m.pd == pd)
-            .ok_or(KeyError::BadKey)?;
-        // The binding was inside the MR when it was made and the MR cannot change while bound;
-        // checked again so that a restored state cannot reach outside it.
-        if va < mr.iova || end > mr.iova.saturating_add(mr.len) {
-            return Err(KeyError::Bounds);
-        }
-        Ok(mr)
-    }
 }

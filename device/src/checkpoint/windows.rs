@@ -6,8 +6,7 @@
 //! In a delta both sections are complete lists, not changes: a handful of small objects, and
 //! the `RemovedStateV2` section (positional) has no room for their numbers.
 
-use super::v2::{MrStateV2, QpStateV2};
-use super::{invalid, CheckpointError};
+use super::{invalid, CheckpointError, MrStateV2, QpStateV2};
 use crate::fast_reg::MAX_FAST_REG_PAGES;
 use crate::mr::Mr;
 use crate::mw::{Mw, MwBinding, MW_ACCESS, MW_INDEX_BASE};

@@ -1,6 +1,7 @@
 //! The simulator's traffic: RC and UC connections and UD groups, each posting its workload and
 //! checking every completion against the model of what must have happened.
 
+mod local_keys;
 mod rc;
 mod uc;
 mod ud;

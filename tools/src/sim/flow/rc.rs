@@ -1,6 +1,7 @@
 //! RC connections: each end posts every opcode with random sizes and SGLs, and every
 //! completion and byte is checked against what the peer must have done.
 
+use super::local_keys::{self, LocalKey};
 use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,17 +54,6 @@ pub(super) const KINDS: [Kind; 11] = [
     Kind::FastReg,
     Kind::Window,
 ];
-
-/// The model of one side's fast-register MR or window: its key now and whether it is valid
-/// (registered, bound). Local work requests run in send queue order, so the model advances at
-/// post time.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct LocalKey {
-    pub(super) key: MemKey,
-    pub(super) valid: bool,
-    /// Window: the MR it is bound in.
-    pub(super) mr: MemKey,
-}
 
 #[derive(Debug)]
 pub(super) struct Posted {
@@ -341,109 +331,22 @@ impl RcConn {
                     posted.key = Some(key);
                     SendOp::LocalInv { key }
                 }
-                Kind::FastReg => {
-                    let vf = w.vf_mut(mine.q.vf);
-                    let m = match mine.fast_reg {
-                        Some(m) => m,
-                        None => match vf.alloc_mr(mine.q.pd, 1) {
-                            Ok(key) => LocalKey {
-                                key,
-                                valid: false,
-                                mr: key,
-                            },
-                            Err(e) => {
-                                c.violation(format!("alloc_mr: {e}"));
-                                return;
-                            }
-                        },
-                    };
-                    let (op, next) = if m.valid {
-                        (
-                            SendOp::LocalInv { key: m.key },
-                            LocalKey { valid: false, ..m },
-                        )
+                Kind::FastReg | Kind::Window => {
+                    let state = if kind == Kind::FastReg {
+                        mine.fast_reg
                     } else {
-                        // One page: the one holding this WR's slot, whose first 8 bytes
-                        // carry the page list (the slot is this WR's until it completes).
-                        let page = local & !4095;
-                        let key = next_key(m.key);
-                        if let Err(e) = w.write(mine.q.vf, local, &page.to_le_bytes()) {
-                            c.violation(format!("page list for REG_MR: {e}"));
-                            return;
-                        }
-                        let op = SendOp::RegMr {
-                            mr: key,
-                            page_list: local,
-                            npages: 1,
-                            page_shift: 12,
-                            iova: page,
-                            len: 4096,
-                            access: Access::LOCAL_WRITE,
-                        };
-                        (
-                            op,
-                            LocalKey {
-                                key,
-                                valid: true,
-                                ..m
-                            },
-                        )
+                        mine.window
                     };
-                    posted.local = Some((local_opcode(&op), next.key));
-                    mine.fast_reg = Some(next);
-                    op
-                }
-                Kind::Window => {
-                    let vf = w.vf_mut(mine.q.vf);
-                    let m = match mine.window {
-                        Some(m) => m,
-                        None => {
-                            let mr = vf.reg_mr(
-                                mine.q.pd,
-                                local,
-                                64,
-                                Access::LOCAL_WRITE | Access::MW_BIND,
-                            );
-                            match (mr, vf.alloc_mw(mine.q.pd, vhca_device::MwType::Type2)) {
-                                (Ok(mr), Ok(key)) => LocalKey {
-                                    key,
-                                    valid: false,
-                                    mr,
-                                },
-                                (Err(e), _) | (_, Err(e)) => {
-                                    c.violation(format!("a window and its MR: {e}"));
-                                    return;
-                                }
-                            }
-                        }
+                    let Some((op, next)) = local_keys::next_op(w, c, kind, state, &mine.q, local)
+                    else {
+                        return;
                     };
-                    let (op, next) = if m.valid {
-                        (
-                            SendOp::LocalInv { key: m.key },
-                            LocalKey { valid: false, ..m },
-                        )
+                    posted.local = Some((op.wc_opcode(), next.key));
+                    if kind == Kind::FastReg {
+                        mine.fast_reg = Some(next);
                     } else {
-                        let addr = w.vf(mine.q.vf).mr(m.mr).map_or(0, |r| r.iova);
-                        let key = next_key(m.key);
-                        let op = SendOp::BindMw {
-                            mw: m.key,
-                            rkey: key,
-                            mr: m.mr,
-                            addr,
-                            len: 64,
-                            access: Access::REMOTE_READ,
-                        };
-                        (
-                            op,
-                            LocalKey {
-                                key,
-                                valid: true,
-                                ..m
-                            },
-                        )
-                    };
-                    posted.local = Some((local_opcode(&op), next.key));
-                    mine.window = Some(next);
+                        mine.window = Some(next);
+                    }
                     op
                 }
             };
@@ -619,25 +522,11 @@ impl RcConn {
                 }
             }
             Kind::FastReg | Kind::Window => {
-                if let Some((op, key)) = p.local {
-                    let vf = w.vf(mine.q.vf);
-                    let valid = if p.kind == Kind::FastReg {
-                        vf.mr(key).map(|m| m.valid)
-                    } else {
-                        vf.mw(key).map(|m| m.key == key && m.binding.is_some())
-                    };
-                    // Later local WRs of this side may have run already (and changed the
-                    // key byte); the state is checked when none is pending.
-                    let later = mine.posted.iter().any(|q| q.kind == p.kind);
-                    let want = op != WcOpcode::LocalInv;
-                    if wc.opcode != op || (!later && valid != Some(want)) {
-                        c.violation(format!(
-                            "rc{idx} side {side}: {} completed as {:?}, the key {key} now {valid:?}",
-                            p.kind.name(),
-                            wc.opcode
-                        ));
-                    }
-                }
+                // Later local WRs of this side may have run already (and changed the key
+                // byte); the state is checked when none is pending.
+                let later = mine.posted.iter().any(|q| q.kind == p.kind);
+                let what = format!("rc{idx} side {side}");
+                local_keys::check_done(w, c, &what, &mine.q, &p, later, wc);
             }
             Kind::LocalInv => {
                 if let Some(k) = p.key {
@@ -751,15 +640,4 @@ pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
         Kind::FastReg => WcOpcode::RegMr,
         Kind::Window => WcOpcode::BindMw,
     }
-}
-
-/// The completion opcode of a local work request.
-fn local_opcode(op: &SendOp) -> WcOpcode {
-    op.wc_opcode()
-}
-
-/// The same object's key with the next key byte (what a consumer does before each REG_MR
-/// or bind).
-fn next_key(k: MemKey) -> MemKey {
-    MemKey::from_parts(k.index(), k.key_byte().wrapping_add(1))
 }
