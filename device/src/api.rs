@@ -8,7 +8,8 @@
 use crate::error::VerbsResult;
 use crate::types::{AhHandle, CqHandle, Gid, MemKey, PdHandle, Qpn, SrqHandle};
 use crate::verbs::{
-    Access, AhAttr, QpAttr, QpAttrMask, QpInitAttr, RecvWr, SendWr, WorkCompletion,
+    Access, AhAttr, MwBindInfo, MwType, QpAttr, QpAttrMask, QpInitAttr, RecvWr, SendOp, SendWr,
+    WorkCompletion,
 };
 
 /// An open device context (`ibv_context`) with its verbs.
@@ -25,6 +26,35 @@ pub trait Verbs {
     fn dealloc_pd(&mut self, pd: PdHandle) -> VerbsResult<()>;
     fn reg_mr(&mut self, pd: PdHandle, addr: u64, len: u64, access: Access) -> VerbsResult<MemKey>;
     fn dereg_mr(&mut self, key: MemKey) -> VerbsResult<()>;
+    /// `ib_alloc_mr(pd, IB_MR_TYPE_MEM_REG, max_num_sg)`: a fast-register MR, invalid until a
+    /// `SendOp::RegMr` work request registers it.
+    fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey>;
+    /// `ibv_alloc_mw`: answers the window's R_Key.
+    fn alloc_mw(&mut self, pd: PdHandle, kind: MwType) -> VerbsResult<MemKey>;
+    fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()>;
+
+    /// `ibv_bind_mw` for a type 1 window: posts the BIND_MW work request libibverbs posts
+    /// (ordered with the QP's other work requests) with the window's next key byte, and
+    /// answers the R_Key the window has once it completes.
+    fn bind_mw(
+        &mut self,
+        qpn: Qpn,
+        wr_id: u64,
+        mw: MemKey,
+        bind: MwBindInfo,
+    ) -> VerbsResult<MemKey> {
+        let rkey = MemKey::from_parts(mw.index(), mw.key_byte().wrapping_add(1));
+        let op = SendOp::BindMw {
+            mw,
+            rkey,
+            mr: bind.mr,
+            addr: bind.addr,
+            len: bind.len,
+            access: bind.access,
+        };
+        self.post_send(qpn, &SendWr::new(wr_id, op))?;
+        Ok(rkey)
+    }
 
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle>;
     fn destroy_cq(&mut self, cq: CqHandle) -> VerbsResult<()>;

@@ -29,6 +29,9 @@ pub struct Mr {
     pub map: MrMap,
     /// False after LOCAL_INV or SEND_WITH_INV: every access fails until re-registered.
     pub valid: bool,
+    /// A fast-register MR (`ib_alloc_mr`): the most pages a REG_MR work request may map.
+    /// Such an MR starts invalid and unmapped; REG_MR maps it and makes its new key valid.
+    pub fast_reg: Option<u32>,
 }
 
 /// Why a key does not grant an access. Mapped to a completion status or NAK by the caller.
@@ -145,6 +148,7 @@ mod tests {
             key: MemKey::from_parts(3, 7),
             map,
             valid: true,
+            fast_reg: None,
         }
     }
 

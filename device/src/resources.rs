@@ -2,11 +2,12 @@
 
 use crate::cq::{Cq, Pushed};
 use crate::memory::SharedMemory;
-use crate::mr::Mr;
+use crate::mr::{KeyError, Mr};
+use crate::mw::Mw;
 use crate::srq::Srq;
 use crate::table::Table;
-use crate::types::{CqHandle, Gid, PdHandle};
-use crate::verbs::{AhAttr, AsyncEvent, Mtu, VfLimits, WorkCompletion};
+use crate::types::{CqHandle, Gid, MemKey, PdHandle, Qpn};
+use crate::verbs::{Access, AhAttr, AsyncEvent, Mtu, VfLimits, WorkCompletion};
 use std::collections::VecDeque;
 
 /// A protection domain: a name that MRs, QPs, SRQs and AHs are checked against.
@@ -80,6 +81,8 @@ pub struct Resources {
     pub limits: VfLimits,
     pub pds: Table<Pd>,
     pub mrs: Table<Mr>,
+    /// Memory windows, numbered from 1; their key index is `mw::MW_INDEX_BASE + number`.
+    pub mws: Table<Mw>,
     pub cqs: Table<Cq>,
     pub srqs: Table<Srq>,
     pub ahs: Table<Ah>,
@@ -108,5 +111,54 @@ impl Resources {
 
     pub fn raise(&mut self, ev: AsyncEvent) {
         self.async_events.push_back(ev);
+    }
+}
+
+impl Resources {
+    /// Looks up an R_Key arriving on QP `qpn` (PD `pd`) and checks an access of
+    /// `[va, va + len)` for `need`; returns the MR whose memory the access reaches. An MR key is
+    /// checked as an MR's; a window key against the window (key, PD, QP for type 2, rights,
+    /// range), and then it reaches its MR, which must still be valid under the key it was bound
+    /// with.
+    pub fn check_rkey(
+        &self,
+        qpn: Qpn,
+        pd: PdHandle,
+        rkey: MemKey,
+        va: u64,
+        len: u64,
+        need: Access,
+    ) -> Result<&Mr, KeyError> {
+        if !crate::mw::is_mw_key(rkey) {
+            let mr = self.mrs.get(rkey.index()).ok_or(KeyError::BadKey)?;
+            mr.check(rkey, pd, va, len, need)?;
+            return Ok(mr);
+        }
+        let mw = self
+            .mws
+            .get(crate::mw::mw_number(rkey))
+            .ok_or(KeyError::BadKey)?;
+        let b = mw.binding.ok_or(KeyError::BadKey)?;
+        if mw.key != rkey || mw.pd != pd || b.qpn.is_some_and(|q| q != qpn) {
+            return Err(KeyError::BadKey);
+        }
+        if !b.access.contains(need) {
+            return Err(KeyError::Access);
+        }
+        let end = va.checked_add(len).ok_or(KeyError::Bounds)?;
+        if va < b.addr || end > b.addr.saturating_add(b.len) {
+            return Err(KeyError::Bounds);
+        }
+        let mr = self
+            .mrs
+            .get(b.mr.index())
+            .filter(|m| m.key == b.mr && m.valid && m.pd == pd)
+            .ok_or(KeyError::BadKey)?;
+        // The binding was inside the MR when it was made and the MR cannot change while bound;
+        // checked again so that a restored state cannot reach outside it.
+        if va < mr.iova || end > mr.iova.saturating_add(mr.len) {
+            return Err(KeyError::Bounds);
+        }
+        Ok(mr)
     }
 }

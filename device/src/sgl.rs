@@ -141,6 +141,7 @@ mod tests {
             key: MemKey::from_parts(1, 0x11),
             map: MrMap::Contiguous { gpa: 0x1000 },
             valid: true,
+            fast_reg: None,
         });
         t
     }

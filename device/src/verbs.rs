@@ -15,6 +15,11 @@ bitflags! {
         const REMOTE_WRITE = 1 << 1;
         const REMOTE_READ = 1 << 2;
         const REMOTE_ATOMIC = 1 << 3;
+        /// The MR may have memory windows bound to it (`IBV_ACCESS_MW_BIND`).
+        const MW_BIND = 1 << 4;
+        /// A zero-based region or window (`IBV_ACCESS_ZERO_BASED`). vhca supports neither:
+        /// registration refuses it and a bind with it fails with `MW_BIND_ERR`.
+        const ZERO_BASED = 1 << 5;
         /// The target of FLUSH with the global-visibility placement type (IBTA 1.5).
         const FLUSH_GLOBAL = 1 << 8;
         /// The target of FLUSH with the persistence placement type. Guest memory has no
@@ -155,6 +160,32 @@ pub enum SendOp {
         placement: FlushPlacement,
         level: FlushLevel,
     },
+    /// Binds a memory window (`IBV_WR_BIND_MW`; `ibv_bind_mw` posts the same WR for a type 1
+    /// window). `mw` is the window's current R_Key; the window's new R_Key keeps its index and
+    /// takes the key byte (low 8 bits) of `rkey`. The window covers `[addr, addr + len)` of
+    /// the MR named by `mr` with the remote rights in `access`. A type 1 window bound with
+    /// `len == 0` is unbound.
+    BindMw {
+        mw: MemKey,
+        rkey: MemKey,
+        mr: MemKey,
+        addr: u64,
+        len: u64,
+        access: Access,
+    },
+    /// Registers a fast-register MR (`IB_WR_REG_MR`): `mr` is its new key (same index, the
+    /// consumer's key byte). The region `[iova, iova + len)` maps onto `npages` guest pages of
+    /// `1 << page_shift` bytes whose addresses (little-endian u64s) are read from guest memory
+    /// at `page_list` when the WR executes, as a NIC reads its translation table.
+    RegMr {
+        mr: MemKey,
+        page_list: u64,
+        npages: u32,
+        page_shift: u8,
+        iova: u64,
+        len: u64,
+        access: Access,
+    },
 }
 
 impl SendOp {
@@ -170,7 +201,18 @@ impl SendOp {
             SendOp::LocalInv { .. } => WcOpcode::LocalInv,
             SendOp::AtomicWrite { .. } => WcOpcode::AtomicWrite,
             SendOp::Flush { .. } => WcOpcode::Flush,
+            SendOp::BindMw { .. } => WcOpcode::BindMw,
+            SendOp::RegMr { .. } => WcOpcode::RegMr,
         }
+    }
+
+    /// Work requests the requester executes itself, in send queue order, without a packet
+    /// (rxe's `WR_LOCAL_OP_MASK`).
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. }
+        )
     }
 
     /// READ, atomics, ATOMIC WRITE and FLUSH need responder resources, obey `max_rd_atomic`
@@ -329,6 +371,8 @@ pub enum WcOpcode {
     /// Appended (a variant's index is its checkpoint encoding).
     Flush,
     AtomicWrite,
+    BindMw,
+    RegMr,
 }
 
 /// A work completion (`ibv_wc`).
@@ -613,4 +657,21 @@ impl Default for VfLimits {
             max_msg_sz: 0x80_0000,
         }
     }
+}
+
+/// Memory window type (`ibv_mw_type`). Type 2 windows are IBTA's type 2B, as in rxe: bound by
+/// a BIND_MW work request to the QP that posted it, and only valid for requests arriving on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MwType {
+    Type1,
+    Type2,
+}
+
+/// What `ibv_bind_mw` binds a window to (`ibv_mw_bind_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MwBindInfo {
+    pub mr: MemKey,
+    pub addr: u64,
+    pub len: u64,
+    pub access: Access,
 }

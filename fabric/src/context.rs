@@ -85,6 +85,18 @@ impl Verbs for Context {
         self.with(|v| v.dereg_mr(key))
     }
 
+    fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey> {
+        self.with(|v| v.alloc_mr(pd, max_num_sg))
+    }
+
+    fn alloc_mw(&mut self, pd: PdHandle, kind: vhca_device::MwType) -> VerbsResult<MemKey> {
+        self.with(|v| v.alloc_mw(pd, kind))
+    }
+
+    fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()> {
+        self.with(|v| v.dealloc_mw(mw))
+    }
+
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
         self.with(|v| v.create_cq(cqe))
     }

@@ -167,6 +167,18 @@ impl<L: Link> Verbs for Node<L> {
         self.vf.dereg_mr(key)
     }
 
+    fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey> {
+        self.vf.alloc_mr(pd, max_num_sg)
+    }
+
+    fn alloc_mw(&mut self, pd: PdHandle, kind: vhca_device::MwType) -> VerbsResult<MemKey> {
+        self.vf.alloc_mw(pd, kind)
+    }
+
+    fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()> {
+        self.vf.dealloc_mw(mw)
+    }
+
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
         self.vf.create_cq(cqe)
     }
@@ -330,6 +342,15 @@ impl<L: Link + 'static> Verbs for BackgroundNode<L> {
     }
     fn dereg_mr(&mut self, key: MemKey) -> VerbsResult<()> {
         self.with(|n| n.dereg_mr(key))
+    }
+    fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey> {
+        self.with(|n| n.alloc_mr(pd, max_num_sg))
+    }
+    fn alloc_mw(&mut self, pd: PdHandle, kind: vhca_device::MwType) -> VerbsResult<MemKey> {
+        self.with(|n| n.alloc_mw(pd, kind))
+    }
+    fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()> {
+        self.with(|n| n.dealloc_mw(mw))
     }
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
         self.with(|n| n.create_cq(cqe))

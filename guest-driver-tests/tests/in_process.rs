@@ -84,6 +84,21 @@ fn invalidation_program_runs_in_process() {
 }
 
 #[test]
+fn windows_and_fast_reg_program_runs_in_process() {
+    let (mut a, mut b) = two_contexts(FaultConfig::default());
+    let (ea, eb) = rc_pair(
+        &mut a,
+        &mut b,
+        1 << 16,
+        16,
+        (Psn(10), Psn(20)),
+        Mtu::Mtu1024,
+    )
+    .unwrap();
+    vhca_guest::programs::windows::rc_windows(&mut a, &ea, &mut b, &eb).unwrap();
+}
+
+#[test]
 fn ud_program_runs_in_process() {
     let (mut a, mut b) = two_contexts(FaultConfig::default());
     for size in [0, 1, 1000] {

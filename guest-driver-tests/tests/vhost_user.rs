@@ -128,6 +128,20 @@ fn every_opcode_program_runs_over_vhost_user() {
 }
 
 #[test]
+fn windows_and_fast_reg_program_runs_over_vhost_user() {
+    let s = server();
+    let (mut a, mut b) = (open(&s, 0), open(&s, 1));
+    let (ea, eb) = connected(&mut a, &mut b, 1 << 16, 16, Mtu::Mtu1024);
+    vhca_guest::programs::windows::rc_windows(&mut a, &ea, &mut b, &eb).unwrap();
+    let (qa, _) = a.query_qp(ea.qpn).unwrap();
+    assert_eq!(
+        qa.qp_state,
+        QpState::Err,
+        "the refused WRITE ends the connection"
+    );
+}
+
+#[test]
 fn invalidation_opcodes_run_over_vhost_user() {
     let s = server();
     let (mut a, mut b) = (open(&s, 0), open(&s, 1));

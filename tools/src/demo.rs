@@ -39,6 +39,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
         timeout: 10,
         max_rd_atomic: 8,
         all_ops: true,
+        local_keys: true,
     };
     Plan {
         pfs: vec![2, 1],

@@ -16,6 +16,7 @@
 
 use super::codec::{self, Codec, WireRef, WireType};
 use super::v2::*;
+use super::windows::{FastRegStateV2, MwStateV2};
 use super::{CheckpointError, MAGIC};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,10 +57,15 @@ pub enum SectionKind {
     Counters = 10,
     /// `RemovedStateV2`: objects of the base a delta deletes. At most one, in a delta only.
     Removed = 11,
+    /// `[(u32, MwStateV2)]`: memory windows. In a delta, the complete list.
+    Mws = 12,
+    /// `[(u32, FastRegStateV2)]`: which MRs are fast-register MRs. In a delta, the complete
+    /// list.
+    FastRegMrs = 13,
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 11] = [
+    pub const ALL: [SectionKind; 13] = [
         SectionKind::Identity,
         SectionKind::Base,
         SectionKind::Pds,
@@ -71,6 +77,8 @@ impl SectionKind {
         SectionKind::Events,
         SectionKind::Counters,
         SectionKind::Removed,
+        SectionKind::Mws,
+        SectionKind::FastRegMrs,
     ];
 
     fn from_u16(k: u16) -> Option<SectionKind> {
@@ -91,6 +99,8 @@ impl SectionKind {
             SectionKind::Events => "events",
             SectionKind::Counters => "counters",
             SectionKind::Removed => "removed",
+            SectionKind::Mws => "mws",
+            SectionKind::FastRegMrs => "fast_reg_mrs",
         }
     }
 }
@@ -280,6 +290,13 @@ impl Writer {
         for chunk in s.qps.chunks(QPS_PER_SECTION) {
             self.put(SectionKind::Qps, chunk.len(), WireRef::Qps(chunk))?;
         }
+        if !s.mws.is_empty() {
+            self.put(SectionKind::Mws, s.mws.len(), WireRef::Mws(&s.mws))?;
+        }
+        if !s.fast_reg_mrs.is_empty() {
+            let f = &s.fast_reg_mrs;
+            self.put(SectionKind::FastRegMrs, f.len(), WireRef::FastRegMrs(f))?;
+        }
         self.put(SectionKind::Events, 1, s.events.wire_ref())?;
         self.put(SectionKind::Counters, 1, s.counters.wire_ref())
     }
@@ -396,7 +413,7 @@ struct Assembler {
     removed: Option<RemovedStateV2>,
     events: Option<EventsStateV2>,
     counters: Option<CountersStateV2>,
-    seen: [bool; 12],
+    seen: [bool; 14],
     taken: usize,
     pds: Vec<u32>,
     mrs: Vec<(u32, MrStateV2)>,
@@ -404,6 +421,8 @@ struct Assembler {
     srqs: Vec<(u32, SrqStateV2)>,
     ahs: Vec<(u32, AhStateV2)>,
     qps: Vec<QpStateV2>,
+    mws: Vec<(u32, MwStateV2)>,
+    fast_reg_mrs: Vec<(u32, FastRegStateV2)>,
 }
 
 impl Assembler {
@@ -443,6 +462,8 @@ impl Assembler {
             }
             SectionKind::Events => self.events = Some(section(codec, s, p, one)?),
             SectionKind::Counters => self.counters = Some(section(codec, s, p, one)?),
+            SectionKind::Mws => self.mws = section(codec, s, p, Vec::len)?,
+            SectionKind::FastRegMrs => self.fast_reg_mrs = section(codec, s, p, Vec::len)?,
         }
         Ok(())
     }
@@ -463,6 +484,8 @@ impl Assembler {
             qps: self.qps,
             events,
             counters,
+            mws: self.mws,
+            fast_reg_mrs: self.fast_reg_mrs,
         };
         match (delta, self.base) {
             (false, None) if self.removed.is_none() => Ok(CheckpointV2::Full(state)),

@@ -115,6 +115,9 @@ fn changes(base: &VfStateV2, digest: [u8; 32], cur: &VfStateV2) -> DeltaV2 {
             qps: qps.into_iter().map(|q| q.1).collect(),
             events: cur.events.clone(),
             counters: cur.counters.clone(),
+            // Complete lists (container.rs, `SectionKind::Mws`).
+            mws: cur.mws.clone(),
+            fast_reg_mrs: cur.fast_reg_mrs.clone(),
         },
         removed: RemovedStateV2 {
             pds: removed_pds,
@@ -190,5 +193,7 @@ fn merged(base: &VfStateV2, d: DeltaV2) -> Result<VfStateV2, CheckpointError> {
         qps: qps.into_iter().map(|q| q.1).collect(),
         events: c.events,
         counters: c.counters,
+        mws: c.mws,
+        fast_reg_mrs: c.fast_reg_mrs,
     })
 }

@@ -126,6 +126,8 @@ impl TryFrom<(u32, MrStateV2, &LoadCtx<'_>)> for Mr {
             key: m.key,
             map,
             valid: m.valid,
+            // Set by the fast-register section, which names its MRs.
+            fast_reg: None,
         })
     }
 }

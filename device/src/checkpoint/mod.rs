@@ -18,6 +18,7 @@ mod load;
 mod upgrade;
 pub mod v1;
 pub mod v2;
+pub mod windows;
 
 pub use codec::Codec;
 pub use container::{CheckpointV2, DeltaV2, SectionInfo, SectionKind};
@@ -26,6 +27,7 @@ pub use load::LoadCtx;
 pub use v1::*;
 pub use v2::*;
 pub use v2::{BaseStateV2, RemovedStateV2};
+pub use windows::{FastRegStateV2, MwBindingStateV2, MwStateV2};
 
 use crate::memory::{SharedMemory, VecMemory};
 use crate::qp::{ud::GSI_QPN, Qp};
@@ -127,6 +129,15 @@ pub fn state_of(vf: &Vf, now: Nanos) -> VfStateV2 {
             cq_events: res.cq_events.iter().copied().collect(),
         },
         counters: (&res.counters).into(),
+        mws: res.mws.iter().map(|(i, w)| (i, w.into())).collect(),
+        fast_reg_mrs: res
+            .mrs
+            .iter()
+            .filter_map(|(i, m)| {
+                m.fast_reg
+                    .map(|max_num_sg| (i, FastRegStateV2 { max_num_sg }))
+            })
+            .collect(),
     }
 }
 
@@ -402,6 +413,13 @@ pub fn restore(
     let srqs = numbers_of("SRQ", s.srqs.iter().map(|c| c.0), 1, l.max_srq)?;
     numbers_of("MR", s.mrs.iter().map(|c| c.0), 1, l.max_mr)?;
     numbers_of("AH", s.ahs.iter().map(|c| c.0), 1, l.max_ah)?;
+    numbers_of("MW", s.mws.iter().map(|c| c.0), 1, crate::vf::mw_limit(l))?;
+    numbers_of(
+        "fast-register MR",
+        s.fast_reg_mrs.iter().map(|c| c.0),
+        1,
+        l.max_mr,
+    )?;
     // QP1 is the GSI QP and nothing else; every other QP has an ordinary number.
     let gsi = GSI_QPN;
     if let Some(q) = s
@@ -447,6 +465,14 @@ pub fn restore(
     // Each object checked as it converts, kinds in this order (the first error wins). A UD
     // send WQE may name an AH destroyed after it was posted (it completes with an error when
     // it is sent), so AH references are not checked; SRQ ones are.
+    // Windows first: their checks read the MRs and QPs as the state has them.
+    let mut mws = Vec::with_capacity(s.mws.len());
+    if !s.mws.is_empty() {
+        let look = windows::Lookup::new(&pds, &s.mrs, &s.qps);
+        for (i, w) in &s.mws {
+            mws.push((*i, windows::check_mw(*i, w, &look)?));
+        }
+    }
     let mut mrs = Vec::with_capacity(s.mrs.len());
     for (i, m) in s.mrs {
         mrs.push((i, crate::mr::Mr::try_from((i, m, &cx))?));
@@ -487,6 +513,13 @@ pub fn restore(
     }
     for (i, m) in mrs {
         put(vf.res.mrs.insert_at(i, m), "MR")?;
+    }
+    for (i, f) in s.fast_reg_mrs {
+        windows::apply_fast_reg(i, f, vf.res.mrs.get_mut(i))?;
+    }
+    mws.sort_unstable_by_key(|e| e.0);
+    for (i, w) in mws {
+        put(vf.res.mws.insert_at(i, w), "MW")?;
     }
     for (i, c) in cqs_live {
         put(vf.res.cqs.insert_at(i, c), "CQ")?;

@@ -44,6 +44,8 @@ impl From<VfStateV1> for VfStateV2 {
                 cq_events: s.cq_events,
             },
             counters: s.counters.into(),
+            mws: Vec::new(),
+            fast_reg_mrs: Vec::new(),
         }
     }
 }

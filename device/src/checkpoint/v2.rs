@@ -48,6 +48,14 @@ pub struct VfStateV2 {
     pub qps: Vec<QpStateV2>,
     pub events: EventsStateV2,
     pub counters: CountersStateV2,
+    /// (MW number, window), ascending numbers: section `Mws`. Sections are what is encoded,
+    /// never this struct whole in a positional codec, so the default only matters to JSON
+    /// documents (`vhca state export`) written before windows existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mws: Vec<(u32, super::windows::MwStateV2)>,
+    /// (MR number, what makes it fast-register), ascending: section `FastRegMrs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fast_reg_mrs: Vec<(u32, super::windows::FastRegStateV2)>,
 }
 
 /// Who the VF is on the fabric, the limits it enforces, and the key byte its next MR gets.

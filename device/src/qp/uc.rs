@@ -17,7 +17,7 @@ use super::responder::{execute, Failure, InMessage};
 use super::{recv_wc, requester, Qp};
 use crate::packet::{NakCode, Packet};
 use crate::resources::Resources;
-use crate::verbs::{AsyncEvent, QpState, RecvWr, SendOp, WcOpcode, WcStatus};
+use crate::verbs::{AsyncEvent, QpState, RecvWr, WcOpcode, WcStatus};
 
 /// Produces the next UC request packet, or `None` when there is nothing to send.
 pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
@@ -38,8 +38,9 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources) -> Option<Packet> {
             if state == QpState::Sqd {
                 return None;
             }
-            if let SendOp::LocalInv { key } = w.op {
-                let status = requester::local_invalidate(qp, res, key);
+            if w.op.is_local() {
+                let op = w.op;
+                let status = requester::run_local(qp, res, op);
                 qp.req.sq[idx].done = Some(status);
                 qp.req.next += 1;
                 qp.req.next_pkt = 0;

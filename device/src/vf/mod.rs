@@ -27,6 +27,12 @@ use std::collections::{BinaryHeap, VecDeque};
 /// The first QPN a VF hands out (rxe starts at 17; 0 and 1 are SMI/GSI).
 pub const FIRST_QPN: u32 = 17;
 
+/// How many memory windows a VF may hold: as many as MRs (rxe's default limits are equal),
+/// within the window key indices.
+pub fn mw_limit(l: &VfLimits) -> u32 {
+    l.max_mr.min(crate::mw::MAX_MW_NUMBER)
+}
+
 /// Who a VF is on the fabric. Survives migration unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VfIdentity {
@@ -72,6 +78,7 @@ impl Vf {
                 limits: identity.limits,
                 pds: Table::new(1, identity.limits.max_pd),
                 mrs: Table::new(1, identity.limits.max_mr),
+                mws: Table::new(1, mw_limit(&identity.limits)),
                 cqs: Table::new(1, identity.limits.max_cq),
                 srqs: Table::new(1, identity.limits.max_srq),
                 ahs: Table::new(1, identity.limits.max_ah),

@@ -7,10 +7,11 @@ use super::Vf;
 use crate::cq::{Arm, Cq};
 use crate::error::{VerbsError as E, VerbsResult};
 use crate::mr::{Mr, MrMap};
+use crate::mw::Mw;
 use crate::resources::{Ah, Pd};
 use crate::srq::Srq;
 use crate::types::{AhHandle, CqHandle, MemKey, PdHandle, SrqHandle};
-use crate::verbs::{Access, AhAttr, AsyncEvent, RecvWr, WorkCompletion};
+use crate::verbs::{Access, AhAttr, AsyncEvent, MwType, RecvWr, WorkCompletion};
 use std::collections::VecDeque;
 
 fn bad_key(_: ()) -> E {
@@ -33,7 +34,8 @@ impl Vf {
         let used = self.res.mrs.iter().any(|(_, m)| m.pd == pd)
             || self.qps.iter().any(|(_, q)| q.pd() == pd)
             || self.res.srqs.iter().any(|(_, s)| s.pd == pd)
-            || self.res.ahs.iter().any(|(_, a)| a.pd == pd);
+            || self.res.ahs.iter().any(|(_, a)| a.pd == pd)
+            || self.res.mws.iter().any(|(_, w)| w.pd == pd);
         if used {
             return Err(E::Busy("PD"));
         }
@@ -86,6 +88,9 @@ impl Vf {
                 "FLUSH_PERSISTENT: guest memory is not persistent",
             ));
         }
+        if access.contains(Access::ZERO_BASED) {
+            return Err(E::Invalid("zero-based MRs are not supported"));
+        }
         let probe = Mr {
             pd,
             iova,
@@ -94,27 +99,29 @@ impl Vf {
             key: MemKey(0),
             map,
             valid: true,
+            fast_reg: None,
         };
         // Every byte of the region must be guest memory now.
         let mut segs = crate::packet::Segments::new();
         probe
             .translate(iova, len, &mut segs)
             .map_err(|_| E::Fault)?;
-        for s in &segs {
-            let mut b = [0u8; 1];
-            let Some(end) = s.gpa.checked_add(s.len as u64 - 1) else {
-                return Err(E::Fault);
-            };
-            if s.len > 0
-                && (self.res.mem.read(s.gpa, &mut b).is_err()
-                    || self.res.mem.read(end, &mut b).is_err())
-            {
-                return Err(E::Fault);
-            }
+        if !crate::fast_reg::in_guest_memory(&self.res.mem, &segs) {
+            return Err(E::Fault);
         }
+        self.insert_mr(probe)
+    }
+
+    /// Numbers a new MR and gives it the next key byte.
+    fn insert_mr(&mut self, mr: Mr) -> VerbsResult<MemKey> {
         self.key_byte = self.key_byte.wrapping_add(1);
         let kb = self.key_byte;
-        let idx = self.res.mrs.insert(probe).ok_or(E::Exhausted("MR"))?;
+        let idx = self.res.mrs.insert(mr).ok_or(E::Exhausted("MR"))?;
+        // Key indices from MW_INDEX_BASE up name windows.
+        if idx >= crate::mw::MW_INDEX_BASE {
+            self.res.mrs.remove(idx);
+            return Err(E::Exhausted("MR key indices"));
+        }
         let key = MemKey::from_parts(idx, kb);
         if let Some(m) = self.res.mrs.get_mut(idx) {
             m.key = key;
@@ -122,13 +129,87 @@ impl Vf {
         Ok(key)
     }
 
+    /// `ib_alloc_mr(pd, IB_MR_TYPE_MEM_REG, max_num_sg)`: a fast-register MR, unmapped and
+    /// invalid until a REG_MR work request registers it.
+    pub fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey> {
+        self.res.pds.get(pd.0).ok_or(E::NotFound("PD"))?;
+        if max_num_sg == 0 || max_num_sg > crate::fast_reg::MAX_FAST_REG_PAGES {
+            return Err(E::Invalid("max_num_sg"));
+        }
+        self.insert_mr(Mr {
+            pd,
+            iova: 0,
+            len: 0,
+            access: Access::empty(),
+            key: MemKey(0),
+            map: MrMap::Pages {
+                page_shift: 12,
+                pages: Vec::new(),
+            },
+            valid: false,
+            fast_reg: Some(max_num_sg),
+        })
+    }
+
     pub fn dereg_mr(&mut self, key: MemKey) -> VerbsResult<()> {
         match self.res.mrs.get(key.index()) {
-            Some(m) if m.key == key => {}
+            Some(m) if m.key == key && !crate::mw::is_mw_key(key) => {}
             _ => return Err(bad_key(())),
+        }
+        // rxe refuses too: a bound window must not outlive the memory it names.
+        if crate::mw::mr_has_windows(&self.res.mws, key) {
+            return Err(E::Busy("MR (memory windows are bound to it)"));
         }
         self.res.mrs.remove(key.index());
         Ok(())
+    }
+
+    // ---- memory windows -----------------------------------------------------------------
+
+    /// `ibv_alloc_mw`: a type 1 window is unbound until `bind_mw`; a type 2 window is free
+    /// until a BIND_MW work request binds it.
+    pub fn alloc_mw(&mut self, pd: PdHandle, kind: MwType) -> VerbsResult<MemKey> {
+        self.res.pds.get(pd.0).ok_or(E::NotFound("PD"))?;
+        let n = self
+            .res
+            .mws
+            .insert(Mw {
+                pd,
+                kind,
+                key: MemKey(0),
+                binding: None,
+            })
+            .ok_or(E::Exhausted("MW"))?;
+        if n > crate::mw::MAX_MW_NUMBER {
+            self.res.mws.remove(n);
+            return Err(E::Exhausted("MW key indices"));
+        }
+        self.key_byte = self.key_byte.wrapping_add(1);
+        let key = MemKey::from_parts(crate::mw::MW_INDEX_BASE + n, self.key_byte);
+        if let Some(w) = self.res.mws.get_mut(n) {
+            w.key = key;
+        }
+        Ok(key)
+    }
+
+    /// `ibv_dealloc_mw`: a bound window is unbound with it (rxe's cleanup). The key may carry
+    /// any key byte the window has had: the consumer holds the window, not its latest R_Key.
+    pub fn dealloc_mw(&mut self, key: MemKey) -> VerbsResult<()> {
+        if !crate::mw::is_mw_key(key) {
+            return Err(E::NotFound("memory window"));
+        }
+        self.res
+            .mws
+            .remove(crate::mw::mw_number(key))
+            .map(|_| ())
+            .ok_or(E::NotFound("memory window"))
+    }
+
+    pub fn mw(&self, key: MemKey) -> Option<&Mw> {
+        if !crate::mw::is_mw_key(key) {
+            return None;
+        }
+        self.res.mws.get(crate::mw::mw_number(key))
     }
 
     pub fn mr(&self, key: MemKey) -> Option<&Mr> {

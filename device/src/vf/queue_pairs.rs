@@ -70,7 +70,15 @@ impl Vf {
     }
 
     pub fn destroy_qp(&mut self, qpn: Qpn) -> VerbsResult<()> {
-        self.qps.remove(qpn.0).map(|_| ()).ok_or(E::NotFound("QP"))
+        self.qps.remove(qpn.0).ok_or(E::NotFound("QP"))?;
+        // A type 2 window is valid only on the QP it was bound on: with the QP gone it is
+        // free again, and a later QP with the same number cannot inherit it.
+        for (_, w) in self.res.mws.iter_mut() {
+            if w.binding.is_some_and(|b| b.qpn == Some(qpn)) {
+                w.binding = None;
+            }
+        }
+        Ok(())
     }
 
     pub fn query_qp(&self, qpn: Qpn) -> VerbsResult<(QpAttr, QpInitAttr)> {

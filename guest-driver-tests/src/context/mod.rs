@@ -33,9 +33,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use vhca_device::{
-    Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, PdHandle, QpAttr, QpAttrMask, QpInitAttr,
-    QpType, Qpn, RecvWr, SendFlags, SendWr, SrqHandle, Verbs, VerbsError, VerbsResult, WcOpcode,
-    WcStatus, WorkCompletion,
+    Access, AhAttr, AhHandle, CqHandle, Gid, MemKey, MwType, PdHandle, QpAttr, QpAttrMask,
+    QpInitAttr, QpType, Qpn, RecvWr, SendFlags, SendWr, SrqHandle, Verbs, VerbsError, VerbsResult,
+    WcOpcode, WcStatus, WorkCompletion,
 };
 use vhca_vhost::protocol::command::{body, opcode, Command, RingInfo, Status};
 use vhca_vhost::protocol::doorbell::{Doorbell, Event};
@@ -116,7 +116,8 @@ pub struct GuestContext {
 fn object_of(op: u16) -> &'static str {
     match op {
         opcode::CREATE_PD | opcode::DESTROY_PD => "PD",
-        opcode::REG_MR | opcode::DEREG_MR => "MR",
+        opcode::REG_MR | opcode::DEREG_MR | opcode::ALLOC_MR => "MR",
+        opcode::ALLOC_MW | opcode::DEALLOC_MW => "MW",
         opcode::CREATE_CQ | opcode::DESTROY_CQ | opcode::RESIZE_CQ | opcode::REQ_NOTIFY_CQ => "CQ",
         opcode::CREATE_QP | opcode::MODIFY_QP | opcode::QUERY_QP | opcode::DESTROY_QP => "QP",
         opcode::CREATE_SRQ | opcode::MODIFY_SRQ | opcode::DESTROY_SRQ => "SRQ",

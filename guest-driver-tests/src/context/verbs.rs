@@ -75,6 +75,28 @@ impl Verbs for GuestContext {
         Ok(())
     }
 
+    fn alloc_mr(&mut self, pd: PdHandle, max_num_sg: u32) -> VerbsResult<MemKey> {
+        // Not in `mrs`: a REG_MR work request changes its key byte without a command.
+        Ok(MemKey(self.exec_u32(Command::AllocMr {
+            pd: pd.0,
+            max_num_sg,
+        })?))
+    }
+
+    fn alloc_mw(&mut self, pd: PdHandle, kind: MwType) -> VerbsResult<MemKey> {
+        let mw_type = match kind {
+            MwType::Type1 => 1,
+            MwType::Type2 => 2,
+        };
+        Ok(MemKey(
+            self.exec_u32(Command::AllocMw { pd: pd.0, mw_type })?,
+        ))
+    }
+
+    fn dealloc_mw(&mut self, mw: MemKey) -> VerbsResult<()> {
+        self.exec(Command::DeallocMw { key: mw.0 }).map(|_| ())
+    }
+
     fn create_cq(&mut self, cqe: u32) -> VerbsResult<CqHandle> {
         let depth = ring_depth(cqe);
         let bytes = depth as u64 * CQE_SIZE as u64;

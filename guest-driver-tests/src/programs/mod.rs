@@ -5,6 +5,8 @@
 //! register a buffer, create a CQ and a QP, exchange QPN/PSN/GID out of band, move the QP to
 //! RTS, post and poll.
 
+pub mod windows;
+
 use vhca_device::{
     Access, AhAttr, CqHandle, Gid, MemKey, Mtu, PdHandle, Psn, QpAttr, QpAttrMask as M, QpCap,
     QpInitAttr, QpState, QpType, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, Verbs,

@@ -21,9 +21,12 @@ pub struct RcPlan {
     pub timeout: u8,
     pub max_rd_atomic: u8,
     /// Every opcode the device has. Off: only the nine vhca had when the v1 checkpoint
-    /// samples were recorded (`rc::CLASSIC_KINDS`), so `vhca state`'s sample, built from this
+    /// samples were recorded (the first nine of `rc::KINDS`), so `vhca state`'s sample, built from this
     /// workload, stays the state those fixtures hold.
     pub all_ops: bool,
+    /// Each side also registers and invalidates a fast-register MR and binds and invalidates a
+    /// type 2 window. Off in `vhca state`'s sample (see `all_ops`).
+    pub local_keys: bool,
 }
 
 /// A UC connection: both sides send SENDs and WRITEs (with and without immediates).
@@ -129,6 +132,7 @@ impl Plan {
                     timeout: rng.gen_range(8..=12),
                     max_rd_atomic: rng.gen_range(1..=8),
                     all_ops: true,
+                    local_keys: true,
                 }
             })
             .collect::<Vec<_>>();

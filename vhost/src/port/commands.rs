@@ -81,6 +81,21 @@ impl VfPort {
                 vf.dereg_mr(MemKey(key)).map_err(st)?;
                 Vec::new()
             }
+            Command::AllocMw { pd, mw_type } => {
+                let kind = match mw_type {
+                    1 => vhca_device::MwType::Type1,
+                    2 => vhca_device::MwType::Type2,
+                    _ => return Err(Status::Invalid),
+                };
+                body::key(vf.alloc_mw(PdHandle(pd), kind).map_err(st)?)
+            }
+            Command::DeallocMw { key } => {
+                vf.dealloc_mw(MemKey(key)).map_err(st)?;
+                Vec::new()
+            }
+            Command::AllocMr { pd, max_num_sg } => {
+                body::key(vf.alloc_mr(PdHandle(pd), max_num_sg).map_err(st)?)
+            }
             Command::CreateCq { depth, ring_gpa } => body::u32v(self.create_cq(depth, ring_gpa)?),
             Command::DestroyCq { cqn } => {
                 vf.destroy_cq(CqHandle(cqn)).map_err(st)?;

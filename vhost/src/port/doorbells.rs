@@ -266,6 +266,8 @@ fn send_wc_opcode(op: u8) -> WcOpcode {
         op::LOCAL_INV => WcOpcode::LocalInv,
         op::ATOMIC_WRITE => WcOpcode::AtomicWrite,
         op::FLUSH => WcOpcode::Flush,
+        op::BIND_MW => WcOpcode::BindMw,
+        op::REG_MR => WcOpcode::RegMr,
         _ => WcOpcode::Send,
     }
 }

@@ -32,6 +32,10 @@ pub mod opcode {
     pub const DESTROY_SRQ: u16 = 42;
     pub const CREATE_AH: u16 = 50;
     pub const DESTROY_AH: u16 = 51;
+    /// Memory windows and fast-register MRs (docs/device-protocol.md §6).
+    pub const ALLOC_MW: u16 = 60;
+    pub const DEALLOC_MW: u16 = 61;
+    pub const ALLOC_MR: u16 = 62;
 }
 
 /// Command status codes.
@@ -125,6 +129,20 @@ pub enum Command {
     },
     DeregMr {
         key: u32,
+    },
+    /// A memory window of `mw_type` 1 or 2 (`ibv_mw_type`) in `pd`; answers its R_Key.
+    AllocMw {
+        pd: u32,
+        mw_type: u32,
+    },
+    DeallocMw {
+        key: u32,
+    },
+    /// A fast-register MR (`ib_alloc_mr`) in `pd` for up to `max_num_sg` pages; answers its
+    /// key. It is invalid until a REG_MR work request registers it.
+    AllocMr {
+        pd: u32,
+        max_num_sg: u32,
     },
     /// A CQ of `depth` entries (a power of two) whose ring is at `ring_gpa`.
     CreateCq {
@@ -339,6 +357,9 @@ impl Command {
             Command::DestroyPd { .. } => DESTROY_PD,
             Command::RegMr { .. } => REG_MR,
             Command::DeregMr { .. } => DEREG_MR,
+            Command::AllocMw { .. } => ALLOC_MW,
+            Command::DeallocMw { .. } => DEALLOC_MW,
+            Command::AllocMr { .. } => ALLOC_MR,
             Command::CreateCq { .. } => CREATE_CQ,
             Command::DestroyCq { .. } => DESTROY_CQ,
             Command::ResizeCq { .. } => RESIZE_CQ,
@@ -365,6 +386,7 @@ impl Command {
             }
             Command::DestroyPd { pd: x }
             | Command::DeregMr { key: x }
+            | Command::DeallocMw { key: x }
             | Command::DestroyCq { cqn: x }
             | Command::QueryQp { qpn: x }
             | Command::DestroyQp { qpn: x }
@@ -392,6 +414,12 @@ impl Command {
             }
             Command::CreateCq { depth, ring_gpa } => {
                 w.u32(*depth).u32(0).u64(*ring_gpa);
+            }
+            Command::AllocMw { pd, mw_type } => {
+                w.u32(*pd).u32(*mw_type);
+            }
+            Command::AllocMr { pd, max_num_sg } => {
+                w.u32(*pd).u32(*max_num_sg);
             }
             Command::ResizeCq {
                 cqn,
@@ -468,6 +496,15 @@ impl Command {
             },
             DESTROY_PD => Command::DestroyPd { pd: u32v(&mut r)? },
             DEREG_MR => Command::DeregMr { key: u32v(&mut r)? },
+            DEALLOC_MW => Command::DeallocMw { key: u32v(&mut r)? },
+            ALLOC_MW => Command::AllocMw {
+                pd: u32v(&mut r)?,
+                mw_type: u32v(&mut r)?,
+            },
+            ALLOC_MR => Command::AllocMr {
+                pd: u32v(&mut r)?,
+                max_num_sg: u32v(&mut r)?,
+            },
             DESTROY_CQ => Command::DestroyCq { cqn: u32v(&mut r)? },
             QUERY_QP => Command::QueryQp { qpn: u32v(&mut r)? },
             DESTROY_QP => Command::DestroyQp { qpn: u32v(&mut r)? },
@@ -646,6 +683,12 @@ mod tests {
                 page_list_gpa: 0x9000,
             },
             Command::DeregMr { key: 0x101 },
+            Command::AllocMw { pd: 1, mw_type: 2 },
+            Command::DeallocMw { key: 0x8000_0105 },
+            Command::AllocMr {
+                pd: 1,
+                max_num_sg: 16,
+            },
             Command::CreateCq {
                 depth: 64,
                 ring_gpa: 0x10000,

@@ -73,7 +73,10 @@ pub mod op {
     pub const ATOMIC_CMP_AND_SWP: u8 = 6;
     pub const ATOMIC_FETCH_AND_ADD: u8 = 7;
     pub const LOCAL_INV: u8 = 8;
-    // 9 BIND_MW and 10 REG_MR are the memory-window and fast-register WQEs.
+    /// Binds a memory window (docs/device-protocol.md §7.1 has its fields).
+    pub const BIND_MW: u8 = 9;
+    /// Registers a fast-register MR from a page list in guest memory.
+    pub const REG_MR: u8 = 10;
     pub const ATOMIC_WRITE: u8 = 11;
     pub const FLUSH: u8 = 12;
 }
@@ -150,13 +153,44 @@ pub fn encode_send(wr: &SendWr, stride: u32) -> Vec<u8> {
                 FlushLevel::Mr => 1,
             },
         ),
+        SendOp::BindMw {
+            mw,
+            rkey,
+            addr,
+            len,
+            access,
+            ..
+        } => (op::BIND_MW, mw.0, addr, rkey.0, len, access.bits() as u64),
+        SendOp::RegMr {
+            mr,
+            page_list,
+            iova,
+            len,
+            access,
+            ..
+        } => (op::REG_MR, mr.0, iova, access.bits(), len, page_list),
     };
     let inline = wr.flags.contains(SendFlags::INLINE);
-    let ud = wr.ud.unwrap_or(UdDest {
-        ah: AhHandle(0),
-        remote_qpn: Qpn(0),
-        remote_qkey: 0,
-    });
+    // BIND_MW and REG_MR have no UD destination; their remaining fields use its slots.
+    let ud = match wr.op {
+        SendOp::BindMw { mr, .. } => UdDest {
+            ah: AhHandle(mr.0),
+            remote_qpn: Qpn(0),
+            remote_qkey: 0,
+        },
+        SendOp::RegMr {
+            npages, page_shift, ..
+        } => UdDest {
+            ah: AhHandle(npages),
+            remote_qpn: Qpn(page_shift as u32),
+            remote_qkey: 0,
+        },
+        _ => wr.ud.unwrap_or(UdDest {
+            ah: AhHandle(0),
+            remote_qpn: Qpn(0),
+            remote_qkey: 0,
+        }),
+    };
     let mut w = Writer::new();
     w.u64(wr.wr_id)
         .u8(opcode)
@@ -255,6 +289,24 @@ pub fn decode_send(
                 _ => return Err(DecodeError::Invalid("FLUSH selectivity level")),
             },
         },
+        op::BIND_MW => SendOp::BindMw {
+            mw: MemKey(imm_key),
+            rkey,
+            mr: MemKey(ah.0),
+            addr: remote_addr,
+            len: a,
+            access: access_of(bb)?,
+        },
+        op::REG_MR => SendOp::RegMr {
+            mr: MemKey(imm_key),
+            page_list: bb,
+            npages: ah.0,
+            page_shift: u8::try_from(remote_qpn.0)
+                .map_err(|_| DecodeError::Invalid("REG_MR page shift"))?,
+            iova: remote_addr,
+            len: a,
+            access: access_of(rkey.0 as u64)?,
+        },
         _ => return Err(DecodeError::Invalid("send opcode")),
     };
     let mut wr = SendWr::new(wr_id, op).flags(flags);
@@ -277,6 +329,14 @@ pub fn decode_send(
         });
     }
     Ok(wr)
+}
+
+/// Access flags from a WQE field: unknown bits make the WQE malformed.
+fn access_of(v: u64) -> Result<vhca_device::Access, DecodeError> {
+    u32::try_from(v)
+        .ok()
+        .and_then(vhca_device::Access::from_bits)
+        .ok_or(DecodeError::Invalid("access flags"))
 }
 
 pub fn encode_recv(wr: &RecvWr, stride: u32) -> Vec<u8> {
@@ -319,6 +379,9 @@ fn wc_opcode_code(o: WcOpcode) -> u8 {
         WcOpcode::LocalInv => 6,
         WcOpcode::Flush => 8,
         WcOpcode::AtomicWrite => 9,
+        WcOpcode::BindMw => 5,
+        // The kernel's IB_WC_REG_MR (libibverbs has no REG_MR completion).
+        WcOpcode::RegMr => 10,
         WcOpcode::Recv => 128,
         WcOpcode::RecvRdmaWithImm => 129,
     }
@@ -331,9 +394,11 @@ fn wc_opcode_from(c: u8) -> Option<WcOpcode> {
         2 => WcOpcode::RdmaRead,
         3 => WcOpcode::CmpSwap,
         4 => WcOpcode::FetchAdd,
+        5 => WcOpcode::BindMw,
         6 => WcOpcode::LocalInv,
         8 => WcOpcode::Flush,
         9 => WcOpcode::AtomicWrite,
+        10 => WcOpcode::RegMr,
         128 => WcOpcode::Recv,
         129 => WcOpcode::RecvRdmaWithImm,
         _ => return None,
@@ -479,6 +544,23 @@ mod tests {
                 placement: FlushPlacement::GLOBAL,
                 level: FlushLevel::Mr,
             },
+            SendOp::BindMw {
+                mw: MemKey(0x8000_0107),
+                rkey: MemKey(0x8000_0108),
+                mr: k,
+                addr: 0x6000,
+                len: 0x1_0000_0000,
+                access: vhca_device::Access::REMOTE_READ | vhca_device::Access::REMOTE_WRITE,
+            },
+            SendOp::RegMr {
+                mr: k,
+                page_list: 0x7000,
+                npages: 3,
+                page_shift: 12,
+                iova: 0xdead_0000,
+                len: 0x2800,
+                access: vhca_device::Access::LOCAL_WRITE | vhca_device::Access::MW_BIND,
+            },
         ]
     }
 
@@ -506,6 +588,36 @@ mod tests {
         assert!(flush(4, 0).is_err(), "a reserved placement bit");
         assert!(flush(0x101, 0).is_err(), "placement beyond 8 bits");
         assert!(flush(1, 2).is_err(), "a reserved selectivity level");
+    }
+
+    #[test]
+    fn malformed_bind_and_reg_fields_are_decode_errors() {
+        let stride = send_stride(4, 64);
+        let ops = every_op();
+        let bind = SendWr::new(1, ops[ops.len() - 2]);
+        let reg = SendWr::new(1, ops[ops.len() - 1]);
+        // BIND_MW access flags at 40..48: a bit no access flag has, and one beyond 32 bits.
+        for bad in [1u64 << 20, 1 << 40] {
+            let mut b = encode_send(&bind, stride);
+            b[40..48].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(
+                decode_send(&b, 4, 64, false),
+                Err(DecodeError::Invalid("access flags"))
+            );
+        }
+        // REG_MR access flags at 24..28, page shift at 48..52.
+        let mut b = encode_send(&reg, stride);
+        b[24..28].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        assert_eq!(
+            decode_send(&b, 4, 64, false),
+            Err(DecodeError::Invalid("access flags"))
+        );
+        let mut b = encode_send(&reg, stride);
+        b[48..52].copy_from_slice(&256u32.to_le_bytes());
+        assert_eq!(
+            decode_send(&b, 4, 64, false),
+            Err(DecodeError::Invalid("REG_MR page shift"))
+        );
     }
 
     #[test]

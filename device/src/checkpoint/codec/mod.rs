@@ -20,6 +20,7 @@
 
 use super::v1::VfStateV1;
 use super::v2::*;
+use super::windows::{FastRegStateV2, MwStateV2};
 use super::CheckpointError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -91,6 +92,8 @@ wire!(
     Qps([QpStateV2] => Vec<QpStateV2>),
     Events(EventsStateV2 => EventsStateV2),
     Counters(CountersStateV2 => CountersStateV2),
+    Mws([(u32, MwStateV2)] => Vec<(u32, MwStateV2)>),
+    FastRegMrs([(u32, FastRegStateV2)] => Vec<(u32, FastRegStateV2)>),
     StateV1(VfStateV1 => VfStateV1),
 );
 

@@ -14,7 +14,7 @@ use crate::verbs::{Access, FlushLevel, QpType, SendFlags, SendOp, WcStatus};
 
 pub(crate) fn npkts(op: &SendOp, len: u32, mtu: u32) -> u32 {
     match op {
-        SendOp::LocalInv { .. } => 0,
+        SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. } => 0,
         SendOp::CmpSwap { .. }
         | SendOp::FetchAdd { .. }
         | SendOp::AtomicWrite { .. }
@@ -54,7 +54,11 @@ pub(crate) fn validate_local(qp: &Qp, res: &Resources, w: &SendWqe) -> Result<()
         }
         // No local buffers; the responder checks the target (alignment included, as rxe's
         // responder does: a misaligned ATOMIC WRITE is NAKed as an invalid request).
-        SendOp::LocalInv { .. } | SendOp::AtomicWrite { .. } | SendOp::Flush { .. } => Ok(()),
+        SendOp::LocalInv { .. }
+        | SendOp::BindMw { .. }
+        | SendOp::RegMr { .. }
+        | SendOp::AtomicWrite { .. }
+        | SendOp::Flush { .. } => Ok(()),
         _ => check_sgl(&res.mrs, qp.pd(), &w.sgl, Access::empty()).map_err(key_status),
     }
 }
@@ -209,7 +213,9 @@ pub(crate) fn build_request(
             });
             Opcode::RC_FLUSH
         }
-        SendOp::LocalInv { .. } => return Err(WcStatus::LocQpOpErr),
+        SendOp::LocalInv { .. } | SendOp::BindMw { .. } | SendOp::RegMr { .. } => {
+            return Err(WcStatus::LocQpOpErr)
+        }
     };
     if last {
         match w.op {

@@ -25,8 +25,8 @@ pub(crate) use build::{build_request, npkts, validate_local};
 pub use complete::{complete_in_order, notify_drained, send_wc};
 pub use response::on_response;
 pub use retry::{on_timeout, resume};
-pub(crate) use transmit::local_invalidate;
 pub use transmit::next_packet;
+pub(crate) use transmit::run_local;
 
 use super::Qp;
 use crate::sgl::sgl_len;
@@ -68,7 +68,7 @@ impl SendWqe {
     }
 
     fn has_psns(&self) -> bool {
-        !matches!(self.op, SendOp::LocalInv { .. })
+        !self.op.is_local()
     }
 }
 

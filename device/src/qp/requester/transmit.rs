@@ -77,8 +77,9 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources, now: Nanos) -> Option<Packe
             if qp.req.psn.diff(qp.req.una) >= MAX_UNACKED_PSNS {
                 return None;
             }
-            if let SendOp::LocalInv { key } = w.op {
-                let status = local_invalidate(qp, res, key);
+            if w.op.is_local() {
+                let op = w.op;
+                let status = run_local(qp, res, op);
                 qp.req.sq[idx].done = Some(status);
                 qp.req.next += 1;
                 qp.req.next_pkt = 0;
@@ -155,7 +156,74 @@ pub fn next_packet(qp: &mut Qp, res: &mut Resources, now: Nanos) -> Option<Packe
     }
 }
 
+/// Executes a work request that makes no packet (LOCAL_INV, BIND_MW, REG_MR) on `qp`;
+/// returns its completion status.
+pub(crate) fn run_local(qp: &Qp, res: &mut Resources, op: SendOp) -> WcStatus {
+    match op {
+        SendOp::LocalInv { key } => local_invalidate(qp, res, key),
+        SendOp::BindMw {
+            mw,
+            rkey,
+            mr,
+            addr,
+            len,
+            access,
+        } => crate::mw::bind(
+            &mut res.mws,
+            &res.mrs,
+            qp.qpn,
+            qp.pd(),
+            crate::mw::BindArgs {
+                mw,
+                rkey,
+                mr,
+                addr,
+                len,
+                access,
+            },
+        ),
+        SendOp::RegMr {
+            mr,
+            page_list,
+            npages,
+            page_shift,
+            iova,
+            len,
+            access,
+        } => crate::fast_reg::register(
+            &mut res.mrs,
+            &res.mem,
+            res.limits.max_mr_size,
+            qp.pd(),
+            crate::fast_reg::RegArgs {
+                key: mr,
+                page_list,
+                npages,
+                page_shift,
+                iova,
+                len,
+                access,
+            },
+        ),
+        // Not a local operation: the caller only passes those.
+        _ => WcStatus::LocQpOpErr,
+    }
+}
+
+/// LOCAL_INV of an MR or a type 2 window. vhca completes every refusal with `LOC_PROT_ERR`
+/// (docs/transport.md, "LOCAL_INV"; rxe uses `LOC_QP_OP_ERR`).
 pub(crate) fn local_invalidate(qp: &Qp, res: &mut Resources, key: MemKey) -> WcStatus {
+    if crate::mw::is_mw_key(key) {
+        return if crate::mw::invalidate(&mut res.mws, key, qp.pd(), None) {
+            WcStatus::Success
+        } else {
+            WcStatus::LocProtErr
+        };
+    }
+    // rxe: an MR with windows bound to it cannot be invalidated.
+    if crate::mw::mr_has_windows(&res.mws, key) {
+        return WcStatus::LocProtErr;
+    }
     match res.mrs.get_mut(key.index()) {
         Some(mr) if mr.key == key && mr.pd == qp.pd() && mr.valid => {
             mr.valid = false;

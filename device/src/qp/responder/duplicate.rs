@@ -7,7 +7,6 @@ use super::{Outgoing, RdAtomicResource};
 use crate::packet::{Opcode, Packet};
 use crate::qp::Qp;
 use crate::resources::Resources;
-use crate::sgl::check_key;
 use crate::verbs::Access;
 
 pub(super) fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
@@ -26,15 +25,16 @@ pub(super) fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
         });
         let ok = known
             && (reth.len == 0
-                || check_key(
-                    &res.mrs,
-                    reth.rkey,
-                    qp.pd(),
-                    reth.va,
-                    reth.len as u64,
-                    Access::REMOTE_READ,
-                )
-                .is_ok());
+                || res
+                    .check_rkey(
+                        qp.qpn,
+                        qp.pd(),
+                        reth.rkey,
+                        reth.va,
+                        reth.len as u64,
+                        Access::REMOTE_READ,
+                    )
+                    .is_ok());
         if ok {
             // A stream still queued for this range is stale: the requester asks again from
             // `psn` because it lost part of it. Sending both would only add echoes.

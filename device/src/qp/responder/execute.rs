@@ -8,7 +8,8 @@ use crate::mr::KeyError;
 use crate::packet::{NakCode, Opcode, Packet};
 use crate::qp::{recv_wc, Qp};
 use crate::resources::Resources;
-use crate::sgl::{check_key, check_sgl, sgl_len, sgl_segments};
+use crate::sgl::{check_sgl, sgl_len, sgl_segments};
+use crate::types::MemKey;
 use crate::verbs::{Access, AsyncEvent, RecvWr, WcOpcode, WcStatus};
 
 fn invalid() -> Failure {
@@ -31,6 +32,26 @@ fn take_recv(qp: &mut Qp, res: &mut Resources) -> Option<RecvWr> {
             wr
         }
         None => qp.rq.pop_front(),
+    }
+}
+
+/// The invalidation a SEND_WITH_INV asks for: an MR of the QP's PD with no window bound to it,
+/// or a type 2 window bound on this QP (rxe's `invalidate_rkey`).
+fn invalidate_remote(qp: &Qp, res: &mut Resources, key: MemKey) -> Result<(), ()> {
+    if crate::mw::is_mw_key(key) {
+        return crate::mw::invalidate(&mut res.mws, key, qp.pd(), Some(qp.qpn))
+            .then_some(())
+            .ok_or(());
+    }
+    if crate::mw::mr_has_windows(&res.mws, key) {
+        return Err(());
+    }
+    match res.mrs.get_mut(key.index()) {
+        Some(mr) if mr.key == key && mr.valid && mr.pd == qp.init.pd => {
+            mr.valid = false;
+            Ok(())
+        }
+        _ => Err(()),
     }
 }
 
@@ -123,12 +144,9 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
         if op.is_last() {
             let mut invalidated = None;
             if let Some(key) = pkt.ext.ieth {
-                match res.mrs.get_mut(key.index()) {
-                    Some(mr) if mr.key == key && mr.valid && mr.pd == qp.init.pd => {
-                        mr.valid = false;
-                        invalidated = Some(key);
-                    }
-                    _ => {
+                match invalidate_remote(qp, res, key) {
+                    Ok(()) => invalidated = Some(key),
+                    Err(()) => {
                         let wqe = qp.resp.take_current_recv().expect("send in progress");
                         return Err(Failure::Nak(
                             NakCode::RemoteOperationalError,
@@ -159,10 +177,10 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
                 return Err(access(KeyError::Access));
             }
             if reth.len > 0 {
-                check_key(
-                    &res.mrs,
-                    reth.rkey,
+                res.check_rkey(
+                    qp.qpn,
                     qp.pd(),
+                    reth.rkey,
                     reth.va,
                     reth.len as u64,
                     Access::REMOTE_WRITE,
@@ -193,15 +211,16 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
         let mut segs = crate::packet::Segments::new();
         if plen > 0 {
             let dst_va = va + offset as u64;
-            let mr = check_key(
-                &res.mrs,
-                rkey,
-                qp.init.pd,
-                dst_va,
-                plen as u64,
-                Access::REMOTE_WRITE,
-            )
-            .map_err(access)?;
+            let mr = res
+                .check_rkey(
+                    qp.qpn,
+                    qp.init.pd,
+                    rkey,
+                    dst_va,
+                    plen as u64,
+                    Access::REMOTE_WRITE,
+                )
+                .map_err(access)?;
             segs = crate::sgl::mr_segments(mr, dst_va, plen as u64).map_err(access)?;
         }
         let imm_recv = if op == Opcode::RC_WRITE_ONLY_IMM || op == Opcode::RC_WRITE_LAST_IMM {
@@ -254,10 +273,10 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
             return Err(access(KeyError::Access));
         }
         if reth.len > 0 {
-            check_key(
-                &res.mrs,
-                reth.rkey,
+            res.check_rkey(
+                qp.qpn,
                 qp.pd(),
+                reth.rkey,
                 reth.va,
                 reth.len as u64,
                 Access::REMOTE_READ,
@@ -289,8 +308,9 @@ pub(crate) fn execute(qp: &mut Qp, res: &mut Resources, pkt: &Packet) -> Result<
         if !qp.attr.qp_access_flags.contains(Access::REMOTE_ATOMIC) {
             return Err(access(KeyError::Access));
         }
-        let mr =
-            check_key(&res.mrs, a.rkey, qp.pd(), a.va, 8, Access::REMOTE_ATOMIC).map_err(access)?;
+        let mr = res
+            .check_rkey(qp.qpn, qp.pd(), a.rkey, a.va, 8, Access::REMOTE_ATOMIC)
+            .map_err(access)?;
         let segs = crate::sgl::mr_segments(mr, a.va, 8).map_err(access)?;
         let [seg] = segs.as_slice() else {
             return Err(invalid());

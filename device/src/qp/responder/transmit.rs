@@ -70,11 +70,17 @@ fn next_packet_or_retry(qp: &mut Qp, res: &mut Resources) -> Option<Option<Packe
             }
             if n > 0 {
                 // Re-checked per packet: an MR deregistered mid-READ must not leak memory.
-                let segs = res.mrs.get(rkey.index()).and_then(|mr| {
-                    mr.check(*rkey, qp.init.pd, *va, n as u64, Access::REMOTE_READ)
-                        .ok()?;
-                    crate::sgl::mr_segments(mr, *va, n as u64).ok()
-                });
+                let segs = res
+                    .check_rkey(
+                        qp.qpn,
+                        qp.init.pd,
+                        *rkey,
+                        *va,
+                        n as u64,
+                        Access::REMOTE_READ,
+                    )
+                    .ok()
+                    .and_then(|mr| crate::sgl::mr_segments(mr, *va, n as u64).ok());
                 match segs {
                     Some(segs) => {
                         payload = Payload::Gather {

@@ -1,6 +1,7 @@
 //! The simulator's traffic: RC and UC connections and UD groups, each posting its workload and
 //! checking every completion against the model of what must have happened.
 
+mod local_keys;
 mod rc;
 mod uc;
 mod ud;
@@ -115,6 +116,8 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
                 expected: VecDeque::new(),
                 next_wr: ((i as u64) << 40) | ((side as u64) << 39),
                 failed: false,
+                fast_reg: None,
+                window: None,
             })
         };
         let a = mk(w, vfs[rp.a], 0)?;

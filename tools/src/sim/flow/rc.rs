@@ -1,6 +1,7 @@
 //! RC connections: each end posts every opcode with random sizes and SGLs, and every
 //! completion and byte is checked against what the peer must have done.
 
+use super::local_keys::{self, LocalKey};
 use super::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +17,12 @@ pub(super) enum Kind {
     LocalInv,
     AtomicWrite,
     Flush,
+    /// A fast-register MR of this side: REG_MR with a new key byte when it is invalid,
+    /// LOCAL_INV when it is valid (the model in `End::fast_reg` says which).
+    FastReg,
+    /// A type 2 window of this side: BIND_MW with a new key byte when it is free, LOCAL_INV
+    /// when it is bound (`End::window`).
+    Window,
 }
 
 impl Kind {
@@ -32,25 +39,15 @@ impl Kind {
             Kind::LocalInv => "LOCAL_INV",
             Kind::AtomicWrite => "ATOMIC_WRITE",
             Kind::Flush => "FLUSH",
+            Kind::FastReg => "REG_MR/LOCAL_INV (fast-register MR)",
+            Kind::Window => "BIND_MW/LOCAL_INV (type 2 window)",
         }
     }
 }
 
-/// The opcodes of the v1 checkpoint samples' day (see `RcPlan::all_ops`): the first nine of
-/// [`KINDS`], in the same order, so a plan without the newer ones draws exactly as it did.
-pub(super) const CLASSIC_KINDS: [Kind; 9] = [
-    Kind::Send,
-    Kind::SendImm,
-    Kind::SendInv,
-    Kind::Write,
-    Kind::WriteImm,
-    Kind::Read,
-    Kind::CmpSwap,
-    Kind::FetchAdd,
-    Kind::LocalInv,
-];
-
-pub(super) const KINDS: [Kind; 11] = [
+/// Every kind: the classic ones first, then IBTA 1.5's (`RcPlan::all_ops`), then this side's
+/// own keys (`RcPlan::local_keys`).
+pub(super) const KINDS: [Kind; 13] = [
     Kind::Send,
     Kind::SendImm,
     Kind::SendInv,
@@ -62,6 +59,8 @@ pub(super) const KINDS: [Kind; 11] = [
     Kind::LocalInv,
     Kind::AtomicWrite,
     Kind::Flush,
+    Kind::FastReg,
+    Kind::Window,
 ];
 
 #[derive(Debug)]
@@ -76,6 +75,9 @@ pub(super) struct Posted {
     pub(super) expect_orig: u64,
     /// LOCAL_INV: the key that must be invalid afterwards.
     pub(super) key: Option<MemKey>,
+    /// FastReg and Window: the completion opcode the op posted must have, and the key that
+    /// must then be valid (REG_MR, BIND_MW) or not (LOCAL_INV).
+    pub(super) local: Option<(WcOpcode, MemKey)>,
     /// Seeds the bytes of the message (see `pattern`).
     pub(super) id: u64,
     /// Uses a bad rkey on purpose.
@@ -111,6 +113,9 @@ pub(super) struct End {
     pub(super) next_wr: u64,
     /// A send completion of this side already failed (the QP is in ERR).
     pub(super) failed: bool,
+    /// This side's fast-register MR and type 2 window, once drawn.
+    pub(super) fast_reg: Option<LocalKey>,
+    pub(super) window: Option<LocalKey>,
 }
 
 pub struct RcConn {
@@ -193,12 +198,19 @@ impl RcConn {
             let Some(slot) = me.slot_busy.iter().position(|b| !b) else {
                 return;
             };
-            let kinds: &[Kind] = if self.plan.all_ops {
-                &KINDS
-            } else {
-                &CLASSIC_KINDS
-            };
-            let kind = kinds[rng.gen_range(0..kinds.len())];
+            // The opcodes this plan draws, classic ones first in their old order, so a plan
+            // without the newer ones draws exactly as it did before they existed.
+            let mut pool = [Kind::Send; KINDS.len()];
+            let mut n = 0;
+            for k in KINDS {
+                let newer_op = matches!(k, Kind::AtomicWrite | Kind::Flush);
+                let local_key = matches!(k, Kind::FastReg | Kind::Window);
+                if (!newer_op || self.plan.all_ops) && (!local_key || self.plan.local_keys) {
+                    pool[n] = k;
+                    n += 1;
+                }
+            }
+            let kind = pool[rng.gen_range(0..n)];
             let op_index = me.posted_count;
             let bad = self.plan.bad_rkey_at == Some((side, op_index));
             let kind = if bad { Kind::Write } else { kind };
@@ -208,7 +220,7 @@ impl RcConn {
             let max = self.plan.max_size;
             let len = match kind {
                 Kind::CmpSwap | Kind::FetchAdd | Kind::AtomicWrite => 8,
-                Kind::LocalInv => 0,
+                Kind::LocalInv | Kind::FastReg | Kind::Window => 0,
                 _ => {
                     if rng.gen_range(0..100) < 95 {
                         crate::sim::plan::Plan::size_of(rng, max)
@@ -237,6 +249,7 @@ impl RcConn {
                 check_at: 0,
                 expect_orig: 0,
                 key: None,
+                local: None,
                 bad,
                 id,
             };
@@ -353,6 +366,24 @@ impl RcConn {
                         };
                     posted.key = Some(key);
                     SendOp::LocalInv { key }
+                }
+                Kind::FastReg | Kind::Window => {
+                    let state = if kind == Kind::FastReg {
+                        mine.fast_reg
+                    } else {
+                        mine.window
+                    };
+                    let Some((op, next)) = local_keys::next_op(w, c, kind, state, &mine.q, local)
+                    else {
+                        return;
+                    };
+                    posted.local = Some((op.wc_opcode(), next.key));
+                    if kind == Kind::FastReg {
+                        mine.fast_reg = Some(next);
+                    } else {
+                        mine.window = Some(next);
+                    }
+                    op
                 }
             };
             match kind {
@@ -527,6 +558,13 @@ impl RcConn {
                     ));
                 }
             }
+            Kind::FastReg | Kind::Window => {
+                // Later local WRs of this side may have run already (and changed the key
+                // byte); the state is checked when none is pending.
+                let later = mine.posted.iter().any(|q| q.kind == p.kind);
+                let what = format!("rc{idx} side {side}");
+                local_keys::check_done(w, c, &what, &mine.q, &p, later, wc);
+            }
             Kind::LocalInv => {
                 if let Some(k) = p.key {
                     if w.vf(mine.q.vf).mr(k).is_some_and(|m| m.valid) {
@@ -537,7 +575,9 @@ impl RcConn {
             }
             _ => {}
         }
-        if wc.opcode != expected_wc_opcode(p.kind) {
+        if !matches!(p.kind, Kind::FastReg | Kind::Window)
+            && wc.opcode != expected_wc_opcode(p.kind)
+        {
             c.violation(format!(
                 "rc{idx} side {side}: completion opcode {:?} for {:?}",
                 wc.opcode, p.kind
@@ -635,12 +675,29 @@ pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
         Kind::LocalInv => WcOpcode::LocalInv,
         Kind::AtomicWrite => WcOpcode::AtomicWrite,
         Kind::Flush => WcOpcode::Flush,
+        // Either, by the model's state at post time (`Posted::local`).
+        Kind::FastReg => WcOpcode::RegMr,
+        Kind::Window => WcOpcode::BindMw,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The opcodes of the v1 checkpoint samples' day (see `RcPlan::all_ops`): the first nine of
+    /// [`KINDS`], in the same order, so a plan without the newer ones draws exactly as it did.
+    const CLASSIC_KINDS: [Kind; 9] = [
+        Kind::Send,
+        Kind::SendImm,
+        Kind::SendInv,
+        Kind::Write,
+        Kind::WriteImm,
+        Kind::Read,
+        Kind::CmpSwap,
+        Kind::FetchAdd,
+        Kind::LocalInv,
+    ];
 
     #[test]
     fn the_classic_kinds_are_the_first_of_all_kinds() {
