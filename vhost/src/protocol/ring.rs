@@ -322,6 +322,12 @@ pub fn decode_send(
         wr.sgl = decode_sges(&mut r, num_sge as usize)?;
     }
     if is_ud {
+        // A window bind or a fast registration is an RC/UC work request (rxe's opcode table
+        // has neither for UD); their fields fill the UD destination's slots, so on a UD QP
+        // such a WQE could not even be read consistently.
+        if matches!(wr.op, SendOp::BindMw { .. } | SendOp::RegMr { .. }) {
+            return Err(DecodeError::Invalid("BIND_MW/REG_MR on a UD QP"));
+        }
         wr.ud = Some(UdDest {
             ah,
             remote_qpn,
@@ -588,6 +594,22 @@ mod tests {
         assert!(flush(4, 0).is_err(), "a reserved placement bit");
         assert!(flush(0x101, 0).is_err(), "placement beyond 8 bits");
         assert!(flush(1, 2).is_err(), "a reserved selectivity level");
+    }
+
+    #[test]
+    fn bind_and_reg_wqes_on_a_ud_qp_are_decode_errors() {
+        // Found by the ring_entries fuzzer: their fields use the UD destination's slots.
+        for op in every_op()
+            .into_iter()
+            .filter(|o| matches!(o, SendOp::BindMw { .. } | SendOp::RegMr { .. }))
+        {
+            let b = encode_send(&SendWr::new(1, op), 128);
+            assert_eq!(
+                decode_send(&b, 4, 64, true),
+                Err(DecodeError::Invalid("BIND_MW/REG_MR on a UD QP"))
+            );
+            assert!(decode_send(&b, 4, 64, false).is_ok());
+        }
     }
 
     #[test]
