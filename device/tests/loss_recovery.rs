@@ -36,19 +36,6 @@ fn duplicate(net: &mut Net, from: usize, times: u32, pred: impl Fn(&Packet) -> b
     });
 }
 
-/// Drops packets from `from` that `pred` selects, the first `times` times.
-fn drop_first(net: &mut Net, from: usize, times: u32, pred: impl Fn(&Packet) -> bool + 'static) {
-    let left = Cell::new(times);
-    net.set_hook(move |s| {
-        if s.from == from && pred(&s.pkt) && left.get() > 0 {
-            left.set(left.get() - 1);
-            vec![]
-        } else {
-            vec![s.pkt.clone()]
-        }
-    });
-}
-
 fn seq_naks(net: &Net) -> Vec<&Sent> {
     net.sent_with(O::RC_ACK)
         .into_iter()

@@ -3,9 +3,8 @@
 
 mod common;
 use common::*;
-use std::cell::Cell;
 use vhca_device::checkpoint::{self, codec};
-use vhca_device::packet::{Feth, Opcode as O, Packet};
+use vhca_device::packet::{Feth, Opcode as O};
 use vhca_device::{
     Access, FlushLevel, FlushPlacement, MemKey, Nanos, SendOp, SendWr, Sge, VecMemory, VerbsError,
     WcOpcode, WcStatus,
@@ -53,19 +52,6 @@ fn flush(id: u64, remote_addr: u64, rkey: MemKey, len: u32, level: FlushLevel) -
             level,
         },
     )
-}
-
-/// Drops packets from `from` that `pred` selects, the first `times` times.
-fn drop_first(net: &mut Net, from: usize, times: u32, pred: impl Fn(&Packet) -> bool + 'static) {
-    let left = Cell::new(times);
-    net.set_hook(move |s| {
-        if s.from == from && pred(&s.pkt) && left.get() > 0 {
-            left.set(left.get() - 1);
-            vec![]
-        } else {
-            vec![s.pkt.clone()]
-        }
-    });
 }
 
 fn status_of(net: &mut Net, ep: &Ep) -> (WcStatus, WcOpcode) {

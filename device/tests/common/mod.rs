@@ -609,3 +609,21 @@ pub fn one(wcs: Vec<WorkCompletion>) -> WorkCompletion {
     assert_eq!(wcs.len(), 1, "expected exactly one completion: {wcs:?}");
     wcs[0]
 }
+
+/// Drops packets from `from` that `pred` selects, the first `times` times.
+pub fn drop_first(
+    net: &mut Net,
+    from: usize,
+    times: u32,
+    pred: impl Fn(&Packet) -> bool + 'static,
+) {
+    let left = std::cell::Cell::new(times);
+    net.set_hook(move |s| {
+        if s.from == from && pred(&s.pkt) && left.get() > 0 {
+            left.set(left.get() - 1);
+            vec![]
+        } else {
+            vec![s.pkt.clone()]
+        }
+    });
+}
