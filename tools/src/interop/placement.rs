@@ -9,7 +9,7 @@
 //! answers with its buffer's bytes in hex, which must be the block and the value.
 
 use crate::interop::endpoint::random_psn;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 use thiserror::Error;
@@ -24,6 +24,9 @@ use vhca_guest::programs::{rc_connect_qp, wait, PeerInfo, RcPath, FULL_ACCESS};
 pub const DEFAULT_PORT: u16 = 18515;
 /// Bytes the WRITE puts in the target's buffer before the ATOMIC WRITE's 8.
 pub const BLOCK: u32 = 256;
+/// The longest line taken from the target: its buffer in hex and a newline, with room to spare.
+/// A peer sending more is cut off there rather than growing the line without end.
+const MAX_LINE: u64 = 4 * (BLOCK as u64 + 8) + 256;
 
 #[derive(Debug, Error)]
 pub enum PlacementError {
@@ -37,13 +40,12 @@ pub enum PlacementError {
     Check(String),
 }
 
-/// What a run saw.
+/// What a run saw (a run that returns one found the target's buffer holding the block and the
+/// value).
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     /// (operation, completion status) in completion order.
     pub completions: Vec<(String, String)>,
-    /// The target's buffer after the run equals the block and the value.
-    pub target_bytes_ok: bool,
     pub value: u64,
 }
 
@@ -130,7 +132,7 @@ pub fn run(
         hex_gid(&gid)
     )?;
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    (&mut r).take(MAX_LINE).read_line(&mut line)?;
     let f: Vec<&str> = line.split_whitespace().collect();
     let bad = || PlacementError::Protocol(line.trim().to_string());
     let [tag, tq, tp, tg, ta, tk] = f.as_slice() else {
@@ -229,7 +231,7 @@ pub fn run(
     let len = BLOCK as usize + 8;
     writeln!(w, "CHECK {len}")?;
     line.clear();
-    r.read_line(&mut line)?;
+    (&mut r).take(MAX_LINE).read_line(&mut line)?;
     let got: Option<Vec<u8>> = (0..len)
         .map(|i| {
             line.get(2 * i..2 * i + 2)
@@ -238,17 +240,11 @@ pub fn run(
         .collect();
     let mut want = data;
     want.extend_from_slice(&value.to_le_bytes());
-    let target_bytes_ok = got.as_deref() == Some(&want[..]);
-    let rep = Report {
-        completions,
-        target_bytes_ok,
-        value,
-    };
-    if !target_bytes_ok {
+    if got.as_deref() != Some(&want[..]) {
         return Err(PlacementError::Check(format!(
             "the target's buffer holds {} instead of the block and {value:#018x}",
             line.trim()
         )));
     }
-    Ok(rep)
+    Ok(Report { completions, value })
 }
