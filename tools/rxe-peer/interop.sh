@@ -106,6 +106,7 @@ say "guest up: $(tr -d '\r' <"$log" | grep '^VHCA-PEER-READY')"
 n=0        # guest commands run so far
 listens=0  # guest commands that listened (servers)
 runs=0
+unacked_last=0  # runs where vhca's last SEND went un-ACKed (see vhca_status)
 vx() { ip netns exec "$ns" "$vhca" "$@"; }
 
 # guest_cmd CMD: starts CMD in the guest (after the previous one finished).
@@ -121,6 +122,23 @@ guest_done() {
     [ "$rc" = 0 ] || fail "$1: guest tool exited $rc"
 }
 
+# vhca_status NAME RC OUT: vhca pingpong's exit status RC, called once the guest's tool has
+# exited 0. Status 3 is vhca's last SEND never ACKed although every message arrived: the
+# pingpongs have no closing handshake, so a peer whose run is complete destroys its QP while
+# the ACK it sent may be lost (1 in 20 at 5% loss). The guest's tool exiting 0 proves it
+# received that SEND (it counts every message), so 3 passes here and nowhere else.
+vhca_status() {
+    local name=$1 rc=$2 out=$3
+    case $rc in
+        0) ;;
+        3)
+            unacked_last=$((unacked_last + 1))
+            say "$name: last SEND never ACKed; the guest's tool received it (it exited 0)"
+            ;;
+        *) fail "$name failed (exit $rc)" ;;
+    esac
+}
+
 # vhca as client against the guest's server.
 vhca_client() {
     local name=$1 gargs=$2 vargs=$3
@@ -128,8 +146,10 @@ vhca_client() {
     guest_cmd "$gargs"
     listens=$((listens + 1))
     rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
-    vx pingpong 10.77.0.2 --ip 10.77.0.1 $vargs >"$work/vhca-$runs.out" 2>&1 || fail "$name: vhca client failed"
+    local rc=0
+    vx pingpong 10.77.0.2 --ip 10.77.0.1 $vargs >"$work/vhca-$runs.out" 2>&1 || rc=$?
     guest_done "$name"
+    vhca_status "$name: vhca client" "$rc" "$work/vhca-$runs.out"
     say "$name: ok ($(grep -m1 'usec/iter' "$work/vhca-$runs.out"))"
 }
 
@@ -145,7 +165,9 @@ vhca_server() {
     rxe_peer_wait "$out" 'listening on TCP port' 1 30 || fail "$name: vhca server did not listen"
     guest_cmd "$gargs"
     guest_done "$name"
-    wait "$vp" || fail "$name: vhca server failed"
+    local rc=0
+    wait "$vp" || rc=$?
+    vhca_status "$name: vhca server" "$rc" "$out"
     say "$name: ok ($(grep -m1 'usec/iter' "$out"))"
 }
 
@@ -475,6 +497,6 @@ if [ -n "$cm_only" ]; then
 elif [ -n "$perf_only" ]; then
     say "PASS: $runs perftest runs (8 binaries and options, both directions), no ICRC errors"
 else
-    say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors"
+    say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors; $unacked_last with a lost last ACK"
 fi
 rm -rf "$work"

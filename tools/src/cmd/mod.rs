@@ -25,7 +25,8 @@ use thiserror::Error;
 
 /// Why a command failed. [`CmdError::exit_code`] is the convention of every command:
 /// 0 ok, 1 the run failed (an error, or a check it makes), 2 a usage error (clap's own, and
-/// the [`CmdError::Usage`] that clap cannot see).
+/// the [`CmdError::Usage`] that clap cannot see), 3 a ping-pong whose last SEND was never
+/// acknowledged ([`vhca::interop::pingpong::PingError::LastSendUnacknowledged`]).
 #[derive(Debug, Error)]
 pub enum CmdError {
     /// Options that cannot work together, found after clap parsed them.
@@ -92,6 +93,7 @@ impl CmdError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CmdError::Usage(_) => ExitCode::from(2),
+            CmdError::Pingpong(e) => ExitCode::from(e.exit_status()),
             _ => ExitCode::FAILURE,
         }
     }

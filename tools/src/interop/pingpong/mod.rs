@@ -67,6 +67,42 @@ pub enum PingError {
     Hook(#[source] HookError),
     #[error("bad options: {0}")]
     Options(&'static str),
+    /// Every message arrived, but the ACK of this side's last SEND never did: the peer has
+    /// most likely exited (ibv_*_pingpong have no closing handshake, so a peer whose run is
+    /// complete destroys its QP while the ACK it sent may still be lost). Nothing this side
+    /// saw proves the peer received that SEND; the peer's own exit status does.
+    #[error("every message arrived, but the last SEND was never acknowledged ({0:?}); the peer's exit status says whether it arrived")]
+    LastSendUnacknowledged(WcStatus),
+}
+
+impl PingError {
+    /// The process's exit status for this error: 3 for [`PingError::LastSendUnacknowledged`]
+    /// (a script that knows the peer succeeded may accept it), 1 for every other.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            PingError::LastSendUnacknowledged(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// What a failed completion means in the data phase. A SEND that exhausted its retries after
+/// the peer had answered it (`answered`: the QP received a message after the SEND was posted,
+/// and both tools answer message k only once it arrived) reached the peer; only its ACK was
+/// lost, and the peer, done, destroyed its QP. Such a SEND counts as delivered (`Ok`). A last
+/// SEND nobody answered, once every message arrived, is
+/// [`PingError::LastSendUnacknowledged`]; anything else is a failed run.
+fn failed_completion(
+    wc: &WorkCompletion,
+    answered: bool,
+    all_received: bool,
+) -> Result<(), PingError> {
+    let lost_ack = wc.wr_id == SEND_WRID && wc.status == WcStatus::RetryExcErr;
+    match (lost_ack, answered, all_received) {
+        (true, true, _) => Ok(()),
+        (true, false, true) => Err(PingError::LastSendUnacknowledged(wc.status)),
+        _ => Err(PingError::Completion(*wc)),
+    }
 }
 
 /// What the two sides exchange.
@@ -190,19 +226,34 @@ pub struct Report {
     /// stall a live migration of either side caused (the first iteration counts from the
     /// start of the data phase).
     pub longest_gap_ms: f64,
+    /// SENDs that exhausted their retries although the peer had answered them: the peer
+    /// exited before a lost ACK could be resent (see [`PingError::LastSendUnacknowledged`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub answered_unacked: u32,
     /// The link's counters at the end (RoCEv2 packets, not the TCP exchange); absent on a
     /// VF of a serve process, whose link this program cannot see.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkCounters>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Report {
-    /// The tools' two output lines.
+    /// The tools' two output lines, and a third when a SEND's ACK was lost at the end.
     pub fn lines(&self) -> String {
-        format!(
+        let mut s = format!(
             "{} bytes in {:.2} seconds = {:.2} Mbit/sec\n{} iters in {:.2} seconds = {:.2} usec/iter\n",
             self.bytes, self.seconds, self.mbit_per_sec, self.iters, self.seconds, self.usec_per_iter
-        )
+        );
+        if self.answered_unacked > 0 {
+            s.push_str(&format!(
+                "{} SEND(s) answered by the peer but never ACKed: it exited before a lost ACK was resent\n",
+                self.answered_unacked
+            ));
+        }
+        s
     }
 }
 
@@ -463,6 +514,7 @@ fn data_phase<V: Endpoint>(
     let mut last_progress = Instant::now();
     let mut iterations = 0u32;
     let (mut last_iteration, mut longest_gap) = (start, Duration::ZERO);
+    let mut answered_unacked = 0u32;
     while rcnt < o.iters || scnt < o.iters {
         wcs.clear();
         node.poll_cq(s.cq, 2, &mut wcs)?;
@@ -474,8 +526,13 @@ fn data_phase<V: Endpoint>(
         }
         last_progress = Instant::now();
         for wc in wcs.iter() {
+            // A QP failed by a lost last ACK flushes its receives behind it: the run is over.
+            if rcnt >= o.iters && scnt >= o.iters {
+                break;
+            }
             if wc.status != WcStatus::Success {
-                return Err(PingError::Completion(*wc));
+                failed_completion(wc, pending & RECV_WRID == 0, rcnt >= o.iters)?;
+                answered_unacked += 1;
             }
             match wc.wr_id {
                 SEND_WRID => scnt += 1,
@@ -536,6 +593,7 @@ fn data_phase<V: Endpoint>(
         mbit_per_sec: bytes as f64 * 8.0 / secs / 1e6,
         usec_per_iter: secs * 1e6 / o.iters as f64,
         longest_gap_ms: longest_gap.as_secs_f64() * 1e3,
+        answered_unacked,
         link: node.link_counters(),
     })
 }
@@ -610,6 +668,58 @@ pub fn client_on<V: Endpoint>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn failed(wr_id: u64, status: WcStatus) -> WorkCompletion {
+        WorkCompletion {
+            wr_id,
+            status,
+            opcode: if wr_id == SEND_WRID {
+                WcOpcode::Send
+            } else {
+                WcOpcode::Recv
+            },
+            qpn: Qpn(0x11),
+            byte_len: 4096,
+            imm: None,
+            invalidated_rkey: None,
+            src_qp: Qpn(0),
+            src_gid: Gid::default(),
+            grh: false,
+            solicited: false,
+        }
+    }
+
+    #[test]
+    fn a_lost_last_ack_is_delivery_only_when_the_peer_answered() {
+        let lost = failed(SEND_WRID, WcStatus::RetryExcErr);
+        // The client: the peer's reply to that SEND arrived, so the SEND did.
+        assert!(failed_completion(&lost, true, true).is_ok());
+        // The server: every message arrived, nothing answers its last SEND.
+        let e = failed_completion(&lost, false, true).unwrap_err();
+        assert!(matches!(
+            e,
+            PingError::LastSendUnacknowledged(WcStatus::RetryExcErr)
+        ));
+        assert_eq!(e.exit_status(), 3);
+        // Mid-run, unanswered: a failed run.
+        let e = failed_completion(&lost, false, false).unwrap_err();
+        assert!(matches!(e, PingError::Completion(_)));
+        assert_eq!(e.exit_status(), 1);
+        // Any other failure, answered or not, is a failed run.
+        for wc in [
+            failed(SEND_WRID, WcStatus::RemAccessErr),
+            failed(SEND_WRID, WcStatus::RnrRetryExcErr),
+            failed(RECV_WRID, WcStatus::RetryExcErr),
+            failed(RECV_WRID, WcStatus::WrFlushErr),
+        ] {
+            for (answered, all) in [(true, true), (false, true), (true, false)] {
+                assert!(matches!(
+                    failed_completion(&wc, answered, all),
+                    Err(PingError::Completion(_))
+                ));
+            }
+        }
+    }
 
     #[test]
     fn echo_patterns_differ_between_iterations_and_offsets() {
