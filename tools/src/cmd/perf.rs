@@ -93,6 +93,9 @@ pub struct Args {
     /// RC local ACK timeout exponent: 4.096 µs × 2^T (perftest's -u, default 14).
     #[arg(short = 'u', long, default_value_t = 14, value_parser = clap::value_parser!(u8).range(1..=31))]
     qp_timeout: u8,
+    /// Connect the QPs through the CM on QP1, as perftest's -R (rdma_cm) does.
+    #[arg(short = 'R', long = "rdma_cm")]
+    rdma_cm: bool,
     /// Print the result as one JSON object (with the migration's under "migration").
     #[arg(long)]
     json: bool,
@@ -122,6 +125,7 @@ impl Args {
         o.qps = self.qps;
         o.duplex = self.bidirectional;
         o.duration = self.duration;
+        o.rdma_cm = self.rdma_cm;
         // Without --migrate-to the hook does nothing.
         let mut hook = |c: &mut GuestContext, p| match mig.as_mut() {
             Some(m) => Ok(m.hook(c, p)?),

@@ -65,15 +65,18 @@ use crate::interop::side_channel::{Chan, ChanError};
 use vhca_guest::programs::{rc_rtr_rts, PeerInfo, RcPath};
 
 mod bw;
+mod comm;
 mod duration;
 mod lat;
 mod options;
+mod rdma_cm;
 mod report;
 mod session;
 mod setup;
 mod side_channel;
 
 use bw::*;
+use comm::CommChan;
 use duration::*;
 use lat::*;
 pub use options::{AtomicOp, Options, Test, Verb};
@@ -155,35 +158,61 @@ impl From<ChanError> for PerfError {
     }
 }
 
-/// Client: connects to `server:o.port`.
+/// Client: connects to `server:o.port` (TCP, or with `-R` rdma_cm).
 pub fn client(ip: Ipv4Addr, server: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
     // Bad options fail before anything touches the network.
     o.effective()?;
-    let sock = TcpStream::connect_timeout(&(server, o.port).into(), o.timeout)?;
-    session(ip, sock, true, o)
+    session(
+        ip,
+        client_link(SocketAddr::from((server, o.port)), o)?,
+        true,
+        o,
+    )
 }
 
-/// Server: accepts one client on TCP `o.port` (all addresses), runs one test.
+/// Server: accepts one client on TCP `o.port` (all addresses), or with `-R` on rdma_cm port
+/// `o.port` at `ip`, and runs one test.
 pub fn server(ip: Ipv4Addr, o: &Options) -> Result<Report, PerfError> {
     o.effective()?;
+    if o.rdma_cm {
+        return session(ip, SideLink::RdmaCm { server: None }, false, o);
+    }
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve(ip, listener, o)
 }
 
-/// Server on a listener the caller bound.
+/// Server on a TCP listener the caller bound (not for `-R`, which listens on rdma_cm).
 pub fn serve(ip: Ipv4Addr, listener: TcpListener, o: &Options) -> Result<Report, PerfError> {
-    let (sock, _) = accept(listener, o)?;
-    session(ip, sock, false, o)
+    session(ip, server_link(listener, o)?, false, o)
 }
 
-fn accept(listener: TcpListener, o: &Options) -> Result<(TcpStream, SocketAddr), PerfError> {
+/// The client's way to the server at `server`: its TCP side channel, or `-R`'s rdma_cm
+/// (perftest's client uses its server name for both).
+fn client_link(server: SocketAddr, o: &Options) -> Result<SideLink, PerfError> {
+    if o.rdma_cm {
+        return match server.ip() {
+            std::net::IpAddr::V4(a) => Ok(SideLink::RdmaCm { server: Some(a) }),
+            std::net::IpAddr::V6(_) => Err(PerfError::Options("-R needs an IPv4 server".into())),
+        };
+    }
+    Ok(SideLink::Tcp(TcpStream::connect_timeout(
+        &server, o.timeout,
+    )?))
+}
+
+/// The server's side channel: the next client of `listener`, or with `-R` rdma_cm (then the
+/// listener is not used).
+fn server_link(listener: TcpListener, o: &Options) -> Result<SideLink, PerfError> {
+    if o.rdma_cm {
+        return Ok(SideLink::RdmaCm { server: None });
+    }
     // A line scripts wait for before they start the client.
     note(format!(
         "{} server listening on TCP port {}",
         o.test.binary(),
         listener.local_addr()?.port()
     ));
-    Ok(listener.accept()?)
+    Ok(SideLink::Tcp(listener.accept()?.0))
 }
 
 /// [`client`] on the VF `vf` (a `vhca serve` VF's socket, or a VF's PCI function in a guest):
@@ -218,12 +247,15 @@ pub fn vf_server_with(
 ) -> Result<Report, PerfError> {
     let e = o.effective()?;
     let mut ctx = open_vf(vf, node_mem(&e) as u64)?;
+    if o.rdma_cm {
+        return session_on(&mut ctx, SideLink::RdmaCm { server: None }, false, o, hook);
+    }
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, o.port))?;
     serve_on(&mut ctx, listener, o, hook)
 }
 
-/// The client's run on any device against the server's side channel at `server` (`o.port`
-/// is not used); `hook` runs between iterations.
+/// The client's run on any device against the server at `server` (its TCP side channel, or
+/// with `-R` its rdma_cm port; `o.port` is not used); `hook` runs between iterations.
 pub fn client_on<V: Endpoint>(
     node: &mut V,
     server: SocketAddr,
@@ -231,20 +263,19 @@ pub fn client_on<V: Endpoint>(
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
     o.effective()?;
-    let sock = TcpStream::connect_timeout(&server, o.timeout)?;
-    session_on(node, sock, true, o, hook)
+    session_on(node, client_link(server, o)?, true, o, hook)
 }
 
-/// The server's run on any device for one client of `listener`; `hook` runs between
-/// iterations (on a write_bw or read_bw server, about every 10 ms while the client works).
+/// The server's run on any device for one client of `listener` (with `-R`, of rdma_cm port
+/// `o.port`; the listener is not used); `hook` runs between iterations (on a write_bw or
+/// read_bw server, about every 10 ms while the client works).
 pub fn serve_on<V: Endpoint>(
     node: &mut V,
     listener: TcpListener,
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
-    let (sock, _) = accept(listener, o)?;
-    session_on(node, sock, false, o, hook)
+    session_on(node, server_link(listener, o)?, false, o, hook)
 }
 
 #[cfg(test)]

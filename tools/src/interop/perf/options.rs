@@ -223,6 +223,9 @@ pub struct Options {
     /// `-D`: run for this many seconds instead of `iters`: a quarter (whole seconds) warms up,
     /// the middle is measured, a quarter cools down (perftest's margins).
     pub duration: Option<u32>,
+    /// `-R`: connect the QPs through the CM on QP1 (rdma_cm's way) instead of by the side
+    /// channel's addresses.
+    pub rdma_cm: bool,
 }
 
 impl Options {
@@ -247,6 +250,7 @@ impl Options {
             qps: 1,
             duplex: false,
             duration: None,
+            rdma_cm: false,
         }
     }
 

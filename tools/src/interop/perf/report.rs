@@ -201,7 +201,11 @@ pub(super) fn header(o: &Options, client: bool, mtu: Mtu) -> String {
     } else {
         s.push_str(&format!(" Max inline data : {}[B]\n", o.inline_size));
     }
-    s.push_str(" rdma_cm QPs\t : OFF\n");
+    s.push_str(if o.rdma_cm {
+        " rdma_cm QPs\t : ON\n"
+    } else {
+        " rdma_cm QPs\t : OFF\n"
+    });
     s.push_str(" Data ex. method : Ethernet\n");
     s.push_str(RESULT_LINE);
     s.push('\n');

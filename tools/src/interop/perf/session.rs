@@ -3,29 +3,60 @@
 
 use super::*;
 
-/// One whole run over an established side channel, on a new node at `ip`.
+/// How a run reaches its peer: perftest's TCP side channel (connected), or with `-R` its
+/// rdma_cm comm QP, as the client of `server` or as the server (`None`).
+pub(super) enum SideLink {
+    Tcp(TcpStream),
+    RdmaCm { server: Option<Ipv4Addr> },
+}
+
+/// One whole run, on a new node at `ip`.
 pub(super) fn session(
     ip: Ipv4Addr,
-    sock: TcpStream,
+    link: SideLink,
     client: bool,
     o: &Options,
 ) -> Result<Report, PerfError> {
     // Bad options fail before the node (sized from them) is made.
     let e = o.effective()?;
     let mut node = Node::new(ip, node_mem(&e))?;
-    session_on(&mut node, sock, client, o, &mut no_hook)
+    session_on(&mut node, link, client, o, &mut no_hook)
 }
 
-/// One whole run over an established side channel, on any device.
+/// One whole run, on any device.
 pub(super) fn session_on<V: Endpoint>(
     node: &mut V,
-    sock: TcpStream,
+    link: SideLink,
     client: bool,
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
+    let mut cm = None;
+    let report = session_steps(node, link, client, o, hook, &mut cm)?;
+    // -R: the connections come down after the side channel's close, as perftest's do.
+    if let Some(cm) = cm.as_mut() {
+        rdma_cm::disconnect_all(node, cm)?;
+    }
+    Ok(report)
+}
+
+fn session_steps<V: Endpoint>(
+    node: &mut V,
+    link: SideLink,
+    client: bool,
+    o: &Options,
+    hook: Hook<'_, V>,
+    cm: &mut Option<rdma_cm::PerfCm>,
+) -> Result<Report, PerfError> {
     let o = o.effective()?;
-    let mut chan = Chan::new(sock, client, o.timeout)?;
+    let (mut chan, server) = match link {
+        SideLink::Tcp(sock) => (PerfChan::Tcp(Chan::new(sock, client, o.timeout)?), None),
+        SideLink::RdmaCm { server } => {
+            let (c, comm) = rdma_cm::connect_comm(node, &o, server)?;
+            *cm = Some(c);
+            (PerfChan::Cm(comm), server)
+        }
+    };
     let role = if client { "client" } else { "server" };
 
     // V: versions.
@@ -69,6 +100,9 @@ pub(super) fn session_on<V: Endpoint>(
 
     let gid = node.local_gid()?;
     let r = create_resources(node, &o, cycle, gid)?;
+    if let Some(c) = cm.as_mut() {
+        rdma_cm::connect_all(node, c, &r, &o, mtu, server)?;
+    }
     let keys = my_keys(gid, &r, &o);
     // QP 0's: the one the handshakes that are not per QP carry.
     let mine = keys[0];
@@ -89,7 +123,9 @@ pub(super) fn session_on<V: Endpoint>(
     for (i, (k, rk)) in keys.iter().zip(&rems).enumerate() {
         print_dest("local", k);
         print_dest("remote", rk);
-        connect(node, &r, i, &o, mtu, rk)?;
+        if cm.is_none() {
+            connect(node, &r, i, &o, mtu, rk)?;
+        }
     }
     // The handshake after RTR (QP 0's key) and the addresses once more (every QP's): send tests
     // in this order, the others the other way round.
@@ -117,15 +153,14 @@ pub(super) fn session_on<V: Endpoint>(
             // read_lat, atomic_lat server: straight into the close, whose key message waits
             // for the client's whole data phase.
             let total = o.iters as u64;
-            let b = chan.xchg_ticking(
+            chan.keys_ticking(
                 node,
-                &mine.encode(),
+                &mine,
                 "waiting for the client to finish",
                 Some((hook, total)),
             )?;
-            KeyMsg::decode(&b)?;
             let checked = check_counters(node, &o, &r, 0)?;
-            exchange_done(node, &mut chan)?;
+            chan.done(node)?;
             return Ok(run.lat(o.size, None, checked));
         }
         _ if rdma_lat => {
@@ -180,13 +215,12 @@ pub(super) fn session_on<V: Endpoint>(
             let start = Instant::now();
             // A hook gets its calls here: this side has no iterations of its own.
             let total = o.iters as u64;
-            let b = chan.xchg_ticking(
+            chan.keys_ticking(
                 node,
-                &mine.encode(),
+                &mine,
                 "waiting for the client to finish",
                 Some((hook, total)),
             )?;
-            KeyMsg::decode(&b)?;
             let secs = start.elapsed().as_secs_f64();
             let theirs = xchg_reports(&mut chan, node, &WireReport::default())?;
             let size = *o.sizes().last().unwrap_or(&o.size) as u64;
@@ -319,7 +353,7 @@ fn one_or_all(mut rows: Vec<Report>) -> Report {
 #[allow(clippy::too_many_arguments)]
 fn send_phase<V: Endpoint>(
     node: &mut V,
-    chan: &mut Chan,
+    chan: &mut PerfChan,
     run: &Run,
     r: &Res,
     mine: &KeyMsg,
@@ -477,20 +511,10 @@ fn check_counters<V: Endpoint>(
     )))
 }
 
-/// `ctx_close_connection`: one more key message, then "done" from each side.
-fn close<V: Endpoint>(node: &mut V, chan: &mut Chan, mine: &KeyMsg) -> Result<(), PerfError> {
+/// `ctx_close_connection`: one more key message, then (over TCP) "done" from each side.
+fn close<V: Endpoint>(node: &mut V, chan: &mut PerfChan, mine: &KeyMsg) -> Result<(), PerfError> {
     chan.keys(node, mine, "closing")?;
-    exchange_done(node, chan)
-}
-
-/// The close's last step: "done" from each side.
-fn exchange_done<V: Endpoint>(node: &mut V, chan: &mut Chan) -> Result<(), PerfError> {
-    chan.write_blob(node, b"done\0", "closing")?;
-    // Take the peer's "done" too when it comes, so the socket closes cleanly (no RST); a peer
-    // that already closed is fine.
-    chan.timeout = Duration::from_secs(2);
-    let _ = chan.read_blob(node, 5, "closing", None);
-    Ok(())
+    chan.done(node)
 }
 
 /// Lets the device answer for `d` (a node is pumped; a VF of another process runs anyway).

@@ -74,16 +74,126 @@ impl KeyMsg {
     }
 }
 
-// `Chan` is the shared side channel (crate::interop::side_channel); the key-message step is
-// perftest's own, so it lives here.
-impl Chan {
+/// `sizeof(struct pingpong_dest)`: lid, out_reads, qpn, psn, rkey (4 bytes each), 4 bytes of
+/// padding, vaddr (8), gid (16), srqn, gid_index (4 each).
+pub const KEY_BIN_LEN: usize = 56;
+
+impl KeyMsg {
+    /// `struct pingpong_dest` as `rdma_write_keys` sends it over `-R`'s side channel: every
+    /// integer big-endian (perftest's `HAVE_ENDIAN` build), the GID as is, the padding and
+    /// `srqn` zero, `gid_index` 0 (the receiver keeps its own).
+    pub fn encode_binary(&self) -> [u8; KEY_BIN_LEN] {
+        let mut b = [0u8; KEY_BIN_LEN];
+        b[0..4].copy_from_slice(&u32::from(self.lid).to_be_bytes());
+        b[4..8].copy_from_slice(&u32::from(self.out_reads).to_be_bytes());
+        b[8..12].copy_from_slice(&self.qpn.to_be_bytes());
+        b[12..16].copy_from_slice(&self.psn.to_be_bytes());
+        b[16..20].copy_from_slice(&self.rkey.to_be_bytes());
+        b[24..32].copy_from_slice(&self.vaddr.to_be_bytes());
+        b[32..48].copy_from_slice(&self.gid.0);
+        b
+    }
+
+    /// `rdma_read_keys`: the fields it reads (not `srqn` nor `gid_index`).
+    pub fn decode_binary(b: &[u8]) -> Result<KeyMsg, PerfError> {
+        let bad = |text: String| PerfError::Exchange {
+            what: "binary address message",
+            text,
+        };
+        if b.len() != KEY_BIN_LEN {
+            return Err(bad(format!("{} bytes", b.len())));
+        }
+        let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let (lid, out_reads, qpn, psn) = (word(0), word(4), word(8), word(12));
+        if lid > 0xffff || out_reads > 0xffff || qpn > 0xff_ffff || psn > 0xff_ffff {
+            return Err(bad(format!(
+                "LID {lid:#x} OUT {out_reads:#x} QPN {qpn:#x} PSN {psn:#x}"
+            )));
+        }
+        let mut gid = [0u8; 16];
+        gid.copy_from_slice(&b[32..48]);
+        let mut vaddr = [0u8; 8];
+        vaddr.copy_from_slice(&b[24..32]);
+        Ok(KeyMsg {
+            lid: lid as u16,
+            out_reads: out_reads as u16,
+            qpn,
+            psn,
+            rkey: word(16),
+            vaddr: u64::from_be_bytes(vaddr),
+            gid: Gid(gid),
+            srqn: 0,
+        })
+    }
+}
+
+/// A run's side channel: perftest's TCP socket, or with `-R` its rdma_cm "comm" QP.
+pub(super) enum PerfChan {
+    Tcp(Chan),
+    Cm(CommChan),
+}
+
+impl PerfChan {
+    pub(super) fn xchg<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        mine: &[u8],
+        what: &'static str,
+    ) -> Result<Vec<u8>, PerfError> {
+        self.xchg_ticking(node, mine, what, None)
+    }
+
+    pub(super) fn xchg_ticking<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        mine: &[u8],
+        what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<Vec<u8>, PerfError> {
+        match self {
+            PerfChan::Tcp(c) => Ok(c.xchg_ticking(node, mine, what, tick)?),
+            PerfChan::Cm(c) => c.xchg_ticking(node, mine, what, tick),
+        }
+    }
+
+    /// One address message each way, in the channel's format.
     pub(super) fn keys<V: Endpoint>(
         &mut self,
         node: &mut V,
         mine: &KeyMsg,
         what: &'static str,
     ) -> Result<KeyMsg, PerfError> {
-        KeyMsg::decode(&self.xchg(node, &mine.encode(), what)?)
+        self.keys_ticking(node, mine, what, None)
+    }
+
+    pub(super) fn keys_ticking<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        mine: &KeyMsg,
+        what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<KeyMsg, PerfError> {
+        match self {
+            PerfChan::Tcp(c) => {
+                KeyMsg::decode(&c.xchg_ticking(node, &mine.encode(), what, tick)?)
+            }
+            PerfChan::Cm(c) => {
+                KeyMsg::decode_binary(&c.xchg_ticking(node, &mine.encode_binary(), what, tick)?)
+            }
+        }
+    }
+
+    /// The end of `ctx_close_connection`: over TCP each side writes "done" (and this one takes
+    /// the peer's, so the socket closes without a reset); `-R` has nothing more, the DREQs
+    /// follow.
+    pub(super) fn done<V: Endpoint>(&mut self, node: &mut V) -> Result<(), PerfError> {
+        if let PerfChan::Tcp(chan) = self {
+            chan.write_blob(node, b"done\0", "closing")?;
+            // A peer that already closed is fine.
+            chan.timeout = Duration::from_secs(2);
+            let _ = chan.read_blob(node, 5, "closing", None);
+        }
+        Ok(())
     }
 }
 
@@ -99,7 +209,7 @@ pub(super) fn encode_report(r: &WireReport) -> [[u8; 8]; 5] {
 
 /// `xchg_bw_reports`: five 8-byte steps (iterations are 64-bit for peers ≥ 5.33).
 pub(super) fn xchg_reports<V: Endpoint>(
-    chan: &mut Chan,
+    chan: &mut PerfChan,
     node: &mut V,
     mine: &WireReport,
 ) -> Result<WireReport, PerfError> {

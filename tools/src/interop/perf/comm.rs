@@ -1,0 +1,226 @@
+//! `-R`'s side channel: perftest with `-R` (`work_rdma_cm`) does not open a TCP socket at all.
+//! Its "comm" context is one RC QP connected through rdma_cm to the server's address and port
+//! (`rdma_client_connect`/`rdma_server_connect`), one receive of `sizeof(struct pingpong_dest)`
+//! posted before the connection, and every exchange of the run (versions, system data, MTU,
+//! the address blobs, the reports, the close) is one SEND of the same bytes the TCP channel
+//! would carry, answered by one SEND: the client sends first, the server receives first
+//! (`ctx_xchg_data_rdma`). Only the address blob differs: `struct pingpong_dest` in binary,
+//! big-endian (see [`KeyMsg::encode_binary`]). No "done" closes it; the DREQs do.
+
+use super::*;
+use crate::interop::endpoint::IDLE_TICK;
+
+/// The receive slot's size: `sizeof(struct pingpong_dest)`, perftest's receive length. Nothing
+/// the channel carries is longer.
+pub(super) const SLOT: u32 = KEY_BIN_LEN as u32;
+const SEND_WRID: u64 = 0x5e4d;
+const RECV_WRID: u64 = 5; // perftest's SYNC_SPEC_ID
+
+/// The comm QP and its buffers.
+pub(super) struct CommChan {
+    pub(super) qpn: Qpn,
+    cq: CqHandle,
+    key: MemKey,
+    send_buf: u64,
+    recv_buf: u64,
+    client: bool,
+    timeout: Duration,
+    /// A receive that completed while this side waited for its SEND's completion (a quick
+    /// peer answers before the ACK is seen): its length.
+    received: Option<u32>,
+}
+
+impl CommChan {
+    /// The comm QP in INIT with its receive posted, ready for the CM to connect.
+    pub(super) fn create<V: Endpoint>(
+        node: &mut V,
+        pd: PdHandle,
+        client: bool,
+        timeout: Duration,
+    ) -> Result<CommChan, PerfError> {
+        let cq = node.create_cq(8)?;
+        let buf = node.alloc_buf(2 * SLOT as u64)?;
+        let key = node.reg_mr(pd, buf, 2 * SLOT as u64, Access::LOCAL_WRITE)?;
+        let qpn = node.create_qp(QpInitAttr {
+            qp_type: QpType::Rc,
+            pd,
+            send_cq: cq,
+            recv_cq: cq,
+            srq: None,
+            cap: QpCap {
+                max_send_wr: 2,
+                max_recv_wr: 2,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            sq_sig_all: false,
+        })?;
+        node.modify_qp(
+            qpn,
+            &QpAttr {
+                qp_state: QpState::Init,
+                pkey_index: 0,
+                port_num: 1,
+                qp_access_flags: Access::empty(),
+                ..QpAttr::default()
+            },
+            QpAttrMask::STATE
+                | QpAttrMask::PKEY_INDEX
+                | QpAttrMask::PORT
+                | QpAttrMask::ACCESS_FLAGS,
+        )?;
+        let c = CommChan {
+            qpn,
+            cq,
+            key,
+            send_buf: buf,
+            recv_buf: buf + SLOT as u64,
+            client,
+            timeout,
+            received: None,
+        };
+        c.post_recv(node)?;
+        Ok(c)
+    }
+
+    fn post_recv<V: Endpoint>(&self, node: &mut V) -> Result<(), PerfError> {
+        node.post_recv(
+            self.qpn,
+            RecvWr {
+                wr_id: RECV_WRID,
+                sgl: vec![Sge {
+                    addr: self.recv_buf,
+                    len: SLOT,
+                    lkey: self.key,
+                }],
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Polls the comm CQ, pumping the node, until `want` completes; with `tick`, calls its
+    /// hook about every [`IDLE_TICK`]. Fails after `timeout` without a packet.
+    fn wait<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        want: u64,
+        what: &'static str,
+        mut tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<u32, PerfError> {
+        if want == RECV_WRID {
+            if let Some(n) = self.received.take() {
+                return Ok(n);
+            }
+        }
+        let mut wcs = Vec::with_capacity(2);
+        let mut last = Instant::now();
+        let mut last_tick = Instant::now();
+        let mut rx = node.rx_packets();
+        loop {
+            wcs.clear();
+            node.poll_cq(self.cq, 2, &mut wcs)?;
+            let mut got = None;
+            for wc in &wcs {
+                if wc.status != WcStatus::Success {
+                    return Err(PerfError::Exchange {
+                        what,
+                        text: format!("the rdma_cm side channel's QP failed: {:?}", wc.status),
+                    });
+                }
+                match (wc.wr_id, want) {
+                    (RECV_WRID, RECV_WRID) | (SEND_WRID, SEND_WRID) => got = Some(wc.byte_len),
+                    (RECV_WRID, _) => self.received = Some(wc.byte_len),
+                    _ => {}
+                }
+            }
+            if let Some(n) = got {
+                return Ok(n);
+            }
+            node.idle(vhca_fabric::node::MAX_WAIT)?;
+            if let Some((hook, total)) = tick.as_mut() {
+                if last_tick.elapsed() >= IDLE_TICK {
+                    let t = Instant::now();
+                    hook(
+                        node,
+                        Progress {
+                            done: None,
+                            total: *total,
+                        },
+                    )
+                    .map_err(PerfError::Hook)?;
+                    last_tick = Instant::now();
+                    last += t.elapsed();
+                }
+            }
+            if node.rx_packets() != rx || !wcs.is_empty() {
+                rx = node.rx_packets();
+                last = Instant::now();
+            } else if last.elapsed() > self.timeout {
+                return Err(PerfError::Stalled(self.timeout, what));
+            }
+        }
+    }
+
+    fn send<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        b: &[u8],
+        what: &'static str,
+    ) -> Result<(), PerfError> {
+        node.write_buf(self.send_buf, b)?;
+        let wr = SendWr::new(SEND_WRID, SendOp::Send).sge(Sge {
+            addr: self.send_buf,
+            len: b.len() as u32,
+            lkey: self.key,
+        });
+        node.post_send(self.qpn, &wr)?;
+        self.wait(node, SEND_WRID, what, None)?;
+        Ok(())
+    }
+
+    /// The peer's next message, `len` bytes long (perftest copies `size` bytes out of its
+    /// receive buffer whatever arrived; a message of another length is a peer at another step).
+    fn recv<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        len: usize,
+        what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<Vec<u8>, PerfError> {
+        let n = self.wait(node, RECV_WRID, what, tick)?;
+        let b = node.read_buf(self.recv_buf, len)?;
+        self.post_recv(node)?;
+        if n as usize != len {
+            return Err(PerfError::Exchange {
+                what,
+                text: format!("a {n}-byte message where {len} bytes were due"),
+            });
+        }
+        Ok(b)
+    }
+
+    /// One step: the client sends then receives, the server receives then sends.
+    pub(super) fn xchg_ticking<V: Endpoint>(
+        &mut self,
+        node: &mut V,
+        mine: &[u8],
+        what: &'static str,
+        tick: Option<(Hook<'_, V>, u64)>,
+    ) -> Result<Vec<u8>, PerfError> {
+        if mine.len() > SLOT as usize {
+            return Err(PerfError::Exchange {
+                what,
+                text: format!("{} bytes do not fit the peer's receive", mine.len()),
+            });
+        }
+        if self.client {
+            self.send(node, mine, what)?;
+            self.recv(node, mine.len(), what, tick)
+        } else {
+            let theirs = self.recv(node, mine.len(), what, tick)?;
+            self.send(node, mine, what)?;
+            Ok(theirs)
+        }
+    }
+}
