@@ -101,7 +101,22 @@ fn session_steps<V: Endpoint>(
     let gid = node.local_gid()?;
     let r = create_resources(node, &o, cycle, gid)?;
     if let Some(c) = cm.as_mut() {
+        // create_rdma_cm_connection: an address exchange before (the server listens only
+        // after it) and one after the connections. perftest sends its addresses there before
+        // it has filled them in: zeros, which nobody reads.
+        let unset = KeyMsg {
+            lid: 0,
+            out_reads: 0,
+            qpn: 0,
+            psn: 0,
+            rkey: 0,
+            vaddr: 0,
+            gid: Gid([0; 16]),
+            srqn: 0,
+        };
+        chan.keys(node, &unset, "the sync before the rdma_cm connections")?;
         rdma_cm::connect_all(node, c, &r, &o, mtu, server)?;
+        chan.keys(node, &unset, "the sync after the rdma_cm connections")?;
     }
     let keys = my_keys(gid, &r, &o);
     // QP 0's: the one the handshakes that are not per QP carry.
