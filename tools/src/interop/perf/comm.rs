@@ -7,6 +7,7 @@
 //! (`ctx_xchg_data_rdma`). Only the address blob differs: `struct pingpong_dest` in binary,
 //! big-endian (see [`KeyMsg::encode_binary`]). No "done" closes it; the DREQs do.
 
+use super::rdma_cm::PerfCm;
 use super::*;
 use crate::interop::endpoint::IDLE_TICK;
 
@@ -16,8 +17,11 @@ pub(super) const SLOT: u32 = KEY_BIN_LEN as u32;
 const SEND_WRID: u64 = 0x5e4d;
 const RECV_WRID: u64 = 5; // perftest's SYNC_SPEC_ID
 
-/// The comm QP and its buffers.
+/// The comm QP, its buffers, and the run's CM (driven while the channel waits: a peer whose REP
+/// or RTU was lost sends its REQ or REP again, and must be answered while this side waits for
+/// the first message).
 pub(super) struct CommChan {
+    pub(super) cm: PerfCm,
     pub(super) qpn: Qpn,
     cq: CqHandle,
     key: MemKey,
@@ -34,6 +38,7 @@ impl CommChan {
     /// The comm QP in INIT with its receive posted, ready for the CM to connect.
     pub(super) fn create<V: Endpoint>(
         node: &mut V,
+        cm: PerfCm,
         pd: PdHandle,
         client: bool,
         timeout: Duration,
@@ -71,6 +76,7 @@ impl CommChan {
                 | QpAttrMask::ACCESS_FLAGS,
         )?;
         let c = CommChan {
+            cm,
             qpn,
             cq,
             key,
@@ -118,6 +124,7 @@ impl CommChan {
         let mut last_tick = Instant::now();
         let mut rx = node.rx_packets();
         loop {
+            self.cm.drive(node)?;
             wcs.clear();
             node.poll_cq(self.cq, 2, &mut wcs)?;
             let mut got = None;

@@ -50,34 +50,24 @@ pub(super) fn connect_comm<V: Endpoint>(
     node: &mut V,
     o: &Options,
     server: Option<Ipv4Addr>,
-) -> Result<(PerfCm, CommChan), PerfError> {
+) -> Result<CommChan, PerfError> {
     let gid = node.local_gid()?;
     let me = ipv4(gid)?;
     let pd = node.alloc_pd()?;
     let port =
         CmPort::open(node, pd, CmConfig::new(ca_guid(gid), fresh_comm_id(gid))).map_err(cm_err)?;
-    let mut cm = PerfCm {
+    let cm = PerfCm {
         port,
         conns: Vec::new(),
     };
-    let comm = CommChan::create(node, pd, server.is_some(), o.timeout)?;
+    let mut comm = CommChan::create(node, cm, pd, server.is_some(), o.timeout)?;
     let psn = random_psn(gid);
+    let at = (comm.qpn, psn);
+    let cm = &mut comm.cm;
     let id = match server {
         Some(server) => {
             let attempts = (o.timeout.as_millis() / RETRY_GAP.as_millis()).max(1) as u32;
-            let at = (comm.qpn, psn);
-            connect_one(
-                node,
-                &mut cm,
-                o,
-                o.mtu,
-                (me, server),
-                gid,
-                at,
-                0,
-                0,
-                attempts,
-            )?
+            connect_one(node, cm, o, o.mtu, (me, server), gid, at, 0, 0, attempts)?
         }
         None => {
             cm.port.cm.listen(cma::service_id(o.port));
@@ -87,11 +77,18 @@ pub(super) fn connect_comm<V: Endpoint>(
                 o.port
             ));
             let mut up = Vec::new();
-            accept_one(node, &mut cm, o, o.mtu, me, comm.qpn, psn, 0, &mut up)?
+            accept_one(node, cm, o, o.mtu, me, at.0, at.1, 0, &mut up)?
         }
     };
     cm.conns.push(id);
-    Ok((cm, comm))
+    Ok(comm)
+}
+
+impl PerfCm {
+    /// One round of the CM: MADs in, timers, MADs out.
+    pub(super) fn drive<V: Endpoint>(&mut self, node: &mut V) -> Result<(), PerfError> {
+        self.port.drive(node).map_err(cm_err)
+    }
 }
 
 /// Connects every QP of `r` through the CM: as the client to `server`, or as the server.

@@ -31,32 +31,31 @@ pub(super) fn session_on<V: Endpoint>(
     o: &Options,
     hook: Hook<'_, V>,
 ) -> Result<Report, PerfError> {
-    let mut cm = None;
-    let report = session_steps(node, link, client, o, hook, &mut cm)?;
+    let e = o.effective()?;
+    let (mut chan, server) = match link {
+        SideLink::Tcp(sock) => (PerfChan::Tcp(Chan::new(sock, client, e.timeout)?), None),
+        SideLink::RdmaCm { server } => (
+            PerfChan::Cm(rdma_cm::connect_comm(node, &e, server)?),
+            server,
+        ),
+    };
+    let report = session_steps(node, &mut chan, server, client, e, hook)?;
     // -R: the connections come down after the side channel's close, as perftest's do.
-    if let Some(cm) = cm.as_mut() {
-        rdma_cm::disconnect_all(node, cm)?;
+    if let PerfChan::Cm(c) = &mut chan {
+        rdma_cm::disconnect_all(node, &mut c.cm)?;
     }
     Ok(report)
 }
 
+/// The steps after the side channel is up; `server`: `-R`'s client, the server's address.
 fn session_steps<V: Endpoint>(
     node: &mut V,
-    link: SideLink,
+    chan: &mut PerfChan,
+    server: Option<Ipv4Addr>,
     client: bool,
-    o: &Options,
+    o: Options,
     hook: Hook<'_, V>,
-    cm: &mut Option<rdma_cm::PerfCm>,
 ) -> Result<Report, PerfError> {
-    let o = o.effective()?;
-    let (mut chan, server) = match link {
-        SideLink::Tcp(sock) => (PerfChan::Tcp(Chan::new(sock, client, o.timeout)?), None),
-        SideLink::RdmaCm { server } => {
-            let (c, comm) = rdma_cm::connect_comm(node, &o, server)?;
-            *cm = Some(c);
-            (PerfChan::Cm(comm), server)
-        }
-    };
     let role = if client { "client" } else { "server" };
 
     // V: versions.
@@ -100,7 +99,7 @@ fn session_steps<V: Endpoint>(
 
     let gid = node.local_gid()?;
     let r = create_resources(node, &o, cycle, gid)?;
-    if let Some(c) = cm.as_mut() {
+    if let PerfChan::Cm(_) = chan {
         // create_rdma_cm_connection: an address exchange before (the server listens only
         // after it) and one after the connections. perftest sends its addresses there before
         // it has filled them in: zeros, which nobody reads.
@@ -115,7 +114,9 @@ fn session_steps<V: Endpoint>(
             srqn: 0,
         };
         chan.keys(node, &unset, "the sync before the rdma_cm connections")?;
-        rdma_cm::connect_all(node, c, &r, &o, mtu, server)?;
+        if let PerfChan::Cm(c) = chan {
+            rdma_cm::connect_all(node, &mut c.cm, &r, &o, mtu, server)?;
+        }
         chan.keys(node, &unset, "the sync after the rdma_cm connections")?;
     }
     let keys = my_keys(gid, &r, &o);
@@ -138,7 +139,7 @@ fn session_steps<V: Endpoint>(
     for (i, (k, rk)) in keys.iter().zip(&rems).enumerate() {
         print_dest("local", k);
         print_dest("remote", rk);
-        if cm.is_none() {
+        if let PerfChan::Tcp(_) = chan {
             connect(node, &r, i, &o, mtu, rk)?;
         }
     }
@@ -163,7 +164,7 @@ fn session_steps<V: Endpoint>(
         header: header(&o, client, mtu),
     };
     let report = match t.verb() {
-        Verb::Send => send_phase(node, &mut chan, &run, &r, &mine, cycle, &rems, hook)?,
+        Verb::Send => send_phase(node, chan, &run, &r, &mine, cycle, &rems, hook)?,
         _ if rdma_lat && !client && t != Test::WriteLat => {
             // read_lat, atomic_lat server: straight into the close, whose key message waits
             // for the client's whole data phase.
@@ -205,7 +206,7 @@ fn session_steps<V: Endpoint>(
                     chan.keys(node, &mine, "the handshake after a size")?;
                 }
                 let row = if o.duplex {
-                    let theirs = xchg_reports(&mut chan, node, &w)?;
+                    let theirs = xchg_reports(chan, node, &w)?;
                     let both = WireReport {
                         bw_peak: w.bw_peak + theirs.bw_peak,
                         bw_avg: w.bw_avg + theirs.bw_avg,
@@ -221,7 +222,7 @@ fn session_steps<V: Endpoint>(
             if !o.duplex {
                 // K4: "finished", then the reports (the last size's).
                 chan.keys(node, &mine, "the end-of-test handshake")?;
-                xchg_reports(&mut chan, node, &last)?;
+                xchg_reports(chan, node, &last)?;
             }
             one_or_all(rows)
         }
@@ -237,7 +238,7 @@ fn session_steps<V: Endpoint>(
                 Some((hook, total)),
             )?;
             let secs = start.elapsed().as_secs_f64();
-            let theirs = xchg_reports(&mut chan, node, &WireReport::default())?;
+            let theirs = xchg_reports(chan, node, &WireReport::default())?;
             let size = *o.sizes().last().unwrap_or(&o.size) as u64;
             // perftest reports the iterations of all QPs.
             let iters = o.iters as u64 * o.qps as u64;
@@ -257,7 +258,7 @@ fn session_steps<V: Endpoint>(
     };
 
     // D: one more key message, then "done" from each side.
-    close(node, &mut chan, &mine)?;
+    close(node, chan, &mine)?;
     Ok(report)
 }
 
