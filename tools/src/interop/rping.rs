@@ -122,6 +122,10 @@ pub struct Report {
     pub cm_received: u64,
     pub cm_resent: u64,
     pub cm_duplicates: u64,
+    /// Server: the last ping's final "go ahead" was never ACKed, because the client's DREQ
+    /// overtook a lost ACK (see `server_on`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub last_ack_overtaken: bool,
 }
 
 impl Report {
@@ -136,7 +140,11 @@ impl Report {
             self.cm_resent,
             self.cm_received,
             self.cm_duplicates
-        )]
+        ) + if self.last_ack_overtaken {
+            "; the last go-ahead's ACK was overtaken by the client's DREQ"
+        } else {
+            ""
+        }]
     }
 }
 
@@ -348,6 +356,7 @@ impl Side {
             cm_received: c.received,
             cm_resent: c.resent,
             cm_duplicates: c.duplicates,
+            last_ack_overtaken: false,
         }
     }
 }
@@ -546,6 +555,7 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
     )?;
     s.cm.drive(dev)?;
     let mut pings = 0u64;
+    let mut overtaken = false;
     // Each ping starts with the client's start buffer; a disconnect ends the loop.
     while s.wait(dev, RECV_WRID, o)?.is_some() {
         s.post_recv(dev)?;
@@ -604,9 +614,14 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
         s.wait(dev, RDMA_WRID, o)?
             .ok_or(RpingError::Disconnected(pings))?;
         s.send_info(dev, None)?;
-        s.wait(dev, SEND_WRID, o)?
-            .ok_or(RpingError::Disconnected(pings))?;
         pings += 1;
+        // The client disconnects once it has this "go ahead" (the ping's last message). If the
+        // ACK was lost, its DREQ can come before the SEND completes: the ping is done, and the
+        // client's own status says whether it arrived (rping -C counts its pings).
+        if s.wait(dev, SEND_WRID, o)?.is_none() {
+            overtaken = true;
+            break;
+        }
     }
     // The DREP went out with the drive that saw the DREQ; a lost one is answered again for a
     // while, as the client resends its DREQ.
@@ -615,7 +630,9 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
         s.cm.drive(dev)?;
         dev.idle(Duration::from_millis(1))?;
     }
-    Ok(s.report("server", pings, o))
+    let mut r = s.report("server", pings, o);
+    r.last_ack_overtaken = overtaken;
+    Ok(r)
 }
 
 /// The text of a ping buffer up to its NUL.
