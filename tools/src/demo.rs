@@ -53,6 +53,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
             members: vec![0, 1, 2],
             ops: ops_per_side,
             bad_qkey_every: None,
+            gsi: false,
         }],
         uc: Vec::new(),
         cuts: Vec::new(),

@@ -1,5 +1,6 @@
 //! A seed's plan: topology, connections, workload sizes and the faults injected on purpose.
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use vhca_device::{Mtu, Nanos};
@@ -43,8 +44,11 @@ pub struct UcPlan {
 pub struct UdPlan {
     pub members: Vec<usize>,
     pub ops: usize,
-    /// Sends with a wrong Q_Key on purpose: must never be received.
+    /// Sends with a wrong Q_Key on purpose: must never be received (on QP1, which sends the
+    /// GSI Q_Key whatever the WR says, they must be).
     pub bad_qkey_every: Option<usize>,
+    /// The members' QP1 (GSI) instead of a UD QP: one member per VF, MAD-sized datagrams.
+    pub gsi: bool,
 }
 
 /// One migration: at `at`, VF `vf` (index into `Plan::vfs`) leaves its PF; after `blackout`
@@ -141,6 +145,7 @@ impl Plan {
             members: (0..nud).map(|_| rng.gen_range(0..vfs.len())).collect(),
             ops: rng.gen_range(5..=40),
             bad_qkey_every: rng.gen_bool(0.2).then(|| rng.gen_range(3..=10)),
+            gsi: false,
         }];
         let cuts = if rng.gen_bool(0.05) {
             vec![(
@@ -166,6 +171,19 @@ impl Plan {
                 }
             })
             .collect();
+        // QP1 of a few distinct VFs (a VF has one): MADs between them.
+        let mut ud = ud;
+        if vfs.len() >= 2 {
+            let mut members: Vec<usize> = (0..vfs.len()).collect();
+            members.shuffle(rng);
+            members.truncate(rng.gen_range(2..=vfs.len().min(4)));
+            ud.push(UdPlan {
+                members,
+                ops: rng.gen_range(5..=40),
+                bad_qkey_every: rng.gen_bool(0.3).then(|| rng.gen_range(3..=10)),
+                gsi: true,
+            });
+        }
         Plan {
             pfs,
             vfs,

@@ -153,8 +153,13 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
                 max_recv_sge: 2,
                 max_inline_data: 64,
             };
-            let q = create_qp(w, v, pd, cq, QpType::Ud, cap, None)?;
-            activate_ud(w, q, UD_QKEY, Psn::new(rng.gen()))?;
+            let (ty, qkey) = if up.gsi {
+                (QpType::Gsi, GSI_QKEY)
+            } else {
+                (QpType::Ud, UD_QKEY)
+            };
+            let q = create_qp(w, v, pd, cq, ty, cap, None)?;
+            activate_ud(w, q, qkey, Psn::new(rng.gen()))?;
             let total = UD_MAX as u64 * 2 + 16 * (UD_MAX as u64 + 40);
             let base = w.alloc(v, total)?;
             let key = w.vf_mut(v).reg_mr(pd, base, total, Access::LOCAL_WRITE)?;

@@ -27,6 +27,7 @@ pub struct UdGroup {
 
 pub(super) const UD_QKEY: u32 = 0x1111_2222;
 pub(super) const UD_MAX: u32 = 4096;
+pub(super) use vhca_device::qp::ud::{GSI_QKEY, MAD_LEN};
 
 pub(super) fn post_ud_recv(w: &mut World, m: &mut UdMember, i: usize) -> VerbsResult<()> {
     m.next_wr += 1;
@@ -70,7 +71,8 @@ impl UdGroup {
                 let dst = rng.gen_range(0..n);
                 let id = self.next_id;
                 self.next_id += 1;
-                let len = rng.gen_range(0..=UD_MAX);
+                let gsi = self.plan.gsi;
+                let len = rng.gen_range(0..=if gsi { MAD_LEN } else { UD_MAX });
                 let bad = self.plan.bad_qkey_every.is_some_and(|k| id % k as u64 == 0);
                 let dst_qpn = self.members[dst].q.qpn;
                 let m = &mut self.members[i];
@@ -103,7 +105,10 @@ impl UdGroup {
                     m.ops_left = 0;
                     break;
                 }
-                if bad {
+                if bad && gsi {
+                    // QP1 sends the GSI Q_Key whatever the WR says: delivered as usual.
+                    c.injected(format!("QP1 datagram {id} posted with a wrong Q_Key"));
+                } else if bad {
                     self.bad_ids.insert(id);
                     c.injected(format!("ud datagram {id} with a wrong Q_Key"));
                 }
@@ -167,7 +172,10 @@ impl UdGroup {
                             "ud: datagram {id} of {len} bytes arrived with wrong data"
                         ));
                     }
-                    c.done("UD_RECV", len as u64);
+                    c.done(
+                        if self.plan.gsi { "GSI_RECV" } else { "UD_RECV" },
+                        len as u64,
+                    );
                 }
             }
         }
