@@ -11,7 +11,7 @@
 # Checks, each with its data verified by the programs themselves:
 #   1. `vhca guest-pair pci:00:04.0 pci:00:05.0` in the guest: RC ping-pong and every RC opcode
 #      between the two VFs (one of each device model);
-#   2. RC and UD ping-pong between the guest's VF 1 and the host's VF 2 (`vhca pingpong`;
+#   2. RC, UD, UC and SRQ ping-pong between the guest's VF 1 and the host's VF 2 (`vhca pingpong`;
 #      the side channel is TCP over QEMU's user network, the RoCE traffic the serve's switch);
 #   3. `vhca perf` write_bw, read_bw, send_bw and send_lat, guest client against host server;
 #   4. the VFs show the guest's QPs (vhca ctl), the guest resets the devices at exit
@@ -164,10 +164,15 @@ host_done() {
     [ "$rc" -eq 0 ] || sed 's/^/  host!| /' "$rundir/host.err"
     return "$rc"
 }
-for mode in rc ud; do
-    # RC: the guest checks every reply byte for byte (--chk); UD has no echo to check.
-    flag=--chk
-    [ "$mode" = ud ] && flag=--ud
+for mode in rc ud uc srq; do
+    # RC and UC: the guest checks every reply byte for byte (--chk); UD has no echo to check;
+    # SRQ: ibv_srq_pingpong's shape, four QPs on one shared receive queue.
+    case $mode in
+        rc) flag=--chk ;;
+        ud) flag=--ud ;;
+        uc) flag="--uc --chk" ;;
+        srq) flag="--srq -q 4" ;;
+    esac
     host_server 'listening on TCP port' pingpong -n 200 -s 2048 ${flag/--chk/}
     guest 300 vhca pingpong --vf "pci:$vf1" 10.0.2.2 -n 200 -s 2048 $flag
     hrc=0
@@ -186,9 +191,9 @@ done
 ctl=$(hx "$vhca" ctl --json --socket-dir "$sock" counters 2>&1 || true)
 say "vhca ctl counters: $(tr -d ' \n' <<<"$ctl" | cut -c1-400)"
 # Every program reset its device when it ended (a virtio reset, which QEMU forwards as
-# RESET_DEVICE): VF 1 ran 7 programs, VF 0 one.
+# RESET_DEVICE): VF 1 ran 9 programs, VF 0 one.
 resets1=$(grep -c 'RESET_DEVICE.*vf=1\|vf=1.*RESET_DEVICE' "$rundir/serve.log" || true)
-check "QEMU forwarded the guest's device resets to VF 1 (RESET_DEVICE: $resets1, at least 7)" test "$resets1" -ge 7
+check "QEMU forwarded the guest's device resets to VF 1 (RESET_DEVICE: $resets1, at least 9)" test "$resets1" -ge 9
 qps=$(hx "$vhca" ctl --json --socket-dir "$sock" qps)
 count_qps() { python3 -c 'import json,sys; print(sum(1 for q in json.loads(sys.argv[1]) if q["vf"] == int(sys.argv[2])))' "$qps" "$1"; }
 left1=$(count_qps 1)
@@ -219,4 +224,4 @@ if [ "$fails" -ne 0 ]; then
     exit 1
 fi
 [ -z "$own_rundir" ] || rm -rf "$rundir"
-say "PASS: all $checks checks (a real guest drove two VFs over virtio-pci: guest-pair, RC/UD ping-pong, perf)"
+say "PASS: all $checks checks (a real guest drove two VFs over virtio-pci: guest-pair, RC/UD/UC/SRQ ping-pong, perf)"
