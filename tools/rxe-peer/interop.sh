@@ -3,7 +3,8 @@
 # (10.77.0.2) on a bridge in a private network namespace, vhca on the bridge's address
 # (10.77.0.1) speaking RoCEv2 over a kernel UDP socket.
 #
-#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N] [--perf-only | --cm-only]
+#   sudo tools/rxe-peer/interop.sh [--vhca PATH] [--iters N]
+#                                  [--perf-only | --cm-only | --perf-loss-only]
 #
 # Runs, with no loss (RC and UD) and then with 1% and 5% loss on the link (RC):
 #   vhca client  -> ibv_rc_pingpong server      ibv_rc_pingpong client -> vhca server
@@ -15,15 +16,17 @@
 # (-s 4096 -n 200), ib_atomic_bw (-n 200), ib_send_lat, ib_write_lat, ib_read_lat (-s 64 -n 200)
 # and ib_atomic_lat (-n 200):
 #   vhca perf client -> ib_*  server            ib_* client -> vhca perf server
-# and, with no loss only, options: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
-# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64 (send_lat),
-# -e (send_bw, atomic_lat), -D 4 (write_bw, send_lat) and -a -n 5 (send_bw, write_bw, write_lat,
-# read_lat).
+# and options, with no loss and at 5% loss: -q 2 (write_bw, send_bw, atomic_bw), -A CMP_AND_SWAP
+# (atomic_bw, atomic_lat), --report_gbits (read_bw), -b (write_bw, send_bw, atomic_bw), -I 64
+# (send_lat), -e (send_bw, atomic_lat); with no loss only: -D 4 (write_bw, send_lat) and -a -n 5
+# (send_bw, write_bw, write_lat, read_lat).
 # and rping (rdmacm-utils; connected by the IB CM on QP1 with rdma_cm's IP header), 0%, 1% and
-# 5% loss, -C 50 -S 64 and -C 20 -S 4000, data checked (-V):
+# 5% loss, -C 50 -S 64 and -C 20 -S 4000, data checked (-V), and all eight perftest tests with
+# -R (rdma_cm: no TCP side channel), 0%, 1% and 5% loss:
 #   vhca rping -c -> rping -s                   rping -c -> vhca rping -s
-# (--cm-only runs just the rping part;
-# --perf-only runs just the perftest part; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
+#   vhca perf -R client -> ib_* -R server       ib_* -R client -> vhca perf -R server
+# (--cm-only runs just the rping and -R part; --perf-only just the perftest part with no loss;
+# --perf-loss-only the perftest tests and options at 5% loss; VHCA_PERF_SIZE / VHCA_PERF_ITERS override the
 # bandwidth tests' -s / -n.) Every run must exit 0 on both sides (the rdma-core
 # tools and perftest exit non-zero on any error completion), vhca's JSON report must show the
 # size, iteration count and byte count it was asked for, the guest tool must print its result
@@ -41,13 +44,15 @@ vhca=$repo/target/release/vhca
 iters=200
 perf_only=""
 cm_only=""
+perf_loss_only=""
 while [ $# -gt 0 ]; do
     case $1 in
         --vhca) vhca=$2; shift 2 ;;
         --iters) iters=$2; shift 2 ;;
         --perf-only) perf_only=1; shift ;;
         --cm-only) cm_only=1; shift ;;
-        *) echo "usage: $0 [--vhca PATH] [--iters N] [--perf-only | --cm-only]" >&2; exit 2 ;;
+        --perf-loss-only) perf_loss_only=1; shift ;;
+        *) echo "usage: $0 [--vhca PATH] [--iters N] [--perf-only | --cm-only | --perf-loss-only]" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "interop.sh: must run as root" >&2; exit 2; }
@@ -454,8 +459,10 @@ perf_suite() {
     perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters"
 }
 
-# Options, no loss only.
-perf_options() {
+# Options: perf_options_lossy's with and without loss, -D and -a with no loss.
+# The options of perf_options that also run under 5% loss: all but -D and -a (an 8 MiB message
+# at 5% loss takes the TCG guest's rxe minutes of go-back-N).
+perf_options_lossy() {
     perf_pair ib_write_bw write_bw "$pt_size" "$pt_iters" "-q 2" 2
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-q 2" 2
     perf_pair ib_atomic_bw atomic_bw 8 "$pt_iters" "-q 2 -A CMP_AND_SWAP" 2
@@ -467,6 +474,10 @@ perf_options() {
     perf_pair ib_send_lat send_lat "$lat_size" "$lat_iters" "-I 64"
     perf_pair ib_send_bw send_bw "$pt_size" "$pt_iters" "-e"
     perf_pair ib_atomic_lat atomic_lat 8 "$lat_iters" "-e"
+}
+
+perf_options() {
+    perf_options_lossy
     perf_dur ib_write_bw write_bw 4096
     perf_dur ib_send_lat send_lat 64
     perf_all ib_send_bw send_bw
@@ -494,6 +505,11 @@ if [ -n "$cm_only" ]; then
 elif [ -n "$perf_only" ]; then
     perf_suite
     perf_options
+elif [ -n "$perf_loss_only" ]; then
+    vhca_loss_opts="--qp-timeout 17"
+    loss_on 5
+    perf_suite
+    perf_options_lossy
 else
     suite "no loss"
     cm_suite "no loss"
@@ -521,6 +537,10 @@ else
             "ibv_srq_pingpong -g 1 -d rxe0 -n $iters 10.77.0.1" "--srq -q 16 -n $iters $vhca_loss_opts"
         say "loss ${p}%: perftest, both directions"
         perf_suite
+        if [ "$p" = 5 ]; then
+            say "loss 5%: perftest options, both directions"
+            perf_options_lossy
+        fi
     done
     dropped=$(ip netns exec "$ns" iptables-legacy -L OUTPUT -v -x -n | awk '/statistic/ { print $1 }')
     say "host side dropped ${dropped:-0} RoCEv2 packets on purpose in the last loss run"
@@ -544,8 +564,8 @@ tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
 if [ -n "$cm_only" ]; then
     say "PASS: $runs rping and perftest -R runs (both directions, 0%/1%/5% loss), no ICRC errors; $rping_teardown_races rping teardown races"
-elif [ -n "$perf_only" ]; then
-    say "PASS: $runs perftest runs (8 binaries and options, both directions), no ICRC errors"
+elif [ -n "$perf_only" ] || [ -n "$perf_loss_only" ]; then
+    say "PASS: $runs perftest runs (8 binaries and options, both directions${perf_loss_only:+, 5% loss}), no ICRC errors"
 else
     say "PASS: $runs runs (RC, SRQ, UC and UD, both directions, 0%/1%/5% loss for RC and SRQ; perftest both ways), no ICRC errors; $unacked_last with a lost last ACK, $rping_teardown_races rping teardown races"
 fi
