@@ -35,7 +35,7 @@ pub(super) fn session_on<V: Endpoint>(
     let (mut chan, server) = match link {
         SideLink::Tcp(sock) => (PerfChan::Tcp(Chan::new(sock, client, e.timeout)?), None),
         SideLink::RdmaCm { server } => (
-            PerfChan::Cm(rdma_cm::connect_comm(node, &e, server)?),
+            PerfChan::Cm(Box::new(rdma_cm::connect_comm(node, &e, server)?)),
             server,
         ),
     };

@@ -130,7 +130,7 @@ impl KeyMsg {
 /// A run's side channel: perftest's TCP socket, or with `-R` its rdma_cm "comm" QP.
 pub(super) enum PerfChan {
     Tcp(Chan),
-    Cm(CommChan),
+    Cm(Box<CommChan>),
 }
 
 impl PerfChan {
