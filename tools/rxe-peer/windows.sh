@@ -5,7 +5,7 @@
 # over TCP, as no stock tool binds windows), and
 #   - rxe as responder: rxe binds a type 1 window (ibv_bind_mw) and type 2 windows
 #     (IBV_WR_BIND_MW); vhca WRITEs and READs through them, SEND_WITH_INVs one (rxe's receive
-#     must report IBV_WC_WITH_INV and the key), and rxe must refuse the invalidated window, a
+#     must report the key), and rxe must refuse the invalidated window, a
 #     range past the MR, a type 2 window from another QP and a type 1 key from before a rebind;
 #   - rxe as requester: vhca binds windows and registers a fast-register MR (REG_MR with a page
 #     list); rxe WRITEs and READs through them, SEND_WITH_INVs one (vhca's receive must report
@@ -122,8 +122,11 @@ windows() { # NAME ROLE VHCA-OPTIONS...
     [ "$role" = requester ] && want=25
     [ "$got" = "$want" ] || fail "$name: $got checks reported, $want expected"
     if [ "$role" = responder ]; then
-        grep -q '"findings":\["rxe accepts a WRITE through a window that leaves the window' "$out" ||
-            fail "$name: the out-of-window finding is missing"
+        # What rxe 6.1 does differently (docs/transport.md, "Memory windows"): both must still hold.
+        grep -q '"findings":\["rxe flags a receive that invalidated a key with wc_flags 0x5: ' "$out" ||
+            fail "$name: the IBV_WC_WITH_INV finding no longer holds (update docs/transport.md)"
+        grep -q '"rxe accepts a WRITE through a window that leaves the window' "$out" ||
+            fail "$name: the out-of-window finding no longer holds (update docs/transport.md)"
     fi
     if [ "$role" = responder ]; then
         say "$name: $(grep -o "rxe's receive: [^\"]*" "$out")"

@@ -132,7 +132,10 @@ impl Side {
                 sq_sig_all: false,
             })?;
             qps.push((qpn, cq));
-            mine.push((qpn, Psn::new(first.0.wrapping_add(0x1000 * i as u32) & 0xff_ffff)));
+            mine.push((
+                qpn,
+                Psn::new(first.0.wrapping_add(0x1000 * i as u32) & 0xff_ffff),
+            ));
         }
         let buf = v.alloc_buf(BUF_LEN)?;
         let mr = v.reg_mr(pd, buf, BUF_LEN, Access::LOCAL_WRITE | Access::MW_BIND)?;
@@ -169,7 +172,12 @@ impl Side {
     }
 
     /// Posts `op` on QP `q` (with `sge` when given) and waits for its completion.
-    fn post(&mut self, q: usize, op: SendOp, sge: Option<Sge>) -> Result<WorkCompletion, WindowsError> {
+    fn post(
+        &mut self,
+        q: usize,
+        op: SendOp,
+        sge: Option<Sge>,
+    ) -> Result<WorkCompletion, WindowsError> {
         let (qpn, cq) = self.qps[q];
         let mut wr = SendWr::new(q as u64, op);
         if let Some(s) = sge {

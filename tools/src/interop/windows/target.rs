@@ -77,7 +77,10 @@ impl Target {
         }
         let f = t.ask(v, &hello)?;
         let bad = || WindowsError::Protocol(f.join(" "));
-        if f.len() != 4 + 2 * mine.len() || f[0] != "VHCA-WINDOWS" || f[1] != format!("{:x}", mine.len()) {
+        if f.len() != 4 + 2 * mine.len()
+            || f[0] != "VHCA-WINDOWS"
+            || f[1] != format!("{:x}", mine.len())
+        {
             return Err(bad());
         }
         let peer_gid = parse_gid(&f[2]).ok_or_else(bad)?;
@@ -138,7 +141,10 @@ impl Target {
         let f = self.ask(v, &format!("BIND{kind} {q:x} {off:x} {len:x}"))?;
         self.expect(&f, "KEY", 3)?;
         let bad = || WindowsError::Protocol(f.join(" "));
-        Ok((MemKey(hex(&f[1]).ok_or_else(bad)?), hex(&f[2]).ok_or_else(bad)?))
+        Ok((
+            MemKey(hex(&f[1]).ok_or_else(bad)?),
+            hex(&f[2]).ok_or_else(bad)?,
+        ))
     }
 
     /// The target WRITEs pattern(`seed`) of `len` bytes to `addr` under `rkey` on QP `q`; its
@@ -152,7 +158,10 @@ impl Target {
         len: u32,
         seed: u8,
     ) -> Result<i32, WindowsError> {
-        let f = self.ask(v, &format!("WRITE {q:x} {:x} {addr:x} {len:x} {seed:x}", rkey.0))?;
+        let f = self.ask(
+            v,
+            &format!("WRITE {q:x} {:x} {addr:x} {len:x} {seed:x}", rkey.0),
+        )?;
         self.expect(&f, "WC", 2)?;
         Self::num(&f[1])
     }
@@ -168,13 +177,21 @@ impl Target {
         len: u32,
         seed: u8,
     ) -> Result<(i32, bool), WindowsError> {
-        let f = self.ask(v, &format!("READ {q:x} {:x} {addr:x} {len:x} {seed:x}", rkey.0))?;
+        let f = self.ask(
+            v,
+            &format!("READ {q:x} {:x} {addr:x} {len:x} {seed:x}", rkey.0),
+        )?;
         self.expect(&f, "WC", 3)?;
         Ok((Self::num(&f[1])?, f[2] == "1"))
     }
 
     /// The target sends a SEND_WITH_INV of `rkey` on QP `q`; its status.
-    pub fn send_inv<V: Endpoint>(&mut self, v: &mut V, q: usize, rkey: MemKey) -> Result<i32, WindowsError> {
+    pub fn send_inv<V: Endpoint>(
+        &mut self,
+        v: &mut V,
+        q: usize,
+        rkey: MemKey,
+    ) -> Result<i32, WindowsError> {
         let f = self.ask(v, &format!("SENDINV {q:x} {:x}", rkey.0))?;
         self.expect(&f, "WC", 2)?;
         Self::num(&f[1])
@@ -188,7 +205,11 @@ impl Target {
 
     /// The completion of the receive on QP `q`: status, `wc_flags` and the
     /// `imm_data`/`invalidated_rkey` union, as rxe wrote them.
-    pub fn recv_wc<V: Endpoint>(&mut self, v: &mut V, q: usize) -> Result<(i32, u32, MemKey), WindowsError> {
+    pub fn recv_wc<V: Endpoint>(
+        &mut self,
+        v: &mut V,
+        q: usize,
+    ) -> Result<(i32, u32, MemKey), WindowsError> {
         let f = self.ask(v, &format!("RECVWC {q:x}"))?;
         self.expect(&f, "RECV", 4)?;
         let bad = || WindowsError::Protocol(f.join(" "));
@@ -198,13 +219,25 @@ impl Target {
     }
 
     /// The target writes pattern(`seed`) into `[off, off + len)` of its buffer.
-    pub fn fill<V: Endpoint>(&mut self, v: &mut V, off: u64, len: u64, seed: u8) -> Result<(), WindowsError> {
+    pub fn fill<V: Endpoint>(
+        &mut self,
+        v: &mut V,
+        off: u64,
+        len: u64,
+        seed: u8,
+    ) -> Result<(), WindowsError> {
         let f = self.ask(v, &format!("FILL {off:x} {len:x} {seed:x}"))?;
         self.expect(&f, "OK", 1)
     }
 
     /// Whether the target's buffer holds pattern(`seed`) in `[off, off + len)`.
-    pub fn holds<V: Endpoint>(&mut self, v: &mut V, off: u64, len: u64, seed: u8) -> Result<bool, WindowsError> {
+    pub fn holds<V: Endpoint>(
+        &mut self,
+        v: &mut V,
+        off: u64,
+        len: u64,
+        seed: u8,
+    ) -> Result<bool, WindowsError> {
         let f = self.ask(v, &format!("EXPECT {off:x} {len:x} {seed:x}"))?;
         self.expect(&f, "MATCH", 2)?;
         Ok(f[1] == "1")

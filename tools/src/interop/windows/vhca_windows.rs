@@ -33,7 +33,13 @@ impl Side {
             access: Access::REMOTE_WRITE | Access::REMOTE_READ,
         };
         let wc = self.post(q, op, None)?;
-        self.check(wc.is_ok() && wc.opcode == WcOpcode::BindMw, format!("vhca bound a type 2 window ({:#x}) on QP {q}: {:?}", rkey.0, wc.status))?;
+        self.check(
+            wc.is_ok() && wc.opcode == WcOpcode::BindMw,
+            format!(
+                "vhca bound a type 2 window ({:#x}) on QP {q}: {:?}",
+                rkey.0, wc.status
+            ),
+        )?;
         Ok(rkey)
     }
 
@@ -48,13 +54,27 @@ impl Side {
         let qpn = self.qps[q].0;
         let rkey = self.v.bind_mw(qpn, 7, mw, info)?;
         let wc = self.next_wc(q)?;
-        self.check(wc.is_ok() && wc.opcode == WcOpcode::BindMw, format!("vhca bound its type 1 window ({:#x}) on QP {q}: {:?}", rkey.0, wc.status))?;
+        self.check(
+            wc.is_ok() && wc.opcode == WcOpcode::BindMw,
+            format!(
+                "vhca bound its type 1 window ({:#x}) on QP {q}: {:?}",
+                rkey.0, wc.status
+            ),
+        )?;
         Ok(rkey)
     }
 
     /// rxe WRITEs through `rkey` at `addr` and READs back what vhca then puts there; `mem`
     /// are the addresses of vhca's memory behind `[addr, addr + len)` in 4 KiB pieces.
-    fn through(&mut self, q: usize, name: &str, rkey: MemKey, addr: u64, mem: &[u64], seed: u8) -> Result<(), WindowsError> {
+    fn through(
+        &mut self,
+        q: usize,
+        name: &str,
+        rkey: MemKey,
+        addr: u64,
+        mem: &[u64],
+        seed: u8,
+    ) -> Result<(), WindowsError> {
         let len = WIN as usize * mem.len();
         let st = self.t.write(&mut self.v, q, rkey, addr, len as u32, seed)?;
         let want = pattern(len, seed);
@@ -62,18 +82,34 @@ impl Side {
         for m in mem {
             got.extend(self.v.read_buf(*m, WIN as usize)?);
         }
-        self.check(st == IBV_WC_SUCCESS && got == want, format!("rxe's WRITE through {name} on QP {q}: status {st}, landed in vhca's memory"))?;
+        self.check(
+            st == IBV_WC_SUCCESS && got == want,
+            format!("rxe's WRITE through {name} on QP {q}: status {st}, landed in vhca's memory"),
+        )?;
         let want = pattern(len, seed + 1);
         for (i, m) in mem.iter().enumerate() {
-            self.v.write_buf(*m, &want[i * WIN as usize..(i + 1) * WIN as usize])?;
+            self.v
+                .write_buf(*m, &want[i * WIN as usize..(i + 1) * WIN as usize])?;
         }
-        let (st, same) = self.t.read(&mut self.v, q, rkey, addr, len as u32, seed + 1)?;
-        self.check(st == IBV_WC_SUCCESS && same, format!("rxe's READ through {name} on QP {q}: status {st}, vhca's bytes"))
+        let (st, same) = self
+            .t
+            .read(&mut self.v, q, rkey, addr, len as u32, seed + 1)?;
+        self.check(
+            st == IBV_WC_SUCCESS && same,
+            format!("rxe's READ through {name} on QP {q}: status {st}, vhca's bytes"),
+        )
     }
 
     /// rxe's WRITE through `rkey` at `addr` on QP `q` must end REM_ACCESS_ERR (vhca's NAK goes
     /// toward the lossless side), and vhca's memory at `mem` (64 bytes) must not change.
-    fn refused_by_vhca(&mut self, q: usize, rkey: MemKey, addr: u64, mem: u64, what: &str) -> Result<(), WindowsError> {
+    fn refused_by_vhca(
+        &mut self,
+        q: usize,
+        rkey: MemKey,
+        addr: u64,
+        mem: u64,
+        what: &str,
+    ) -> Result<(), WindowsError> {
         let before = self.v.read_buf(mem, 64)?;
         let st = self.t.write(&mut self.v, q, rkey, addr, 64, 0xee)?;
         let after = self.v.read_buf(mem, 64)?;
@@ -109,38 +145,120 @@ pub fn run(o: &Opts) -> Result<Report, WindowsError> {
         access: Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_READ,
     };
     let wc = s.post(0, reg, None)?;
-    s.check(wc.is_ok() && wc.opcode == WcOpcode::RegMr, format!("vhca registered a fast-register MR ({:#x}) over two pages: {:?}", kf.0, wc.status))?;
+    s.check(
+        wc.is_ok() && wc.opcode == WcOpcode::RegMr,
+        format!(
+            "vhca registered a fast-register MR ({:#x}) over two pages: {:?}",
+            kf.0, wc.status
+        ),
+    )?;
 
     s.through(0, "vhca's type 1 window", k1, b, &[b], 0x31)?;
-    s.through(1, "vhca's type 2 window", k2, b + 0x2000, &[b + 0x2000], 0x41)?;
-    s.through(2, "vhca's other type 2 window", k3, b + 0x4000, &[b + 0x4000], 0x51)?;
-    s.through(0, "vhca's fast-register MR (pages reversed)", kf, IOVA, &[p1, p0], 0x61)?;
+    s.through(
+        1,
+        "vhca's type 2 window",
+        k2,
+        b + 0x2000,
+        &[b + 0x2000],
+        0x41,
+    )?;
+    s.through(
+        2,
+        "vhca's other type 2 window",
+        k3,
+        b + 0x4000,
+        &[b + 0x4000],
+        0x51,
+    )?;
+    s.through(
+        0,
+        "vhca's fast-register MR (pages reversed)",
+        kf,
+        IOVA,
+        &[p1, p0],
+        0x61,
+    )?;
 
     // vhca checks the window's range, not only its MR's (rxe does not; docs/transport.md).
-    s.refused_by_vhca(5, k1, b + WIN - 32, b + WIN - 32, "a WRITE leaving vhca's type 1 window (inside its MR)")?;
+    s.refused_by_vhca(
+        5,
+        k1,
+        b + WIN - 32,
+        b + WIN - 32,
+        "a WRITE leaving vhca's type 1 window (inside its MR)",
+    )?;
     // Type 2B: W2 was bound on QP 1.
-    s.refused_by_vhca(3, k2, b + 0x2000, b + 0x2000, "a WRITE through QP 1's type 2 window from QP 3")?;
+    s.refused_by_vhca(
+        3,
+        k2,
+        b + 0x2000,
+        b + 0x2000,
+        "a WRITE through QP 1's type 2 window from QP 3",
+    )?;
 
     // rxe's SEND_WITH_INV invalidates W3 on the QP it is bound on; vhca's receive reports it.
     s.post_recv(2)?;
     let st = s.t.send_inv(&mut s.v, 2, k3)?;
     let wc = s.next_wc(2)?;
     s.check(st == IBV_WC_SUCCESS && wc.status == WcStatus::Success && wc.opcode == WcOpcode::Recv && wc.invalidated_rkey == Some(k3), format!("rxe's SEND_WITH_INV of {:#x}: its status {st}, vhca's receive {:?} {:?} invalidated {:?}", k3.0, wc.status, wc.opcode, wc.invalidated_rkey))?;
-    s.refused_by_vhca(2, k3, b + 0x4000, b + 0x4000, "a WRITE through the window rxe invalidated")?;
+    s.refused_by_vhca(
+        2,
+        k3,
+        b + 0x4000,
+        b + 0x4000,
+        "a WRITE through the window rxe invalidated",
+    )?;
 
     // LOCAL_INV by vhca: of W2, then of the fast-register MR.
     let wc = s.post(1, SendOp::LocalInv { key: k2 }, None)?;
-    s.check(wc.is_ok() && wc.opcode == WcOpcode::LocalInv, format!("vhca's LOCAL_INV of its type 2 window: {:?}", wc.status))?;
-    s.refused_by_vhca(1, k2, b + 0x2000, b + 0x2000, "a WRITE through the window vhca invalidated")?;
+    s.check(
+        wc.is_ok() && wc.opcode == WcOpcode::LocalInv,
+        format!("vhca's LOCAL_INV of its type 2 window: {:?}", wc.status),
+    )?;
+    s.refused_by_vhca(
+        1,
+        k2,
+        b + 0x2000,
+        b + 0x2000,
+        "a WRITE through the window vhca invalidated",
+    )?;
     let wc = s.post(0, SendOp::LocalInv { key: kf }, None)?;
-    s.check(wc.is_ok() && wc.opcode == WcOpcode::LocalInv, format!("vhca's LOCAL_INV of its fast-register MR: {:?}", wc.status))?;
-    s.refused_by_vhca(4, kf, IOVA, p1, "a WRITE through the invalidated fast-register MR")?;
+    s.check(
+        wc.is_ok() && wc.opcode == WcOpcode::LocalInv,
+        format!("vhca's LOCAL_INV of its fast-register MR: {:?}", wc.status),
+    )?;
+    s.refused_by_vhca(
+        4,
+        kf,
+        IOVA,
+        p1,
+        "a WRITE through the invalidated fast-register MR",
+    )?;
 
     // Rebinding the type 1 window: the new key works, the old one grants nothing.
     let k1b = s.bind_type1(0, k1, 0x6000)?;
-    s.check(k1b.index() == k1.index() && k1b != k1, format!("the rebound type 1 window has a new key byte: {:#x} -> {:#x}", k1.0, k1b.0))?;
-    s.through(0, "vhca's rebound type 1 window", k1b, b + 0x6000, &[b + 0x6000], 0x71)?;
-    s.refused_by_vhca(0, k1, b, b, "a WRITE under the type 1 window's key from before the rebind")?;
+    s.check(
+        k1b.index() == k1.index() && k1b != k1,
+        format!(
+            "the rebound type 1 window has a new key byte: {:#x} -> {:#x}",
+            k1.0, k1b.0
+        ),
+    )?;
+    s.through(
+        0,
+        "vhca's rebound type 1 window",
+        k1b,
+        b + 0x6000,
+        &[b + 0x6000],
+        0x71,
+    )?;
+    s.refused_by_vhca(
+        0,
+        k1,
+        b,
+        b,
+        "a WRITE under the type 1 window's key from before the rebind",
+    )?;
 
     s.into_report(Role::Requester, 0)
 }
