@@ -77,6 +77,9 @@ pub struct Report {
     /// lost, and rxe, its QP in ERR by then, never answers the resent request. Each is counted
     /// only with rxe's QP found in ERR.
     pub refusals_by_timeout: u32,
+    /// Requests vhca sent again (its retransmit timer, or a NAK): under loss, proof that the
+    /// link really lost some of rxe's answers.
+    pub retransmits: u64,
     /// The commands sent to the target and its answers.
     pub transcript: Vec<String>,
 }
@@ -213,12 +216,14 @@ impl Side {
             ..
         } = self;
         let transcript = t.quit(&mut v)?;
+        let retransmits = v.vf.counters().retransmits;
         Ok(Report {
             role,
             checks_passed: checks.len(),
             checks,
             findings,
             refusals_by_timeout,
+            retransmits,
             transcript,
         })
     }

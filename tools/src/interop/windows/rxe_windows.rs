@@ -2,10 +2,11 @@
 //! windows (`IBV_WR_BIND_MW` work requests) over its buffer, and vhca WRITEs and READs through
 //! them, invalidates one with SEND_WITH_INV and checks what rxe refuses: the invalidated
 //! window, a range past the MR, a type 2 window from another QP than its own, a type 1
-//! window's key from before a rebind. Four QP pairs: each refusal ends one.
+//! window's key from before a rebind; and that rxe lets a SEND_WITH_INV on one QP invalidate a
+//! type 2 window bound on another. Five QP pairs: each refusal ends one.
 //!
 //! Target buffer layout (offsets): W1 `[0, 0x1000)`, W2 `[0x2000, 0x3000)`, W3
-//! `[0x4000, 0x5000)`, W1 rebound `[0x6000, 0x7000)`; the gaps are outside every window.
+//! `[0x4000, 0x5000)`, W1 rebound `[0x6000, 0x7000)`, W4 `[0x7000, 0x8000)`; the gaps are outside every window.
 
 use super::target::{pattern, IBV_QPS_ERR};
 
@@ -107,7 +108,7 @@ impl Side {
 }
 
 pub fn run(o: &Opts) -> Result<Report, WindowsError> {
-    let mut s = Side::open(o, 4)?;
+    let mut s = Side::open(o, 5)?;
     let mut by_timeout = 0;
     let tb = s.t.buf;
 
@@ -225,6 +226,37 @@ pub fn run(o: &Opts) -> Result<Report, WindowsError> {
     )?;
     let held = s.t.holds(&mut s.v, 0x4000, WIN, 0x31)?;
     s.check(held, "nothing landed through another QP's type 2 window")?;
+
+    // SEND_WITH_INV of a type 2 window from another QP than the one it is bound on: rxe
+    // invalidates it all the same (rxe_invalidate_mw checks neither QP nor PD); vhca refuses.
+    let (k4, a4) = s.t.bind(&mut s.v, 2, 4, 0x7000, WIN)?;
+    let st = s.write_to(4, k4, a4, WIN as u32, 0x51)?;
+    let held = s.t.holds(&mut s.v, 0x7000, WIN, 0x51)?;
+    s.check(
+        st == WcStatus::Success && held,
+        format!("WRITE through a type 2 window bound on QP 4: {st:?}, landed {held}"),
+    )?;
+    s.t.post_recv(&mut s.v, 2)?;
+    let wc = s.post(2, SendOp::SendWithInv { rkey: k4 }, Some(sge))?;
+    let (st, _, key) = s.t.recv_wc(&mut s.v, 2)?;
+    if !wc.is_ok() || st != 0 || key != k4 {
+        return Err(WindowsError::Check(format!(
+            "SEND_WITH_INV on QP 2 of QP 4's type 2 window: vhca {:?}, rxe's receive {st} key {:#x}: the finding that rxe invalidates a window bound on another QP no longer holds",
+            wc.status, key.0
+        )));
+    }
+    let st = s.write_to(4, k4, a4, 64, 0x52)?;
+    let state = s.t.state(&mut s.v, 4)?;
+    let gone = (st == WcStatus::RemAccessErr || (o.lossy && st == WcStatus::RetryExcErr))
+        && state == IBV_QPS_ERR;
+    if !gone {
+        return Err(WindowsError::Check(format!(
+            "QP 4's type 2 window after a SEND_WITH_INV on QP 2: {st:?}, rxe's QP 4 in state {state}: the finding that rxe invalidates a window bound on another QP no longer holds"
+        )));
+    }
+    by_timeout += u32::from(st == WcStatus::RetryExcErr);
+    s.findings.push("rxe invalidates a type 2 window named by a SEND_WITH_INV that arrives on another QP than the one the window is bound on; vhca refuses it".into());
+    s.check(true, format!("a SEND_WITH_INV on QP 2 invalidated QP 4's type 2 window at rxe ({st:?} through it afterwards)"))?;
 
     // Rebinding the type 1 window gives it a new key byte; the old key grants nothing.
     let (k1b, a1b) = s.t.bind(&mut s.v, 1, 2, 0x6000, WIN)?;

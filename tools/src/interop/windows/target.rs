@@ -19,6 +19,7 @@ const STALL: Duration = Duration::from_secs(120);
 /// `ibv_wc_status` values the runs expect from the target.
 pub const IBV_WC_SUCCESS: i32 = 0;
 pub const IBV_WC_REM_ACCESS_ERR: i32 = 10;
+pub const IBV_WC_REM_OP_ERR: i32 = 11;
 /// `IBV_QPS_ERR`.
 pub const IBV_QPS_ERR: i32 = 6;
 

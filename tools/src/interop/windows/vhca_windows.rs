@@ -4,13 +4,15 @@
 //! then its accesses must be refused (`IBV_WC_REM_ACCESS_ERR`) through a range leaving a
 //! window, a type 2 window from another QP, a window rxe invalidated by SEND_WITH_INV (vhca's
 //! receive reports the key), a window and the MR vhca invalidated by LOCAL_INV, and a type 1
-//! window's key from before a rebind. Six QP pairs: each refusal ends one. (libibverbs has no
+//! window's key from before a rebind; and a SEND_WITH_INV of a type 2 window arriving on another
+//! QP than its own must be refused, the window staying valid. Eight QP pairs: each refusal ends
+//! one. (libibverbs has no
 //! user-space fast-register MR, so only vhca registers one.)
 //!
 //! vhca's buffer layout (offsets): W1 `[0, 0x1000)`, W2 `[0x2000, 0x3000)`, W3
-//! `[0x4000, 0x5000)`, W1 rebound `[0x6000, 0x7000)`.
+//! `[0x4000, 0x5000)`, W1 rebound `[0x6000, 0x7000)`, W4 `[0x7000, 0x8000)`.
 
-use super::target::{pattern, IBV_WC_REM_ACCESS_ERR, IBV_WC_SUCCESS};
+use super::target::{pattern, IBV_WC_REM_ACCESS_ERR, IBV_WC_REM_OP_ERR, IBV_WC_SUCCESS};
 use super::{Opts, Report, Role, Side, WindowsError};
 use vhca_device::{Access, MemKey, MwBindInfo, MwType, SendOp, Verbs, WcOpcode, WcStatus};
 
@@ -118,7 +120,7 @@ impl Side {
 }
 
 pub fn run(o: &Opts) -> Result<Report, WindowsError> {
-    let mut s = Side::open(o, 6)?;
+    let mut s = Side::open(o, 8)?;
     let b = s.buf;
 
     let mw1 = s.v.alloc_mw(s.pd, MwType::Type1)?;
@@ -177,6 +179,22 @@ pub fn run(o: &Opts) -> Result<Report, WindowsError> {
         IOVA,
         &[p1, p0],
         0x61,
+    )?;
+
+    // A SEND_WITH_INV of W4 (bound on QP 6) arriving on QP 7: vhca refuses it (its receive
+    // ends LOC_QP_OP_ERR, rxe's SEND REM_OP_ERR) and W4 stays valid. (rxe would invalidate.)
+    let k4 = s.bind_type2(6, 0x7000, 0x7c)?;
+    s.post_recv(7)?;
+    let st = s.t.send_inv(&mut s.v, 7, k4)?;
+    let wc = s.next_wc(7)?;
+    s.check(st == IBV_WC_REM_OP_ERR && wc.status == WcStatus::LocQpOpErr && wc.invalidated_rkey.is_none(), format!("rxe's SEND_WITH_INV on QP 7 of QP 6's window: its status {st} (REM_OP_ERR is {IBV_WC_REM_OP_ERR}), vhca's receive {:?}", wc.status))?;
+    s.through(
+        6,
+        "vhca's type 2 window after a refused SEND_WITH_INV from another QP",
+        k4,
+        b + 0x7000,
+        &[b + 0x7000],
+        0x81,
     )?;
 
     // vhca checks the window's range, not only its MR's (rxe does not; docs/transport.md).
