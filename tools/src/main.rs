@@ -53,6 +53,12 @@ enum Cmd {
     /// WRITE, FLUSH of its range, ATOMIC WRITE, FLUSH of the whole MR, then the target's
     /// buffer is read back over TCP and checked (docs/interop.md).
     Placement(cmd::placement::Args),
+    /// Memory windows (type 1 and 2) and fast-register MRs against an rxe peer's windows_target
+    ///
+    /// --role responder: rxe's windows, vhca WRITEs/READs through them and invalidates one by
+    /// SEND_WITH_INV; --role requester: vhca's windows and fast-register MR, rxe accesses
+    /// them; both check data on both sides and every refusal (docs/interop.md).
+    Windows(cmd::windows::Args),
     /// Live-migrate an RC-connected VF pair between two `vhca serve`s it starts, as QEMU does
     ///
     /// A source and a destination `vhca serve`, a connected RC pair under traffic, pre-copy
@@ -86,6 +92,7 @@ impl Cmd {
             Cmd::Rping(_) => "rping",
             Cmd::Opcodes(_) => "opcodes",
             Cmd::Placement(_) => "placement",
+            Cmd::Windows(_) => "windows",
             Cmd::Migrate(_) => "migrate",
             Cmd::MigrateAttached(_) => "migrate-attached",
             Cmd::Announce(_) => "announce",
@@ -106,6 +113,7 @@ impl Cmd {
             Cmd::Rping(a) => a.run(),
             Cmd::Opcodes(a) => a.run(),
             Cmd::Placement(a) => a.run(),
+            Cmd::Windows(a) => a.run(),
             Cmd::Migrate(a) => a.run(),
             Cmd::MigrateAttached(a) => a.run(),
             Cmd::Announce(a) => a.run(),

@@ -19,6 +19,7 @@ pub mod rping;
 pub mod serve;
 pub mod sim;
 pub mod state;
+pub mod windows;
 
 use std::process::ExitCode;
 use thiserror::Error;
@@ -59,6 +60,8 @@ pub enum CmdError {
     Opcodes(#[from] vhca::interop::opcodes::OpcodesError),
     #[error(transparent)]
     Placement(#[from] vhca::interop::placement::PlacementError),
+    #[error(transparent)]
+    Windows(#[from] vhca::interop::windows::WindowsError),
     #[error(transparent)]
     VfMigration(#[from] vhca::migration::vf_mid_run::VfMigrateError),
     #[error(transparent)]

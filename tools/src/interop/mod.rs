@@ -12,3 +12,4 @@ pub mod pingpong;
 pub mod placement;
 pub mod rping;
 pub mod side_channel;
+pub mod windows;
