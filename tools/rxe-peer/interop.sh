@@ -115,18 +115,6 @@ unacked_last=0  # runs where vhca's last SEND went un-ACKed (see vhca_status)
 rping_teardown_races=0  # rping clients that hit their own teardown race (guest_done_rping_client)
 vx() { ip netns exec "$ns" "$vhca" "$@"; }
 
-# guest_cmd CMD: starts CMD in the guest (after the previous one finished).
-guest_cmd() {
-    n=$((n + 1))
-    rxe_peer_send "$work/g" "$(rxe_peer_run_line "$1")"
-}
-guest_done() {
-    rxe_peer_wait "$log" '^VHCA-CMD-EXIT' "$n" 600 || fail "$1: guest command did not finish"
-    local rc
-    rc=$(rxe_peer_field "$log" VHCA-CMD-EXIT "$n")
-    rxe_peer_wait "$log" '^VHCA-WAIT-CMD' $((n + 1)) 60 || fail "guest ended"
-    [ "$rc" = 0 ] || fail "$1: guest tool exited $rc"
-}
 
 # guest_output: the console lines of the last guest command (between its BEGIN and EXIT).
 guest_output() {
@@ -240,7 +228,18 @@ rping_pair() {
     rxe_peer_wait "$out" 'listening on port' 1 30 || fail "$name: vhca server did not listen"
     guest_cmd "rping -c -a 10.77.0.1 -p 7174 -S $size -C $count -V"
     guest_done_rping_client "$name"
-    wait "$vp" || fail "$name: vhca server failed"
+    # Status 3: the last go-ahead lost its ACK and the client's DREQ was lost too; the client
+    # exiting 0 above proves it got it (the counterpart of vhca_status for pingpong).
+    local rc=0
+    wait "$vp" || rc=$?
+    case $rc in
+        0) ;;
+        3)
+            unacked_last=$((unacked_last + 1))
+            say "$name: the last go-ahead was never ACKed; rping -c received it (it exited 0)"
+            ;;
+        *) fail "$name: vhca server failed (exit $rc)" ;;
+    esac
     grep -q "rping server: $count pings" "$out" || fail "$name: vhca server did not count $count pings"
     say "$name: ok ($(grep -m1 'rping server: [0-9]' "$out"))"
 }
@@ -563,7 +562,7 @@ tr -d '\r' <"$log" | grep -E '^VHCA-(ICRC-ERRORS|RXE-DROPS)' | tail -n2
 [ "$icrc" = 0 ] || fail "rxe counted ICRC errors: ${icrc:-none printed}"
 [ "${rcvd:-0}" -gt 0 ] || fail "rxe received no packets"
 if [ -n "$cm_only" ]; then
-    say "PASS: $runs rping and perftest -R runs (both directions, 0%/1%/5% loss), no ICRC errors; $rping_teardown_races rping teardown races"
+    say "PASS: $runs rping and perftest -R runs (both directions, 0%/1%/5% loss), no ICRC errors; $unacked_last with a lost last ACK, $rping_teardown_races rping teardown races"
 elif [ -n "$perf_only" ] || [ -n "$perf_loss_only" ]; then
     say "PASS: $runs perftest runs (8 binaries and options, both directions${perf_loss_only:+, 5% loss}), no ICRC errors"
 else

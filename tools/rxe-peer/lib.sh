@@ -45,3 +45,22 @@ rxe_peer_send() {
 rxe_peer_run_line() {
     printf 'run %s' "$(printf '%s' "$1" | base64 -w0)"
 }
+
+# The host side of a guest in control mode (run.sh --ctl), for scripts that keep its console
+# log in $log and its run directory in $work/g, count its commands in $n and define `fail`.
+
+# guest_cmd CMD : starts CMD in the guest (once the previous one finished).
+guest_cmd() {
+    n=$((n + 1))
+    rxe_peer_send "$work/g" "$(rxe_peer_run_line "$1")"
+}
+
+# guest_done NAME : waits up to 10 minutes for the last command to end and for the guest to
+# take the next one; fails (with NAME) unless the command exited 0.
+guest_done() {
+    rxe_peer_wait "$log" '^VHCA-CMD-EXIT' "$n" 600 || fail "$1: guest command did not finish"
+    local rc
+    rc=$(rxe_peer_field "$log" VHCA-CMD-EXIT "$n")
+    rxe_peer_wait "$log" '^VHCA-WAIT-CMD' $((n + 1)) 60 || fail "guest ended"
+    [ "$rc" = 0 ] || fail "$1: guest command exited $rc"
+}

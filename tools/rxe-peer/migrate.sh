@@ -166,17 +166,6 @@ say "guest up: $(tr -d '\r' <"$log" | grep '^VHCA-PEER-READY')"
 
 n=0
 listens=0
-guest_cmd() {
-    n=$((n + 1))
-    rxe_peer_send "$work/g" "$(rxe_peer_run_line "$1")"
-}
-guest_done() {
-    rxe_peer_wait "$log" '^VHCA-CMD-EXIT' "$n" 600 || fail "$1: guest command did not finish"
-    local rc
-    rc=$(rxe_peer_field "$log" VHCA-CMD-EXIT "$n")
-    rxe_peer_wait "$log" '^VHCA-WAIT-CMD' $((n + 1)) 60 || fail "guest ended"
-    [ "$rc" = 0 ] || fail "$1: guest tool exited $rc"
-}
 # counter NAME K: rxe's counter NAME after guest command K (0 before the first).
 counter() {
     [ "$2" -gt 0 ] || { echo 0; return; }

@@ -27,7 +27,9 @@ use thiserror::Error;
 /// Why a command failed. [`CmdError::exit_code`] is the convention of every command:
 /// 0 ok, 1 the run failed (an error, or a check it makes), 2 a usage error (clap's own, and
 /// the [`CmdError::Usage`] that clap cannot see), 3 a ping-pong whose last SEND was never
-/// acknowledged ([`vhca::interop::pingpong::PingError::LastSendUnacknowledged`]).
+/// acknowledged ([`vhca::interop::pingpong::PingError::LastSendUnacknowledged`]) or an rping
+/// server whose last go-ahead was not
+/// ([`vhca::interop::rping::RpingError::LastGoAheadUnacknowledged`]).
 #[derive(Debug, Error)]
 pub enum CmdError {
     /// Options that cannot work together, found after clap parsed them.
@@ -97,6 +99,7 @@ impl CmdError {
         match self {
             CmdError::Usage(_) => ExitCode::from(2),
             CmdError::Pingpong(e) => ExitCode::from(e.exit_status()),
+            CmdError::Rping(e) => ExitCode::from(e.exit_status()),
             _ => ExitCode::FAILURE,
         }
     }

@@ -51,6 +51,11 @@ pub enum RpingError {
     Disconnected(u64),
     #[error("work completion failed: {0:?}")]
     Completion(WorkCompletion),
+    /// Server: the last "go ahead" of ping `pings` exhausted its retries and no DREQ came:
+    /// the client most likely finished and destroyed its QP while the ACK (and its DREQ) was
+    /// lost. Nothing the server saw proves the client got it; the client's exit status does.
+    #[error("rping server: {pings} pings; the last go-ahead was never acknowledged and no DREQ came (the client's exit status says whether it arrived)")]
+    LastGoAheadUnacknowledged { pings: u64 },
     #[error("no completion for {0:?}")]
     Stalled(Duration),
     #[error(
@@ -618,9 +623,16 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
         // The client disconnects once it has this "go ahead" (the ping's last message). If the
         // ACK was lost, its DREQ can come before the SEND completes: the ping is done, and the
         // client's own status says whether it arrived (rping -C counts its pings).
-        if s.wait(dev, SEND_WRID, o)?.is_none() {
-            overtaken = true;
-            break;
+        match s.wait(dev, SEND_WRID, o) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                overtaken = true;
+                break;
+            }
+            Err(RpingError::Completion(wc)) if wc.status == WcStatus::RetryExcErr => {
+                return Err(RpingError::LastGoAheadUnacknowledged { pings })
+            }
+            Err(e) => return Err(e),
         }
     }
     // The DREP went out with the drive that saw the DREQ; a lost one is answered again for a
@@ -633,6 +645,17 @@ pub fn server_on<E: Endpoint>(dev: &mut E, o: &Options) -> Result<Report, RpingE
     let mut r = s.report("server", pings, o);
     r.last_ack_overtaken = overtaken;
     Ok(r)
+}
+
+impl RpingError {
+    /// The process's exit status: 3 for [`RpingError::LastGoAheadUnacknowledged`] (a script
+    /// that knows the client succeeded may accept it), 1 for every other.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            RpingError::LastGoAheadUnacknowledged { .. } => 3,
+            _ => 1,
+        }
+    }
 }
 
 /// The text of a ping buffer up to its NUL.
