@@ -2,8 +2,10 @@
 //! new key byte when it is invalid, LOCAL_INV when it is valid) and a type 2 window (BIND_MW
 //! with a new key byte when it is free, LOCAL_INV when it is bound). Local work requests run in
 //! send queue order, so the model of each key advances at post time; a completion is checked
-//! against it. Separate from `rc.rs` because it is its own model with its own checks.
+//! against it. Separate from `rc.rs` because it is its own model with its own checks. The
+//! peer's requests through these keys are `remote_keys.rs`.
 
+use super::remote_keys::KeyRegion;
 use super::*;
 
 /// The model of one side's fast-register MR or window: its key now and whether it is valid
@@ -23,19 +25,23 @@ fn next_key(k: MemKey) -> MemKey {
 }
 
 /// The object of `kind` (allocated on first use) with `state`, and the work request that
-/// flips it: `None` after a violation. `local` is this WR's slot, which is its own until it
-/// completes: the REG_MR page list goes there.
+/// flips it: `None` after a violation. The objects live in `region`, where the peer's
+/// requests may reach them (`remote_keys.rs`).
 pub(super) fn next_op(
     w: &mut World,
     c: &mut Checker,
     kind: Kind,
     state: Option<LocalKey>,
     q: &QpEnd,
-    local: u64,
+    region: Option<KeyRegion>,
 ) -> Option<(SendOp, LocalKey)> {
+    let Some(region) = region else {
+        c.violation(format!("{}: no key region", kind.name()));
+        return None;
+    };
     let m = match state {
         Some(m) => m,
-        None => match first_use(w, kind, q, local) {
+        None => match first_use(w, kind, q, &region) {
             Ok(m) => m,
             Err(e) => {
                 c.violation(format!("{}: {e}", kind.name()));
@@ -51,29 +57,22 @@ pub(super) fn next_op(
     }
     let key = next_key(m.key);
     let op = if kind == Kind::FastReg {
-        // One page: the one holding the slot.
-        let page = local & !4095;
-        if let Err(e) = w.write(q.vf, local, &page.to_le_bytes()) {
-            c.violation(format!("page list for REG_MR: {e}"));
-            return None;
-        }
-        SendOp::RegMr {
-            mr: key,
-            page_list: local,
-            npages: 1,
-            page_shift: 12,
-            iova: page,
-            len: 4096,
-            access: Access::LOCAL_WRITE,
+        match region.reg_mr(w, q.vf, key) {
+            Ok(op) => op,
+            Err(e) => {
+                c.violation(format!("page list for REG_MR: {e}"));
+                return None;
+            }
         }
     } else {
+        // The whole of its MR, with every remote right: the peer's requests use them.
         SendOp::BindMw {
             mw: m.key,
             rkey: key,
             mr: m.mr,
-            addr: w.vf(q.vf).mr(m.mr).map_or(0, |r| r.iova),
-            len: 64,
-            access: Access::REMOTE_READ,
+            addr: region.window_base,
+            len: region.len,
+            access: Access::REMOTE_READ | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
         }
     };
     Some((
@@ -86,17 +85,22 @@ pub(super) fn next_op(
     ))
 }
 
-fn first_use(w: &mut World, kind: Kind, q: &QpEnd, local: u64) -> VerbsResult<LocalKey> {
+fn first_use(w: &mut World, kind: Kind, q: &QpEnd, region: &KeyRegion) -> VerbsResult<LocalKey> {
     let vf = w.vf_mut(q.vf);
     if kind == Kind::FastReg {
-        let key = vf.alloc_mr(q.pd, 1)?;
+        let key = vf.alloc_mr(q.pd, region.npages)?;
         return Ok(LocalKey {
             key,
             valid: false,
             mr: key,
         });
     }
-    let mr = vf.reg_mr(q.pd, local, 64, Access::LOCAL_WRITE | Access::MW_BIND)?;
+    let mr = vf.reg_mr(
+        q.pd,
+        region.window_base,
+        region.len,
+        Access::LOCAL_WRITE | Access::MW_BIND,
+    )?;
     let key = vf.alloc_mw(q.pd, MwType::Type2)?;
     Ok(LocalKey {
         key,
