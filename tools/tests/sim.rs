@@ -173,6 +173,29 @@ fn peers_use_windows_and_fast_register_mrs_and_their_errors_are_predicted() {
 }
 
 #[test]
+fn on_a_clean_fabric_every_drawn_stale_key_or_range_fails_with_rem_access_err() {
+    // Without loss no NAK goes missing: each refusal drawn must end in exactly one requester
+    // REM_ACCESS_ERR (not a retry exhaustion, not a success).
+    let mut drawn = 0;
+    for seed in 0..40 {
+        let r = sim::run(seed, FaultLevel::None);
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        let refusals = r
+            .injected
+            .iter()
+            .filter(|i| i.contains("through the peer's"))
+            .count() as u64;
+        assert_eq!(
+            r.remote_keys.refused, refusals,
+            "seed {seed}: {:?}",
+            r.injected
+        );
+        drawn += refusals;
+    }
+    assert!(drawn >= 3, "only {drawn} refusals drawn");
+}
+
+#[test]
 fn a_migrating_vf_keeps_its_windows_and_fast_register_mrs_usable() {
     // Sections 12/13 of the checkpoint carry the windows and fast-register keys: requests
     // through them keep succeeding (or being refused as predicted) across migrations.
