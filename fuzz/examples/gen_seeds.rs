@@ -12,8 +12,9 @@ use vhca::interop::perf::KeyMsg;
 use vhca::interop::pingpong::Dest;
 use vhca_device::checkpoint;
 use vhca_device::{
-    Access, AhAttr, AhHandle, FlushLevel, FlushPlacement, Gid, Mac, MemKey, Psn, QpAttr, QpCap, QpState, Qpn, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
+    Access, AhAttr, AhHandle, FlushLevel, FlushPlacement, Gid, Mac, MemKey, Psn, QpAttr, QpCap,
+    QpState, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus,
+    WorkCompletion,
 };
 use vhca_fuzz::hostile::{self, ProgramBuilder};
 use vhca_vhost::protocol::command::{body, Command, Response, RingInfo, Status};
@@ -261,10 +262,13 @@ fn commands() -> Vec<(&'static str, Command)> {
         ("destroy_ah", Command::DestroyAh { ah: 1 }),
         ("alloc_mw", Command::AllocMw { pd: 1, mw_type: 2 }),
         ("dealloc_mw", Command::DeallocMw { key: 0x8000_0105 }),
-        ("alloc_mr", Command::AllocMr {
-            pd: 1,
-            max_num_sg: 8,
-        }),
+        (
+            "alloc_mr",
+            Command::AllocMr {
+                pd: 1,
+                max_num_sg: 8,
+            },
+        ),
     ]
 }
 

@@ -825,10 +825,28 @@ pub fn summary(data: &[u8]) -> String {
         .iter()
         .map(|q| format!("{}:{}", q.qp_type, q.state))
         .collect();
+    let bound = w
+        .mws
+        .iter()
+        .filter(|&&k| h.vf.mw(MemKey(k)).is_some_and(|m| m.binding.is_some()))
+        .count();
+    // A fast-register MR's key byte changes with each REG_MR: any of them, valid.
+    let registered = w
+        .frmrs
+        .iter()
+        .filter(|&&k| {
+            (0..=255u8).any(|b| {
+                h.vf.mr(MemKey::from_parts(MemKey(k).index(), b))
+                    .is_some_and(|m| m.valid)
+            })
+        })
+        .count();
     format!(
-        "device {:?}\nport {:?}\nqps {states:?}",
+        "device {:?}\nport {:?}\nqps {states:?}\nwindows bound {bound} of {}, fast-register MRs registered {registered} of {}",
         h.vf.counters(),
-        h.counters
+        h.counters,
+        w.mws.len(),
+        w.frmrs.len()
     )
 }
 

@@ -136,7 +136,7 @@ impl World {
                     iova,
                     len: match p.u8() {
                         0xf0.. => p.u64(),
-                        n => (u64::from(npages) * psize)
+                        n => (u64::from(npages).saturating_mul(psize))
                             .saturating_sub(u64::from(n) * 16)
                             .saturating_sub(iova % psize),
                     },
