@@ -104,7 +104,7 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             let atomic_word = rb + rp.rq_slots[side] as u64 * m;
             // After the rest, so that a plan without local keys lays memory out as before.
             let region = if rp.local_keys {
-                Some(remote_keys::KeyRegion::alloc(w, v, peer_depth)?)
+                Some(local_keys::KeyRegion::alloc(w, v, peer_depth)?)
             } else {
                 None
             };

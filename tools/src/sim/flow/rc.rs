@@ -1,8 +1,8 @@
 //! RC connections: each end posts every opcode with random sizes and SGLs, and every
 //! completion and byte is checked against what the peer must have done.
 
-use super::local_keys::{self, LocalKey};
-use super::remote_keys::{self, KeyRegion, Via};
+use super::local_keys::{self, KeyRegion, LocalKey};
+use super::remote_keys::{self, Via};
 use super::*;
 
 #[derive(Debug)]

@@ -11,77 +11,8 @@
 //! So the model's key and validity at the peer's post time are what the responder sees, and
 //! each access must succeed (its bytes checked) or be refused with REMOTE_ACCESS_ERROR.
 
-use super::local_keys::LocalKey;
+use super::local_keys::{LocalKey, CHUNK};
 use super::*;
-
-/// Bytes of the key region each of the peer's slots uses: one slot's request at a time, so a
-/// READ's prepared bytes or an atomic's prepared word cannot be overwritten under it.
-pub(super) const CHUNK: u64 = 512;
-
-/// Where the fast-register MR's I/O virtual addresses start: far from the guest-physical
-/// address of its pages, so an access lands right only through the page list.
-const FRMR_IOVA: u64 = 0x5a00_0000_0000;
-
-/// A side's memory for its fast-register MR and window (only with `RcPlan::local_keys`).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct KeyRegion {
-    /// Page aligned: the pages the fast-register MR maps, `len` bytes of them used.
-    pub(super) frmr_pages: u64,
-    pub(super) npages: u32,
-    /// The window's MR, and the window bound over all of it.
-    pub(super) window_base: u64,
-    /// The REG_MR page list.
-    pub(super) page_list: u64,
-    /// Bytes of each object: a chunk per peer slot.
-    pub(super) len: u64,
-}
-
-impl KeyRegion {
-    pub(super) fn alloc(w: &mut World, v: VfAddr, peer_depth: usize) -> VerbsResult<KeyRegion> {
-        let len = peer_depth.max(1) as u64 * CHUNK;
-        let npages = len.div_ceil(4096);
-        // A page of slack for the alignment: `World::alloc` aligns to 64 bytes only.
-        let base = w.alloc(v, 4096 + npages * 4096 + len + npages * 8)?;
-        let frmr_pages = base.next_multiple_of(4096);
-        let window_base = frmr_pages + npages * 4096;
-        Ok(KeyRegion {
-            frmr_pages,
-            npages: npages as u32,
-            window_base,
-            page_list: window_base + len,
-            len,
-        })
-    }
-
-    /// The REG_MR the next valid key of the fast-register MR comes from: the page list is
-    /// written into guest memory as a driver would.
-    pub(super) fn reg_mr(&self, w: &World, vf: VfAddr, key: MemKey) -> VerbsResult<SendOp> {
-        let list: Vec<u8> = (0..self.npages as u64)
-            .flat_map(|i| (self.frmr_pages + i * 4096).to_le_bytes())
-            .collect();
-        w.write(vf, self.page_list, &list)?;
-        Ok(SendOp::RegMr {
-            mr: key,
-            page_list: self.page_list,
-            npages: self.npages,
-            page_shift: 12,
-            iova: FRMR_IOVA,
-            len: self.len,
-            access: Access::LOCAL_WRITE
-                | Access::REMOTE_READ
-                | Access::REMOTE_WRITE
-                | Access::REMOTE_ATOMIC,
-        })
-    }
-
-    /// Where `obj`'s range starts as the peer names it, and in guest-physical memory.
-    fn bases(&self, obj: Kind) -> (u64, u64) {
-        match obj {
-            Kind::FastReg => (FRMR_IOVA, self.frmr_pages),
-            _ => (self.window_base, self.window_base),
-        }
-    }
-}
 
 /// Which of `End::remote_users` counts the peer's requests naming `obj`.
 pub(super) fn user_index(obj: Kind) -> usize {
