@@ -153,7 +153,7 @@ impl World {
                 rkey,
                 len: u32::from(p.u16()),
                 placement: FlushPlacement::from_bits_truncate(p.u8()),
-                level: if p.u8() % 2 == 0 {
+                level: if p.u8().is_multiple_of(2) {
                     FlushLevel::Range
                 } else {
                     FlushLevel::Mr
