@@ -12,8 +12,9 @@ use vhca::interop::perf::KeyMsg;
 use vhca::interop::pingpong::Dest;
 use vhca_device::checkpoint;
 use vhca_device::{
-    Access, AhAttr, AhHandle, Gid, Mac, MemKey, Psn, QpAttr, QpCap, QpState, Qpn, RecvWr,
-    SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus, WorkCompletion,
+    Access, AhAttr, AhHandle, FlushLevel, FlushPlacement, Gid, Mac, MemKey, Psn, QpAttr, QpCap,
+    QpState, Qpn, RecvWr, SendFlags, SendOp, SendWr, Sge, UdDest, VfIdentity, WcOpcode, WcStatus,
+    WorkCompletion,
 };
 use vhca_fuzz::hostile::{self, ProgramBuilder};
 use vhca_vhost::protocol::command::{body, Command, Response, RingInfo, Status};
@@ -259,6 +260,15 @@ fn commands() -> Vec<(&'static str, Command)> {
             },
         ),
         ("destroy_ah", Command::DestroyAh { ah: 1 }),
+        ("alloc_mw", Command::AllocMw { pd: 1, mw_type: 2 }),
+        ("dealloc_mw", Command::DeallocMw { key: 0x8000_0105 }),
+        (
+            "alloc_mr",
+            Command::AllocMr {
+                pd: 1,
+                max_num_sg: 8,
+            },
+        ),
     ]
 }
 
@@ -330,6 +340,35 @@ fn ring_seeds() {
             add: 3,
         },
         SendOp::LocalInv { key: k },
+        SendOp::BindMw {
+            mw: MemKey(0x8000_0105),
+            rkey: MemKey(0x8000_0106),
+            mr: k,
+            addr: 0x1000,
+            len: 0x800,
+            access: Access::REMOTE_READ | Access::REMOTE_WRITE,
+        },
+        SendOp::RegMr {
+            mr: MemKey(0x201),
+            page_list: 0x3000,
+            npages: 2,
+            page_shift: 12,
+            iova: 0x1_0000,
+            len: 8192,
+            access: Access::LOCAL_WRITE | Access::REMOTE_READ,
+        },
+        SendOp::AtomicWrite {
+            remote_addr: 0x1000,
+            rkey: k,
+            value: 0x1122_3344_5566_7788,
+        },
+        SendOp::Flush {
+            remote_addr: 0x1000,
+            rkey: k,
+            len: 64,
+            placement: FlushPlacement::GLOBAL,
+            level: FlushLevel::Range,
+        },
     ];
     // [kind][max_sge][max_inline lo][hi][index ×4]
     let ctl =
@@ -490,6 +529,21 @@ fn programs() -> Vec<(&'static str, Vec<u8>)> {
         .pump(500)
         .pump(60000);
     out.push(("rc_at_victim", p.0));
+    // Windows and fast-register MRs: bound, registered, used, with ATOMIC_WRITE and FLUSH.
+    let mut p = ProgramBuilder::default();
+    p.create_pd().reg_mr_bindable(0).create_cq(7);
+    p.create_qp(false, 0).create_qp(false, 0);
+    p.connect(0, 1, 0x200, 2);
+    p.alloc_mw(true).alloc_mw(false).alloc_mr();
+    p.post_key_op(0, 9, 0x1000, 0x800, 0)
+        .post_key_op(0, 10, 0x2000, 0, 0)
+        .pump(10)
+        .post_send(0, 3, 0x100, 64, 0x1000)
+        .post_send(0, 5, 0x200, 64, 0x1000)
+        .post_key_op(0, 11, 0, 0, 0x1008)
+        .post_key_op(0, 12, 0, 64, 0x1000)
+        .pump(100);
+    out.push(("rc_pair_keys", p.0));
     let mut p = ProgramBuilder::default();
     p.create_pd().reg_mr(0).create_cq(4).create_qp(true, 0);
     p.connect_ud();

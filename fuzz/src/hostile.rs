@@ -11,6 +11,8 @@
 //! Properties: nothing panics; every victim ping-pong round completes successfully with the
 //! bytes that were sent, whatever the hostile VF did before it.
 
+mod keys;
+
 use std::sync::Arc;
 use vhca_device::{
     Access, AhAttr, AhHandle, CqHandle, Gid, GuestMemory, Mac, MemKey, Mtu, Nanos, Psn, QpAttr,
@@ -121,6 +123,9 @@ struct World {
     next: u64,
     pds: Vec<u32>,
     keys: Vec<u32>,
+    /// Windows and fast-register MRs (their keys are in `keys` too).
+    mws: Vec<u32>,
+    frmrs: Vec<u32>,
     cqs: Vec<HCq>,
     qps: Vec<HQp>,
     ahs: Vec<u32>,
@@ -232,6 +237,8 @@ impl World {
             next: DATA,
             pds: Vec::new(),
             keys: Vec::new(),
+            mws: Vec::new(),
+            frmrs: Vec::new(),
             cqs: Vec::new(),
             qps: Vec::new(),
             ahs: Vec::new(),
@@ -364,7 +371,8 @@ impl World {
                     self.hostile().doorbell(db);
                 }
             }
-            11 | 12 => {
+            12 => self.key_command(p),
+            11 => {
                 self.now = Nanos(self.now.0 + u64::from(p.u16()) * 10_000);
                 self.pump();
                 self.consume(p);
@@ -421,7 +429,12 @@ impl World {
         let list = self.alloc(pages.len() as u64);
         let _ = self.hmem.write(list, &pages);
         let access = if wild & 2 == 0 {
-            FULL.bits()
+            // Sometimes windows may be bound in it.
+            let mut a = FULL;
+            if wild & 16 != 0 {
+                a |= Access::MW_BIND;
+            }
+            a.bits()
         } else {
             u32::from(p.u8())
         };
@@ -564,7 +577,7 @@ impl World {
         let q = self.qps[i];
         let rkey = MemKey(p.pick(&self.keys));
         let remote_addr = (u64::from(p.u16()) % DATA) & !7;
-        let op = match p.u8() % 9 {
+        let op = match p.u8() % 13 {
             0 => SendOp::Send,
             1 => SendOp::SendWithImm { imm: p.u32() },
             2 => SendOp::SendWithInv { rkey },
@@ -586,7 +599,8 @@ impl World {
                 rkey,
                 add: p.u64(),
             },
-            _ => SendOp::LocalInv { key: rkey },
+            8 => SendOp::LocalInv { key: rkey },
+            k => self.key_op(p, k - 9, rkey, remote_addr),
         };
         let flags = SendFlags::from_bits_truncate(u32::from(p.u8()));
         let mut wr = SendWr::new(u64::from(p.u32()), op).flags(flags);
@@ -811,10 +825,28 @@ pub fn summary(data: &[u8]) -> String {
         .iter()
         .map(|q| format!("{}:{}", q.qp_type, q.state))
         .collect();
+    let bound = w
+        .mws
+        .iter()
+        .filter(|&&k| h.vf.mw(MemKey(k)).is_some_and(|m| m.binding.is_some()))
+        .count();
+    // A fast-register MR's key byte changes with each REG_MR: any of them, valid.
+    let registered = w
+        .frmrs
+        .iter()
+        .filter(|&&k| {
+            (0..=255u8).any(|b| {
+                h.vf.mr(MemKey::from_parts(MemKey(k).index(), b))
+                    .is_some_and(|m| m.valid)
+            })
+        })
+        .count();
     format!(
-        "device {:?}\nport {:?}\nqps {states:?}",
+        "device {:?}\nport {:?}\nqps {states:?}\nwindows bound {bound} of {}, fast-register MRs registered {registered} of {}",
         h.vf.counters(),
-        h.counters
+        h.counters,
+        w.mws.len(),
+        w.frmrs.len()
     )
 }
 
@@ -903,6 +935,41 @@ impl ProgramBuilder {
             .u16(addr)
             .u16(len)
             .b(&[0, 0])
+    }
+    /// Like `reg_mr`, and windows may be bound in it (MW_BIND).
+    pub fn reg_mr_bindable(&mut self, pd: u8) -> &mut Self {
+        self.b(&[2, pd, 15, 16, 0])
+    }
+    /// A memory window (type 2, or type 1) on the first PD.
+    pub fn alloc_mw(&mut self, type2: bool) -> &mut Self {
+        self.b(&[12, 0, 0, if type2 { 0 } else { 4 }])
+    }
+    /// A fast-register MR of up to 8 pages on the first PD.
+    pub fn alloc_mr(&mut self) -> &mut Self {
+        self.b(&[12, 0, 2, 7])
+    }
+    /// A signaled WQE of opcode `op` 9–12 on QP `qp`: BIND_MW of the first window over
+    /// `[addr, addr + len)` of the first MR with every remote right (the next key byte);
+    /// REG_MR of the first fast-register MR over the page at `addr` (rounded down), full
+    /// access; ATOMIC_WRITE at `raddr`; FLUSH of `len` bytes at `raddr`, global, range. The
+    /// R_Key (ATOMIC_WRITE, FLUSH) is the first MR's.
+    pub fn post_key_op(&mut self, qp: u8, op: u8, addr: u16, len: u16, raddr: u16) -> &mut Self {
+        self.b(&[7, qp, 0]).u16(raddr).b(&[op]);
+        match op {
+            9 => {
+                self.b(&[0, 0, 0]).u16(addr).b(&[0]).u16(len).b(&[1]);
+            }
+            10 => {
+                self.b(&[0, 0, 0, 0]).u16(addr / 4096).b(&[0, 0, 0, 2]);
+            }
+            11 => {
+                self.u64(0x1122_3344_5566_7788);
+            }
+            _ => {
+                self.u16(len).b(&[1, 0]);
+            }
+        }
+        self.b(&[2]).u32(u32::from(op)).b(&[0, 0])
     }
     /// A signaled UD SEND of `len` bytes through the first AH to victim `victim`'s QPN (whose
     /// QP is RC: the victim must drop it) or, with `victim` 2, to hostile QP 0.

@@ -40,6 +40,7 @@ pub fn plan(ops_per_side: usize) -> Plan {
         max_rd_atomic: 8,
         all_ops: true,
         local_keys: true,
+        remote_key_errors: false,
     };
     Plan {
         pfs: vec![2, 1],

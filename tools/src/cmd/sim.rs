@@ -27,10 +27,15 @@ impl Args {
         let (faults, migrate) = (self.faults, self.migrate);
         let mut failed = 0u64;
         let mut total_ops = 0u64;
+        let mut through_keys = sim::check::RemoteKeyCounts::default();
         let n = self.seeds.end - self.seeds.start;
         for seed in self.seeds {
             let r = sim::run_with(seed, faults, migrate);
             total_ops += r.ops_completed;
+            through_keys.through_fast_reg += r.remote_keys.through_fast_reg;
+            through_keys.through_window += r.remote_keys.through_window;
+            through_keys.refused += r.remote_keys.refused;
+            through_keys.invalidated_by_send += r.remote_keys.invalidated_by_send;
             if self.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -67,6 +72,11 @@ impl Args {
             n - failed,
             failed,
             total_ops
+        );
+        let k = through_keys;
+        println!(
+            "through remote keys: {} via fast-register MRs, {} via windows, {} refused as predicted, {} invalidated by SEND_WITH_INV",
+            k.through_fast_reg, k.through_window, k.refused, k.invalidated_by_send
         );
         if failed > 0 {
             Err(CmdError::Check(format!("{failed} of {n} seeds failed")))

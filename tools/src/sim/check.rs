@@ -1,5 +1,6 @@
 //! What the simulator records while it checks: violations, injected faults, totals.
 
+use serde::Serialize;
 use std::collections::BTreeMap;
 use vhca_device::WorkCompletion;
 use vhca_fabric::world::fnv;
@@ -17,6 +18,28 @@ pub struct Checker {
     pub by_status: BTreeMap<String, u64>,
     /// Operations checked, by opcode.
     pub by_op: BTreeMap<&'static str, u64>,
+    pub remote_keys: RemoteKeyCounts,
+}
+
+/// The peer's requests through a side's fast-register MR or type 2 window, checked.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RemoteKeyCounts {
+    /// WRITEs, READs and atomics through a valid fast-register MR key that succeeded, their
+    /// bytes checked.
+    pub through_fast_reg: u64,
+    /// The same through a bound window.
+    pub through_window: u64,
+    /// Requests with a stale key or a range outside that failed with REMOTE_ACCESS_ERROR, as
+    /// the model said.
+    pub refused: u64,
+    /// SEND_WITH_INVs that invalidated one, the receive completion naming its key.
+    pub invalidated_by_send: u64,
+}
+
+impl RemoteKeyCounts {
+    pub fn total(&self) -> u64 {
+        self.through_fast_reg + self.through_window + self.refused + self.invalidated_by_send
+    }
 }
 
 impl Checker {

@@ -37,6 +37,8 @@ pub struct SimReport {
     pub violations: Vec<String>,
     pub by_status: std::collections::BTreeMap<String, u64>,
     pub by_op: std::collections::BTreeMap<&'static str, u64>,
+    /// The peer's requests through fast-register MRs and windows, checked.
+    pub remote_keys: check::RemoteKeyCounts,
     /// Per VF: (address, counters).
     #[serde(serialize_with = "counters_by_name")]
     pub vf_counters: Vec<(String, vhca_device::resources::Counters)>,
@@ -313,6 +315,7 @@ pub fn run_plan_tapped(
         violations: checker.violations,
         by_status: checker.by_status,
         by_op: checker.by_op,
+        remote_keys: checker.remote_keys,
         vf_counters,
         switch: world.switch.counters.clone(),
     }

@@ -28,6 +28,9 @@ pub struct RcPlan {
     /// Each side also registers and invalidates a fast-register MR and binds and invalidates a
     /// type 2 window. Off in `vhca state`'s sample (see `all_ops`).
     pub local_keys: bool,
+    /// With `local_keys`, the peer's requests through them sometimes use a stale key or a
+    /// range outside, which ends the connection (REMOTE_ACCESS_ERROR). Off in the demo.
+    pub remote_key_errors: bool,
 }
 
 /// A UC connection: both sides send SENDs and WRITEs (with and without immediates).
@@ -137,6 +140,7 @@ impl Plan {
                     max_rd_atomic: rng.gen_range(1..=8),
                     all_ops: true,
                     local_keys: true,
+                    remote_key_errors: true,
                 }
             })
             .collect::<Vec<_>>();

@@ -7,9 +7,31 @@
 //! (`ctx_xchg_data_rdma`). Only the address blob differs: `struct pingpong_dest` in binary,
 //! big-endian (see [`KeyMsg::encode_binary`]). No "done" closes it; the DREQs do.
 
-use super::rdma_cm::PerfCm;
 use super::*;
+use crate::interop::cm::conn::ConnId;
+use crate::interop::cm::port::CmPort;
 use crate::interop::endpoint::IDLE_TICK;
+
+/// The CM of a `-R` run and its connections: the comm QP's, then data QP `i`'s at
+/// `conns[i + 1]` (connected by `rdma_cm.rs`).
+pub(super) struct PerfCm {
+    pub(super) port: CmPort,
+    pub(super) conns: Vec<ConnId>,
+}
+
+impl PerfCm {
+    /// One round of the CM: MADs in, timers, MADs out.
+    pub(super) fn drive<V: Endpoint>(&mut self, node: &mut V) -> Result<(), PerfError> {
+        self.port.drive(node).map_err(cm_err)
+    }
+}
+
+pub(super) fn cm_err(e: impl std::fmt::Display) -> PerfError {
+    PerfError::Exchange {
+        what: "the rdma_cm connection",
+        text: e.to_string(),
+    }
+}
 
 /// The receive slot's size: `sizeof(struct pingpong_dest)`, perftest's receive length. Nothing
 /// the channel carries is longer.

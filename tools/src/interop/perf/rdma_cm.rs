@@ -5,25 +5,12 @@
 //! every data QP to the same address and port. The address exchange then only carries keys and
 //! addresses. At the end each side sends a DREQ per connection and answers the peer's.
 
-use super::comm::CommChan;
+use super::comm::{cm_err, CommChan, PerfCm};
 use super::*;
 use crate::interop::cm::cma::{self, CmaHdr};
 use crate::interop::cm::conn::{reason, AcceptParams, CmConfig, ConnId, ConnectParams, Event};
 use crate::interop::cm::port::{ca_guid, fresh_comm_id, CmPort};
 use std::net::IpAddr;
-
-/// The CM of a run and its connections: the comm QP's, then QP `i`'s at `conns[i + 1]`.
-pub(super) struct PerfCm {
-    port: CmPort,
-    conns: Vec<ConnId>,
-}
-
-fn cm_err(e: impl std::fmt::Display) -> PerfError {
-    PerfError::Exchange {
-        what: "the rdma_cm connection",
-        text: e.to_string(),
-    }
-}
 
 fn ipv4(gid: Gid) -> Result<Ipv4Addr, PerfError> {
     gid.to_ipv4()
@@ -82,13 +69,6 @@ pub(super) fn connect_comm<V: Endpoint>(
     };
     cm.conns.push(id);
     Ok(comm)
-}
-
-impl PerfCm {
-    /// One round of the CM: MADs in, timers, MADs out.
-    pub(super) fn drive<V: Endpoint>(&mut self, node: &mut V) -> Result<(), PerfError> {
-        self.port.drive(node).map_err(cm_err)
-    }
 }
 
 /// Connects every QP of `r` through the CM: as the client to `server`, or as the server.

@@ -1,11 +1,14 @@
 //! The simulator's traffic: RC and UC connections and UD groups, each posting its workload and
 //! checking every completion against the model of what must have happened.
 
+mod kind;
 mod local_keys;
 mod rc;
+mod remote_keys;
 mod uc;
 mod ud;
 
+use kind::*;
 pub use rc::RcConn;
 use rc::*;
 use uc::build_uc;
@@ -99,6 +102,12 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
             let rb = tb + peer_depth as u64 * m;
             let rq_bufs: Vec<u64> = (0..rp.rq_slots[side]).map(|i| rb + i as u64 * m).collect();
             let atomic_word = rb + rp.rq_slots[side] as u64 * m;
+            // After the rest, so that a plan without local keys lays memory out as before.
+            let region = if rp.local_keys {
+                Some(local_keys::KeyRegion::alloc(w, v, peer_depth)?)
+            } else {
+                None
+            };
             Ok(End {
                 q,
                 key,
@@ -118,6 +127,8 @@ pub fn build(w: &mut World, plan: &Plan, rng: &mut ChaCha8Rng) -> VerbsResult<Ve
                 failed: false,
                 fast_reg: None,
                 window: None,
+                region,
+                remote_users: [0; 2],
             })
         };
         let a = mk(w, vfs[rp.a], 0)?;

@@ -1,67 +1,9 @@
 //! RC connections: each end posts every opcode with random sizes and SGLs, and every
 //! completion and byte is checked against what the peer must have done.
 
-use super::local_keys::{self, LocalKey};
+use super::local_keys::{self, KeyRegion, LocalKey};
+use super::remote_keys::{self, Via};
 use super::*;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Kind {
-    Send,
-    SendImm,
-    SendInv,
-    Write,
-    WriteImm,
-    Read,
-    CmpSwap,
-    FetchAdd,
-    LocalInv,
-    AtomicWrite,
-    Flush,
-    /// A fast-register MR of this side: REG_MR with a new key byte when it is invalid,
-    /// LOCAL_INV when it is valid (the model in `End::fast_reg` says which).
-    FastReg,
-    /// A type 2 window of this side: BIND_MW with a new key byte when it is free, LOCAL_INV
-    /// when it is bound (`End::window`).
-    Window,
-}
-
-impl Kind {
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Kind::Send => "SEND",
-            Kind::SendImm => "SEND_WITH_IMM",
-            Kind::SendInv => "SEND_WITH_INV",
-            Kind::Write => "RDMA_WRITE",
-            Kind::WriteImm => "RDMA_WRITE_WITH_IMM",
-            Kind::Read => "RDMA_READ",
-            Kind::CmpSwap => "ATOMIC_CMP_AND_SWP",
-            Kind::FetchAdd => "ATOMIC_FETCH_AND_ADD",
-            Kind::LocalInv => "LOCAL_INV",
-            Kind::AtomicWrite => "ATOMIC_WRITE",
-            Kind::Flush => "FLUSH",
-            Kind::FastReg => "REG_MR/LOCAL_INV (fast-register MR)",
-            Kind::Window => "BIND_MW/LOCAL_INV (type 2 window)",
-        }
-    }
-}
-
-/// Every kind: the classic ones first, then IBTA 1.5's (`RcPlan::all_ops`), then this side's
-/// own keys (`RcPlan::local_keys`).
-pub(super) const KINDS: [Kind; 13] = [
-    Kind::Send,
-    Kind::SendImm,
-    Kind::SendInv,
-    Kind::Write,
-    Kind::WriteImm,
-    Kind::Read,
-    Kind::CmpSwap,
-    Kind::FetchAdd,
-    Kind::LocalInv,
-    Kind::AtomicWrite,
-    Kind::Flush,
-    Kind::FastReg,
-    Kind::Window,
-];
 
 #[derive(Debug)]
 pub(super) struct Posted {
@@ -80,8 +22,10 @@ pub(super) struct Posted {
     pub(super) local: Option<(WcOpcode, MemKey)>,
     /// Seeds the bytes of the message (see `pattern`).
     pub(super) id: u64,
-    /// Uses a bad rkey on purpose.
+    /// Uses a bad rkey on purpose (or, through `via`, one the peer's model says is refused).
     pub(super) bad: bool,
+    /// Goes through the peer's fast-register MR or window (`remote_keys.rs`).
+    pub(super) via: Option<Via>,
 }
 
 #[derive(Debug)]
@@ -91,6 +35,8 @@ pub(super) struct ExpectedRecv {
     pub(super) imm: Option<u32>,
     pub(super) with_imm_write: bool,
     pub(super) inv: Option<MemKey>,
+    /// `inv` names this side's fast-register MR or window, not a buffer registered for it.
+    pub(super) inv_of: Option<Kind>,
 }
 
 pub(super) struct End {
@@ -116,6 +62,11 @@ pub(super) struct End {
     /// This side's fast-register MR and type 2 window, once drawn.
     pub(super) fast_reg: Option<LocalKey>,
     pub(super) window: Option<LocalKey>,
+    /// Where they live (`RcPlan::local_keys` only).
+    pub(super) region: Option<KeyRegion>,
+    /// The peer's requests in flight naming the fast-register MR, the window
+    /// (`remote_keys::user_index`): this side changes neither key while they are.
+    pub(super) remote_users: [usize; 2],
 }
 
 pub struct RcConn {
@@ -210,7 +161,15 @@ impl RcConn {
                     n += 1;
                 }
             }
-            let kind = pool[rng.gen_range(0..n)];
+            let kind = match pool[rng.gen_range(0..n)] {
+                // The peer's requests naming the object must meet the key they were drawn for.
+                k @ (Kind::FastReg | Kind::Window)
+                    if me.remote_users[remote_keys::user_index(k)] > 0 =>
+                {
+                    Kind::Send
+                }
+                k => k,
+            };
             let op_index = me.posted_count;
             let bad = self.plan.bad_rkey_at == Some((side, op_index));
             let kind = if bad { Kind::Write } else { kind };
@@ -230,6 +189,13 @@ impl RcConn {
                 }
             }
             .max(len_floor);
+            let mut via = if self.plan.local_keys && !bad {
+                let errors = self.plan.remote_key_errors;
+                remote_keys::draw(rng, kind, &self.ends[1 - side], slot, errors)
+            } else {
+                None
+            };
+            let len = via.map_or(len, |v| v.len);
             let (mine, peer) = if side == 0 {
                 let (a, b) = self.ends.split_at_mut(1);
                 (&mut a[0], &mut b[0])
@@ -250,11 +216,14 @@ impl RcConn {
                 expect_orig: 0,
                 key: None,
                 local: None,
-                bad,
+                bad: bad || via.is_some_and(|v| v.refused.is_some()),
+                via: None,
                 id,
             };
             let sgl = split_sgl(rng, local, len, mine.key, 4);
             let target = peer.targets[slot];
+            // Where the peer's bytes are: through a key, in its key region.
+            let data_at = via.map_or(target, |v| v.phys);
             let imm = rng.gen::<u32>();
             let mut flags = SendFlags::SIGNALED;
             if rng.gen_bool(0.2) {
@@ -270,24 +239,32 @@ impl RcConn {
                 )
                 && rng.gen_bool(0.3);
             let op = match kind {
+                _ if via.is_some() => {
+                    let v = via.as_mut().expect("checked");
+                    remote_keys::op(rng, w, peer.q.vf, kind, v, &mut posted)
+                }
                 Kind::Send => SendOp::Send,
                 Kind::SendImm => SendOp::SendWithImm { imm },
-                Kind::SendInv => {
-                    // The peer's application registers a buffer whose key the SEND invalidates.
-                    let key = match w.vf_mut(peer.q.vf).reg_mr(
-                        peer.q.pd,
-                        peer.targets[slot],
-                        64,
-                        Access::LOCAL_WRITE | Access::REMOTE_READ,
-                    ) {
-                        Ok(k) => k,
+                Kind::SendInv if self.plan.local_keys => match remote_keys::draw_inv(rng, peer) {
+                    Some(v) => {
+                        via = Some(v);
+                        SendOp::SendWithInv { rkey: v.rkey }
+                    }
+                    None => match reg_for_inv(w, peer, slot) {
+                        Ok(rkey) => SendOp::SendWithInv { rkey },
                         Err(e) => {
                             c.violation(format!("reg_mr for SEND_WITH_INV: {e}"));
                             return;
                         }
-                    };
-                    SendOp::SendWithInv { rkey: key }
-                }
+                    },
+                },
+                Kind::SendInv => match reg_for_inv(w, peer, slot) {
+                    Ok(rkey) => SendOp::SendWithInv { rkey },
+                    Err(e) => {
+                        c.violation(format!("reg_mr for SEND_WITH_INV: {e}"));
+                        return;
+                    }
+                },
                 Kind::Write => SendOp::Write {
                     remote_addr: target,
                     rkey: if bad { MemKey(0x00de_ad77) } else { peer.key },
@@ -373,7 +350,8 @@ impl RcConn {
                     } else {
                         mine.window
                     };
-                    let Some((op, next)) = local_keys::next_op(w, c, kind, state, &mine.q, local)
+                    let region = mine.region;
+                    let Some((op, next)) = local_keys::next_op(w, c, kind, state, &mine.q, region)
                     else {
                         return;
                     };
@@ -392,13 +370,13 @@ impl RcConn {
                 }
                 Kind::Read => {
                     // The peer application prepares what will be read.
-                    let _ = w.write(peer.q.vf, target, &data);
+                    let _ = w.write(peer.q.vf, data_at, &data);
                     posted.check_at = local;
                 }
                 _ => {}
             }
             if matches!(kind, Kind::Write | Kind::WriteImm) {
-                posted.check_at = target;
+                posted.check_at = data_at;
             }
             let mut wr = SendWr::new(wr_id, op).flags(flags);
             if inline {
@@ -423,6 +401,22 @@ impl RcConn {
                 // From here on both QPs may see errors: the responder goes to ERR and flushes.
                 self.broken = Some("bad rkey injected".into());
             }
+            if let Some(v) = via {
+                peer.remote_users[remote_keys::user_index(v.obj)] += 1;
+                if kind == Kind::SendInv {
+                    remote_keys::invalidated(peer, v.obj);
+                }
+                if let Some(why) = v.refused {
+                    c.injected(format!(
+                        "rc{} side {side}: {} through the peer's {} with {why} (op {op_index})",
+                        self.index,
+                        kind.name(),
+                        v.obj.name()
+                    ));
+                    self.broken = Some(format!("{} with {why}", v.obj.name()));
+                }
+            }
+            posted.via = via;
             match kind {
                 Kind::Send | Kind::SendImm | Kind::SendInv | Kind::WriteImm if !bad => {
                     peer.expected.push_back(ExpectedRecv {
@@ -435,6 +429,7 @@ impl RcConn {
                         } else {
                             None
                         },
+                        inv_of: via.map(|v| v.obj),
                     })
                 }
                 _ => {}
@@ -476,6 +471,10 @@ impl RcConn {
         if let Some(s) = p.slot {
             mine.slot_busy[s] = false;
         }
+        if let Some(v) = p.via {
+            let u = &mut peer.remote_users[remote_keys::user_index(v.obj)];
+            *u = u.saturating_sub(1);
+        }
         if p.wr_id != wc.wr_id {
             c.violation(format!(
                 "rc{idx} side {side}: completion out of order: got wr {:#x}, expected {:#x} ({:?})",
@@ -502,6 +501,9 @@ impl RcConn {
             } else {
                 self.broken.is_some()
             };
+            if p.bad && p.via.is_some() && wc.status == WcStatus::RemAccessErr && !mine.failed {
+                c.remote_keys.refused += 1;
+            }
             self.broken
                 .get_or_insert_with(|| format!("{:?}", wc.status));
             mine.failed = true;
@@ -520,7 +522,9 @@ impl RcConn {
         }
         if p.bad {
             c.violation(format!(
-                "rc{idx} side {side}: a WRITE with a bad rkey succeeded"
+                "rc{idx} side {side}: {} with a bad rkey succeeded ({:?})",
+                p.kind.name(),
+                p.via
             ));
             return;
         }
@@ -574,6 +578,10 @@ impl RcConn {
                 }
             }
             _ => {}
+        }
+        if let Some(v) = p.via.filter(|_| p.kind != Kind::SendInv) {
+            let what = format!("rc{idx} side {side}");
+            remote_keys::check_done(w, c, &what, peer.q.vf, &v);
         }
         if !matches!(p.kind, Kind::FastReg | Kind::Window)
             && wc.opcode != expected_wc_opcode(p.kind)
@@ -643,7 +651,10 @@ impl RcConn {
                 ));
             }
         }
-        if let Some(k) = x.inv {
+        if let (Some(k), Some(obj)) = (x.inv, x.inv_of) {
+            let what = format!("rc{idx} side {side}");
+            remote_keys::check_invalidated(w, c, &what, &e.q, obj, k);
+        } else if let Some(k) = x.inv {
             if w.vf(e.q.vf).mr(k).is_some_and(|m| m.valid) {
                 c.violation(format!(
                     "rc{idx} side {side}: SEND_WITH_INV left the MR valid"
@@ -665,43 +676,12 @@ impl RcConn {
     }
 }
 
-pub(super) fn expected_wc_opcode(k: Kind) -> WcOpcode {
-    match k {
-        Kind::Send | Kind::SendImm | Kind::SendInv => WcOpcode::Send,
-        Kind::Write | Kind::WriteImm => WcOpcode::RdmaWrite,
-        Kind::Read => WcOpcode::RdmaRead,
-        Kind::CmpSwap => WcOpcode::CmpSwap,
-        Kind::FetchAdd => WcOpcode::FetchAdd,
-        Kind::LocalInv => WcOpcode::LocalInv,
-        Kind::AtomicWrite => WcOpcode::AtomicWrite,
-        Kind::Flush => WcOpcode::Flush,
-        // Either, by the model's state at post time (`Posted::local`).
-        Kind::FastReg => WcOpcode::RegMr,
-        Kind::Window => WcOpcode::BindMw,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The opcodes of the v1 checkpoint samples' day (see `RcPlan::all_ops`): the first nine of
-    /// [`KINDS`], in the same order, so a plan without the newer ones draws exactly as it did.
-    const CLASSIC_KINDS: [Kind; 9] = [
-        Kind::Send,
-        Kind::SendImm,
-        Kind::SendInv,
-        Kind::Write,
-        Kind::WriteImm,
-        Kind::Read,
-        Kind::CmpSwap,
-        Kind::FetchAdd,
-        Kind::LocalInv,
-    ];
-
-    #[test]
-    fn the_classic_kinds_are_the_first_of_all_kinds() {
-        // A plan without the newer opcodes must draw exactly as before they existed.
-        assert_eq!(&KINDS[..CLASSIC_KINDS.len()], &CLASSIC_KINDS[..]);
-    }
+/// The peer's application registers a buffer whose key the SEND_WITH_INV invalidates.
+fn reg_for_inv(w: &mut World, peer: &End, slot: usize) -> VerbsResult<MemKey> {
+    w.vf_mut(peer.q.vf).reg_mr(
+        peer.q.pd,
+        peer.targets[slot],
+        64,
+        Access::LOCAL_WRITE | Access::REMOTE_READ,
+    )
 }
