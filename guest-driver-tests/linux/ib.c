@@ -243,7 +243,7 @@ static int vhca_gid_ipv4(struct vhca_dev *d)
 	static const u8 prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
 
 	if (memcmp(d->cfg.gid, prefix, sizeof(prefix))) {
-		dev_err(&d->vdev->dev, "GID %pI6 is not IPv4-mapped: unsupported\n", d->cfg.gid);
+		dev_err(&d->vdev->dev, "GID %pI6c is not IPv4-mapped: unsupported\n", d->cfg.gid);
 		return -EOPNOTSUPP;
 	}
 	memcpy(&d->ipv4, d->cfg.gid + 12, 4);
@@ -291,7 +291,7 @@ int vhca_ib_register(struct vhca_dev *d)
 	err = ib_register_device(&d->ib, "vhca%d", d->vdev->dev.parent);
 	if (err)
 		goto unreg_nd;
-	dev_info(&d->vdev->dev, "%s on %s: mac %pM ip %pI4 gid %pI6 node_guid %016llx mtu %u\n",
+	dev_info(&d->vdev->dev, "%s on %s: mac %pM ip %pI4 gid %pI6c node_guid %016llx mtu %u\n",
 		 dev_name(&d->ib.dev), netdev_name(ndev), d->cfg.mac, &d->ipv4, d->cfg.gid,
 		 d->cfg.node_guid, d->cfg.active_mtu);
 	return 0;
