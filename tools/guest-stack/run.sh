@@ -178,6 +178,7 @@ qpid=$QT_PID
 rxe_peer_wait "$console" '^(GS-DONE|GS-FAILED)' 1 300 || abort "the guest did not finish (no GS-DONE)"
 grep -aq '^GS-DONE' "$console" || abort "the guest failed: $(grep -a '^GS-FAILED' "$console" | tr -d '\r')"
 say "guest done after $((SECONDS - t0)) s"
+grep -a '^GS-UNBIND' "$console" | tr -d '\r' | sed 's/^GS-UNBIND /guest-stack: the init took back /' || true
 wait "$qpid" 2>/dev/null || true
 qpid=""
 
@@ -218,7 +219,7 @@ check "vhca_rdma refused while rdma_rxe is loaded (insmod rc $(step_rc vhca-besi
 check "the kernel log says why" grep -q 'rdma_rxe is loaded' <(gsout dmesg)
 check "after rmmod rdma_rxe, vhca_rdma binds both VFs again" grep -q '^GS-STEP vhca-again rc=0 devices=2$' "$con"
 check "ibv_devices lists them again" test "$(gsout devices-again | grep -Ec '^[[:space:]]+vhca[0-9]')" -eq 2
-check "no kernel warning or oops" bash -c '! grep -Eq "WARNING:|BUG:|Oops|Call Trace" "$1"' _ "$con"
+check "no kernel warning or oops in dmesg" bash -c '! grep -Eq "WARNING:|BUG:|Oops|Call Trace" "$1"' _ "$con"
 
 if [ "$fails" -ne 0 ]; then
     show_logs
