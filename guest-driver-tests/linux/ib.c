@@ -61,7 +61,7 @@ static int vhca_query_device(struct ib_device *ib, struct ib_device_attr *a, str
 	a->max_pd = clamp_int(c->max_pd);
 	a->max_qp_rd_atom = c->max_qp_rd_atom;
 	a->max_qp_init_rd_atom = c->max_qp_init_rd_atom;
-	a->max_res_rd_atom = c->max_qp_rd_atom * a->max_qp;
+	a->max_res_rd_atom = clamp_int(min_t(u64, (u64)c->max_qp_rd_atom * c->max_qp, U32_MAX));
 	a->atomic_cap = IB_ATOMIC_HCA;
 	a->max_ah = clamp_int(c->max_ah);
 	a->max_srq = clamp_int(c->max_srq);
