@@ -69,7 +69,7 @@ if [ -n "${VHCA_BIN:-}" ]; then
     vhca=$VHCA_BIN
 else
     (cd "$repo" && cargo build --release -q -p vhca)
-    vhca=$repo/target/release/vhca
+    vhca=${CARGO_TARGET_DIR:-$repo/target}/release/vhca
 fi
 RXE_PEER_DIR=$rxe_dir RXE_PEER_KERNEL=$kernel_env "$repo/tools/rxe-peer/build.sh"
 kver=$(ls "$rxe_dir/pkgroot/lib/modules" | head -n1)
