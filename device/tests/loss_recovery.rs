@@ -629,3 +629,56 @@ fn a_burst_of_out_of_order_responses_costs_one_retry() {
     assert_eq!(net.sent_with(O::RC_READ_REQUEST).len(), 2);
     assert!(net.log.iter().all(|s| s.at == Nanos(0)));
 }
+
+#[test]
+fn a_duplicate_send_behind_which_a_read_arrived_is_reacked_below_the_read() {
+    // The ACK of a SEND and the response of the READ behind it are both lost: the requester
+    // resends both. The re-ACK of the duplicate SEND must not name the READ's PSN: a READ is
+    // answered by its response, and rxe's completer takes an ACK naming a pending READ's PSN as
+    // that READ's completion without its data (seen against rping at 5% loss).
+    let (mut net, a, b) = pair();
+    let remote = net.rbuf(1, 64);
+    let local = net.rbuf(0, 64);
+    let d = net.rbuf(1, 64);
+    net.fill(&remote, &pattern(64, 9));
+    net.post_recv(&b, 1, vec![d.sge()]);
+    drop_first(&mut net, 1, 2, |p| {
+        p.bth.opcode == O::RC_ACK || p.bth.opcode.is_read_response()
+    });
+    net.post_send(&a, SendWr::new(1, SendOp::Send).inline(b"ping"));
+    net.post_send(
+        &a,
+        SendWr::new(
+            2,
+            SendOp::Read {
+                remote_addr: remote.addr,
+                rkey: remote.key,
+            },
+        )
+        .sge(local.sge()),
+    );
+    net.run();
+    let wcs = net.send_wcs(&a);
+    assert_eq!(wcs.len(), 2, "{wcs:?}");
+    assert!(wcs.iter().all(|w| w.status == WcStatus::Success), "{wcs:?}");
+    assert_eq!(net.contents(&local), pattern(64, 9));
+    let send_psn = net.sent_with(O::RC_SEND_ONLY)[0].psn();
+    let read_psn = net.sent_with(O::RC_READ_REQUEST)[0].psn();
+    assert_eq!(read_psn, send_psn + 1);
+    // Every ACK the responder sent names the SEND, never the READ.
+    let acks: Vec<u32> = net
+        .sent_with(O::RC_ACK)
+        .iter()
+        .filter(|s| s.from == 1)
+        .map(|s| s.psn())
+        .collect();
+    assert!(
+        acks.len() >= 2,
+        "the duplicate SEND was not re-ACKed: {acks:?}"
+    );
+    assert!(
+        acks.iter().all(|&p| p == send_psn),
+        "{acks:?} (SEND {send_psn:#x})"
+    );
+    assert!(net.vf(1).counters().duplicate_requests >= 2);
+}

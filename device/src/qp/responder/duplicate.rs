@@ -82,6 +82,29 @@ pub(super) fn duplicate(qp: &mut Qp, res: &mut Resources, pkt: &Packet) {
         }
         return;
     }
-    let last_good = qp.resp.epsn.sub(1);
-    qp.resp.ack(last_good);
+    qp.resp.ack(reack_psn(qp));
+}
+
+/// The PSN a re-ACK of a duplicate SEND or WRITE names: the last request received, unless the
+/// last requests were READs, whose answer is their response and never an ACK (rxe's
+/// responder re-ACKs with `ack_psn`, which READs do not move). rxe's completer takes an ACK
+/// naming a pending READ's last PSN as that READ's completion, without its data (check_psn's
+/// COMPST_COMP_ACK); against rping at 5% loss the echo then carried the previous ping's bytes
+/// (docs/interop.md). The READs still in the resources are the ones stepped over; one pushed
+/// out of them is older than those, so it cannot be among the trailing ones.
+fn reack_psn(qp: &Qp) -> crate::types::Psn {
+    let mut psn = qp.resp.epsn.sub(1);
+    for _ in 0..qp.resp.resources.len() {
+        let before = qp.resp.resources.iter().rev().find_map(|r| match r {
+            RdAtomicResource::Read { psn: p, npkts: n } if p.add(n.saturating_sub(1)) == psn => {
+                Some(p.sub(1))
+            }
+            _ => None,
+        });
+        match before {
+            Some(p) => psn = p,
+            None => break,
+        }
+    }
+    psn
 }
