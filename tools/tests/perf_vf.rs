@@ -60,6 +60,9 @@ fn args(o: &Options, port: u16) -> Vec<String> {
     if let Some(d) = o.duration {
         a.extend(["-D".into(), d.to_string()]);
     }
+    if o.rdma_cm {
+        a.push("-R".into());
+    }
     a
 }
 
@@ -361,4 +364,49 @@ fn refusals_cli() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// `-R` on a VF: the side channel and the data QPs connected by the CM on the VF's QP1 (no TCP
+/// at all), the CLI on the VF against the library on an in-process node, both roles.
+#[test]
+fn rdma_cm_vf_both_roles() {
+    let w = Watchdog::arm("rdma_cm_vf_both_roles", DEADLINE);
+    let mut o = opts(Test::WriteBw, 200);
+    o.rdma_cm = true;
+    o.qps = 2;
+    o.port = 18515;
+
+    w.phase("client on the VF");
+    let (vf_ip, node_ip) = (ip(111), ip(112));
+    let p = serve(vf_ip);
+    let so = o;
+    let srv = std::thread::spawn(move || perf::server(node_ip, &so));
+    let mut a = vec!["perf".into(), o.test.binary().into(), "--vf".into()];
+    a.push(p.socket(0).display().to_string());
+    a.push(node_ip.to_string());
+    a.extend(args(&o, o.port));
+    let c = json_of(vhca(&a));
+    let s = srv.join().expect("server thread").expect("node server");
+    assert_eq!(
+        (c["iterations"].as_u64(), c["bytes"].as_u64()),
+        (Some(400), Some(64)),
+        "{c}"
+    );
+    assert_eq!(c["bytes_transferred"], 64 * 400, "{c}");
+    assert!(s.table().contains("rdma_cm QPs\t : ON"), "{}", s.table());
+
+    w.phase("server on the VF");
+    let (vf_ip, node_ip) = (ip(121), ip(122));
+    let p = serve(vf_ip);
+    let mut a = vec!["perf".into(), o.test.binary().into(), "--vf".into()];
+    a.push(p.socket(0).display().to_string());
+    a.extend(args(&o, o.port));
+    let mut child = vhca(&a);
+    let log = wait_line(&mut child, "listening on rdma_cm port 18515");
+    let c = perf::client(node_ip, vf_ip, &o).expect("node client");
+    let s = json_of(child);
+    drop(log);
+    assert!(c.table().contains("rdma_cm QPs\t : ON"), "{}", c.table());
+    assert_eq!(s["iterations"], 400, "{s}");
+    assert_eq!(s["source"], "peer", "{s}");
 }
