@@ -145,18 +145,19 @@ guest_done_rping_client() {
     fail "$1: guest tool exited $rc"
 }
 
-# vhca_status NAME RC OUT: vhca pingpong's exit status RC, called once the guest's tool has
-# exited 0. Status 3 is vhca's last SEND never ACKed although every message arrived: the
-# pingpongs have no closing handshake, so a peer whose run is complete destroys its QP while
-# the ACK it sent may be lost (1 in 20 at 5% loss). The guest's tool exiting 0 proves it
-# received that SEND (it counts every message), so 3 passes here and nowhere else.
+# vhca_status NAME RC OUT: the exit status RC of vhca pingpong or perf (write_lat), called once
+# the guest's tool has exited 0. Status 3 is vhca's last SEND or WRITE never ACKed although
+# every message arrived: the pingpongs and ib_write_lat have no closing handshake, so a peer
+# whose run is complete destroys its QP while the ACK it sent may be lost (1 in 20 at 5% loss).
+# The guest's tool exiting 0 proves it received it (it counts every message), so 3 passes here
+# and nowhere else.
 vhca_status() {
     local name=$1 rc=$2 out=$3
     case $rc in
         0) ;;
         3)
             unacked_last=$((unacked_last + 1))
-            say "$name: last SEND never ACKed; the guest's tool received it (it exited 0)"
+            say "$name: last SEND/WRITE never ACKed; the guest's tool received it (it exited 0)"
             ;;
         *) fail "$name failed (exit $rc)" ;;
     esac
@@ -321,6 +322,15 @@ perf_summary() {
     fi
 }
 
+# vhca_summary OUT RC: perf_summary of a run that exited 0; what status 3 means otherwise.
+vhca_summary() {
+    if [ "$2" = 0 ]; then
+        perf_summary "$1"
+    else
+        printf 'its last WRITE was never ACKed (exit 3)'
+    fi
+}
+
 # guest_row SIZE ITERS: the guest tool's result row for SIZE x ITERS (the last one printed).
 guest_row() {
     tr -d '\r' <"$log" | grep -E "^ $1 +$2 " | tail -n1 | tr -s ' \t' ' '
@@ -348,16 +358,19 @@ perf_pair() {
         listens=$((listens + 1))
         rxe_peer_wait "$log" '^VHCA-CMD-LISTENING' "$listens" 120 '^VHCA-CMD-EXIT' "$n" || fail "$name: guest server did not listen"
     fi
+    local rc=0
     # shellcheck disable=SC2086
-    vx $vargs 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || fail "$name: vhca client failed"
+    vx $vargs 10.77.0.2 --ip 10.77.0.1 >"$out" 2>&1 || rc=$?
     guest_done "$name"
-    perf_check "$name" "$out" "$size" "$tot"
+    vhca_status "$name: vhca client" "$rc" "$out"
+    # Status 3 leaves no report to check; the guest's row is still checked below.
+    [ "$rc" = 0 ] && perf_check "$name" "$out" "$size" "$tot"
     if [ -n "$srv_row" ]; then
         rows=$((rows + 1))
         [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$tot ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $tot"
-        say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$tot"))"
+        say "$name: ok (vhca: $(vhca_summary "$out" "$rc"); guest:$(guest_row "$size" "$tot"))"
     else
-        say "$name: ok (vhca: $(perf_summary "$out"); guest: no row, as perftest's $bin server)"
+        say "$name: ok (vhca: $(vhca_summary "$out" "$rc"); guest: no row, as perftest's $bin server)"
     fi
 
     name="perf: $bin${opts:+ $opts} -> vhca"
@@ -371,11 +384,13 @@ perf_pair() {
     rxe_peer_wait "$out" 'server listening on' 1 30 || fail "$name: vhca server did not listen"
     guest_cmd "$gargs 10.77.0.1"
     guest_done "$name"
-    wait "$vp" || fail "$name: vhca server failed"
-    perf_check "$name" "$out" "$size" "$tot"
+    rc=0
+    wait "$vp" || rc=$?
+    vhca_status "$name: vhca server" "$rc" "$out"
+    [ "$rc" = 0 ] && perf_check "$name" "$out" "$size" "$tot"
     rows=$((rows + 1))
     [ "$(tr -d '\r' <"$log" | grep -cE "^ $size +$tot ")" -ge "$rows" ] || fail "$name: the guest printed no result row for $size x $tot"
-    say "$name: ok (vhca: $(perf_summary "$out"); guest:$(guest_row "$size" "$tot"))"
+    say "$name: ok (vhca: $(vhca_summary "$out" "$rc"); guest:$(guest_row "$size" "$tot"))"
 }
 
 # perf_all BINARY VTEST: -a -n 5 both ways; both exit 0, vhca's report has every size from 2 B

@@ -27,9 +27,11 @@ use vhca_guest::watchdog::Watchdog;
 
 const ITERS: u32 = 20;
 
-/// A UDP link that drops every ACK it would send once `after` SEND_ONLY packets arrived.
+/// A UDP link that drops every ACK it would send once `after` packets of opcode `counted`
+/// arrived.
 struct DropLastAcks {
     inner: UdpBridge,
+    counted: Opcode,
     sends_seen: u32,
     after: u32,
     dropped: Arc<AtomicU32>,
@@ -51,7 +53,7 @@ impl Link for DropLastAcks {
         let n = self.inner.recv(timeout, out)?;
         self.sends_seen += out[start..]
             .iter()
-            .filter(|p| p.bth.opcode == Opcode::RC_SEND_ONLY)
+            .filter(|p| p.bth.opcode == self.counted)
             .count() as u32;
         Ok(n)
     }
@@ -87,8 +89,17 @@ fn opts(linger: bool) -> Options {
 }
 
 fn dropping_node(ip: Ipv4Addr, dropped: &Arc<AtomicU32>) -> Node<DropLastAcks> {
+    dropping_node_after(ip, dropped, Opcode::RC_SEND_ONLY)
+}
+
+fn dropping_node_after(
+    ip: Ipv4Addr,
+    dropped: &Arc<AtomicU32>,
+    counted: Opcode,
+) -> Node<DropLastAcks> {
     let link = DropLastAcks {
         inner: UdpBridge::bind(IpAddr::V4(ip)).expect("bind UDP"),
+        counted,
         sends_seen: 0,
         after: ITERS,
         dropped: dropped.clone(),
@@ -146,4 +157,68 @@ fn a_server_whose_last_ack_is_lost_says_so_with_its_own_error() {
     );
     assert_eq!(e.exit_status(), 3);
     assert_eq!((c.iters, c.answered_unacked), (ITERS, 0));
+}
+
+/// ib_write_lat has no closing handshake either. Its server WRITEs first; each side WRITEs k
+/// once it saw the peer's k.
+mod write_lat {
+    use super::*;
+    use vhca::interop::perf::{self, PerfError, Test};
+
+    fn opts() -> perf::Options {
+        let mut o = perf::Options::new(Test::WriteLat);
+        o.size = 64;
+        o.iters = ITERS;
+        o.qp_timeout = 10;
+        o.timeout = Duration::from_secs(20);
+        o
+    }
+
+    #[test]
+    fn a_server_whose_last_write_lost_its_ack_succeeds_because_the_client_answered() {
+        let _w = Watchdog::arm("write_lat last ack, server", Duration::from_secs(120));
+        let (sip, cip) = (Ipv4Addr::new(127, 0, 93, 5), Ipv4Addr::new(127, 0, 93, 6));
+        let dropped = Arc::new(AtomicU32::new(0));
+        let listener = TcpListener::bind((sip, 0)).expect("bind TCP");
+        let addr = listener.local_addr().unwrap();
+        let srv = std::thread::spawn(move || {
+            let mut node = Node::new(sip, 16 << 20).expect("server node");
+            perf::serve_on(&mut node, listener, &opts(), &mut no_hook)
+        });
+        // The client drops its ACKs once all the server's WRITEs arrived.
+        let mut node = dropping_node_after(cip, &dropped, Opcode::RC_WRITE_ONLY);
+        let c = perf::client_on(&mut node, addr, &opts(), &mut no_hook)
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        let s = srv
+            .join()
+            .expect("server thread")
+            .unwrap_or_else(|e| panic!("server: {e}"));
+        assert!(dropped.load(Ordering::Relaxed) > 0, "no ACK was dropped");
+        for r in [&c, &s] {
+            let j = serde_json::to_value(r).unwrap();
+            assert_eq!(j["iterations"], ITERS, "{j}");
+        }
+    }
+
+    #[test]
+    fn a_client_whose_last_write_lost_its_ack_says_so_with_its_own_error() {
+        let _w = Watchdog::arm("write_lat last ack, client", Duration::from_secs(120));
+        let (sip, cip) = (Ipv4Addr::new(127, 0, 93, 7), Ipv4Addr::new(127, 0, 93, 8));
+        let dropped = Arc::new(AtomicU32::new(0));
+        let listener = TcpListener::bind((sip, 0)).expect("bind TCP");
+        let addr = listener.local_addr().unwrap();
+        let d = dropped.clone();
+        // The server drops its ACKs once all the client's WRITEs arrived.
+        let srv = std::thread::spawn(move || {
+            let mut node = dropping_node_after(sip, &d, Opcode::RC_WRITE_ONLY);
+            perf::serve_on(&mut node, listener, &opts(), &mut no_hook)
+        });
+        let mut node = Node::new(cip, 16 << 20).expect("client node");
+        let e = perf::client_on(&mut node, addr, &opts(), &mut no_hook)
+            .expect_err("the client's last WRITE was never ACKed");
+        srv.join().expect("server thread").expect("server");
+        assert!(dropped.load(Ordering::Relaxed) > 0, "no ACK was dropped");
+        assert!(matches!(e, PerfError::LastWriteUnacknowledged), "{e}");
+        assert_eq!(e.exit_status(), 3);
+    }
 }

@@ -29,7 +29,8 @@ use thiserror::Error;
 /// the [`CmdError::Usage`] that clap cannot see), 3 a ping-pong whose last SEND was never
 /// acknowledged ([`vhca::interop::pingpong::PingError::LastSendUnacknowledged`]) or an rping
 /// server whose last go-ahead was not
-/// ([`vhca::interop::rping::RpingError::LastGoAheadUnacknowledged`]).
+/// ([`vhca::interop::rping::RpingError::LastGoAheadUnacknowledged`]), or a write_lat whose last
+/// WRITE was not ([`vhca::interop::perf::PerfError::LastWriteUnacknowledged`]).
 #[derive(Debug, Error)]
 pub enum CmdError {
     /// Options that cannot work together, found after clap parsed them.
@@ -100,6 +101,7 @@ impl CmdError {
             CmdError::Usage(_) => ExitCode::from(2),
             CmdError::Pingpong(e) => ExitCode::from(e.exit_status()),
             CmdError::Rping(e) => ExitCode::from(e.exit_status()),
+            CmdError::Perf(e) => ExitCode::from(e.exit_status()),
             _ => ExitCode::FAILURE,
         }
     }

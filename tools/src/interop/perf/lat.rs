@@ -183,14 +183,28 @@ pub(super) fn write_lat<V: Endpoint>(
             node.post_send(r.qpn, &wr)?;
         }
         if ccnt < n {
-            wait_cq(
+            match wait_cq(
                 node,
                 r.send_cq,
                 1,
                 &mut wcs,
                 o.timeout,
                 "waiting for a WRITE's ACK",
-            )?;
+            ) {
+                Ok(()) => {}
+                // ib_write_lat has no closing handshake: a peer that has all it waits for
+                // exits, and the ACK of this side's last WRITE may be lost with it.
+                Err(PerfError::Completion(wc))
+                    if wc.status == WcStatus::RetryExcErr && timer.is_none() && scnt == n =>
+                {
+                    // The peer WRITEs k only once it saw this side's k: its last WRITE having
+                    // landed proves this one arrived. Without it nothing does.
+                    if client || node.read_buf(poll_at, 1)?[0] != n as u8 {
+                        return Err(PerfError::LastWriteUnacknowledged);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             ccnt += 1;
             if timer.as_ref().is_some_and(Timer::in_sample) {
                 counted += 1;

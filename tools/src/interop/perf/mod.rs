@@ -141,10 +141,26 @@ pub enum PerfError {
     Data(String),
     #[error("bad options: {0}")]
     Options(String),
+    /// write_lat: every WRITE of the peer arrived but this side's last one was never ACKed (the
+    /// peer, done, most likely exited first). Nothing this side saw proves it arrived; the
+    /// peer's exit status and result row do.
+    #[error("the last WRITE was never acknowledged (RETRY_EXC_ERR); the peer's exit status says whether it arrived")]
+    LastWriteUnacknowledged,
     #[error("VF: {0}")]
     Vf(#[from] DriverError),
     #[error("hook: {0}")]
     Hook(#[source] HookError),
+}
+
+impl PerfError {
+    /// The process's exit status: 3 for [`PerfError::LastWriteUnacknowledged`] (a script that
+    /// knows the peer succeeded may accept it), 1 for every other.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            PerfError::LastWriteUnacknowledged => 3,
+            _ => 1,
+        }
+    }
 }
 
 impl From<ChanError> for PerfError {
