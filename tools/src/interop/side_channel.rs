@@ -46,46 +46,16 @@ impl Chan {
         })
     }
 
-    /// Runs `step` (which returns `Ok((done, progress))`) pumping the node in between; fails
-    /// after `timeout` without a packet or progress. With `tick`, calls its hook about every
-    /// [`IDLE_TICK`] (a side that waits out its peer's data phase).
+    /// [`pump`] with `step` on this channel's socket and its timeout.
     pub fn pumping<V: Endpoint, E: From<ChanError>>(
         &mut self,
         node: &mut V,
         what: &'static str,
-        mut tick: Option<(Hook<'_, V>, u64)>,
+        tick: Option<(Hook<'_, V>, u64)>,
         mut step: impl FnMut(&mut TcpStream) -> Result<(bool, bool), E>,
     ) -> Result<(), E> {
-        let mut last = Instant::now();
-        let mut last_tick = Instant::now();
-        let mut rx = node.rx_packets();
-        loop {
-            let (done, progress) = step(&mut self.sock)?;
-            if done {
-                return Ok(());
-            }
-            node.idle(MAX_WAIT).map_err(ChanError::Io)?;
-            if let Some((hook, total)) = tick.as_mut() {
-                if last_tick.elapsed() >= IDLE_TICK {
-                    let p = Progress {
-                        done: None,
-                        total: *total,
-                    };
-                    let t = Instant::now();
-                    hook(node, p).map_err(ChanError::Hook)?;
-                    last_tick = Instant::now();
-                    // Time the hook took (a migration's blackout) is not the peer stalling;
-                    // the hook being called is no progress either.
-                    last += t.elapsed();
-                }
-            }
-            if progress || node.rx_packets() != rx {
-                rx = node.rx_packets();
-                last = Instant::now();
-            } else if last.elapsed() > self.timeout {
-                return Err(ChanError::Stalled(self.timeout, what).into());
-            }
-        }
+        let sock = &mut self.sock;
+        pump(node, self.timeout, what, tick, |_| step(sock))
     }
 
     pub fn write_blob<V: Endpoint>(
@@ -172,6 +142,49 @@ impl Chan {
         what: &'static str,
     ) -> Result<bool, ChanError> {
         read_into(&mut self.sock, buf, limit, what)
+    }
+}
+
+/// Runs `step` (which returns `Ok((done, progress))`) pumping the node in between; fails
+/// after `timeout` without a packet or progress. With `tick`, calls its hook about every
+/// [`IDLE_TICK`] (a side that waits out its peer's data phase). Every side channel waits this
+/// way: the TCP one above and `vhca perf -R`'s rdma_cm QP.
+pub fn pump<V: Endpoint, E: From<ChanError>>(
+    node: &mut V,
+    timeout: Duration,
+    what: &'static str,
+    mut tick: Option<(Hook<'_, V>, u64)>,
+    mut step: impl FnMut(&mut V) -> Result<(bool, bool), E>,
+) -> Result<(), E> {
+    let mut last = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut rx = node.rx_packets();
+    loop {
+        let (done, progress) = step(node)?;
+        if done {
+            return Ok(());
+        }
+        node.idle(MAX_WAIT).map_err(ChanError::Io)?;
+        if let Some((hook, total)) = tick.as_mut() {
+            if last_tick.elapsed() >= IDLE_TICK {
+                let p = Progress {
+                    done: None,
+                    total: *total,
+                };
+                let t = Instant::now();
+                hook(node, p).map_err(ChanError::Hook)?;
+                last_tick = Instant::now();
+                // Time the hook took (a migration's blackout) is not the peer stalling; the
+                // hook being called is no progress either.
+                last += t.elapsed();
+            }
+        }
+        if progress || node.rx_packets() != rx {
+            rx = node.rx_packets();
+            last = Instant::now();
+        } else if last.elapsed() > timeout {
+            return Err(ChanError::Stalled(timeout, what).into());
+        }
     }
 }
 

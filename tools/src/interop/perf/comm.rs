@@ -10,7 +10,7 @@
 use super::*;
 use crate::interop::cm::conn::ConnId;
 use crate::interop::cm::port::CmPort;
-use crate::interop::endpoint::IDLE_TICK;
+use crate::interop::side_channel::pump;
 
 /// The CM of a `-R` run and its connections: the comm QP's, then data QP `i`'s at
 /// `conns[i + 1]` (connected by `rdma_cm.rs`).
@@ -134,7 +134,7 @@ impl CommChan {
         node: &mut V,
         want: u64,
         what: &'static str,
-        mut tick: Option<(Hook<'_, V>, u64)>,
+        tick: Option<(Hook<'_, V>, u64)>,
     ) -> Result<u32, PerfError> {
         if want == RECV_WRID {
             if let Some(n) = self.received.take() {
@@ -142,14 +142,12 @@ impl CommChan {
             }
         }
         let mut wcs = Vec::with_capacity(2);
-        let mut last = Instant::now();
-        let mut last_tick = Instant::now();
-        let mut rx = node.rx_packets();
-        loop {
-            self.cm.drive(node)?;
+        let mut got = None;
+        let (cq, cm, received) = (self.cq, &mut self.cm, &mut self.received);
+        pump(node, self.timeout, what, tick, |node| {
+            cm.drive(node)?;
             wcs.clear();
-            node.poll_cq(self.cq, 2, &mut wcs)?;
-            let mut got = None;
+            node.poll_cq(cq, 2, &mut wcs)?;
             for wc in &wcs {
                 if wc.status != WcStatus::Success {
                     return Err(PerfError::Exchange {
@@ -159,36 +157,13 @@ impl CommChan {
                 }
                 match (wc.wr_id, want) {
                     (RECV_WRID, RECV_WRID) | (SEND_WRID, SEND_WRID) => got = Some(wc.byte_len),
-                    (RECV_WRID, _) => self.received = Some(wc.byte_len),
+                    (RECV_WRID, _) => *received = Some(wc.byte_len),
                     _ => {}
                 }
             }
-            if let Some(n) = got {
-                return Ok(n);
-            }
-            node.idle(vhca_fabric::node::MAX_WAIT)?;
-            if let Some((hook, total)) = tick.as_mut() {
-                if last_tick.elapsed() >= IDLE_TICK {
-                    let t = Instant::now();
-                    hook(
-                        node,
-                        Progress {
-                            done: None,
-                            total: *total,
-                        },
-                    )
-                    .map_err(PerfError::Hook)?;
-                    last_tick = Instant::now();
-                    last += t.elapsed();
-                }
-            }
-            if node.rx_packets() != rx || !wcs.is_empty() {
-                rx = node.rx_packets();
-                last = Instant::now();
-            } else if last.elapsed() > self.timeout {
-                return Err(PerfError::Stalled(self.timeout, what));
-            }
-        }
+            Ok((got.is_some(), !wcs.is_empty()))
+        })?;
+        Ok(got.unwrap_or_default())
     }
 
     fn send<V: Endpoint>(
